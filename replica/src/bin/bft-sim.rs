@@ -1,0 +1,125 @@
+//! Runs seeded simulations of a cluster and reports what they found.
+
+use std::process::ExitCode;
+
+use bft_replica::sim::{self, Outcome, SimConfig};
+use clap::Parser;
+
+/// Run K seeded scenarios of N replicas, B of them Byzantine, over a lossy, partitioned network.
+#[derive(Parser)]
+#[command(name = "bft-sim", version)]
+struct Args {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed; seeds run from here upwards.
+    #[arg(long, default_value_t = 0)]
+    first_seed: u64,
+    /// Replicas in the cluster (at least 4).
+    #[arg(long, default_value_t = 4)]
+    replicas: usize,
+    /// Byzantine replicas (at most F = floor((N-1)/3)).
+    #[arg(long, default_value_t = 1)]
+    byzantine: usize,
+    /// Clients, each submitting transfers one after another.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Transfers each client submits.
+    #[arg(long, default_value_t = 6)]
+    transfers: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Print every seed's outcome, not only failures.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    seeds: u64,
+    replicas: usize,
+    byzantine: usize,
+    committed: u64,
+    applied: u64,
+    rejected: u64,
+    view_changes: u64,
+    violations: u64,
+    liveness_failures: u64,
+    failing_seeds: Vec<u64>,
+    failures: Vec<Outcome>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let f = (args.replicas.max(1) - 1) / 3;
+    if args.replicas < 4 || args.byzantine > f {
+        eprintln!("bft-sim: need --replicas >= 4 and --byzantine <= F = {f}");
+        return ExitCode::from(2);
+    }
+    let mut summary = Summary {
+        seeds: args.seeds,
+        replicas: args.replicas,
+        byzantine: args.byzantine,
+        committed: 0,
+        applied: 0,
+        rejected: 0,
+        view_changes: 0,
+        violations: 0,
+        liveness_failures: 0,
+        failing_seeds: Vec::new(),
+        failures: Vec::new(),
+    };
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let mut config = SimConfig::new(seed, args.replicas, args.byzantine);
+        config.clients = args.clients.max(2);
+        config.transfers_per_client = args.transfers;
+        let outcome = sim::run(config);
+        summary.committed += outcome.committed;
+        summary.applied += outcome.applied;
+        summary.rejected += outcome.rejected;
+        summary.view_changes += outcome.view_changes;
+        summary.violations += outcome.violations.len() as u64;
+        summary.liveness_failures += u64::from(outcome.liveness_failure.is_some());
+        if args.verbose && !args.json {
+            println!(
+                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?}",
+                outcome.committed, outcome.view_changes, outcome.sim_time_ms, outcome.trace, outcome.byzantine
+            );
+        }
+        if !outcome.ok() {
+            if !args.json {
+                println!("seed {seed} FAILED (byzantine {:?})", outcome.byzantine);
+                for v in &outcome.violations {
+                    println!("  violation: {v}");
+                }
+                if let Some(l) = &outcome.liveness_failure {
+                    println!("  liveness: {l}");
+                }
+            }
+            summary.failing_seeds.push(seed);
+            summary.failures.push(outcome);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+    } else {
+        println!(
+            "{} seeds, N = {}, {} Byzantine: {} transfers committed ({} applied, {} rejected by the ledger), \
+             {} view changes, {} violations, {} liveness failures",
+            summary.seeds,
+            summary.replicas,
+            summary.byzantine,
+            summary.committed,
+            summary.applied,
+            summary.rejected,
+            summary.view_changes,
+            summary.violations,
+            summary.liveness_failures
+        );
+        if !summary.failing_seeds.is_empty() {
+            println!("failing seeds: {:?}", summary.failing_seeds);
+        }
+    }
+    if summary.failing_seeds.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,191 @@
+//! Membership and protocol parameters, with their bounds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::PublicKey;
+use crate::messages::{Member, ReplicaId, View};
+
+/// The members in their fixed order; the primary of view `v` is the member at position `v mod N`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("a cluster needs at least 4 members to tolerate one fault, got {0}")]
+    TooFewMembers(usize),
+    #[error("member id {0} appears twice")]
+    DuplicateId(ReplicaId),
+    #[error("public key {0:?} is used by two members")]
+    DuplicateKey(PublicKey),
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    OutOfRange { name: &'static str, value: u64, min: u64, max: u64 },
+    #[error("this replica's id {0} is not a member")]
+    NotAMember(ReplicaId),
+    #[error("this replica's key does not match the public key of member {0} in the membership")]
+    KeyMismatch(ReplicaId),
+}
+
+impl Membership {
+    pub fn new(members: Vec<Member>) -> Result<Membership, ConfigError> {
+        if members.len() < 4 {
+            return Err(ConfigError::TooFewMembers(members.len()));
+        }
+        for (i, m) in members.iter().enumerate() {
+            if members[..i].iter().any(|o| o.id == m.id) {
+                return Err(ConfigError::DuplicateId(m.id));
+            }
+            if members[..i].iter().any(|o| o.public_key == m.public_key) {
+                return Err(ConfigError::DuplicateKey(m.public_key));
+            }
+        }
+        Ok(Membership { members })
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn n(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The number of faulty members tolerated: floor((N-1)/3).
+    pub fn f(&self) -> usize {
+        (self.n() - 1) / 3
+    }
+
+    /// ceil((N+F+1)/2): any two quorums share an honest member. It is 2F+1 when N = 3F+1.
+    pub fn quorum(&self) -> usize {
+        (self.n() + self.f() + 1).div_ceil(2)
+    }
+
+    pub fn primary(&self, view: View) -> ReplicaId {
+        self.members[(view % self.n() as u64) as usize].id
+    }
+
+    pub fn key(&self, id: ReplicaId) -> Option<&PublicKey> {
+        self.members.iter().find(|m| m.id == id).map(|m| &m.public_key)
+    }
+
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        self.members.iter().any(|m| m.id == id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        self.members.iter().map(|m| m.id)
+    }
+}
+
+/// Protocol parameters. The defaults are those of the reference drill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected.
+    pub checkpoint_interval: u64,
+    /// How far above the stable checkpoint a sequence number may be assigned (PBFT's L): the high watermark.
+    pub log_window: u64,
+    /// A backup that waits this long for a pending request to execute suspects the primary.
+    pub view_change_timeout_ms: u64,
+    /// Consecutive failed view changes double the timeout, at most this many times.
+    pub view_change_backoff_max: u32,
+    /// How often a member tells its peers how far it is, so they resend what it lost.
+    pub status_interval_ms: u64,
+    /// The most transfers the primary puts in one batch.
+    pub max_batch_size: usize,
+    /// The most batches the primary has proposed but not yet executed (the pipeline depth).
+    pub max_inflight_batches: u64,
+    /// The most client requests a member holds pending; beyond it, new requests are refused (back-pressure).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            checkpoint_interval: 100,
+            log_window: 200,
+            view_change_timeout_ms: 5000,
+            view_change_backoff_max: 6,
+            status_interval_ms: 500,
+            max_batch_size: 512,
+            max_inflight_batches: 4,
+            max_concurrent_requests: 50,
+        }
+    }
+}
+
+impl Params {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+            if value < min || value > max {
+                return Err(ConfigError::OutOfRange { name, value, min, max });
+            }
+            Ok(())
+        }
+        range("checkpoint_interval", self.checkpoint_interval, 1, 1_000_000)?;
+        range("log_window", self.log_window, self.checkpoint_interval.max(1) * 2, 10_000_000)?;
+        range("view_change_timeout_ms", self.view_change_timeout_ms, 10, 3_600_000)?;
+        range("view_change_backoff_max", self.view_change_backoff_max as u64, 0, 20)?;
+        range("status_interval_ms", self.status_interval_ms, 1, 3_600_000)?;
+        range("max_batch_size", self.max_batch_size as u64, 1, 65_536)?;
+        range("max_inflight_batches", self.max_inflight_batches, 1, self.log_window)?;
+        range("max_concurrent_requests", self.max_concurrent_requests as u64, 1, 10_000_000)?;
+        Ok(())
+    }
+}
+
+/// Everything a replica needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub id: ReplicaId,
+    pub membership: Membership,
+    pub genesis: Vec<(PublicKey, u64)>,
+    pub params: Params,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+
+    fn members(n: u32) -> Vec<Member> {
+        (1..=n).map(|id| Member { id, public_key: KeyPair::from_secret([id as u8; 32]).public() }).collect()
+    }
+
+    #[test]
+    fn fault_tolerance_and_quorum_follow_from_n() {
+        let expected = [(4, 1, 3), (5, 1, 4), (6, 1, 4), (7, 2, 5), (10, 3, 7), (13, 4, 9)];
+        for (n, f, q) in expected {
+            let m = Membership::new(members(n)).unwrap();
+            assert_eq!((m.f(), m.quorum()), (f, q), "N = {n}");
+            // Two quorums always intersect in at least F+1 members, so in an honest one.
+            assert!(2 * m.quorum() > m.n() + m.f(), "N = {n}");
+        }
+    }
+
+    #[test]
+    fn primary_rotates_over_the_membership() {
+        let m = Membership::new(members(7)).unwrap();
+        assert_eq!(m.primary(0), 1);
+        assert_eq!(m.primary(1), 2);
+        assert_eq!(m.primary(7), 1);
+    }
+
+    #[test]
+    fn bad_memberships_are_refused() {
+        assert_eq!(Membership::new(members(3)), Err(ConfigError::TooFewMembers(3)));
+        let mut dup = members(4);
+        dup[3].id = 1;
+        assert_eq!(Membership::new(dup), Err(ConfigError::DuplicateId(1)));
+        let mut dup_key = members(4);
+        dup_key[3].public_key = dup_key[0].public_key;
+        assert!(matches!(Membership::new(dup_key), Err(ConfigError::DuplicateKey(_))));
+    }
+
+    #[test]
+    fn params_are_range_checked() {
+        assert_eq!(Params::default().validate(), Ok(()));
+        let bad = Params { checkpoint_interval: 0, ..Params::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::OutOfRange { name: "checkpoint_interval", .. })));
+    }
+}

@@ -1,0 +1,311 @@
+//! The replicated ledger: accounts keyed by Ed25519 public keys, balances from a genesis, per-account nonces,
+//! and transfers signed by the payer.
+//!
+//! Execution is deterministic and total: every transfer either applies or is rejected with a reason, and
+//! nothing else can happen. Money is only moved, never made or lost, so the sum of balances stays the genesis
+//! supply.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
+
+/// A payment order. `nonce` is the payer's transfer counter: its first transfer has nonce 1, and each
+/// executed transfer must carry exactly the next one, so a signed transfer can execute at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Transfer {
+    pub from: PublicKey,
+    pub to: PublicKey,
+    pub amount: u64,
+    pub nonce: u64,
+}
+
+impl Transfer {
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(96);
+        bytes.extend_from_slice(b"bft-transfer-v1");
+        bytes.extend_from_slice(self.from.as_bytes());
+        bytes.extend_from_slice(self.to.as_bytes());
+        bytes.extend_from_slice(&self.amount.to_le_bytes());
+        bytes.extend_from_slice(&self.nonce.to_le_bytes());
+        bytes
+    }
+
+    pub fn sign(self, payer: &KeyPair) -> SignedTransfer {
+        let signature = payer.sign(&self.signing_bytes());
+        SignedTransfer { transfer: self, signature }
+    }
+}
+
+/// A transfer with the payer's signature. Whether the signature is valid is decided before the transfer is
+/// ordered (see `messages::verify_transfers`); the ledger executes only what was ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SignedTransfer {
+    pub transfer: Transfer,
+    pub signature: Signature,
+}
+
+impl SignedTransfer {
+    /// Identifies the request: covers the signature too, so two signings of one transfer are two requests.
+    pub fn digest(&self) -> Digest {
+        Digest::of("transfer", &[&self.transfer.signing_bytes(), &self.signature.to_bytes()])
+    }
+
+    pub fn verify(&self) -> bool {
+        self.transfer.from.verify(&self.transfer.signing_bytes(), &self.signature)
+    }
+
+    /// The funds this transfer spends: two different transfers with one spend key are a double spend.
+    pub fn spend_key(&self) -> (PublicKey, u64) {
+        (self.transfer.from, self.transfer.nonce)
+    }
+}
+
+/// Why a transfer was not executed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum RejectReason {
+    #[error("the payer's signature does not verify")]
+    BadSignature,
+    #[error("the payer account does not exist")]
+    UnknownPayer,
+    #[error("the payee account does not exist")]
+    UnknownPayee,
+    #[error("insufficient funds: balance {balance}, amount {amount}")]
+    InsufficientFunds { balance: u64, amount: u64 },
+    #[error("nonce {got} was already used (last used {last})")]
+    NonceReused { got: u64, last: u64 },
+    #[error("nonce {got} skips ahead (expected {expected})")]
+    NonceSkipped { got: u64, expected: u64 },
+    #[error("the amount must be positive")]
+    ZeroAmount,
+    #[error("payer and payee are the same account")]
+    SelfTransfer,
+}
+
+/// What executing one transfer did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TxOutcome {
+    Applied,
+    Rejected(RejectReason),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: u64,
+    /// The nonce of the last executed transfer from this account (0 before the first).
+    pub nonce: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    #[error("account {0:?} appears twice in the genesis")]
+    Duplicate(PublicKey),
+    #[error("the genesis supply overflows 64 bits")]
+    Overflow,
+    #[error("the genesis has no accounts")]
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot does not decode: {0}")]
+    Decode(String),
+    #[error("snapshot supply {got} differs from the genesis supply {expected}")]
+    Supply { got: u128, expected: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ledger {
+    accounts: BTreeMap<PublicKey, Account>,
+    supply: u64,
+}
+
+impl Ledger {
+    pub fn from_genesis(balances: &[(PublicKey, u64)]) -> Result<Ledger, GenesisError> {
+        if balances.is_empty() {
+            return Err(GenesisError::Empty);
+        }
+        let mut accounts = BTreeMap::new();
+        let mut supply: u64 = 0;
+        for &(key, balance) in balances {
+            supply = supply.checked_add(balance).ok_or(GenesisError::Overflow)?;
+            if accounts.insert(key, Account { balance, nonce: 0 }).is_some() {
+                return Err(GenesisError::Duplicate(key));
+            }
+        }
+        Ok(Ledger { accounts, supply })
+    }
+
+    pub fn account(&self, key: &PublicKey) -> Option<Account> {
+        self.accounts.get(key).copied()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = (&PublicKey, &Account)> {
+        self.accounts.iter()
+    }
+
+    pub fn supply(&self) -> u64 {
+        self.supply
+    }
+
+    /// The sum of all balances; equal to `supply()` at all times.
+    pub fn total_balance(&self) -> u128 {
+        self.accounts.values().map(|a| a.balance as u128).sum()
+    }
+
+    /// Checks a transfer against the current state without changing anything.
+    pub fn check(&self, transfer: &Transfer) -> Result<(), RejectReason> {
+        if transfer.amount == 0 {
+            return Err(RejectReason::ZeroAmount);
+        }
+        if transfer.from == transfer.to {
+            return Err(RejectReason::SelfTransfer);
+        }
+        let payer = self.accounts.get(&transfer.from).ok_or(RejectReason::UnknownPayer)?;
+        if !self.accounts.contains_key(&transfer.to) {
+            return Err(RejectReason::UnknownPayee);
+        }
+        if transfer.nonce <= payer.nonce {
+            return Err(RejectReason::NonceReused { got: transfer.nonce, last: payer.nonce });
+        }
+        if transfer.nonce != payer.nonce + 1 {
+            return Err(RejectReason::NonceSkipped { got: transfer.nonce, expected: payer.nonce + 1 });
+        }
+        if payer.balance < transfer.amount {
+            return Err(RejectReason::InsufficientFunds { balance: payer.balance, amount: transfer.amount });
+        }
+        Ok(())
+    }
+
+    /// Executes an ordered transfer whose signature was verified before it was ordered.
+    pub fn apply(&mut self, transfer: &Transfer) -> TxOutcome {
+        if let Err(reason) = self.check(transfer) {
+            return TxOutcome::Rejected(reason);
+        }
+        let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
+        payer.balance -= transfer.amount;
+        payer.nonce = transfer.nonce;
+        let payee = self.accounts.get_mut(&transfer.to).expect("checked above");
+        // Cannot overflow: every balance is at most the supply, which fits in 64 bits.
+        payee.balance += transfer.amount;
+        TxOutcome::Applied
+    }
+
+    /// A digest of the whole state, the same on every replica that executed the same transfers.
+    pub fn digest(&self) -> Digest {
+        Digest::of("ledger-state", &[&self.snapshot()])
+    }
+
+    /// The whole state as bytes, for checkpoints and state transfer.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let entries: Vec<(&PublicKey, &Account)> = self.accounts.iter().collect();
+        postcard::to_allocvec(&(self.supply, entries)).expect("encoding to memory cannot fail")
+    }
+
+    pub fn from_snapshot(bytes: &[u8], expected_supply: u64) -> Result<Ledger, SnapshotError> {
+        let (supply, entries): (u64, Vec<(PublicKey, Account)>) =
+            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let accounts: BTreeMap<PublicKey, Account> = entries.into_iter().collect();
+        let ledger = Ledger { accounts, supply };
+        let total = ledger.total_balance();
+        if supply != expected_supply || total != expected_supply as u128 {
+            return Err(SnapshotError::Supply { got: total, expected: expected_supply });
+        }
+        Ok(ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(n: u8) -> Vec<KeyPair> {
+        (1..=n).map(|i| KeyPair::from_secret([i; 32])).collect()
+    }
+
+    fn ledger(keys: &[KeyPair], balance: u64) -> Ledger {
+        let genesis: Vec<(PublicKey, u64)> = keys.iter().map(|k| (k.public(), balance)).collect();
+        Ledger::from_genesis(&genesis).unwrap()
+    }
+
+    fn transfer(from: &KeyPair, to: &KeyPair, amount: u64, nonce: u64) -> Transfer {
+        Transfer { from: from.public(), to: to.public(), amount, nonce }
+    }
+
+    #[test]
+    fn a_valid_transfer_moves_money_and_consumes_the_nonce() {
+        let k = keys(2);
+        let mut l = ledger(&k, 100);
+        assert_eq!(l.apply(&transfer(&k[0], &k[1], 30, 1)), TxOutcome::Applied);
+        assert_eq!(l.account(&k[0].public()), Some(Account { balance: 70, nonce: 1 }));
+        assert_eq!(l.account(&k[1].public()), Some(Account { balance: 130, nonce: 0 }));
+        assert_eq!(l.total_balance(), 200);
+    }
+
+    #[test]
+    fn every_kind_of_bad_transfer_is_rejected_and_changes_nothing() {
+        let k = keys(3);
+        let stranger = KeyPair::from_secret([99; 32]);
+        let mut l = ledger(&k[..2], 100);
+        let before = l.clone();
+        let cases = [
+            (transfer(&k[0], &k[1], 101, 1), RejectReason::InsufficientFunds { balance: 100, amount: 101 }),
+            (transfer(&k[0], &k[1], 10, 0), RejectReason::NonceReused { got: 0, last: 0 }),
+            (transfer(&k[0], &k[1], 10, 2), RejectReason::NonceSkipped { got: 2, expected: 1 }),
+            (transfer(&stranger, &k[1], 10, 1), RejectReason::UnknownPayer),
+            (transfer(&k[0], &stranger, 10, 1), RejectReason::UnknownPayee),
+            (transfer(&k[0], &k[1], 0, 1), RejectReason::ZeroAmount),
+            (transfer(&k[0], &k[0], 5, 1), RejectReason::SelfTransfer),
+        ];
+        for (t, reason) in cases {
+            assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
+        }
+        assert_eq!(l, before);
+    }
+
+    #[test]
+    fn a_replayed_transfer_is_rejected() {
+        let k = keys(2);
+        let mut l = ledger(&k, 100);
+        let t = transfer(&k[0], &k[1], 10, 1);
+        assert_eq!(l.apply(&t), TxOutcome::Applied);
+        assert_eq!(l.apply(&t), TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 }));
+    }
+
+    #[test]
+    fn signatures_cover_every_field() {
+        let k = keys(2);
+        let signed = transfer(&k[0], &k[1], 10, 1).sign(&k[0]);
+        assert!(signed.verify());
+        let mut tampered = signed;
+        tampered.transfer.amount = 11;
+        assert!(!tampered.verify());
+        let forged = transfer(&k[0], &k[1], 10, 1).sign(&k[1]);
+        assert!(!forged.verify());
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_digest_tracks_state() {
+        let k = keys(3);
+        let mut l = ledger(&k, 50);
+        let d0 = l.digest();
+        l.apply(&transfer(&k[0], &k[2], 5, 1));
+        assert_ne!(l.digest(), d0);
+        let restored = Ledger::from_snapshot(&l.snapshot(), 150).unwrap();
+        assert_eq!(restored, l);
+        assert_eq!(restored.digest(), l.digest());
+        assert!(Ledger::from_snapshot(&l.snapshot(), 151).is_err());
+        assert!(Ledger::from_snapshot(b"garbage", 150).is_err());
+    }
+
+    #[test]
+    fn genesis_rejects_duplicates_and_overflow() {
+        let k = keys(1);
+        let p = k[0].public();
+        assert_eq!(Ledger::from_genesis(&[(p, 1), (p, 2)]), Err(GenesisError::Duplicate(p)));
+        let q = KeyPair::from_secret([5; 32]).public();
+        assert_eq!(Ledger::from_genesis(&[(p, u64::MAX), (q, 1)]), Err(GenesisError::Overflow));
+        assert_eq!(Ledger::from_genesis(&[]), Err(GenesisError::Empty));
+    }
+}

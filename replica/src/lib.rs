@@ -1,0 +1,19 @@
+//! A PBFT-style validator replica that orders signed financial transfers on a replicated ledger.
+//!
+//! The protocol is a pure state machine (`replica`, `checkpoint`, `view_change`) fed with verified inputs
+//! (`verify`); `sim` runs many of them over a simulated network with Byzantine members.
+
+pub mod config;
+pub mod crypto;
+pub mod durable;
+pub mod ledger;
+pub mod messages;
+pub mod replica;
+pub mod sim;
+pub mod verify;
+
+mod checkpoint;
+pub mod view_change;
+
+pub use config::{Config, Membership, Params};
+pub use replica::{Event, Input, Output, Replica, Timer};

@@ -1,0 +1,329 @@
+//! The protocol's messages, named as in the PBFT paper, and how they are signed.
+//!
+//! Every protocol message is a `Signed<T>`: the body, the sender's member id and the sender's Ed25519
+//! signature over a domain tag, the sender id and a digest of the body. A PRE-PREPARE signs only its header
+//! (view, sequence, batch digest): the batch travels beside it and is bound to it by the digest.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
+use crate::ledger::{SignedTransfer, TxOutcome};
+
+/// A member's id: `bft-agent-<id>`.
+pub type ReplicaId = u32;
+pub type View = u64;
+pub type Seq = u64;
+
+/// Something a member signs. `DOMAIN` keeps a signature on one kind from being valid as another.
+pub trait Signable: Serialize {
+    const DOMAIN: &'static str;
+
+    /// The bytes whose digest is signed.
+    fn signed_content(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("encoding to memory cannot fail")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    pub from: ReplicaId,
+    pub body: T,
+    pub signature: Signature,
+}
+
+impl<T: Signable> Signed<T> {
+    pub fn new(from: ReplicaId, body: T, key: &KeyPair) -> Signed<T> {
+        let signature = key.sign(&signing_bytes(from, &body));
+        Signed { from, body, signature }
+    }
+
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes(self.from, &self.body)
+    }
+}
+
+fn signing_bytes<T: Signable>(from: ReplicaId, body: &T) -> Vec<u8> {
+    let content = Digest::of(T::DOMAIN, &[&body.signed_content()]);
+    let mut bytes = Vec::with_capacity(T::DOMAIN.len() + 4 + 32);
+    bytes.extend_from_slice(T::DOMAIN.as_bytes());
+    bytes.extend_from_slice(&from.to_le_bytes());
+    bytes.extend_from_slice(&content.0);
+    bytes
+}
+
+/// The digest of a batch: it names the batch in PREPARE, COMMIT and certificates.
+pub fn batch_digest(batch: &[SignedTransfer]) -> Digest {
+    let digests: Vec<[u8; 32]> = batch.iter().map(|tx| tx.digest().0).collect();
+    Digest::of("batch", &[digests.as_flattened()])
+}
+
+/// PRE-PREPARE: the primary of `view` assigns `seq` to the batch with `digest`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepare {
+    pub view: View,
+    pub seq: Seq,
+    pub digest: Digest,
+    pub batch: Vec<SignedTransfer>,
+}
+
+impl Signable for PrePrepare {
+    const DOMAIN: &'static str = "pbft/pre-prepare";
+    fn signed_content(&self) -> Vec<u8> {
+        postcard::to_allocvec(&(self.view, self.seq, self.digest)).expect("encoding to memory cannot fail")
+    }
+}
+
+/// PREPARE: a backup accepted the PRE-PREPARE for (view, seq, digest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub view: View,
+    pub seq: Seq,
+    pub digest: Digest,
+}
+
+impl Signable for Prepare {
+    const DOMAIN: &'static str = "pbft/prepare";
+}
+
+/// COMMIT: the sender holds a prepared certificate for (view, seq, digest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub view: View,
+    pub seq: Seq,
+    pub digest: Digest,
+}
+
+impl Signable for Commit {
+    const DOMAIN: &'static str = "pbft/commit";
+}
+
+/// CHECKPOINT: the ledger's digest after executing `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: Seq,
+    pub state_digest: Digest,
+}
+
+impl Signable for Checkpoint {
+    const DOMAIN: &'static str = "pbft/checkpoint";
+}
+
+/// A quorum of matching CHECKPOINT messages (empty for the genesis checkpoint at sequence 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointCert {
+    pub seq: Seq,
+    pub state_digest: Digest,
+    pub proof: Vec<Signed<Checkpoint>>,
+}
+
+/// A PRE-PREPARE and a quorum minus one of matching PREPAREs from other members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCert {
+    pub pre_prepare: Signed<PrePrepare>,
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+impl PreparedCert {
+    pub fn view(&self) -> View {
+        self.pre_prepare.body.view
+    }
+    pub fn seq(&self) -> Seq {
+        self.pre_prepare.body.seq
+    }
+}
+
+/// A PRE-PREPARE and a quorum of matching COMMITs: proof that the batch committed at its sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedCert {
+    pub pre_prepare: Signed<PrePrepare>,
+    pub commits: Vec<Signed<Commit>>,
+}
+
+/// VIEW-CHANGE: the sender moves to `new_view`, with its stable checkpoint and every batch it prepared above it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    pub new_view: View,
+    pub checkpoint: CheckpointCert,
+    pub prepared: Vec<PreparedCert>,
+}
+
+impl Signable for ViewChange {
+    const DOMAIN: &'static str = "pbft/view-change";
+}
+
+/// NEW-VIEW: the new primary's quorum of VIEW-CHANGEs and the PRE-PREPAREs it derives from them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewView {
+    pub view: View,
+    pub view_changes: Vec<Signed<ViewChange>>,
+    pub pre_prepares: Vec<Signed<PrePrepare>>,
+}
+
+impl Signable for NewView {
+    const DOMAIN: &'static str = "pbft/new-view";
+}
+
+/// What a member has done so far; peers answer with what it is missing (lost messages, state transfer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub view: View,
+    pub view_active: bool,
+    pub last_executed: Seq,
+    pub stable_seq: Seq,
+}
+
+impl Signable for Status {
+    const DOMAIN: &'static str = "pbft/status";
+}
+
+/// The ledger at a stable checkpoint, for a member that is behind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateTransfer {
+    pub checkpoint: CheckpointCert,
+    pub snapshot: Vec<u8>,
+}
+
+impl Signable for StateTransfer {
+    const DOMAIN: &'static str = "pbft/state-transfer";
+}
+
+/// REPLY: the outcome of every transfer in the batch executed at `seq`. One signature covers the batch; a
+/// client accepts an outcome once F+1 members sent matching ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub view: View,
+    pub seq: Seq,
+    pub outcomes: Vec<(Digest, TxOutcome)>,
+}
+
+impl Signable for Reply {
+    const DOMAIN: &'static str = "pbft/reply";
+}
+
+/// Everything one member sends another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    PrePrepare(Signed<PrePrepare>),
+    Prepare(Signed<Prepare>),
+    Commit(Signed<Commit>),
+    Checkpoint(Signed<Checkpoint>),
+    ViewChange(Signed<ViewChange>),
+    NewView(Signed<NewView>),
+    Status(Signed<Status>),
+    StateTransfer(Signed<StateTransfer>),
+    /// Unsigned: it carries its own proof.
+    Committed(CommittedCert),
+}
+
+impl Message {
+    /// The member that signed the message (for `Committed`, the primary that proposed the batch).
+    pub fn sender(&self) -> ReplicaId {
+        match self {
+            Message::PrePrepare(m) => m.from,
+            Message::Prepare(m) => m.from,
+            Message::Commit(m) => m.from,
+            Message::Checkpoint(m) => m.from,
+            Message::ViewChange(m) => m.from,
+            Message::NewView(m) => m.from,
+            Message::Status(m) => m.from,
+            Message::StateTransfer(m) => m.from,
+            Message::Committed(c) => c.pre_prepare.from,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PrePrepare(_) => "pre_prepare",
+            Message::Prepare(_) => "prepare",
+            Message::Commit(_) => "commit",
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view_change",
+            Message::NewView(_) => "new_view",
+            Message::Status(_) => "status",
+            Message::StateTransfer(_) => "state_transfer",
+            Message::Committed(_) => "committed",
+        }
+    }
+
+    /// Flips a bit in the outermost signature (in a certificate, the first one): what a corrupting member sends.
+    pub fn corrupt_signature(&mut self) {
+        match self {
+            Message::PrePrepare(m) => m.signature = m.signature.corrupted(),
+            Message::Prepare(m) => m.signature = m.signature.corrupted(),
+            Message::Commit(m) => m.signature = m.signature.corrupted(),
+            Message::Checkpoint(m) => m.signature = m.signature.corrupted(),
+            Message::ViewChange(m) => m.signature = m.signature.corrupted(),
+            Message::NewView(m) => m.signature = m.signature.corrupted(),
+            Message::Status(m) => m.signature = m.signature.corrupted(),
+            Message::StateTransfer(m) => m.signature = m.signature.corrupted(),
+            Message::Committed(c) => c.pre_prepare.signature = c.pre_prepare.signature.corrupted(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("encoding to memory cannot fail")
+    }
+
+    /// Decodes bytes from the network; anything malformed or larger than `max_bytes` is an error.
+    pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
+        if bytes.len() > max_bytes {
+            return Err(DecodeError::TooLarge { size: bytes.len(), max: max_bytes });
+        }
+        let (message, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {size} bytes exceeds the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// A member of the cluster as the protocol sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: ReplicaId,
+    pub public_key: PublicKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Transfer;
+
+    #[test]
+    fn signatures_bind_sender_kind_and_body() {
+        let key = KeyPair::from_secret([1; 32]);
+        let vote = Prepare { view: 1, seq: 2, digest: Digest([3; 32]) };
+        let signed = Signed::new(7, vote, &key);
+        assert!(key.public().verify(&signed.signing_bytes(), &signed.signature));
+        let other_sender = Signed { from: 8, ..signed.clone() };
+        assert!(!key.public().verify(&other_sender.signing_bytes(), &signed.signature));
+        let as_commit = Signed { from: 7, body: Commit { view: 1, seq: 2, digest: Digest([3; 32]) }, signature: signed.signature };
+        assert!(!key.public().verify(&as_commit.signing_bytes(), &as_commit.signature));
+    }
+
+    #[test]
+    fn decode_refuses_oversized_truncated_and_trailing_bytes() {
+        let key = KeyPair::from_secret([1; 32]);
+        let payer = KeyPair::from_secret([2; 32]);
+        let tx = Transfer { from: payer.public(), to: key.public(), amount: 5, nonce: 1 }.sign(&payer);
+        let batch = vec![tx];
+        let pp = PrePrepare { view: 0, seq: 1, digest: batch_digest(&batch), batch };
+        let message = Message::PrePrepare(Signed::new(1, pp, &key));
+        let bytes = message.encode();
+        assert_eq!(Message::decode(&bytes, 1 << 20), Ok(message));
+        assert!(matches!(Message::decode(&bytes, 10), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(Message::decode(&bytes[..bytes.len() - 1], 1 << 20), Err(DecodeError::Malformed(_))));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(Message::decode(&longer, 1 << 20), Err(DecodeError::Malformed(_))));
+    }
+}

@@ -1,0 +1,681 @@
+//! The replica as a pure state machine: `step(now, input)` returns the outputs to carry out.
+//!
+//! No I/O, clock or randomness: time comes in with every input, messages and client requests arrive already
+//! verified (`verify.rs`), and everything the replica wants done (send, persist, reply, set a timer) is an
+//! `Output`. Hosts carry outputs out in order, and make each `Persist` durable before any later `Send`, so
+//! a replica never forgets what it signed.
+//!
+//! This file holds the state and the normal case (requests, PRE-PREPARE, PREPARE, COMMIT, execution).
+//! `checkpoint.rs` holds checkpoints, garbage collection and catching up; `view_change.rs` the view change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::config::{Config, ConfigError, Membership, Params};
+use crate::crypto::{Digest, KeyPair};
+use crate::durable::{Durable, Entry};
+use crate::ledger::{Ledger, RejectReason, SignedTransfer};
+use crate::messages::*;
+use crate::verify::{Rejection, Verified};
+
+/// What drives a replica.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A client's signed transfer.
+    Request(Verified<SignedTransfer>),
+    /// A message from another member.
+    Message(Verified<Message>),
+    /// A timer this replica set has fired.
+    Timer(Timer),
+    /// An operator asks for a view change (a fault drill, or a primary suspected by other means).
+    ForceViewChange,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// Time to tell peers how far this replica is.
+    Status,
+    /// A pending request may have waited too long (in an active view), or a new view is overdue.
+    /// Only the most recently set one counts: `generation` tells them apart.
+    Progress { view: View, generation: u64 },
+}
+
+/// Something the host must do.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Send { to: ReplicaId, message: Message },
+    Broadcast(Message),
+    /// Make this durable before carrying out any later output.
+    Persist(Entry),
+    /// The outcomes of an executed batch, for the clients whose transfers are in it.
+    Reply(Signed<Reply>),
+    SetTimer { timer: Timer, after_ms: u64 },
+    Event(Event),
+}
+
+/// Things worth telling an operator about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ViewChangeStarted { from_view: View, to_view: View, reason: ViewChangeReason },
+    NewViewInstalled {
+        view: View,
+        primary: ReplicaId,
+        old_primary: ReplicaId,
+        started_ms: Option<u64>,
+        installed_ms: u64,
+        /// The members whose VIEW-CHANGE messages the new view was built from.
+        view_changes_from: Vec<ReplicaId>,
+        /// Batches re-proposed because they may have committed in an earlier view.
+        batches_recovered: usize,
+        transfers_recovered: usize,
+    },
+    /// A batch executed: hosts track progress with it, the simulator checks agreement with it.
+    Executed { seq: Seq, batch_digest: Digest, transfers: usize },
+    CheckpointStable { seq: Seq },
+    StateTransferred { seq: Seq },
+    /// This replica executed a state that a quorum did not: a bug or corrupted storage. It fetches the
+    /// quorum's state instead.
+    StateDiverged { seq: Seq },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewChangeReason {
+    /// A pending request waited longer than the view-change timeout.
+    RequestTimeout,
+    /// The previous view change did not produce a new view in time.
+    NewViewTimeout,
+    /// F+1 other members moved to a higher view, so at least one honest member did.
+    JoinedPeers,
+    Forced,
+}
+
+/// Counters a host exports as metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub transfers_applied: u64,
+    pub transfers_rejected: u64,
+    pub batches_executed: u64,
+    pub view_changes: u64,
+    pub state_transfers: u64,
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+/// Everything known about one sequence number.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    /// The view the PRE-PREPARE and votes below belong to.
+    pub view: View,
+    pub pre_prepare: Option<Signed<PrePrepare>>,
+    /// The first PREPARE and COMMIT from each member in `view` (a second, different one is equivocation).
+    pub prepares: BTreeMap<ReplicaId, Signed<Prepare>>,
+    pub commits: BTreeMap<ReplicaId, Signed<Commit>>,
+    /// Prepared in `view`, so this replica sent its COMMIT.
+    pub prepared_in_view: bool,
+    /// The prepared certificate of the highest view; it survives view changes and goes into VIEW-CHANGEs.
+    pub prepared: Option<PreparedCert>,
+    pub committed: Option<CommittedCert>,
+    pub reply: Option<Signed<Reply>>,
+}
+
+impl Slot {
+    /// Forget votes of earlier views once a message of `view` is accepted.
+    pub fn enter_view(&mut self, view: View) {
+        if self.view < view {
+            self.view = view;
+            self.pre_prepare = None;
+            self.prepares.clear();
+            self.commits.clear();
+            self.prepared_in_view = false;
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub tx: SignedTransfer,
+    pub arrived_ms: u64,
+    pub order: u64,
+}
+
+pub struct Replica {
+    pub(crate) id: ReplicaId,
+    pub(crate) key: KeyPair,
+    pub(crate) membership: Membership,
+    pub(crate) params: Params,
+    pub(crate) supply: u64,
+    pub(crate) now_ms: u64,
+
+    pub(crate) view: View,
+    /// False between sending a VIEW-CHANGE and installing the NEW-VIEW.
+    pub(crate) view_active: bool,
+    pub(crate) view_started_ms: u64,
+    pub(crate) view_change_started_ms: Option<u64>,
+    pub(crate) new_view: Option<Signed<NewView>>,
+    /// The latest VIEW-CHANGE from each member (this one included).
+    pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    /// View changes since something last executed; the timeout doubles with each.
+    pub(crate) failed_views: u32,
+
+    pub(crate) ledger: Ledger,
+    pub(crate) last_executed: Seq,
+    /// The last sequence number this replica assigned as primary.
+    pub(crate) next_seq: Seq,
+    pub(crate) log: BTreeMap<Seq, Slot>,
+    pub(crate) stable: CheckpointCert,
+    pub(crate) stable_snapshot: Vec<u8>,
+    /// This replica's own checkpoint state digests and snapshots above the stable one.
+    pub(crate) own_checkpoints: BTreeMap<Seq, (Digest, Vec<u8>)>,
+    pub(crate) checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Signed<Checkpoint>>>,
+
+    pub(crate) pending: HashMap<Digest, Pending>,
+    pub(crate) pending_order: BTreeMap<u64, Digest>,
+    pub(crate) next_order: u64,
+    /// Transfers in the log above the last executed batch: the primary does not propose them again.
+    pub(crate) proposed: HashSet<Digest>,
+    /// Recently executed transfers and where, so a retransmitted request gets its reply again.
+    pub(crate) executed: HashMap<Digest, Seq>,
+
+    pub(crate) timer_generation: u64,
+    pub(crate) timer_armed: bool,
+    pub(crate) last_status_served: HashMap<ReplicaId, u64>,
+
+    pub(crate) stats: Stats,
+    pub(crate) out: Vec<Output>,
+}
+
+impl Replica {
+    /// A replica starting from the genesis.
+    pub fn new(config: Config, key: KeyPair) -> Result<Replica, ConfigError> {
+        Replica::recover(config, key, &Durable::default())
+    }
+
+    /// A replica restarting from what it persisted.
+    pub fn recover(config: Config, key: KeyPair, durable: &Durable) -> Result<Replica, ConfigError> {
+        config.params.validate()?;
+        let member_key = config.membership.key(config.id).ok_or(ConfigError::NotAMember(config.id))?;
+        if *member_key != key.public() {
+            return Err(ConfigError::KeyMismatch(config.id));
+        }
+        let genesis = Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
+            name: "genesis accounts",
+            value: config.genesis.len() as u64,
+            min: 1,
+            max: u64::MAX,
+        })?;
+        let supply = genesis.supply();
+        let (stable, stable_snapshot, ledger) = match &durable.checkpoint {
+            Some((cert, snapshot)) => {
+                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| ConfigError::OutOfRange {
+                    name: "stored checkpoint",
+                    value: cert.seq,
+                    min: 0,
+                    max: 0,
+                })?;
+                (cert.clone(), snapshot.clone(), ledger)
+            }
+            None => {
+                let cert = CheckpointCert { seq: 0, state_digest: genesis.digest(), proof: Vec::new() };
+                (cert, genesis.snapshot(), genesis)
+            }
+        };
+        let mut replica = Replica {
+            id: config.id,
+            key,
+            membership: config.membership,
+            params: config.params,
+            supply,
+            now_ms: 0,
+            view: durable.view,
+            view_active: durable.view_active,
+            view_started_ms: 0,
+            view_change_started_ms: None,
+            new_view: durable.new_view.clone(),
+            view_changes: BTreeMap::new(),
+            failed_views: 0,
+            ledger,
+            last_executed: stable.seq,
+            next_seq: stable.seq,
+            log: BTreeMap::new(),
+            stable,
+            stable_snapshot,
+            own_checkpoints: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            pending: HashMap::new(),
+            pending_order: BTreeMap::new(),
+            next_order: 0,
+            proposed: HashSet::new(),
+            executed: HashMap::new(),
+            timer_generation: 0,
+            timer_armed: false,
+            last_status_served: HashMap::new(),
+            stats: Stats::default(),
+            out: Vec::new(),
+        };
+        replica.restore(durable);
+        Ok(replica)
+    }
+
+    /// Restores what this replica signed and prepared, so that it never signs anything that conflicts.
+    fn restore(&mut self, durable: &Durable) {
+        let low = self.stable.seq;
+        for cert in durable.prepared.values().filter(|c| c.seq() > low) {
+            self.log.entry(cert.seq()).or_default().prepared = Some(cert.clone());
+        }
+        if let Some(vc) = &durable.view_change {
+            self.view_changes.insert(self.id, vc.clone());
+        }
+        if let Some(nv) = &durable.new_view {
+            let (_, entries) = crate::view_change::derive_new_view(&nv.body.view_changes);
+            if let Some((seq, _, _)) = entries.last() {
+                self.next_seq = self.next_seq.max(*seq);
+            }
+        }
+        for message in &durable.sent {
+            match message {
+                Message::PrePrepare(pp) if pp.body.view == self.view && pp.body.seq > low => {
+                    let slot = self.log.entry(pp.body.seq).or_default();
+                    slot.enter_view(pp.body.view);
+                    slot.pre_prepare = Some(pp.clone());
+                    self.next_seq = self.next_seq.max(pp.body.seq);
+                    self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                }
+                Message::Prepare(p) if p.body.view == self.view && p.body.seq > low => {
+                    let slot = self.log.entry(p.body.seq).or_default();
+                    slot.enter_view(p.body.view);
+                    slot.prepares.insert(self.id, p.clone());
+                }
+                Message::Commit(c) if c.body.view == self.view && c.body.seq > low => {
+                    let slot = self.log.entry(c.body.seq).or_default();
+                    slot.enter_view(c.body.view);
+                    slot.commits.insert(self.id, c.clone());
+                    slot.prepared_in_view = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The outputs to carry out when the replica starts: its timers.
+    pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
+        self.now_ms = now_ms;
+        self.view_started_ms = now_ms;
+        self.out.push(Output::SetTimer { timer: Timer::Status, after_ms: self.params.status_interval_ms });
+        if !self.view_active {
+            self.arm_progress_timer();
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Feeds one input. On `Err` nothing changed and nothing is to be done; the rejection is counted.
+    pub fn step(&mut self, now_ms: u64, input: Input) -> Result<Vec<Output>, Rejection> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let result = match input {
+            Input::Request(tx) => self.on_request(tx.into_inner()),
+            Input::Message(message) => self.on_message(message.into_inner()),
+            Input::Timer(Timer::Status) => {
+                self.on_status_timer();
+                Ok(())
+            }
+            Input::Timer(Timer::Progress { view, generation }) => {
+                self.on_progress_timer(view, generation);
+                Ok(())
+            }
+            Input::ForceViewChange => {
+                self.start_view_change(self.view + 1, ViewChangeReason::Forced);
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => Ok(std::mem::take(&mut self.out)),
+            Err(rejection) => {
+                debug_assert!(self.out.is_empty(), "a rejected input produced outputs: {rejection}");
+                self.out.clear();
+                *self.stats.rejected.entry(rejection.label()).or_default() += 1;
+                Err(rejection)
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) -> Result<(), Rejection> {
+        if message.sender() == self.id && !matches!(message, Message::Committed(_)) {
+            return Err(Rejection::FromSelf);
+        }
+        match message {
+            Message::PrePrepare(pp) => self.on_pre_prepare(pp),
+            Message::Prepare(p) => self.on_prepare(p),
+            Message::Commit(c) => self.on_commit(c),
+            Message::Checkpoint(c) => self.on_checkpoint(c),
+            Message::ViewChange(vc) => self.on_view_change(vc),
+            Message::NewView(nv) => self.on_new_view(nv),
+            Message::Status(s) => self.on_status(s),
+            Message::StateTransfer(st) => self.on_state_transfer(st),
+            Message::Committed(cert) => self.on_committed(cert),
+        }
+    }
+
+    // ----- accessors -----
+
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    pub fn view(&self) -> View {
+        self.view
+    }
+    pub fn view_active(&self) -> bool {
+        self.view_active
+    }
+    pub fn primary(&self) -> ReplicaId {
+        self.membership.primary(self.view)
+    }
+    pub fn is_primary(&self) -> bool {
+        self.primary() == self.id
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    pub fn last_executed(&self) -> Seq {
+        self.last_executed
+    }
+    pub fn stable_checkpoint(&self) -> &CheckpointCert {
+        &self.stable
+    }
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    // ----- helpers shared by the protocol's parts -----
+
+    pub(crate) fn high_watermark(&self) -> Seq {
+        self.stable.seq + self.params.log_window
+    }
+
+    pub(crate) fn check_watermarks(&self, seq: Seq) -> Result<(), Rejection> {
+        if seq <= self.stable.seq || seq > self.high_watermark() {
+            return Err(Rejection::OutsideWatermarks { seq, low: self.stable.seq, high: self.high_watermark() });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_active_view(&self, view: View) -> Result<(), Rejection> {
+        if view != self.view {
+            return Err(Rejection::WrongView { got: view, current: self.view });
+        }
+        if !self.view_active {
+            return Err(Rejection::ViewChangeInProgress);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sign<T: Signable>(&self, body: T) -> Signed<T> {
+        Signed::new(self.id, body, &self.key)
+    }
+
+    /// Persists, then broadcasts, a message this replica signed.
+    pub(crate) fn persist_and_broadcast(&mut self, message: Message) {
+        self.out.push(Output::Persist(Entry::Sent(message.clone())));
+        self.out.push(Output::Broadcast(message));
+    }
+
+    pub(crate) fn arm_progress_timer(&mut self) {
+        self.timer_generation += 1;
+        self.timer_armed = true;
+        let after_ms = if self.view_active {
+            self.params.view_change_timeout_ms
+        } else {
+            let doublings = self.failed_views.min(self.params.view_change_backoff_max);
+            self.params.view_change_timeout_ms.saturating_mul(1 << doublings)
+        };
+        let timer = Timer::Progress { view: self.view, generation: self.timer_generation };
+        self.out.push(Output::SetTimer { timer, after_ms });
+    }
+
+    // ----- client requests -----
+
+    fn on_request(&mut self, tx: SignedTransfer) -> Result<(), Rejection> {
+        let digest = tx.digest();
+        if let Some(seq) = self.executed.get(&digest) {
+            // A retransmission of an executed transfer: send its reply again.
+            let reply = self.log.get(seq).and_then(|slot| slot.reply.clone()).ok_or(Rejection::Duplicate)?;
+            self.out.push(Output::Reply(reply));
+            return Ok(());
+        }
+        if self.pending.contains_key(&digest) {
+            return Err(Rejection::Duplicate);
+        }
+        // A nonce once used stays used: such a transfer can never execute, so it is refused at once.
+        if let Err(reason @ RejectReason::NonceReused { .. }) = self.ledger.check(&tx.transfer) {
+            return Err(Rejection::Transfer(reason));
+        }
+        if self.pending.len() >= self.params.max_concurrent_requests {
+            return Err(Rejection::Busy);
+        }
+        let order = self.next_order;
+        self.next_order += 1;
+        self.pending.insert(digest, Pending { tx, arrived_ms: self.now_ms, order });
+        self.pending_order.insert(order, digest);
+        if !self.timer_armed {
+            self.arm_progress_timer();
+        }
+        self.try_propose();
+        Ok(())
+    }
+
+    fn remove_pending(&mut self, digest: &Digest) {
+        if let Some(p) = self.pending.remove(digest) {
+            self.pending_order.remove(&p.order);
+        }
+    }
+
+    /// As primary, proposes batches of pending requests while the pipeline and the watermarks allow.
+    pub(crate) fn try_propose(&mut self) {
+        if !self.is_primary() || !self.view_active {
+            return;
+        }
+        loop {
+            let seq = self.next_seq + 1;
+            let inflight = self.next_seq.saturating_sub(self.last_executed);
+            if seq > self.high_watermark() || inflight >= self.params.max_inflight_batches {
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut spends = HashSet::new();
+            for digest in self.pending_order.values() {
+                if batch.len() >= self.params.max_batch_size {
+                    break;
+                }
+                let tx = &self.pending[digest].tx;
+                if self.proposed.contains(digest) || !spends.insert(tx.spend_key()) {
+                    continue;
+                }
+                batch.push(*tx);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.proposed.extend(batch.iter().map(|tx| tx.digest()));
+            self.next_seq = seq;
+            let pp = self.sign(PrePrepare { view: self.view, seq, digest: batch_digest(&batch), batch });
+            let slot = self.log.entry(seq).or_default();
+            slot.enter_view(self.view);
+            slot.pre_prepare = Some(pp.clone());
+            self.persist_and_broadcast(Message::PrePrepare(pp));
+        }
+    }
+
+    // ----- normal case -----
+
+    fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) -> Result<(), Rejection> {
+        let PrePrepare { view, seq, digest, .. } = pp.body;
+        self.check_active_view(view)?;
+        self.check_watermarks(seq)?;
+        if seq <= self.last_executed {
+            return Err(Rejection::Duplicate);
+        }
+        let slot = self.log.entry(seq).or_default();
+        if slot.view == view {
+            if let Some(existing) = &slot.pre_prepare {
+                return Err(if existing.body.digest == digest { Rejection::Duplicate } else { Rejection::Equivocation });
+            }
+            // After a restart this replica may remember its PREPARE but not the PRE-PREPARE it answered.
+            if slot.prepares.get(&self.id).is_some_and(|mine| mine.body.digest != digest) {
+                return Err(Rejection::Equivocation);
+            }
+        }
+        self.accept_pre_prepare(pp);
+        Ok(())
+    }
+
+    /// Logs a PRE-PREPARE of the current view and answers it with a PREPARE.
+    pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
+        let PrePrepare { view, seq, digest, .. } = pp.body;
+        let is_primary = self.is_primary();
+        self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+        let slot = self.log.entry(seq).or_default();
+        slot.enter_view(view);
+        slot.pre_prepare = Some(pp);
+        if !is_primary && !slot.prepares.contains_key(&self.id) {
+            let prepare = self.sign(Prepare { view, seq, digest });
+            self.log.get_mut(&seq).expect("just inserted").prepares.insert(self.id, prepare.clone());
+            self.persist_and_broadcast(Message::Prepare(prepare));
+        }
+        self.check_prepared(seq);
+    }
+
+    fn on_prepare(&mut self, p: Signed<Prepare>) -> Result<(), Rejection> {
+        let Prepare { view, seq, .. } = p.body;
+        self.check_active_view(view)?;
+        self.check_watermarks(seq)?;
+        if p.from == self.membership.primary(view) {
+            return Err(Rejection::NotFromPrimary("prepare from the primary"));
+        }
+        let slot = self.log.entry(seq).or_default();
+        slot.enter_view(view);
+        if let Some(existing) = slot.prepares.get(&p.from) {
+            return Err(if existing.body == p.body { Rejection::Duplicate } else { Rejection::Equivocation });
+        }
+        slot.prepares.insert(p.from, p);
+        self.check_prepared(seq);
+        Ok(())
+    }
+
+    fn on_commit(&mut self, c: Signed<Commit>) -> Result<(), Rejection> {
+        let Commit { view, seq, .. } = c.body;
+        self.check_active_view(view)?;
+        self.check_watermarks(seq)?;
+        let slot = self.log.entry(seq).or_default();
+        slot.enter_view(view);
+        if let Some(existing) = slot.commits.get(&c.from) {
+            return Err(if existing.body == c.body { Rejection::Duplicate } else { Rejection::Equivocation });
+        }
+        slot.commits.insert(c.from, c);
+        self.check_committed(seq);
+        Ok(())
+    }
+
+    /// Prepared: the PRE-PREPARE and a quorum minus one of matching PREPAREs from other members.
+    fn check_prepared(&mut self, seq: Seq) {
+        let quorum = self.membership.quorum();
+        let Some(slot) = self.log.get_mut(&seq) else { return };
+        let Some(pp) = &slot.pre_prepare else { return };
+        if slot.prepared_in_view {
+            return;
+        }
+        let wanted = Prepare { view: pp.body.view, seq, digest: pp.body.digest };
+        let prepares: Vec<Signed<Prepare>> =
+            slot.prepares.values().filter(|p| p.body == wanted && p.from != pp.from).cloned().collect();
+        if prepares.len() + 1 < quorum {
+            return;
+        }
+        let cert = PreparedCert { pre_prepare: pp.clone(), prepares };
+        slot.prepared = Some(cert.clone());
+        slot.prepared_in_view = true;
+        let commit = Signed::new(self.id, Commit { view: wanted.view, seq, digest: wanted.digest }, &self.key);
+        slot.commits.insert(self.id, commit.clone());
+        self.out.push(Output::Persist(Entry::Prepared(cert)));
+        self.persist_and_broadcast(Message::Commit(commit));
+        self.check_committed(seq);
+    }
+
+    /// Committed: prepared in this view, and a quorum of matching COMMITs.
+    fn check_committed(&mut self, seq: Seq) {
+        let quorum = self.membership.quorum();
+        let Some(slot) = self.log.get_mut(&seq) else { return };
+        if slot.committed.is_some() || !slot.prepared_in_view {
+            return;
+        }
+        let Some(pp) = &slot.pre_prepare else { return };
+        let wanted = Commit { view: pp.body.view, seq, digest: pp.body.digest };
+        let commits: Vec<Signed<Commit>> = slot.commits.values().filter(|c| c.body == wanted).cloned().collect();
+        if commits.len() < quorum {
+            return;
+        }
+        slot.committed = Some(CommittedCert { pre_prepare: pp.clone(), commits });
+        self.try_execute();
+    }
+
+    /// A batch committed elsewhere, with its proof: how a replica that lost messages catches up.
+    fn on_committed(&mut self, cert: CommittedCert) -> Result<(), Rejection> {
+        let seq = cert.pre_prepare.body.seq;
+        if seq <= self.last_executed {
+            return Err(Rejection::Duplicate);
+        }
+        self.check_watermarks(seq)?;
+        let slot = self.log.entry(seq).or_default();
+        if slot.committed.is_some() {
+            return Err(Rejection::Duplicate);
+        }
+        self.proposed.extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
+        slot.committed = Some(cert);
+        self.try_execute();
+        Ok(())
+    }
+
+    /// Executes committed batches in sequence order, each exactly once.
+    pub(crate) fn try_execute(&mut self) {
+        let mut progressed = false;
+        while let Some(cert) = self.log.get(&(self.last_executed + 1)).and_then(|slot| slot.committed.clone()) {
+            let seq = self.last_executed + 1;
+            let mut outcomes = Vec::with_capacity(cert.pre_prepare.body.batch.len());
+            for tx in &cert.pre_prepare.body.batch {
+                let digest = tx.digest();
+                let outcome = self.ledger.apply(&tx.transfer);
+                match outcome {
+                    crate::ledger::TxOutcome::Applied => self.stats.transfers_applied += 1,
+                    crate::ledger::TxOutcome::Rejected(_) => self.stats.transfers_rejected += 1,
+                }
+                self.remove_pending(&digest);
+                self.proposed.remove(&digest);
+                self.executed.insert(digest, seq);
+                outcomes.push((digest, outcome));
+            }
+            self.last_executed = seq;
+            self.stats.batches_executed += 1;
+            let batch_digest = cert.pre_prepare.body.digest;
+            let transfers = outcomes.len();
+            self.out.push(Output::Event(Event::Executed { seq, batch_digest, transfers }));
+            progressed = true;
+            let reply = self.sign(Reply { view: self.view, seq, outcomes });
+            if let Some(slot) = self.log.get_mut(&seq) {
+                slot.reply = Some(reply.clone());
+            }
+            if !reply.body.outcomes.is_empty() {
+                self.out.push(Output::Reply(reply));
+            }
+            if seq % self.params.checkpoint_interval == 0 {
+                self.take_checkpoint(seq);
+            }
+        }
+        if progressed {
+            self.failed_views = 0;
+            self.try_propose();
+        }
+    }
+}

@@ -1,0 +1,914 @@
+//! The deterministic simulator: whole clusters of real replica cores, real signatures, a simulated network
+//! and Byzantine members, all driven by one seed.
+//!
+//! Time is simulated and every choice (delays, losses, crashes, partitions, what a Byzantine member does)
+//! comes from a ChaCha generator seeded with the run's seed, so a seed replays exactly. After every event
+//! the invariants are checked: agreement (no two honest replicas execute different batches at one
+//! sequence), validity (only transfers signed by their payer execute), no double spend (a spend key applies
+//! at most once) and conservation of money. The network is hostile until `chaos_ms` and then heals; from
+//! then on every honest client's transfers must commit, and every honest replica reach their state, within
+//! `liveness_bound_ms`, with at most F Byzantine members still misbehaving.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::config::{Config, Membership, Params};
+use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::durable::Durable;
+use crate::ledger::{Ledger, SignedTransfer, Transfer, TxOutcome};
+use crate::messages::*;
+use crate::replica::{Event, Input, Output, Replica, Timer};
+use crate::verify::Verifier;
+
+/// What a Byzantine member does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// Sends different PRE-PREPAREs, PREPAREs and COMMITs for one slot to different peers.
+    Equivocate,
+    /// Half of what it sends carries a signature that does not verify.
+    CorruptSignatures,
+    /// Proposes batches that spend the same funds twice, and signs checkpoints and replies of a state
+    /// that differs from the quorum's.
+    DoubleSpend,
+    /// Never admits client requests, so as primary it proposes nothing.
+    Censor,
+    /// Sends old messages again, to random peers.
+    Replay,
+    /// Sends nothing.
+    Silent,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 6] = [
+        Behaviour::Equivocate,
+        Behaviour::CorruptSignatures,
+        Behaviour::DoubleSpend,
+        Behaviour::Censor,
+        Behaviour::Replay,
+        Behaviour::Silent,
+    ];
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub replicas: usize,
+    pub byzantine: usize,
+    pub clients: usize,
+    pub transfers_per_client: usize,
+    /// Until this time the network loses, duplicates and partitions messages, and honest replicas crash.
+    pub chaos_ms: u64,
+    /// After the network heals, every honest transfer must commit within this.
+    pub liveness_bound_ms: u64,
+    pub loss: f64,
+    pub duplication: f64,
+    pub max_delay_ms: u64,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub params: Params,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, replicas: usize, byzantine: usize) -> SimConfig {
+        SimConfig {
+            seed,
+            replicas,
+            byzantine,
+            clients: 4,
+            transfers_per_client: 6,
+            chaos_ms: 3_000,
+            liveness_bound_ms: 60_000,
+            loss: 0.05,
+            duplication: 0.05,
+            max_delay_ms: 30,
+            crashes: true,
+            partitions: true,
+            params: Params {
+                checkpoint_interval: 4,
+                log_window: 8,
+                view_change_timeout_ms: 600,
+                status_interval_ms: 150,
+                max_batch_size: 8,
+                max_inflight_batches: 2,
+                max_concurrent_requests: 1000,
+                ..Params::default()
+            },
+        }
+    }
+}
+
+/// What one seeded run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub seed: u64,
+    /// Transfers whose outcome a client accepted (F+1 matching signed replies).
+    pub committed: u64,
+    pub applied: u64,
+    pub rejected: u64,
+    /// The highest view an honest replica reached: how many view changes the cluster went through.
+    pub view_changes: u64,
+    pub byzantine: Vec<(ReplicaId, Behaviour)>,
+    pub violations: Vec<String>,
+    pub liveness_failure: Option<String>,
+    /// Messages honest replicas dropped, by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+    pub sim_time_ms: u64,
+    /// A digest of everything honest replicas executed, in order: equal for equal seeds.
+    pub trace: String,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty() && self.liveness_failure.is_none()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Payload {
+    Message(Message),
+    Request(SignedTransfer),
+}
+
+#[derive(Clone, Debug)]
+enum SimEvent {
+    Deliver { to: ReplicaId, payload: Payload },
+    Reply { client: usize, reply: Signed<Reply> },
+    Timer { replica: ReplicaId, incarnation: u64, timer: Timer },
+    Crash(ReplicaId),
+    Restart(ReplicaId),
+    ClientRetry { client: usize, attempt: u64 },
+    Replay(ReplicaId),
+    Partition(Vec<ReplicaId>),
+    Heal,
+}
+
+struct Scheduled {
+    at: u64,
+    id: u64,
+    event: SimEvent,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.id) == (other.at, other.id)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.id).cmp(&(other.at, other.id))
+    }
+}
+
+struct SimReplica {
+    id: ReplicaId,
+    key: KeyPair,
+    core: Option<Replica>,
+    durable: Durable,
+    verifier: Verifier,
+    incarnation: u64,
+    behaviour: Option<Behaviour>,
+    /// What a replaying member has seen, to send again.
+    seen: Vec<Message>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientKind {
+    Honest,
+    /// Signs two transfers with one nonce and sends each to half the replicas.
+    DoubleSpender,
+}
+
+struct Client {
+    key: KeyPair,
+    kind: ClientKind,
+    /// The nonce of the payer's last applied transfer.
+    nonce: u64,
+    done: usize,
+    attempt: u64,
+    /// The transfers of the current attempt (two for a double spend) and the replies so far.
+    current: Vec<SignedTransfer>,
+    replies: BTreeMap<Digest, BTreeMap<ReplicaId, TxOutcome>>,
+}
+
+pub struct Sim {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    now: u64,
+    next_id: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    membership: Membership,
+    genesis: Vec<(PublicKey, u64)>,
+    replicas: Vec<SimReplica>,
+    clients: Vec<Client>,
+    /// Transfers clients signed validly, by digest.
+    signed: HashMap<Digest, Transfer>,
+    /// Who submitted which transfer.
+    owner: HashMap<Digest, usize>,
+    /// The first batch an honest replica executed at each sequence.
+    executed: BTreeMap<Seq, (Digest, ReplicaId)>,
+    /// Where each spend key was applied, and every sequence's outcomes, as honest replicas reported them.
+    applied: HashMap<(PublicKey, u64), Seq>,
+    outcomes: BTreeMap<Seq, Vec<(Digest, TxOutcome)>>,
+    partition: Option<BTreeSet<ReplicaId>>,
+    healed: bool,
+    outcome: Outcome,
+    trace: sha2::Sha256,
+}
+
+fn key_for(seed: u64, role: u8, index: u64) -> KeyPair {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_le_bytes());
+    secret[8] = role;
+    secret[9..17].copy_from_slice(&index.to_le_bytes());
+    KeyPair::from_secret(Digest::of("sim-key", &[&secret]).0)
+}
+
+const INITIAL_BALANCE: u64 = 1_000;
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        assert!(config.replicas >= 4, "the simulator needs at least 4 replicas");
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let keys: Vec<KeyPair> = (1..=config.replicas as u64).map(|i| key_for(config.seed, 1, i)).collect();
+        let members = keys.iter().enumerate().map(|(i, k)| Member { id: i as ReplicaId + 1, public_key: k.public() });
+        let membership = Membership::new(members.collect()).expect("valid membership");
+        assert!(config.byzantine <= membership.f(), "at most F = {} Byzantine replicas", membership.f());
+
+        let clients: Vec<Client> = (0..config.clients)
+            .map(|i| Client {
+                key: key_for(config.seed, 2, i as u64),
+                // The last client double-spends when there are Byzantine members to try it with.
+                kind: if config.byzantine > 0 && i + 1 == config.clients {
+                    ClientKind::DoubleSpender
+                } else {
+                    ClientKind::Honest
+                },
+                nonce: 0,
+                done: 0,
+                attempt: 0,
+                current: Vec::new(),
+                replies: BTreeMap::new(),
+            })
+            .collect();
+        // A spare account that only Byzantine members spend from: their double spends are correctly signed.
+        let accomplice = key_for(config.seed, 3, 0);
+        let mut genesis: Vec<(PublicKey, u64)> = clients.iter().map(|c| (c.key.public(), INITIAL_BALANCE)).collect();
+        genesis.push((accomplice.public(), INITIAL_BALANCE));
+
+        // Byzantine members: a random subset, each with a random behaviour.
+        let mut ids: Vec<ReplicaId> = membership.ids().collect();
+        let mut byzantine = BTreeMap::new();
+        for _ in 0..config.byzantine {
+            let id = ids.remove(rng.random_range(0..ids.len()));
+            byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
+        }
+
+        let genesis_digest = Ledger::from_genesis(&genesis).expect("valid genesis").digest();
+        let replicas = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let id = i as ReplicaId + 1;
+                let verifier = Verifier::new(
+                    membership.clone(),
+                    genesis_digest,
+                    config.params.log_window,
+                    config.params.max_batch_size,
+                );
+                SimReplica {
+                    id,
+                    key,
+                    core: None,
+                    durable: Durable::default(),
+                    verifier,
+                    incarnation: 0,
+                    behaviour: byzantine.get(&id).copied(),
+                    seen: Vec::new(),
+                }
+            })
+            .collect();
+        let outcome = Outcome {
+            seed: config.seed,
+            committed: 0,
+            applied: 0,
+            rejected: 0,
+            view_changes: 0,
+            byzantine: byzantine.into_iter().collect(),
+            violations: Vec::new(),
+            liveness_failure: None,
+            rejections: BTreeMap::new(),
+            sim_time_ms: 0,
+            trace: String::new(),
+        };
+        Sim {
+            config,
+            rng,
+            now: 0,
+            next_id: 0,
+            queue: BinaryHeap::new(),
+            membership,
+            genesis,
+            replicas,
+            clients,
+            signed: HashMap::new(),
+            owner: HashMap::new(),
+            executed: BTreeMap::new(),
+            applied: HashMap::new(),
+            outcomes: BTreeMap::new(),
+            partition: None,
+            healed: false,
+            outcome,
+            trace: sha2::Sha256::default(),
+        }
+    }
+
+    fn schedule(&mut self, after_ms: u64, event: SimEvent) {
+        self.next_id += 1;
+        self.queue.push(Reverse(Scheduled { at: self.now + after_ms, id: self.next_id, event }));
+    }
+
+    fn replica_config(&self, id: ReplicaId) -> Config {
+        Config {
+            id,
+            membership: self.membership.clone(),
+            genesis: self.genesis.clone(),
+            params: self.config.params.clone(),
+        }
+    }
+
+    fn start_replica(&mut self, index: usize) {
+        let r = &self.replicas[index];
+        let config = self.replica_config(r.id);
+        let mut core = Replica::recover(config, r.key.clone(), &r.durable).expect("valid replica config");
+        let outputs = core.start(self.now);
+        let r = &mut self.replicas[index];
+        r.core = Some(core);
+        r.incarnation += 1;
+        self.carry_out(index, outputs);
+    }
+
+    fn is_honest(&self, index: usize) -> bool {
+        self.replicas[index].behaviour.is_none()
+    }
+
+    /// Runs the scenario to the end and reports.
+    pub fn run(mut self) -> Outcome {
+        for index in 0..self.replicas.len() {
+            self.start_replica(index);
+        }
+        for index in 0..self.replicas.len() {
+            if self.replicas[index].behaviour == Some(Behaviour::Replay) {
+                self.schedule(50, SimEvent::Replay(self.replicas[index].id));
+            }
+        }
+        for client in 0..self.clients.len() {
+            let start = self.rng.random_range(0..50);
+            self.next_transfer(client, start);
+        }
+        self.plan_chaos();
+        self.schedule(self.config.chaos_ms, SimEvent::Heal);
+
+        let deadline = self.config.chaos_ms + self.config.liveness_bound_ms;
+        while let Some(Reverse(next)) = self.queue.pop() {
+            if next.at > deadline {
+                break;
+            }
+            self.now = next.at;
+            self.handle(next.event);
+            self.check_invariants();
+            if !self.outcome.violations.is_empty() {
+                break;
+            }
+            if self.healed && self.all_done() {
+                break;
+            }
+        }
+        if self.outcome.violations.is_empty() && !self.all_done() {
+            self.outcome.liveness_failure = Some(self.describe_lag(deadline));
+        }
+        self.finish()
+    }
+
+    fn plan_chaos(&mut self) {
+        let chaos = self.config.chaos_ms;
+        if self.config.crashes {
+            let honest: Vec<ReplicaId> = (0..self.replicas.len())
+                .filter(|&i| self.is_honest(i))
+                .map(|i| self.replicas[i].id)
+                .collect();
+            for _ in 0..self.rng.random_range(0..=2) {
+                let id = honest[self.rng.random_range(0..honest.len())];
+                let at = self.rng.random_range(0..chaos);
+                self.schedule(at, SimEvent::Crash(id));
+                let back = (at + self.rng.random_range(100..2_000)).min(chaos);
+                self.schedule(back, SimEvent::Restart(id));
+            }
+        }
+        if self.config.partitions && self.rng.random_bool(0.5) {
+            let mut side = BTreeSet::new();
+            let size = self.rng.random_range(1..=self.replicas.len() / 2);
+            while side.len() < size {
+                side.insert(self.rng.random_range(1..=self.replicas.len() as ReplicaId));
+            }
+            let at = self.rng.random_range(0..chaos);
+            self.schedule(at, SimEvent::Partition(side.into_iter().collect()));
+        }
+    }
+
+    fn handle(&mut self, event: SimEvent) {
+        match event {
+            SimEvent::Deliver { to, payload } => self.deliver(to, payload),
+            SimEvent::Reply { client, reply } => self.client_reply(client, reply),
+            SimEvent::Timer { replica, incarnation, timer } => {
+                let index = replica as usize - 1;
+                if self.replicas[index].incarnation == incarnation {
+                    self.step(index, Input::Timer(timer));
+                }
+            }
+            SimEvent::Crash(id) => {
+                let r = &mut self.replicas[id as usize - 1];
+                r.core = None;
+                r.incarnation += 1;
+            }
+            SimEvent::Restart(id) => {
+                if self.replicas[id as usize - 1].core.is_none() {
+                    self.start_replica(id as usize - 1);
+                }
+            }
+            SimEvent::ClientRetry { client, attempt } => {
+                let c = &self.clients[client];
+                if c.attempt == attempt && !c.current.is_empty() {
+                    self.send_current(client);
+                    let retry = self.config.params.view_change_timeout_ms;
+                    self.schedule(retry, SimEvent::ClientRetry { client, attempt });
+                }
+            }
+            SimEvent::Replay(id) => {
+                let index = id as usize - 1;
+                if !self.replicas[index].seen.is_empty() {
+                    let pick = self.rng.random_range(0..self.replicas[index].seen.len());
+                    let message = self.replicas[index].seen[pick].clone();
+                    let to = self.rng.random_range(1..=self.replicas.len() as ReplicaId);
+                    if to != id {
+                        self.network_send(id, to, Payload::Message(message));
+                    }
+                }
+                self.schedule(20, SimEvent::Replay(id));
+            }
+            SimEvent::Partition(side) => self.partition = Some(side.into_iter().collect()),
+            SimEvent::Heal => {
+                self.healed = true;
+                self.partition = None;
+                for index in 0..self.replicas.len() {
+                    if self.replicas[index].core.is_none() {
+                        self.start_replica(index);
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: ReplicaId, payload: Payload) {
+        let index = to as usize - 1;
+        if self.replicas[index].core.is_none() {
+            return;
+        }
+        let behaviour = self.replicas[index].behaviour;
+        let input = match payload {
+            Payload::Request(tx) => {
+                if behaviour == Some(Behaviour::Censor) {
+                    return;
+                }
+                match self.replicas[index].verifier.request(tx) {
+                    Ok(v) => Input::Request(v),
+                    Err(rejection) => return self.count_rejection(index, rejection.label()),
+                }
+            }
+            Payload::Message(message) => {
+                if behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
+                    self.replicas[index].seen.push(message.clone());
+                }
+                match self.replicas[index].verifier.message(message) {
+                    Ok(v) => Input::Message(v),
+                    Err(rejection) => return self.count_rejection(index, rejection.label()),
+                }
+            }
+        };
+        self.step(index, input);
+    }
+
+    fn count_rejection(&mut self, index: usize, label: &'static str) {
+        if self.is_honest(index) {
+            *self.outcome.rejections.entry(label).or_default() += 1;
+        }
+    }
+
+    fn step(&mut self, index: usize, input: Input) {
+        let Some(core) = self.replicas[index].core.as_mut() else { return };
+        match core.step(self.now, input) {
+            Ok(outputs) => self.carry_out(index, outputs),
+            Err(rejection) => self.count_rejection(index, rejection.label()),
+        }
+    }
+
+    fn carry_out(&mut self, index: usize, outputs: Vec<Output>) {
+        let id = self.replicas[index].id;
+        let incarnation = self.replicas[index].incarnation;
+        let honest = self.is_honest(index);
+        for output in outputs {
+            match output {
+                Output::Persist(entry) => self.replicas[index].durable.apply(entry),
+                Output::Send { to, message } => self.send_from(index, vec![to], message),
+                Output::Broadcast(message) => {
+                    let peers: Vec<ReplicaId> = self.membership.ids().filter(|&p| p != id).collect();
+                    self.send_from(index, peers, message);
+                }
+                Output::SetTimer { timer, after_ms } => {
+                    self.schedule(after_ms, SimEvent::Timer { replica: id, incarnation, timer })
+                }
+                Output::Reply(reply) => {
+                    if honest {
+                        self.check_reply(id, &reply);
+                    }
+                    let reply = self.maybe_lie_in_reply(index, reply);
+                    let clients: BTreeSet<usize> =
+                        reply.body.outcomes.iter().filter_map(|(d, _)| self.owner.get(d).copied()).collect();
+                    for client in clients {
+                        if self.healed || !self.rng.random_bool(self.config.loss) {
+                            let delay = self.rng.random_range(1..=self.config.max_delay_ms);
+                            self.schedule(delay, SimEvent::Reply { client, reply: reply.clone() });
+                        }
+                    }
+                }
+                Output::Event(Event::Executed { seq, batch_digest, .. }) if honest => {
+                    self.check_agreement(id, seq, batch_digest);
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    /// Sends a member's message, through whatever its behaviour does to it.
+    fn send_from(&mut self, index: usize, peers: Vec<ReplicaId>, message: Message) {
+        let id = self.replicas[index].id;
+        match self.replicas[index].behaviour {
+            None | Some(Behaviour::Censor) | Some(Behaviour::Replay) => {
+                if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
+                    self.replicas[index].seen.push(message.clone());
+                }
+                for to in peers {
+                    self.network_send(id, to, Payload::Message(message.clone()));
+                }
+            }
+            Some(Behaviour::Silent) => {}
+            Some(Behaviour::CorruptSignatures) => {
+                for to in peers {
+                    let mut m = message.clone();
+                    if self.rng.random_bool(0.5) {
+                        m.corrupt_signature();
+                    }
+                    self.network_send(id, to, Payload::Message(m));
+                }
+            }
+            Some(Behaviour::Equivocate) => {
+                for to in peers {
+                    let m = if self.rng.random_bool(0.5) { self.equivocation(index, &message) } else { message.clone() };
+                    self.network_send(id, to, Payload::Message(m));
+                }
+            }
+            Some(Behaviour::DoubleSpend) => {
+                let m = self.double_spend(index, &message);
+                for to in peers {
+                    self.network_send(id, to, Payload::Message(m.clone()));
+                }
+            }
+        }
+    }
+
+    /// A message conflicting with `message` for the same slot, correctly signed.
+    fn equivocation(&mut self, index: usize, message: &Message) -> Message {
+        let r = &self.replicas[index];
+        let other = Digest(self.rng.random());
+        match message {
+            Message::PrePrepare(pp) => {
+                let mut batch = pp.body.batch.clone();
+                batch.pop();
+                let body = PrePrepare { digest: batch_digest(&batch), batch, ..pp.body.clone() };
+                Message::PrePrepare(Signed::new(r.id, body, &r.key))
+            }
+            Message::Prepare(p) => Message::Prepare(Signed::new(r.id, Prepare { digest: other, ..p.body }, &r.key)),
+            Message::Commit(c) => Message::Commit(Signed::new(r.id, Commit { digest: other, ..c.body }, &r.key)),
+            other_message => other_message.clone(),
+        }
+    }
+
+    /// Adds a correctly signed double spend to proposals, and lies about the state in checkpoints.
+    fn double_spend(&mut self, index: usize, message: &Message) -> Message {
+        let r = &self.replicas[index];
+        match message {
+            Message::PrePrepare(pp) => {
+                let accomplice = key_for(self.config.seed, 3, 0);
+                let to = self.clients[0].key.public();
+                let nonce = pp.body.seq;
+                let mut batch = pp.body.batch.clone();
+                for amount in [1, 2] {
+                    let tx = Transfer { from: accomplice.public(), to, amount, nonce }.sign(&accomplice);
+                    self.signed.insert(tx.digest(), tx.transfer);
+                    batch.push(tx);
+                }
+                let body = PrePrepare { digest: batch_digest(&batch), batch, ..pp.body.clone() };
+                Message::PrePrepare(Signed::new(r.id, body, &r.key))
+            }
+            Message::Checkpoint(c) => {
+                let body = Checkpoint { state_digest: Digest(self.rng.random()), ..c.body };
+                Message::Checkpoint(Signed::new(r.id, body, &r.key))
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn maybe_lie_in_reply(&mut self, index: usize, reply: Signed<Reply>) -> Signed<Reply> {
+        if self.replicas[index].behaviour != Some(Behaviour::DoubleSpend) {
+            return reply;
+        }
+        let r = &self.replicas[index];
+        let mut body = reply.body;
+        for (_, outcome) in body.outcomes.iter_mut() {
+            *outcome = match outcome {
+                TxOutcome::Applied => TxOutcome::Rejected(crate::ledger::RejectReason::ZeroAmount),
+                TxOutcome::Rejected(_) => TxOutcome::Applied,
+            };
+        }
+        Signed::new(r.id, body, &r.key)
+    }
+
+    fn network_send(&mut self, from: ReplicaId, to: ReplicaId, payload: Payload) {
+        if let Some(side) = &self.partition
+            && side.contains(&from) != side.contains(&to)
+        {
+            return;
+        }
+        let copies = if self.healed {
+            1
+        } else if self.rng.random_bool(self.config.loss) {
+            0
+        } else if self.rng.random_bool(self.config.duplication) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.random_range(1..=self.config.max_delay_ms);
+            self.schedule(delay, SimEvent::Deliver { to, payload: payload.clone() });
+        }
+    }
+
+    // ----- clients -----
+
+    fn next_transfer(&mut self, client: usize, after_ms: u64) {
+        let c = &self.clients[client];
+        if c.done >= self.config.transfers_per_client {
+            return;
+        }
+        let nonce = c.nonce + 1;
+        let payee = {
+            let mut other = self.rng.random_range(0..self.clients.len() - 1);
+            if other >= client {
+                other += 1;
+            }
+            self.clients[other].key.public()
+        };
+        // One transfer in eight overdraws: it must be rejected, with a reason, by every replica.
+        let amount = if self.rng.random_bool(0.125) { INITIAL_BALANCE * 100 } else { self.rng.random_range(1..=10) };
+        let c = &self.clients[client];
+        let mut txs = vec![Transfer { from: c.key.public(), to: payee, amount, nonce }.sign(&c.key)];
+        if c.kind == ClientKind::DoubleSpender {
+            let second = Transfer { from: c.key.public(), to: payee, amount: amount + 1, nonce }.sign(&c.key);
+            txs.push(second);
+        }
+        for tx in &txs {
+            self.signed.insert(tx.digest(), tx.transfer);
+            self.owner.insert(tx.digest(), client);
+        }
+        let c = &mut self.clients[client];
+        c.attempt += 1;
+        c.current = txs;
+        c.replies.clear();
+        let attempt = c.attempt;
+        self.schedule(after_ms, SimEvent::ClientRetry { client, attempt });
+    }
+
+    /// Sends the current transfer to every replica (a double spender sends each of its two to half).
+    fn send_current(&mut self, client: usize) {
+        let txs = self.clients[client].current.clone();
+        for to in 1..=self.replicas.len() as ReplicaId {
+            let tx = txs[(to as usize) % txs.len()];
+            let copies = if self.healed || !self.rng.random_bool(self.config.loss) { 1 } else { 0 };
+            for _ in 0..copies {
+                let delay = self.rng.random_range(1..=self.config.max_delay_ms);
+                self.schedule(delay, SimEvent::Deliver { to, payload: Payload::Request(tx) });
+            }
+        }
+    }
+
+    fn client_reply(&mut self, client: usize, reply: Signed<Reply>) {
+        let Some(key) = self.membership.key(reply.from) else { return };
+        if !key.verify(&reply.signing_bytes(), &reply.signature) {
+            return;
+        }
+        let f = self.membership.f();
+        let c = &mut self.clients[client];
+        let current: Vec<Digest> = c.current.iter().map(|tx| tx.digest()).collect();
+        let mut decided = None;
+        for (digest, outcome) in &reply.body.outcomes {
+            if !current.contains(digest) {
+                continue;
+            }
+            let votes = c.replies.entry(*digest).or_default();
+            votes.insert(reply.from, *outcome);
+            let matching = votes.values().filter(|o| *o == outcome).count();
+            if matching > f {
+                decided = Some(*outcome);
+            }
+        }
+        if let Some(outcome) = decided {
+            if outcome == TxOutcome::Applied {
+                c.nonce += 1;
+            }
+            c.done += 1;
+            c.current.clear();
+            self.outcome.committed += 1;
+            self.next_transfer(client, 0);
+        }
+    }
+
+    // ----- invariants -----
+
+    fn check_agreement(&mut self, id: ReplicaId, seq: Seq, digest: Digest) {
+        use sha2::Digest as _;
+        self.trace.update(id.to_le_bytes());
+        self.trace.update(seq.to_le_bytes());
+        self.trace.update(digest.0);
+        match self.executed.get(&seq) {
+            Some((first, by)) if *first != digest => {
+                let by = *by;
+                self.violation(format!(
+                    "agreement: replica {id} executed batch {digest:?} at sequence {seq}, replica {by} executed {first:?}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.executed.insert(seq, (digest, id));
+            }
+        }
+    }
+
+    /// Validity and no double spend, from the outcomes an honest replica reports for a batch. A replica that
+    /// restarted executes batches again from its checkpoint: the same batch at the same sequence must then
+    /// give the same outcomes, and a spend key may apply only at one sequence, ever.
+    fn check_reply(&mut self, id: ReplicaId, reply: &Signed<Reply>) {
+        let seq = reply.body.seq;
+        if let Some(first) = self.outcomes.get(&seq) {
+            if *first != reply.body.outcomes {
+                self.violation(format!("agreement: replica {id} reports different outcomes at sequence {seq}"));
+            }
+            return;
+        }
+        for (digest, outcome) in &reply.body.outcomes {
+            let Some(transfer) = self.signed.get(digest).copied() else {
+                self.violation(format!("validity: replica {id} executed transfer {digest:?} that no payer signed"));
+                continue;
+            };
+            if *outcome == TxOutcome::Applied {
+                if let Some(earlier) = self.applied.insert((transfer.from, transfer.nonce), seq) {
+                    self.violation(format!(
+                        "double spend: nonce {} of {:?} applied at sequences {earlier} and {seq}",
+                        transfer.nonce, transfer.from
+                    ));
+                }
+                self.outcome.applied += 1;
+            } else {
+                self.outcome.rejected += 1;
+            }
+        }
+        self.outcomes.insert(seq, reply.body.outcomes.clone());
+    }
+
+    fn check_invariants(&mut self) {
+        let mut problems = Vec::new();
+        for r in &self.replicas {
+            if r.behaviour.is_some() {
+                continue;
+            }
+            if let Some(core) = &r.core {
+                let ledger = core.ledger();
+                if ledger.total_balance() != ledger.supply() as u128 {
+                    problems.push(format!(
+                        "conservation: replica {} holds {} but the supply is {}",
+                        r.id,
+                        ledger.total_balance(),
+                        ledger.supply()
+                    ));
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        self.outcome.violations.push(format!("at {} ms: {what}", self.now));
+    }
+
+    /// Every client finished and every honest replica holds the state the clients were told.
+    fn all_done(&self) -> bool {
+        if self.clients.iter().any(|c| c.done < self.config.transfers_per_client) {
+            return false;
+        }
+        self.replicas.iter().filter(|r| r.behaviour.is_none()).all(|r| {
+            r.core.as_ref().is_some_and(|core| {
+                self.clients.iter().all(|c| core.ledger().account(&c.key.public()).is_some_and(|a| a.nonce == c.nonce))
+            })
+        })
+    }
+
+    fn describe_lag(&self, deadline: u64) -> String {
+        let clients: Vec<String> = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.done < self.config.transfers_per_client)
+            .map(|(i, c)| format!("client {i} finished {} of {}", c.done, self.config.transfers_per_client))
+            .collect();
+        let replicas: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .map(|r| match &r.core {
+                Some(core) => format!(
+                    "replica {} view {}{} executed {} stable {}",
+                    r.id,
+                    core.view(),
+                    if core.view_active() { "" } else { " (changing)" },
+                    core.last_executed(),
+                    core.stable_checkpoint().seq
+                ),
+                None => format!("replica {} down", r.id),
+            })
+            .collect();
+        format!("not done by {deadline} ms: {}; {}", clients.join(", "), replicas.join(", "))
+    }
+
+    fn finish(mut self) -> Outcome {
+        use sha2::Digest as _;
+        self.outcome.sim_time_ms = self.now;
+        self.outcome.view_changes = self
+            .replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .filter_map(|r| r.core.as_ref().map(|c| c.view()))
+            .max()
+            .unwrap_or(0);
+        // Honest replicas at the same point must hold the same state.
+        let mut states: BTreeMap<Seq, (Digest, ReplicaId)> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for r in self.replicas.iter().filter(|r| r.behaviour.is_none()) {
+            if let Some(core) = &r.core {
+                let digest = core.ledger().digest();
+                match states.get(&core.last_executed()) {
+                    Some((d, other)) if *d != digest => problems.push(format!(
+                        "agreement: replicas {} and {other} executed up to {} but hold different states",
+                        r.id,
+                        core.last_executed()
+                    )),
+                    _ => {
+                        states.insert(core.last_executed(), (digest, r.id));
+                    }
+                }
+            }
+        }
+        for p in problems {
+            self.violation(p);
+        }
+        let trace: [u8; 32] = self.trace.finalize().into();
+        self.outcome.trace = crate::crypto::hex(&trace[..16]);
+        self.outcome
+    }
+}
+
+/// Runs one seed.
+pub fn run(config: SimConfig) -> Outcome {
+    Sim::new(config).run()
+}

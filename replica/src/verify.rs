@@ -1,0 +1,389 @@
+//! Checking what arrives before the protocol sees it.
+//!
+//! Verification needs only the membership, so it is a separate, stateless step that a host can run on other
+//! threads, in batches. The core accepts only `Verified` inputs, which only this module makes: every
+//! signature in them (including those inside certificates) is valid, every sender is a member, every batch
+//! matches its digest, and every certificate has a quorum of distinct signers.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::config::Membership;
+use crate::crypto::{Digest, PublicKey, Signature, SignedItem, VerifyingKey, verify_many};
+use crate::ledger::SignedTransfer;
+use crate::messages::*;
+use crate::view_change::derive_new_view;
+
+/// An input that passed verification. Only this module can make one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified<T>(T);
+
+impl<T> Verified<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Verified<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Why an input was dropped. Every rejection is counted; none changes the replica's state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("sender {0} is not a member")]
+    NotAMember(ReplicaId),
+    #[error("signature of {kind} from {from} does not verify")]
+    BadSignature { kind: &'static str, from: ReplicaId },
+    #[error("a client transfer in the batch has a bad signature")]
+    BadTransferSignature,
+    #[error("the batch does not match its digest")]
+    DigestMismatch,
+    #[error("batch of {0} transfers exceeds the limit")]
+    BatchTooLarge(usize),
+    #[error("the batch spends the same funds twice")]
+    ConflictingTransfers,
+    #[error("invalid certificate: {0}")]
+    BadCertificate(&'static str),
+    #[error("{0} was not sent by the primary of its view")]
+    NotFromPrimary(&'static str),
+    #[error("message for view {got} while in view {current}")]
+    WrongView { got: View, current: View },
+    #[error("sequence {seq} outside the watermarks ({low}, {high}]")]
+    OutsideWatermarks { seq: Seq, low: Seq, high: Seq },
+    #[error("already have this message")]
+    Duplicate,
+    #[error("conflicts with a message the sender signed before")]
+    Equivocation,
+    #[error("the replica is changing views")]
+    ViewChangeInProgress,
+    #[error("too many pending requests")]
+    Busy,
+    #[error("a member does not send this to itself")]
+    FromSelf,
+    #[error("transfer refused: {0}")]
+    Transfer(crate::ledger::RejectReason),
+}
+
+impl Rejection {
+    /// A short stable label, for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotAMember(_) => "not_a_member",
+            Rejection::BadSignature { .. } => "bad_signature",
+            Rejection::BadTransferSignature => "bad_transfer_signature",
+            Rejection::DigestMismatch => "digest_mismatch",
+            Rejection::BatchTooLarge(_) => "batch_too_large",
+            Rejection::ConflictingTransfers => "conflicting_transfers",
+            Rejection::BadCertificate(_) => "bad_certificate",
+            Rejection::NotFromPrimary(_) => "not_from_primary",
+            Rejection::WrongView { .. } => "wrong_view",
+            Rejection::OutsideWatermarks { .. } => "outside_watermarks",
+            Rejection::Duplicate => "duplicate",
+            Rejection::Equivocation => "equivocation",
+            Rejection::ViewChangeInProgress => "view_change_in_progress",
+            Rejection::Busy => "busy",
+            Rejection::FromSelf => "from_self",
+            Rejection::Transfer(_) => "transfer_refused",
+        }
+    }
+}
+
+/// Remembers signatures already found valid, so the same bytes are never verified twice (a transfer is seen
+/// once from its client and again in a PRE-PREPARE; VIEW-CHANGEs again inside a NEW-VIEW). Two generations
+/// bound its memory.
+#[derive(Default)]
+struct SignatureCache {
+    current: HashSet<Digest>,
+    previous: HashSet<Digest>,
+}
+
+impl SignatureCache {
+    const GENERATION_SIZE: usize = 1 << 16;
+
+    fn key(key: &PublicKey, item: &SignedItem<'_>) -> Digest {
+        Digest::of("sig-cache", &[key.as_bytes(), item.message, &item.signature.to_bytes()])
+    }
+
+    fn contains(&self, key: &Digest) -> bool {
+        self.current.contains(key) || self.previous.contains(key)
+    }
+
+    fn insert(&mut self, key: Digest) {
+        if self.current.len() >= Self::GENERATION_SIZE {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key);
+    }
+}
+
+/// Signature checks gathered from one input, made together so they can be batched.
+struct Checks {
+    keys: Vec<PublicKey>,
+    messages: Vec<Vec<u8>>,
+    signatures: Vec<Signature>,
+}
+
+impl Checks {
+    fn new() -> Checks {
+        Checks { keys: Vec::new(), messages: Vec::new(), signatures: Vec::new() }
+    }
+
+    fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature) {
+        self.keys.push(key);
+        self.messages.push(message);
+        self.signatures.push(signature);
+    }
+}
+
+/// Checks inputs against one membership.
+pub struct Verifier {
+    membership: Membership,
+    genesis_digest: Digest,
+    log_window: u64,
+    max_batch_size: usize,
+    cache: SignatureCache,
+    decoded_keys: HashMap<PublicKey, VerifyingKey>,
+}
+
+impl Verifier {
+    pub fn new(membership: Membership, genesis_digest: Digest, log_window: u64, max_batch_size: usize) -> Verifier {
+        Verifier {
+            membership,
+            genesis_digest,
+            log_window,
+            max_batch_size,
+            cache: SignatureCache::default(),
+            decoded_keys: HashMap::new(),
+        }
+    }
+
+    const DECODED_KEYS_MAX: usize = 1 << 16;
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// A client's request: the payer's signature must verify.
+    pub fn request(&mut self, tx: SignedTransfer) -> Result<Verified<SignedTransfer>, Rejection> {
+        let mut checks = Checks::new();
+        checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+        self.run(checks).map_err(|_| Rejection::BadTransferSignature)?;
+        Ok(Verified(tx))
+    }
+
+    pub fn message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
+        let mut checks = Checks::new();
+        match &message {
+            Message::PrePrepare(m) => {
+                self.signed(&mut checks, m)?;
+                self.pre_prepare_batch(&m.body)?;
+                self.run(checks)?;
+                self.transfers(&m.body.batch)?;
+                return Ok(Verified(message));
+            }
+            Message::Prepare(m) => self.signed(&mut checks, m)?,
+            Message::Commit(m) => self.signed(&mut checks, m)?,
+            Message::Checkpoint(m) => self.signed(&mut checks, m)?,
+            Message::Status(m) => self.signed(&mut checks, m)?,
+            Message::ViewChange(m) => self.view_change(&mut checks, m)?,
+            Message::NewView(m) => self.new_view(&mut checks, m)?,
+            Message::StateTransfer(m) => {
+                self.signed(&mut checks, m)?;
+                self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
+                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest {
+                    return Err(Rejection::DigestMismatch);
+                }
+            }
+            Message::Committed(cert) => self.committed_cert(&mut checks, cert)?,
+        }
+        self.run(checks)?;
+        Ok(Verified(message))
+    }
+
+    fn run(&mut self, checks: Checks) -> Result<(), Rejection> {
+        let mut keys = Vec::with_capacity(checks.keys.len());
+        for key in &checks.keys {
+            keys.push(self.decoded_key(key).ok_or(Rejection::BadSignature { kind: "message", from: 0 })?);
+        }
+        let mut items = Vec::with_capacity(checks.keys.len());
+        let mut cache_keys = Vec::with_capacity(checks.keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let item = SignedItem { key, message: &checks.messages[i], signature: &checks.signatures[i] };
+            let cache_key = SignatureCache::key(&checks.keys[i], &item);
+            if !self.cache.contains(&cache_key) {
+                items.push(item);
+                cache_keys.push(cache_key);
+            }
+        }
+        let results = verify_many(&items);
+        if let Some(bad) = results.iter().position(|ok| !ok) {
+            let key = VerifyingKey::to_bytes(items[bad].key);
+            let from = self.membership.members().iter().find(|m| *m.public_key.as_bytes() == key).map_or(0, |m| m.id);
+            return Err(Rejection::BadSignature { kind: "message", from });
+        }
+        for key in cache_keys {
+            self.cache.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Keys are decoded once and remembered: decoding costs a square root, a tenth of a verification.
+    fn decoded_key(&mut self, key: &PublicKey) -> Option<VerifyingKey> {
+        if let Some(decoded) = self.decoded_keys.get(key) {
+            return Some(*decoded);
+        }
+        let decoded = key.decompress().ok()?;
+        if self.decoded_keys.len() >= Self::DECODED_KEYS_MAX {
+            self.decoded_keys.clear();
+        }
+        self.decoded_keys.insert(*key, decoded);
+        Some(decoded)
+    }
+
+    fn signed<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>) -> Result<(), Rejection> {
+        let key = *self.membership.key(m.from).ok_or(Rejection::NotAMember(m.from))?;
+        checks.push(key, m.signing_bytes(), m.signature);
+        Ok(())
+    }
+
+    /// Client signatures inside a proposed batch, checked as one batch so every replica checks the same set.
+    fn transfers(&mut self, batch: &[SignedTransfer]) -> Result<(), Rejection> {
+        let mut checks = Checks::new();
+        for tx in batch {
+            checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+        }
+        self.run(checks).map_err(|_| Rejection::BadTransferSignature)
+    }
+
+    /// The batch must match its digest, fit the size limit, and never spend the same funds twice.
+    fn pre_prepare_batch(&self, pp: &PrePrepare) -> Result<(), Rejection> {
+        if pp.batch.len() > self.max_batch_size {
+            return Err(Rejection::BatchTooLarge(pp.batch.len()));
+        }
+        if batch_digest(&pp.batch) != pp.digest {
+            return Err(Rejection::DigestMismatch);
+        }
+        let mut spends = HashSet::with_capacity(pp.batch.len());
+        if !pp.batch.iter().all(|tx| spends.insert(tx.spend_key())) {
+            return Err(Rejection::ConflictingTransfers);
+        }
+        Ok(())
+    }
+
+    fn proposal(&self, checks: &mut Checks, pp: &Signed<PrePrepare>) -> Result<(), Rejection> {
+        if pp.from != self.membership.primary(pp.body.view) {
+            return Err(Rejection::NotFromPrimary("pre-prepare"));
+        }
+        self.signed(checks, pp)?;
+        self.pre_prepare_batch(&pp.body)
+    }
+
+    /// `votes` must hold at least `needed` distinct members other than `excluded`, all voting for `matches`.
+    fn votes<T: Signable>(
+        &self,
+        checks: &mut Checks,
+        votes: &[Signed<T>],
+        needed: usize,
+        excluded: Option<ReplicaId>,
+        matches: impl Fn(&T) -> bool,
+        what: &'static str,
+    ) -> Result<(), Rejection> {
+        if votes.len() > self.membership.n() {
+            return Err(Rejection::BadCertificate(what));
+        }
+        let mut signers = BTreeSet::new();
+        for vote in votes {
+            if Some(vote.from) == excluded || !matches(&vote.body) || !signers.insert(vote.from) {
+                return Err(Rejection::BadCertificate(what));
+            }
+            self.signed(checks, vote)?;
+        }
+        if signers.len() < needed {
+            return Err(Rejection::BadCertificate(what));
+        }
+        Ok(())
+    }
+
+    fn checkpoint_cert(&self, checks: &mut Checks, cert: &CheckpointCert) -> Result<(), Rejection> {
+        if cert.seq == 0 {
+            if cert.state_digest != self.genesis_digest || !cert.proof.is_empty() {
+                return Err(Rejection::BadCertificate("genesis checkpoint"));
+            }
+            return Ok(());
+        }
+        let wanted = Checkpoint { seq: cert.seq, state_digest: cert.state_digest };
+        self.votes(checks, &cert.proof, self.membership.quorum(), None, |c| *c == wanted, "checkpoint")
+    }
+
+    fn prepared_cert(&self, checks: &mut Checks, cert: &PreparedCert) -> Result<(), Rejection> {
+        let pp = &cert.pre_prepare;
+        self.proposal(checks, pp)?;
+        let wanted = Prepare { view: pp.body.view, seq: pp.body.seq, digest: pp.body.digest };
+        let primary = Some(pp.from);
+        self.votes(checks, &cert.prepares, self.membership.quorum() - 1, primary, |p| *p == wanted, "prepared")
+    }
+
+    fn committed_cert(&self, checks: &mut Checks, cert: &CommittedCert) -> Result<(), Rejection> {
+        let pp = &cert.pre_prepare;
+        self.proposal(checks, pp)?;
+        let wanted = Commit { view: pp.body.view, seq: pp.body.seq, digest: pp.body.digest };
+        self.votes(checks, &cert.commits, self.membership.quorum(), None, |c| *c == wanted, "committed")
+    }
+
+    fn view_change(&self, checks: &mut Checks, m: &Signed<ViewChange>) -> Result<(), Rejection> {
+        self.signed(checks, m)?;
+        let vc = &m.body;
+        self.checkpoint_cert(checks, &vc.checkpoint)?;
+        let low = vc.checkpoint.seq;
+        let high = low + self.log_window;
+        let mut seqs = BTreeSet::new();
+        for cert in &vc.prepared {
+            let seq = cert.seq();
+            if seq <= low || seq > high || !seqs.insert(seq) {
+                return Err(Rejection::BadCertificate("prepared sequence"));
+            }
+            if cert.view() >= vc.new_view {
+                return Err(Rejection::BadCertificate("prepared view"));
+            }
+            self.prepared_cert(checks, cert)?;
+        }
+        Ok(())
+    }
+
+    fn new_view(&self, checks: &mut Checks, m: &Signed<NewView>) -> Result<(), Rejection> {
+        let nv = &m.body;
+        if m.from != self.membership.primary(nv.view) {
+            return Err(Rejection::NotFromPrimary("new-view"));
+        }
+        self.signed(checks, m)?;
+        if nv.view_changes.len() > self.membership.n() {
+            return Err(Rejection::BadCertificate("new-view"));
+        }
+        let mut senders = BTreeSet::new();
+        for vc in &nv.view_changes {
+            if vc.body.new_view != nv.view || !senders.insert(vc.from) {
+                return Err(Rejection::BadCertificate("new-view"));
+            }
+            self.view_change(checks, vc)?;
+        }
+        if senders.len() < self.membership.quorum() {
+            return Err(Rejection::BadCertificate("new-view quorum"));
+        }
+        // The PRE-PREPAREs must be exactly those the VIEW-CHANGEs determine.
+        let (_, derived) = derive_new_view(&nv.view_changes);
+        if derived.len() != nv.pre_prepares.len() {
+            return Err(Rejection::BadCertificate("new-view pre-prepares"));
+        }
+        for ((seq, digest, _), pp) in derived.iter().zip(&nv.pre_prepares) {
+            let header_ok = pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
+            if !header_ok || pp.from != m.from || batch_digest(&pp.body.batch) != pp.body.digest {
+                return Err(Rejection::BadCertificate("new-view pre-prepares"));
+            }
+            self.signed(checks, pp)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! The view change (PBFT, section 4.4): replacing a primary that is faulty or slow without losing anything
+//! that may have committed.
+//!
+//! A backup whose pending request waited longer than the timeout moves to view v+1 and sends VIEW-CHANGE
+//! with its stable checkpoint and every prepared certificate above it. The primary of v+1 collects a quorum
+//! of them and sends NEW-VIEW with PRE-PREPAREs derived from them by `derive_new_view`: for every sequence
+//! number above the highest stable checkpoint, the batch of the highest-view prepared certificate, or an
+//! empty batch where there is none. Any batch that committed was prepared by a quorum, which intersects
+//! every quorum of VIEW-CHANGEs in an honest member, so it is re-proposed at the same sequence number.
+//! A view that does not install in time is abandoned for the next one, with the timeout doubled.
+
+use crate::durable::Entry;
+use crate::ledger::SignedTransfer;
+use crate::messages::*;
+use crate::replica::{Event, Output, Replica, ViewChangeReason};
+use crate::verify::Rejection;
+use crate::crypto::Digest;
+
+/// The checkpoint a new view starts from, and the batches its primary must re-propose above it, derived only
+/// from the VIEW-CHANGEs so that every replica can check the primary's NEW-VIEW.
+pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, Vec<(Seq, Digest, Vec<SignedTransfer>)>) {
+    let checkpoint = view_changes
+        .iter()
+        .map(|vc| &vc.body.checkpoint)
+        .fold(None::<&CheckpointCert>, |best, c| match best {
+            Some(b) if b.seq >= c.seq => Some(b),
+            _ => Some(c),
+        })
+        .cloned()
+        .unwrap_or(CheckpointCert { seq: 0, state_digest: Digest::default(), proof: Vec::new() });
+    let low = checkpoint.seq;
+    let certs = || view_changes.iter().flat_map(|vc| vc.body.prepared.iter()).filter(move |c| c.seq() > low);
+    let high = certs().map(|c| c.seq()).max().unwrap_or(low);
+    let entries = (low + 1..=high)
+        .map(|seq| {
+            let best = certs().filter(|c| c.seq() == seq).fold(None::<&PreparedCert>, |best, c| match best {
+                Some(b) if b.view() >= c.view() => Some(b),
+                _ => Some(c),
+            });
+            match best {
+                Some(cert) => {
+                    let pp = &cert.pre_prepare.body;
+                    (seq, pp.digest, pp.batch.clone())
+                }
+                None => (seq, batch_digest(&[]), Vec::new()),
+            }
+        })
+        .collect();
+    (checkpoint, entries)
+}
+
+impl Replica {
+    /// Moves to `new_view` and asks the others to follow.
+    pub(crate) fn start_view_change(&mut self, new_view: View, reason: ViewChangeReason) {
+        if new_view <= self.view {
+            return;
+        }
+        let from_view = self.view;
+        self.view = new_view;
+        self.view_active = false;
+        self.view_change_started_ms.get_or_insert(self.now_ms);
+        self.stats.view_changes += 1;
+        let prepared: Vec<PreparedCert> = self
+            .log
+            .range(self.stable.seq + 1..)
+            .filter_map(|(_, slot)| slot.prepared.clone())
+            .collect();
+        let vc = self.sign(ViewChange { new_view, checkpoint: self.stable.clone(), prepared });
+        self.view_changes.insert(self.id, vc.clone());
+        self.persist_and_broadcast(Message::ViewChange(vc));
+        self.out.push(Output::Event(Event::ViewChangeStarted { from_view, to_view: new_view, reason }));
+        self.arm_progress_timer();
+        self.failed_views = self.failed_views.saturating_add(1);
+        self.try_new_view();
+    }
+
+    pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) -> Result<(), Rejection> {
+        let view = vc.body.new_view;
+        if view < self.view || (view == self.view && self.view_active) {
+            return Err(Rejection::WrongView { got: view, current: self.view });
+        }
+        if self.view_changes.get(&vc.from).is_some_and(|existing| existing.body.new_view >= view) {
+            return Err(Rejection::Duplicate);
+        }
+        self.view_changes.insert(vc.from, vc);
+        // F+1 others in higher views include an honest member: join the lowest of those views.
+        let higher: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(from, vc)| **from != self.id && vc.body.new_view > self.view)
+            .map(|(_, vc)| vc.body.new_view)
+            .collect();
+        if higher.len() > self.membership.f() {
+            let lowest = *higher.iter().min().expect("not empty");
+            self.start_view_change(lowest, ViewChangeReason::JoinedPeers);
+        }
+        self.try_new_view();
+        Ok(())
+    }
+
+    /// As the primary of a view being changed to, sends NEW-VIEW once a quorum of VIEW-CHANGEs is in.
+    fn try_new_view(&mut self) {
+        if self.view_active || !self.is_primary() {
+            return;
+        }
+        let view = self.view;
+        let view_changes: Vec<Signed<ViewChange>> = self
+            .view_changes
+            .values()
+            .filter(|vc| vc.body.new_view == view)
+            .take(self.membership.quorum())
+            .cloned()
+            .collect();
+        if view_changes.len() < self.membership.quorum() {
+            return;
+        }
+        let (_, entries) = derive_new_view(&view_changes);
+        let pre_prepares = entries
+            .into_iter()
+            .map(|(seq, digest, batch)| self.sign(PrePrepare { view, seq, digest, batch }))
+            .collect();
+        let nv = self.sign(NewView { view, view_changes, pre_prepares });
+        self.persist_and_broadcast(Message::NewView(nv.clone()));
+        self.install_new_view(nv);
+    }
+
+    pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) -> Result<(), Rejection> {
+        let view = nv.body.view;
+        if view < self.view || (view == self.view && self.view_active) {
+            return Err(Rejection::WrongView { got: view, current: self.view });
+        }
+        self.out.push(Output::Persist(Entry::NewView(nv.clone())));
+        self.install_new_view(nv);
+        Ok(())
+    }
+
+    fn install_new_view(&mut self, nv: Signed<NewView>) {
+        let view = nv.body.view;
+        let old_primary = self.primary();
+        let (checkpoint, _) = derive_new_view(&nv.body.view_changes);
+        self.view = view;
+        self.view_active = true;
+        self.view_started_ms = self.now_ms;
+        self.view_changes.retain(|_, vc| vc.body.new_view > view);
+        self.new_view = Some(nv.clone());
+
+        // The new view starts at the highest checkpoint in the VIEW-CHANGEs. A replica below it catches up
+        // by state transfer when peers see its STATUS; one at or above it only forgets what the log no
+        // longer needs.
+        if checkpoint.seq > self.stable.seq
+            && let Some((digest, snapshot)) = self.own_checkpoints.get(&checkpoint.seq)
+            && *digest == checkpoint.state_digest
+        {
+            let snapshot = snapshot.clone();
+            self.make_stable(checkpoint.clone(), snapshot);
+        }
+
+        let is_primary = self.is_primary();
+        self.proposed.clear();
+        let mut batches_recovered = 0;
+        let mut transfers_recovered = 0;
+        let mut last_seq = checkpoint.seq.max(self.last_executed);
+        for pp in nv.body.pre_prepares {
+            let seq = pp.body.seq;
+            last_seq = last_seq.max(seq);
+            if !pp.body.batch.is_empty() {
+                batches_recovered += 1;
+                transfers_recovered += pp.body.batch.len();
+            }
+            if seq <= self.stable.seq || seq > self.high_watermark() {
+                continue;
+            }
+            if is_primary {
+                let slot = self.log.entry(seq).or_default();
+                slot.enter_view(view);
+                slot.pre_prepare = Some(pp.clone());
+                self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+            } else {
+                self.accept_pre_prepare(pp);
+            }
+        }
+        if is_primary {
+            self.next_seq = last_seq;
+        } else {
+            self.next_seq = self.next_seq.max(last_seq);
+        }
+
+        let started_ms = self.view_change_started_ms.take();
+        self.out.push(Output::Event(Event::NewViewInstalled {
+            view,
+            primary: self.primary(),
+            old_primary,
+            started_ms,
+            installed_ms: self.now_ms,
+            view_changes_from: nv.body.view_changes.iter().map(|vc| vc.from).collect(),
+            batches_recovered,
+            transfers_recovered,
+        }));
+        if self.pending.is_empty() {
+            self.timer_armed = false;
+            self.timer_generation += 1;
+        } else {
+            self.arm_progress_timer();
+        }
+        self.try_execute();
+        self.try_propose();
+    }
+
+    /// A progress timer fired. Stale generations are ignored.
+    pub(crate) fn on_progress_timer(&mut self, view: View, generation: u64) {
+        if generation != self.timer_generation || view != self.view {
+            return;
+        }
+        self.timer_armed = false;
+        if !self.view_active {
+            self.start_view_change(self.view + 1, ViewChangeReason::NewViewTimeout);
+            return;
+        }
+        // The oldest pending request, counted from when this view began (a new primary gets a full timeout).
+        let Some(oldest_ms) = self
+            .pending_order
+            .values()
+            .next()
+            .map(|d| self.pending[d].arrived_ms.max(self.view_started_ms))
+        else {
+            return;
+        };
+        let waited = self.now_ms.saturating_sub(oldest_ms);
+        if waited >= self.params.view_change_timeout_ms {
+            self.start_view_change(self.view + 1, ViewChangeReason::RequestTimeout);
+        } else {
+            self.timer_generation += 1;
+            self.timer_armed = true;
+            let timer = crate::replica::Timer::Progress { view: self.view, generation: self.timer_generation };
+            self.out.push(Output::SetTimer { timer, after_ms: self.params.view_change_timeout_ms - waited });
+        }
+    }
+}
