@@ -82,9 +82,6 @@ impl Replica {
         self.log = self.log.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
-        // Keep the replies of one more window for retransmitted requests, then forget them.
-        let forget_below = seq.saturating_sub(self.params.log_window);
-        self.executed.retain(|_, executed_at| *executed_at > forget_below);
         self.out.push(Output::Event(Event::CheckpointStable { seq }));
         self.try_propose();
     }

@@ -63,7 +63,7 @@ impl SignedTransfer {
 }
 
 /// Why a transfer was not executed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, thiserror::Error)]
 pub enum RejectReason {
     #[error("the payer's signature does not verify")]
     BadSignature,
@@ -83,11 +83,34 @@ pub enum RejectReason {
     SelfTransfer,
 }
 
+impl RejectReason {
+    /// Whether the rejected transfer used up the payer's nonce (it carried the right one).
+    pub fn consumes_nonce(&self) -> bool {
+        !matches!(
+            self,
+            RejectReason::BadSignature
+                | RejectReason::UnknownPayer
+                | RejectReason::NonceReused { .. }
+                | RejectReason::NonceSkipped { .. }
+        )
+    }
+}
+
 /// What executing one transfer did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TxOutcome {
     Applied,
     Rejected(RejectReason),
+}
+
+impl TxOutcome {
+    /// Whether executing the transfer used up the payer's nonce.
+    pub fn consumes_nonce(&self) -> bool {
+        match self {
+            TxOutcome::Applied => true,
+            TxOutcome::Rejected(reason) => reason.consumes_nonce(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,21 +179,21 @@ impl Ledger {
 
     /// Checks a transfer against the current state without changing anything.
     pub fn check(&self, transfer: &Transfer) -> Result<(), RejectReason> {
+        let payer = self.accounts.get(&transfer.from).ok_or(RejectReason::UnknownPayer)?;
+        if transfer.nonce <= payer.nonce {
+            return Err(RejectReason::NonceReused { got: transfer.nonce, last: payer.nonce });
+        }
+        if transfer.nonce != payer.nonce + 1 {
+            return Err(RejectReason::NonceSkipped { got: transfer.nonce, expected: payer.nonce + 1 });
+        }
         if transfer.amount == 0 {
             return Err(RejectReason::ZeroAmount);
         }
         if transfer.from == transfer.to {
             return Err(RejectReason::SelfTransfer);
         }
-        let payer = self.accounts.get(&transfer.from).ok_or(RejectReason::UnknownPayer)?;
         if !self.accounts.contains_key(&transfer.to) {
             return Err(RejectReason::UnknownPayee);
-        }
-        if transfer.nonce <= payer.nonce {
-            return Err(RejectReason::NonceReused { got: transfer.nonce, last: payer.nonce });
-        }
-        if transfer.nonce != payer.nonce + 1 {
-            return Err(RejectReason::NonceSkipped { got: transfer.nonce, expected: payer.nonce + 1 });
         }
         if payer.balance < transfer.amount {
             return Err(RejectReason::InsufficientFunds { balance: payer.balance, amount: transfer.amount });
@@ -178,14 +201,22 @@ impl Ledger {
         Ok(())
     }
 
-    /// Executes an ordered transfer whose signature was verified before it was ordered.
+    /// Executes an ordered transfer whose signature was verified before it was ordered. A transfer that
+    /// carries the payer's next nonce consumes it even when it is rejected, so a rejection is final: the
+    /// same signed transfer can never execute later.
     pub fn apply(&mut self, transfer: &Transfer) -> TxOutcome {
-        if let Err(reason) = self.check(transfer) {
+        let result = self.check(transfer);
+        if let Err(reason) = result
+            && !reason.consumes_nonce()
+        {
             return TxOutcome::Rejected(reason);
         }
         let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
-        payer.balance -= transfer.amount;
         payer.nonce = transfer.nonce;
+        if let Err(reason) = result {
+            return TxOutcome::Rejected(reason);
+        }
+        payer.balance -= transfer.amount;
         let payee = self.accounts.get_mut(&transfer.to).expect("checked above");
         // Cannot overflow: every balance is at most the supply, which fits in 64 bits.
         payee.balance += transfer.amount;
@@ -244,24 +275,40 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_of_bad_transfer_is_rejected_and_changes_nothing() {
+    fn transfers_with_a_wrong_nonce_or_payer_are_rejected_and_change_nothing() {
         let k = keys(3);
         let stranger = KeyPair::from_secret([99; 32]);
         let mut l = ledger(&k[..2], 100);
         let before = l.clone();
         let cases = [
-            (transfer(&k[0], &k[1], 101, 1), RejectReason::InsufficientFunds { balance: 100, amount: 101 }),
             (transfer(&k[0], &k[1], 10, 0), RejectReason::NonceReused { got: 0, last: 0 }),
             (transfer(&k[0], &k[1], 10, 2), RejectReason::NonceSkipped { got: 2, expected: 1 }),
             (transfer(&stranger, &k[1], 10, 1), RejectReason::UnknownPayer),
-            (transfer(&k[0], &stranger, 10, 1), RejectReason::UnknownPayee),
-            (transfer(&k[0], &k[1], 0, 1), RejectReason::ZeroAmount),
-            (transfer(&k[0], &k[0], 5, 1), RejectReason::SelfTransfer),
         ];
         for (t, reason) in cases {
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
         }
         assert_eq!(l, before);
+    }
+
+    #[test]
+    fn a_rejected_transfer_with_the_right_nonce_moves_no_money_but_uses_the_nonce() {
+        let k = keys(2);
+        let stranger = KeyPair::from_secret([99; 32]);
+        let cases = [
+            (transfer(&k[0], &k[1], 101, 1), RejectReason::InsufficientFunds { balance: 100, amount: 101 }),
+            (transfer(&k[0], &stranger, 10, 1), RejectReason::UnknownPayee),
+            (transfer(&k[0], &k[1], 0, 1), RejectReason::ZeroAmount),
+            (transfer(&k[0], &k[0], 5, 1), RejectReason::SelfTransfer),
+        ];
+        for (t, reason) in cases {
+            let mut l = ledger(&k, 100);
+            assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
+            assert_eq!(l.account(&k[0].public()), Some(Account { balance: 100, nonce: 1 }));
+            assert_eq!(l.account(&k[1].public()), Some(Account { balance: 100, nonce: 0 }));
+            // Final: the same transfer can never execute later.
+            assert_eq!(l.apply(&t), TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 }));
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! This file holds the state and the normal case (requests, PRE-PREPARE, PREPARE, COMMIT, execution).
 //! `checkpoint.rs` holds checkpoints, garbage collection and catching up; `view_change.rs` the view change.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair};
@@ -16,6 +16,9 @@ use crate::durable::{Durable, Entry};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer};
 use crate::messages::*;
 use crate::verify::{Rejection, Verified};
+
+/// How many executed transfers a replica remembers, to answer a retransmitted request with its reply.
+const REPLIES_KEPT: usize = 100_000;
 
 /// What drives a replica.
 #[derive(Clone, Debug)]
@@ -113,7 +116,6 @@ pub(crate) struct Slot {
     /// The prepared certificate of the highest view; it survives view changes and goes into VIEW-CHANGEs.
     pub prepared: Option<PreparedCert>,
     pub committed: Option<CommittedCert>,
-    pub reply: Option<Signed<Reply>>,
 }
 
 impl Slot {
@@ -171,8 +173,11 @@ pub struct Replica {
     pub(crate) next_order: u64,
     /// Transfers in the log above the last executed batch: the primary does not propose them again.
     pub(crate) proposed: HashSet<Digest>,
-    /// Recently executed transfers and where, so a retransmitted request gets its reply again.
+    /// Recently executed transfers and where, and the replies sent for them, so that a retransmitted request
+    /// gets its reply again. The most recent `REPLIES_KEPT` transfers are remembered.
     pub(crate) executed: HashMap<Digest, Seq>,
+    pub(crate) executed_order: VecDeque<Digest>,
+    pub(crate) replies: BTreeMap<Seq, Signed<Reply>>,
 
     pub(crate) timer_generation: u64,
     pub(crate) timer_armed: bool,
@@ -244,6 +249,8 @@ impl Replica {
             next_order: 0,
             proposed: HashSet::new(),
             executed: HashMap::new(),
+            executed_order: VecDeque::new(),
+            replies: BTreeMap::new(),
             timer_generation: 0,
             timer_armed: false,
             last_status_served: HashMap::new(),
@@ -299,9 +306,7 @@ impl Replica {
         self.now_ms = now_ms;
         self.view_started_ms = now_ms;
         self.out.push(Output::SetTimer { timer: Timer::Status, after_ms: self.params.status_interval_ms });
-        if !self.view_active {
-            self.arm_progress_timer();
-        }
+        self.arm_new_view_timer();
         std::mem::take(&mut self.out)
     }
 
@@ -443,7 +448,7 @@ impl Replica {
         let digest = tx.digest();
         if let Some(seq) = self.executed.get(&digest) {
             // A retransmission of an executed transfer: send its reply again.
-            let reply = self.log.get(seq).and_then(|slot| slot.reply.clone()).ok_or(Rejection::Duplicate)?;
+            let reply = self.replies.get(seq).cloned().ok_or(Rejection::Duplicate)?;
             self.out.push(Output::Reply(reply));
             return Ok(());
         }
@@ -638,6 +643,19 @@ impl Replica {
         Ok(())
     }
 
+    fn remember_executed(&mut self, digest: Digest, seq: Seq) {
+        self.executed.insert(digest, seq);
+        self.executed_order.push_back(digest);
+        while self.executed_order.len() > REPLIES_KEPT {
+            let oldest = self.executed_order.pop_front().expect("not empty");
+            if let Some(at) = self.executed.remove(&oldest) {
+                // Replies are per batch: drop those below the oldest transfer still remembered.
+                let keep_from = self.executed_order.front().and_then(|d| self.executed.get(d)).copied().unwrap_or(at);
+                self.replies = self.replies.split_off(&keep_from);
+            }
+        }
+    }
+
     /// Executes committed batches in sequence order, each exactly once.
     pub(crate) fn try_execute(&mut self) {
         let mut progressed = false;
@@ -653,7 +671,7 @@ impl Replica {
                 }
                 self.remove_pending(&digest);
                 self.proposed.remove(&digest);
-                self.executed.insert(digest, seq);
+                self.remember_executed(digest, seq);
                 outcomes.push((digest, outcome));
             }
             self.last_executed = seq;
@@ -663,10 +681,8 @@ impl Replica {
             self.out.push(Output::Event(Event::Executed { seq, batch_digest, transfers }));
             progressed = true;
             let reply = self.sign(Reply { view: self.view, seq, outcomes });
-            if let Some(slot) = self.log.get_mut(&seq) {
-                slot.reply = Some(reply.clone());
-            }
             if !reply.body.outcomes.is_empty() {
+                self.replies.insert(seq, reply.clone());
                 self.out.push(Output::Reply(reply));
             }
             if seq % self.params.checkpoint_interval == 0 {

@@ -71,6 +71,8 @@ pub struct SimConfig {
     pub crashes: bool,
     pub partitions: bool,
     pub params: Params,
+    /// Print every replica event to standard error (for replaying a failing seed).
+    pub verbose: bool,
 }
 
 impl SimConfig {
@@ -98,6 +100,7 @@ impl SimConfig {
                 max_concurrent_requests: 1000,
                 ..Params::default()
             },
+            verbose: false,
         }
     }
 }
@@ -509,6 +512,9 @@ impl Sim {
     }
 
     fn count_rejection(&mut self, index: usize, label: &'static str) {
+        if self.config.verbose {
+            eprintln!("{:>6} ms replica {}: rejected {label}", self.now, index + 1);
+        }
         if self.is_honest(index) {
             *self.outcome.rejections.entry(label).or_default() += 1;
         }
@@ -554,7 +560,11 @@ impl Sim {
                 Output::Event(Event::Executed { seq, batch_digest, .. }) if honest => {
                     self.check_agreement(id, seq, batch_digest);
                 }
-                Output::Event(_) => {}
+                Output::Event(event) => {
+                    if self.config.verbose {
+                        eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
+                    }
+                }
             }
         }
     }
@@ -712,6 +722,9 @@ impl Sim {
     /// Sends the current transfer to every replica (a double spender sends each of its two to half).
     fn send_current(&mut self, client: usize) {
         let txs = self.clients[client].current.clone();
+        if self.config.verbose {
+            eprintln!("{:>6} ms client {client}: sends {:?}", self.now, txs.iter().map(|t| t.digest()).collect::<Vec<_>>());
+        }
         for to in 1..=self.replicas.len() as ReplicaId {
             let tx = txs[(to as usize) % txs.len()];
             let copies = if self.healed || !self.rng.random_bool(self.config.loss) { 1 } else { 0 };
@@ -729,25 +742,36 @@ impl Sim {
         }
         let f = self.membership.f();
         let c = &mut self.clients[client];
+        if c.current.is_empty() {
+            return;
+        }
         let current: Vec<Digest> = c.current.iter().map(|tx| tx.digest()).collect();
-        let mut decided = None;
         for (digest, outcome) in &reply.body.outcomes {
-            if !current.contains(digest) {
-                continue;
-            }
-            let votes = c.replies.entry(*digest).or_default();
-            votes.insert(reply.from, *outcome);
-            let matching = votes.values().filter(|o| *o == outcome).count();
-            if matching > f {
-                decided = Some(*outcome);
+            if current.contains(digest) {
+                c.replies.entry(*digest).or_default().insert(reply.from, *outcome);
             }
         }
-        if let Some(outcome) = decided {
-            if outcome == TxOutcome::Applied {
+        // F+1 matching outcomes include an honest one. Done once one transfer used the nonce (applied, or
+        // rejected for want of funds), or all were rejected without using it.
+        let decided = |digest: &Digest, applied: bool| {
+            c.replies.get(digest).is_some_and(|votes| {
+                let mut counts: BTreeMap<TxOutcome, usize> = BTreeMap::new();
+                for outcome in votes.values() {
+                    *counts.entry(*outcome).or_default() += 1;
+                }
+                counts.iter().any(|(o, n)| *n > f && o.consumes_nonce() == applied)
+            })
+        };
+        let applied = current.iter().any(|d| decided(d, true));
+        if applied || current.iter().all(|d| decided(d, false)) {
+            if applied {
                 c.nonce += 1;
             }
             c.done += 1;
             c.current.clear();
+            if self.config.verbose {
+                eprintln!("{:>6} ms client {client}: transfer {} decided, applied {applied}", self.now, c.done);
+            }
             self.outcome.committed += 1;
             self.next_transfer(client, 0);
         }

@@ -69,9 +69,26 @@ impl Replica {
         self.view_changes.insert(self.id, vc.clone());
         self.persist_and_broadcast(Message::ViewChange(vc));
         self.out.push(Output::Event(Event::ViewChangeStarted { from_view, to_view: new_view, reason }));
-        self.arm_progress_timer();
+        // The request timer is void now; the new-view timer starts once a quorum is changing views too.
+        self.timer_armed = false;
+        self.timer_generation += 1;
         self.failed_views = self.failed_views.saturating_add(1);
+        self.arm_new_view_timer();
         self.try_new_view();
+    }
+
+    /// PBFT's rule: a replica waits for NEW-VIEW against the clock only once a quorum sent VIEW-CHANGE for
+    /// its view or a later one. A replica that suspects the primary alone so waits at v+1 instead of climbing through
+    /// views nobody else will join; the others bring it along at their next view change.
+    pub(crate) fn arm_new_view_timer(&mut self) {
+        if self.view_active || self.timer_armed {
+            return;
+        }
+        // A member already past this view has left the older ones too: it counts.
+        let changing = self.view_changes.values().filter(|vc| vc.body.new_view >= self.view).count();
+        if changing >= self.membership.quorum() {
+            self.arm_progress_timer();
+        }
     }
 
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) -> Result<(), Rejection> {
@@ -94,6 +111,7 @@ impl Replica {
             let lowest = *higher.iter().min().expect("not empty");
             self.start_view_change(lowest, ViewChangeReason::JoinedPeers);
         }
+        self.arm_new_view_timer();
         self.try_new_view();
         Ok(())
     }

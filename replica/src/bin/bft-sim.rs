@@ -33,6 +33,9 @@ struct Args {
     /// Print every seed's outcome, not only failures.
     #[arg(long)]
     verbose: bool,
+    /// Print every replica event of every run to standard error (to replay a failing seed).
+    #[arg(long)]
+    trace: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         let mut config = SimConfig::new(seed, args.replicas, args.byzantine);
         config.clients = args.clients.max(2);
         config.transfers_per_client = args.transfers;
+        config.verbose = args.trace;
         let outcome = sim::run(config);
         summary.committed += outcome.committed;
         summary.applied += outcome.applied;
