@@ -43,6 +43,8 @@ impl Replica {
         }
         votes.insert(c.from, c);
         self.check_stable(seq);
+        // A new stable checkpoint raises the high watermark: the primary may propose again.
+        self.try_propose();
         Ok(())
     }
 
@@ -83,7 +85,6 @@ impl Replica {
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
         self.out.push(Output::Event(Event::CheckpointStable { seq }));
-        self.try_propose();
     }
 
     pub(crate) fn on_status_timer(&mut self) {
@@ -161,14 +162,22 @@ impl Replica {
                     resend.push(Message::Commit(c.clone()));
                 }
             }
-            for (_, votes) in self.checkpoint_votes.range(s.stable_seq + 1..) {
-                if let Some(vote) = votes.get(&self.id) {
-                    resend.push(Message::Checkpoint(vote.clone()));
-                }
-            }
             for message in resend {
                 self.send(peer, message);
             }
+        }
+
+        // Checkpoints the peer has not seen become stable, in any view: the proof of this replica's stable
+        // checkpoint, and its own votes above it. Without them a peer that executed far enough could not
+        // advance its watermarks to accept the proofs of later batches.
+        let mut votes: Vec<Signed<Checkpoint>> = Vec::new();
+        if s.stable_seq < self.stable.seq {
+            votes.extend(self.stable.proof.iter().cloned());
+        }
+        let above = s.stable_seq.max(self.stable.seq);
+        votes.extend(self.checkpoint_votes.range(above + 1..).filter_map(|(_, v)| v.get(&self.id).cloned()));
+        for vote in votes {
+            self.send(peer, Message::Checkpoint(vote));
         }
         Ok(())
     }
@@ -190,24 +199,14 @@ impl Replica {
         self.last_executed = seq;
         self.next_seq = self.next_seq.max(seq);
         self.stats.state_transfers += 1;
-        // Requests whose nonce the new state has used can never execute here any more.
-        let stale: Vec<_> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(self.ledger.check(&p.tx.transfer), Err(crate::ledger::RejectReason::NonceReused { .. })))
-            .map(|(d, _)| *d)
-            .collect();
-        for digest in stale {
-            if let Some(p) = self.pending.remove(&digest) {
-                self.pending_order.remove(&p.order);
-            }
-        }
+        self.prune_stale_pending();
         self.proposed.clear();
         self.out.push(Output::Event(Event::StateTransferred { seq }));
         self.make_stable(checkpoint, snapshot);
         let above: Vec<_> = self.log.values().filter_map(|slot| slot.pre_prepare.clone()).collect();
         self.proposed.extend(above.iter().flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())));
         self.try_execute();
+        self.try_propose();
         Ok(())
     }
 }

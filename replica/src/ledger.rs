@@ -118,6 +118,9 @@ pub struct Account {
     pub balance: u64,
     /// The nonce of the last executed transfer from this account (0 before the first).
     pub nonce: u64,
+    /// That transfer and its outcome. It is part of the replicated state (as PBFT keeps each client's last
+    /// reply) so that a replica that skipped its execution by state transfer can still answer the payer.
+    pub last: Option<(Digest, TxOutcome)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,7 +156,7 @@ impl Ledger {
         let mut supply: u64 = 0;
         for &(key, balance) in balances {
             supply = supply.checked_add(balance).ok_or(GenesisError::Overflow)?;
-            if accounts.insert(key, Account { balance, nonce: 0 }).is_some() {
+            if accounts.insert(key, Account { balance, nonce: 0, last: None }).is_some() {
                 return Err(GenesisError::Duplicate(key));
             }
         }
@@ -204,17 +207,21 @@ impl Ledger {
     /// Executes an ordered transfer whose signature was verified before it was ordered. A transfer that
     /// carries the payer's next nonce consumes it even when it is rejected, so a rejection is final: the
     /// same signed transfer can never execute later.
-    pub fn apply(&mut self, transfer: &Transfer) -> TxOutcome {
+    pub fn apply(&mut self, tx: &SignedTransfer) -> TxOutcome {
+        let transfer = &tx.transfer;
         let result = self.check(transfer);
-        if let Err(reason) = result
-            && !reason.consumes_nonce()
-        {
-            return TxOutcome::Rejected(reason);
+        let outcome = match result {
+            Ok(()) => TxOutcome::Applied,
+            Err(reason) => TxOutcome::Rejected(reason),
+        };
+        if !outcome.consumes_nonce() {
+            return outcome;
         }
         let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
         payer.nonce = transfer.nonce;
-        if let Err(reason) = result {
-            return TxOutcome::Rejected(reason);
+        payer.last = Some((tx.digest(), outcome));
+        if result.is_err() {
+            return outcome;
         }
         payer.balance -= transfer.amount;
         let payee = self.accounts.get_mut(&transfer.to).expect("checked above");
@@ -260,17 +267,23 @@ mod tests {
         Ledger::from_genesis(&genesis).unwrap()
     }
 
-    fn transfer(from: &KeyPair, to: &KeyPair, amount: u64, nonce: u64) -> Transfer {
-        Transfer { from: from.public(), to: to.public(), amount, nonce }
+    fn transfer(from: &KeyPair, to: &KeyPair, amount: u64, nonce: u64) -> SignedTransfer {
+        Transfer { from: from.public(), to: to.public(), amount, nonce }.sign(from)
+    }
+
+    fn account(balance: u64, nonce: u64) -> Account {
+        Account { balance, nonce, last: None }
     }
 
     #[test]
     fn a_valid_transfer_moves_money_and_consumes_the_nonce() {
         let k = keys(2);
         let mut l = ledger(&k, 100);
-        assert_eq!(l.apply(&transfer(&k[0], &k[1], 30, 1)), TxOutcome::Applied);
-        assert_eq!(l.account(&k[0].public()), Some(Account { balance: 70, nonce: 1 }));
-        assert_eq!(l.account(&k[1].public()), Some(Account { balance: 130, nonce: 0 }));
+        let t = transfer(&k[0], &k[1], 30, 1);
+        assert_eq!(l.apply(&t), TxOutcome::Applied);
+        let payer = Account { balance: 70, nonce: 1, last: Some((t.digest(), TxOutcome::Applied)) };
+        assert_eq!(l.account(&k[0].public()), Some(payer));
+        assert_eq!(l.account(&k[1].public()), Some(account(130, 0)));
         assert_eq!(l.total_balance(), 200);
     }
 
@@ -304,8 +317,9 @@ mod tests {
         for (t, reason) in cases {
             let mut l = ledger(&k, 100);
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
-            assert_eq!(l.account(&k[0].public()), Some(Account { balance: 100, nonce: 1 }));
-            assert_eq!(l.account(&k[1].public()), Some(Account { balance: 100, nonce: 0 }));
+            let payer = Account { balance: 100, nonce: 1, last: Some((t.digest(), TxOutcome::Rejected(reason))) };
+            assert_eq!(l.account(&k[0].public()), Some(payer));
+            assert_eq!(l.account(&k[1].public()), Some(account(100, 0)));
             // Final: the same transfer can never execute later.
             assert_eq!(l.apply(&t), TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 }));
         }
@@ -323,12 +337,12 @@ mod tests {
     #[test]
     fn signatures_cover_every_field() {
         let k = keys(2);
-        let signed = transfer(&k[0], &k[1], 10, 1).sign(&k[0]);
+        let signed = transfer(&k[0], &k[1], 10, 1);
         assert!(signed.verify());
         let mut tampered = signed;
         tampered.transfer.amount = 11;
         assert!(!tampered.verify());
-        let forged = transfer(&k[0], &k[1], 10, 1).sign(&k[1]);
+        let forged = signed.transfer.sign(&k[1]);
         assert!(!forged.verify());
     }
 

@@ -72,7 +72,7 @@ pub enum Event {
         transfers_recovered: usize,
     },
     /// A batch executed: hosts track progress with it, the simulator checks agreement with it.
-    Executed { seq: Seq, batch_digest: Digest, transfers: usize },
+    Executed { seq: Seq, batch_digest: Digest, outcomes: Vec<(Digest, crate::ledger::TxOutcome)> },
     CheckpointStable { seq: Seq },
     StateTransferred { seq: Seq },
     /// This replica executed a state that a quorum did not: a bug or corrupted storage. It fetches the
@@ -150,6 +150,8 @@ pub struct Replica {
     /// False between sending a VIEW-CHANGE and installing the NEW-VIEW.
     pub(crate) view_active: bool,
     pub(crate) view_started_ms: u64,
+    /// The last view that was active here (its primary is the one a view change replaces).
+    pub(crate) last_active_view: View,
     pub(crate) view_change_started_ms: Option<u64>,
     pub(crate) new_view: Option<Signed<NewView>>,
     /// The latest VIEW-CHANGE from each member (this one included).
@@ -232,6 +234,7 @@ impl Replica {
             view: durable.view,
             view_active: durable.view_active,
             view_started_ms: 0,
+            last_active_view: durable.view,
             view_change_started_ms: None,
             new_view: durable.new_view.clone(),
             view_changes: BTreeMap::new(),
@@ -392,6 +395,11 @@ impl Replica {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    pub fn debug_pending(&self) -> String {
+        let p: Vec<String> = self.pending.iter().map(|(d, p)| format!("{d:?}@{} proposed={}", p.arrived_ms, self.proposed.contains(d))).collect();
+        let slots: Vec<String> = self.log.iter().map(|(s, slot)| format!("{s}:v{} pp={} prep={} com={}", slot.view, slot.pre_prepare.is_some(), slot.prepared.is_some(), slot.committed.is_some())).collect();
+        format!("pending [{}] next_seq {} log [{}]", p.join(", "), self.next_seq, slots.join(" "))
+    }
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -446,18 +454,26 @@ impl Replica {
 
     fn on_request(&mut self, tx: SignedTransfer) -> Result<(), Rejection> {
         let digest = tx.digest();
-        if let Some(seq) = self.executed.get(&digest) {
+        if let Some(reply) = self.executed.get(&digest).and_then(|seq| self.replies.get(seq)) {
             // A retransmission of an executed transfer: send its reply again.
-            let reply = self.replies.get(seq).cloned().ok_or(Rejection::Duplicate)?;
-            self.out.push(Output::Reply(reply));
+            self.out.push(Output::Reply(reply.clone()));
             return Ok(());
         }
         if self.pending.contains_key(&digest) {
             return Err(Rejection::Duplicate);
         }
-        // A nonce once used stays used: such a transfer can never execute, so it is refused at once.
+        // A nonce once used stays used: such a transfer can never execute, so it is refused at once, unless
+        // it is the payer's last executed transfer, whose outcome the replicated state still holds.
         if let Err(reason @ RejectReason::NonceReused { .. }) = self.ledger.check(&tx.transfer) {
-            return Err(Rejection::Transfer(reason));
+            let last = self.ledger.account(&tx.transfer.from).and_then(|a| a.last);
+            return match last {
+                Some((last_digest, outcome)) if last_digest == digest => {
+                    let reply = self.sign(Reply { view: self.view, seq: self.last_executed, outcomes: vec![(digest, outcome)] });
+                    self.out.push(Output::Reply(reply));
+                    Ok(())
+                }
+                _ => Err(Rejection::Transfer(reason)),
+            };
         }
         if self.pending.len() >= self.params.max_concurrent_requests {
             return Err(Rejection::Busy);
@@ -471,6 +487,21 @@ impl Replica {
         }
         self.try_propose();
         Ok(())
+    }
+
+    /// Drops pending requests whose nonce the ledger has used: they were executed where this replica did not
+    /// see it (state transfer), or lost a double spend to another transfer. Waiting on them would make this
+    /// replica suspect an honest primary.
+    pub(crate) fn prune_stale_pending(&mut self) {
+        let stale: Vec<Digest> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(self.ledger.check(&p.tx.transfer), Err(RejectReason::NonceReused { .. })))
+            .map(|(digest, _)| *digest)
+            .collect();
+        for digest in stale {
+            self.remove_pending(&digest);
+        }
     }
 
     fn remove_pending(&mut self, digest: &Digest) {
@@ -664,7 +695,7 @@ impl Replica {
             let mut outcomes = Vec::with_capacity(cert.pre_prepare.body.batch.len());
             for tx in &cert.pre_prepare.body.batch {
                 let digest = tx.digest();
-                let outcome = self.ledger.apply(&tx.transfer);
+                let outcome = self.ledger.apply(tx);
                 match outcome {
                     crate::ledger::TxOutcome::Applied => self.stats.transfers_applied += 1,
                     crate::ledger::TxOutcome::Rejected(_) => self.stats.transfers_rejected += 1,
@@ -677,8 +708,7 @@ impl Replica {
             self.last_executed = seq;
             self.stats.batches_executed += 1;
             let batch_digest = cert.pre_prepare.body.digest;
-            let transfers = outcomes.len();
-            self.out.push(Output::Event(Event::Executed { seq, batch_digest, transfers }));
+            self.out.push(Output::Event(Event::Executed { seq, batch_digest, outcomes: outcomes.clone() }));
             progressed = true;
             let reply = self.sign(Reply { view: self.view, seq, outcomes });
             if !reply.body.outcomes.is_empty() {

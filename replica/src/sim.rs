@@ -201,6 +201,8 @@ struct Client {
     attempt: u64,
     /// The transfers of the current attempt (two for a double spend) and the replies so far.
     current: Vec<SignedTransfer>,
+    /// Whether the current transfer was sent before.
+    retried: bool,
     replies: BTreeMap<Digest, BTreeMap<ReplicaId, TxOutcome>>,
 }
 
@@ -261,6 +263,7 @@ impl Sim {
                 done: 0,
                 attempt: 0,
                 current: Vec::new(),
+                retried: false,
                 replies: BTreeMap::new(),
             })
             .collect();
@@ -430,6 +433,9 @@ impl Sim {
     }
 
     fn handle(&mut self, event: SimEvent) {
+        if self.config.verbose && matches!(event, SimEvent::Crash(_) | SimEvent::Restart(_) | SimEvent::Partition(_) | SimEvent::Heal) {
+            eprintln!("{:>6} ms network: {event:?}", self.now);
+        }
         match event {
             SimEvent::Deliver { to, payload } => self.deliver(to, payload),
             SimEvent::Reply { client, reply } => self.client_reply(client, reply),
@@ -495,7 +501,7 @@ impl Sim {
                 }
                 match self.replicas[index].verifier.request(tx) {
                     Ok(v) => Input::Request(v),
-                    Err(rejection) => return self.count_rejection(index, rejection.label()),
+                    Err(rejection) => return self.count_rejection(index, &rejection),
                 }
             }
             Payload::Message(message) => {
@@ -504,19 +510,19 @@ impl Sim {
                 }
                 match self.replicas[index].verifier.message(message) {
                     Ok(v) => Input::Message(v),
-                    Err(rejection) => return self.count_rejection(index, rejection.label()),
+                    Err(rejection) => return self.count_rejection(index, &rejection),
                 }
             }
         };
         self.step(index, input);
     }
 
-    fn count_rejection(&mut self, index: usize, label: &'static str) {
+    fn count_rejection(&mut self, index: usize, rejection: &crate::verify::Rejection) {
         if self.config.verbose {
-            eprintln!("{:>6} ms replica {}: rejected {label}", self.now, index + 1);
+            eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, index + 1);
         }
         if self.is_honest(index) {
-            *self.outcome.rejections.entry(label).or_default() += 1;
+            *self.outcome.rejections.entry(rejection.label()).or_default() += 1;
         }
     }
 
@@ -524,7 +530,7 @@ impl Sim {
         let Some(core) = self.replicas[index].core.as_mut() else { return };
         match core.step(self.now, input) {
             Ok(outputs) => self.carry_out(index, outputs),
-            Err(rejection) => self.count_rejection(index, rejection.label()),
+            Err(rejection) => self.count_rejection(index, &rejection),
         }
     }
 
@@ -537,6 +543,12 @@ impl Sim {
                 Output::Persist(entry) => self.replicas[index].durable.apply(entry),
                 Output::Send { to, message } => self.send_from(index, vec![to], message),
                 Output::Broadcast(message) => {
+                    if self.config.verbose
+                        && let Message::PrePrepare(pp) = &message
+                    {
+                        let (v, n, len) = (pp.body.view, pp.body.seq, pp.body.batch.len());
+                        eprintln!("{:>6} ms replica {id}: proposes view {v} seq {n} with {len} transfers", self.now);
+                    }
                     let peers: Vec<ReplicaId> = self.membership.ids().filter(|&p| p != id).collect();
                     self.send_from(index, peers, message);
                 }
@@ -544,9 +556,6 @@ impl Sim {
                     self.schedule(after_ms, SimEvent::Timer { replica: id, incarnation, timer })
                 }
                 Output::Reply(reply) => {
-                    if honest {
-                        self.check_reply(id, &reply);
-                    }
                     let reply = self.maybe_lie_in_reply(index, reply);
                     let clients: BTreeSet<usize> =
                         reply.body.outcomes.iter().filter_map(|(d, _)| self.owner.get(d).copied()).collect();
@@ -557,8 +566,9 @@ impl Sim {
                         }
                     }
                 }
-                Output::Event(Event::Executed { seq, batch_digest, .. }) if honest => {
+                Output::Event(Event::Executed { seq, batch_digest, outcomes }) if honest => {
                     self.check_agreement(id, seq, batch_digest);
+                    self.check_outcomes(id, seq, outcomes);
                 }
                 Output::Event(event) => {
                     if self.config.verbose {
@@ -714,6 +724,7 @@ impl Sim {
         let c = &mut self.clients[client];
         c.attempt += 1;
         c.current = txs;
+        c.retried = false;
         c.replies.clear();
         let attempt = c.attempt;
         self.schedule(after_ms, SimEvent::ClientRetry { client, attempt });
@@ -725,12 +736,18 @@ impl Sim {
         if self.config.verbose {
             eprintln!("{:>6} ms client {client}: sends {:?}", self.now, txs.iter().map(|t| t.digest()).collect::<Vec<_>>());
         }
+        // A double spender splits its two transfers between the replicas at first; when it retries it wants
+        // to learn which one won, so it asks everyone about both.
+        let first_try = self.clients[client].replies.is_empty() && !self.clients[client].retried;
+        self.clients[client].retried = true;
         for to in 1..=self.replicas.len() as ReplicaId {
-            let tx = txs[(to as usize) % txs.len()];
-            let copies = if self.healed || !self.rng.random_bool(self.config.loss) { 1 } else { 0 };
-            for _ in 0..copies {
-                let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-                self.schedule(delay, SimEvent::Deliver { to, payload: Payload::Request(tx) });
+            let mine: Vec<SignedTransfer> =
+                if first_try { vec![txs[(to as usize) % txs.len()]] } else { txs.clone() };
+            for tx in mine {
+                if self.healed || !self.rng.random_bool(self.config.loss) {
+                    let delay = self.rng.random_range(1..=self.config.max_delay_ms);
+                    self.schedule(delay, SimEvent::Deliver { to, payload: Payload::Request(tx) });
+                }
             }
         }
     }
@@ -798,18 +815,17 @@ impl Sim {
         }
     }
 
-    /// Validity and no double spend, from the outcomes an honest replica reports for a batch. A replica that
+    /// Validity and no double spend, from the outcomes an honest replica reports for an executed batch. A replica that
     /// restarted executes batches again from its checkpoint: the same batch at the same sequence must then
     /// give the same outcomes, and a spend key may apply only at one sequence, ever.
-    fn check_reply(&mut self, id: ReplicaId, reply: &Signed<Reply>) {
-        let seq = reply.body.seq;
+    fn check_outcomes(&mut self, id: ReplicaId, seq: Seq, outcomes: Vec<(Digest, TxOutcome)>) {
         if let Some(first) = self.outcomes.get(&seq) {
-            if *first != reply.body.outcomes {
+            if *first != outcomes {
                 self.violation(format!("agreement: replica {id} reports different outcomes at sequence {seq}"));
             }
             return;
         }
-        for (digest, outcome) in &reply.body.outcomes {
+        for (digest, outcome) in &outcomes {
             let Some(transfer) = self.signed.get(digest).copied() else {
                 self.violation(format!("validity: replica {id} executed transfer {digest:?} that no payer signed"));
                 continue;
@@ -826,7 +842,7 @@ impl Sim {
                 self.outcome.rejected += 1;
             }
         }
-        self.outcomes.insert(seq, reply.body.outcomes.clone());
+        self.outcomes.insert(seq, outcomes);
     }
 
     fn check_invariants(&mut self) {
@@ -882,12 +898,13 @@ impl Sim {
             .filter(|r| r.behaviour.is_none())
             .map(|r| match &r.core {
                 Some(core) => format!(
-                    "replica {} view {}{} executed {} stable {}",
+                    "replica {} view {}{} executed {} stable {} {}",
                     r.id,
                     core.view(),
                     if core.view_active() { "" } else { " (changing)" },
                     core.last_executed(),
-                    core.stable_checkpoint().seq
+                    core.stable_checkpoint().seq,
+                    core.debug_pending()
                 ),
                 None => format!("replica {} down", r.id),
             })

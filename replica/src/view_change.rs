@@ -154,10 +154,11 @@ impl Replica {
 
     fn install_new_view(&mut self, nv: Signed<NewView>) {
         let view = nv.body.view;
-        let old_primary = self.primary();
+        let old_primary = self.membership.primary(self.last_active_view);
         let (checkpoint, _) = derive_new_view(&nv.body.view_changes);
         self.view = view;
         self.view_active = true;
+        self.last_active_view = view;
         self.view_started_ms = self.now_ms;
         self.view_changes.retain(|_, vc| vc.body.new_view > view);
         self.new_view = Some(nv.clone());
@@ -234,6 +235,7 @@ impl Replica {
             self.start_view_change(self.view + 1, ViewChangeReason::NewViewTimeout);
             return;
         }
+        self.prune_stale_pending();
         // The oldest pending request, counted from when this view began (a new primary gets a full timeout).
         let Some(oldest_ms) = self
             .pending_order

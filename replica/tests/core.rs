@@ -1,0 +1,442 @@
+//! The core driven by hand through a perfect in-memory network: each scenario of the protocol on its own.
+
+use std::collections::VecDeque;
+
+use bft_replica::config::{Config, Membership, Params};
+use bft_replica::crypto::{Digest, KeyPair, PublicKey};
+use bft_replica::durable::Durable;
+use bft_replica::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
+use bft_replica::messages::*;
+use bft_replica::replica::{Event, Input, Output, Replica, Timer};
+use bft_replica::verify::{Rejection, Verifier};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+struct Cluster {
+    keys: Vec<KeyPair>,
+    replicas: Vec<Replica>,
+    verifiers: Vec<Verifier>,
+    durables: Vec<Durable>,
+    /// (to, message) in flight; delivered first in, first out.
+    network: VecDeque<(ReplicaId, Message)>,
+    /// Messages from these members are dropped.
+    muted: Vec<ReplicaId>,
+    timers: Vec<(ReplicaId, Timer)>,
+    replies: Vec<Signed<Reply>>,
+    events: Vec<(ReplicaId, Event)>,
+    accounts: Vec<KeyPair>,
+    config: Config,
+    now: u64,
+}
+
+fn params() -> Params {
+    Params { checkpoint_interval: 2, log_window: 4, view_change_timeout_ms: 1000, max_concurrent_requests: 1000, ..Params::default() }
+}
+
+impl Cluster {
+    fn new(n: u32, params: Params) -> Cluster {
+        let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i as u8; 32])).collect();
+        let members = keys.iter().zip(1..).map(|(k, id)| Member { id, public_key: k.public() }).collect();
+        let membership = Membership::new(members).unwrap();
+        let accounts: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_secret([100 + i; 32])).collect();
+        let genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
+        let config = Config { id: 1, membership: membership.clone(), genesis: genesis.clone(), params: params.clone() };
+        let genesis_digest = Ledger::from_genesis(&genesis).unwrap().digest();
+        let mut cluster = Cluster {
+            replicas: Vec::new(),
+            verifiers: (0..n).map(|_| Verifier::new(membership.clone(), genesis_digest, params.log_window, params.max_batch_size)).collect(),
+            durables: (0..n).map(|_| Durable::default()).collect(),
+            keys,
+            network: VecDeque::new(),
+            muted: Vec::new(),
+            timers: Vec::new(),
+            replies: Vec::new(),
+            events: Vec::new(),
+            accounts,
+            config,
+            now: 0,
+        };
+        for id in 1..=n {
+            let replica = Replica::new(cluster.config_for(id), cluster.keys[id as usize - 1].clone()).unwrap();
+            cluster.replicas.push(replica);
+            let outputs = cluster.replicas[id as usize - 1].start(0);
+            cluster.carry_out(id, outputs);
+        }
+        cluster
+    }
+
+    fn config_for(&self, id: ReplicaId) -> Config {
+        Config { id, ..self.config.clone() }
+    }
+
+    fn transfer(&self, from: usize, to: usize, amount: u64, nonce: u64) -> SignedTransfer {
+        let t = Transfer { from: self.accounts[from].public(), to: self.accounts[to].public(), amount, nonce };
+        t.sign(&self.accounts[from])
+    }
+
+    fn carry_out(&mut self, id: ReplicaId, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => {
+                    if !self.muted.contains(&id) {
+                        self.network.push_back((to, message));
+                    }
+                }
+                Output::Broadcast(message) => {
+                    if !self.muted.contains(&id) {
+                        for to in 1..=self.replicas.len() as ReplicaId {
+                            if to != id {
+                                self.network.push_back((to, message.clone()));
+                            }
+                        }
+                    }
+                }
+                Output::Persist(entry) => self.durables[id as usize - 1].apply(entry),
+                Output::Reply(reply) => self.replies.push(reply),
+                Output::SetTimer { timer, .. } => self.timers.push((id, timer)),
+                Output::Event(event) => self.events.push((id, event)),
+            }
+        }
+    }
+
+    fn submit(&mut self, tx: SignedTransfer) {
+        for id in 1..=self.replicas.len() as ReplicaId {
+            let _ = self.request(id, tx);
+        }
+    }
+
+    fn request(&mut self, id: ReplicaId, tx: SignedTransfer) -> Result<(), Rejection> {
+        let i = id as usize - 1;
+        let verified = self.verifiers[i].request(tx)?;
+        let outputs = self.replicas[i].step(self.now, Input::Request(verified))?;
+        self.carry_out(id, outputs);
+        Ok(())
+    }
+
+    fn deliver(&mut self, to: ReplicaId, message: Message) -> Result<(), Rejection> {
+        let i = to as usize - 1;
+        let verified = self.verifiers[i].message(message)?;
+        let outputs = self.replicas[i].step(self.now, Input::Message(verified))?;
+        self.carry_out(to, outputs);
+        Ok(())
+    }
+
+    /// Delivers everything in flight, including what delivering produces.
+    fn settle(&mut self) {
+        let mut steps = 0;
+        while let Some((to, message)) = self.network.pop_front() {
+            let _ = self.deliver(to, message);
+            steps += 1;
+            assert!(steps < 100_000, "the network does not settle");
+        }
+    }
+
+    /// Fires every progress timer set so far (time jumps past the timeout), then settles.
+    fn time_out(&mut self) {
+        self.now += 100_000;
+        let timers: Vec<_> = self.timers.drain(..).filter(|(_, t)| matches!(t, Timer::Progress { .. })).collect();
+        for (id, timer) in timers {
+            if !self.muted.contains(&id) {
+                let outputs = self.replicas[id as usize - 1].step(self.now, Input::Timer(timer)).unwrap();
+                self.carry_out(id, outputs);
+            }
+        }
+        self.settle();
+    }
+
+    fn outcome_from(&self, replica: ReplicaId, tx: &SignedTransfer) -> Option<TxOutcome> {
+        let digest = tx.digest();
+        self.replies
+            .iter()
+            .filter(|r| r.from == replica)
+            .flat_map(|r| r.body.outcomes.iter())
+            .find(|(d, _)| *d == digest)
+            .map(|(_, o)| *o)
+    }
+
+    fn honest(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.iter().filter(|r| !self.muted.contains(&r.id()))
+    }
+}
+
+#[test]
+fn a_transfer_commits_at_every_replica_with_signed_replies() {
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 250, 1);
+    c.submit(tx);
+    c.settle();
+    for r in &c.replicas {
+        assert_eq!(r.last_executed(), 1, "replica {}", r.id());
+        assert_eq!(r.ledger().account(&c.accounts[0].public()).unwrap().balance, 750);
+        assert_eq!(r.ledger().account(&c.accounts[1].public()).unwrap().balance, 1250);
+    }
+    for id in 1..=4 {
+        assert_eq!(c.outcome_from(id, &tx), Some(TxOutcome::Applied), "reply from replica {id}");
+    }
+    for reply in &c.replies {
+        assert!(c.keys[reply.from as usize - 1].public().verify(&reply.signing_bytes(), &reply.signature));
+    }
+}
+
+#[test]
+fn an_overdraft_is_ordered_and_rejected_with_its_reason() {
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 5000, 1);
+    c.submit(tx);
+    c.settle();
+    let reason = RejectReason::InsufficientFunds { balance: 1000, amount: 5000 };
+    for id in 1..=4 {
+        assert_eq!(c.outcome_from(id, &tx), Some(TxOutcome::Rejected(reason)));
+    }
+    // The nonce is used: the rejection is final, and resubmitting is refused at once.
+    assert_eq!(c.request(1, tx), Err(Rejection::Transfer(RejectReason::NonceReused { got: 1, last: 1 })).or(Ok(())));
+}
+
+#[test]
+fn a_retransmitted_request_gets_its_reply_again_and_is_not_executed_twice() {
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 10, 1);
+    c.submit(tx);
+    c.settle();
+    let replies_before = c.replies.len();
+    c.submit(tx);
+    c.settle();
+    assert_eq!(c.replies.len(), replies_before + 4, "each replica answers the retransmission from its cache");
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 1 && r.stats().transfers_applied == 1));
+}
+
+#[test]
+fn batches_pipeline_and_checkpoints_collect_the_log() {
+    let mut c = Cluster::new(4, params());
+    for nonce in 1..=20 {
+        for from in 0..4 {
+            let tx = c.transfer(from, (from + 1) % 4, 1, nonce);
+            c.submit(tx);
+        }
+        c.settle();
+    }
+    for r in &c.replicas {
+        assert_eq!(r.stats().transfers_applied, 80, "replica {}", r.id());
+        assert!(r.stable_checkpoint().seq >= r.last_executed() - 2, "stable checkpoint keeps up");
+        assert!(r.log_len() <= 4, "log of replica {} holds {} slots after GC", r.id(), r.log_len());
+        assert_eq!(r.ledger().total_balance(), 4000);
+    }
+    let digests: Vec<Digest> = c.replicas.iter().map(|r| r.ledger().digest()).collect();
+    assert!(digests.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_silent_primary_is_replaced_and_the_request_commits_in_the_new_view() {
+    let mut c = Cluster::new(4, params());
+    c.muted.push(1);
+    let tx = c.transfer(0, 1, 10, 1);
+    c.submit(tx);
+    c.settle();
+    assert!(c.honest().all(|r| r.last_executed() == 0));
+    c.time_out();
+    for r in c.honest() {
+        assert_eq!((r.view(), r.view_active(), r.primary()), (1, true, 2), "replica {}", r.id());
+        assert_eq!(r.last_executed(), 1, "replica {}", r.id());
+    }
+    let installed = c.events.iter().filter(|(id, e)| *id != 1 && matches!(e, Event::NewViewInstalled { view: 1, .. }));
+    assert_eq!(installed.count(), 3);
+}
+
+#[test]
+fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 10, 1);
+    c.submit(tx);
+    // Deliver PRE-PREPAREs and PREPAREs, but lose every COMMIT: prepared everywhere, committed nowhere.
+    let mut steps = 0;
+    while let Some((to, message)) = c.network.pop_front() {
+        if !matches!(message, Message::Commit(_)) {
+            let _ = c.deliver(to, message);
+        }
+        steps += 1;
+        assert!(steps < 10_000);
+    }
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 0));
+    c.muted.push(1);
+    c.time_out();
+    let recovered = c.events.iter().find_map(|(_, e)| match e {
+        Event::NewViewInstalled { batches_recovered, transfers_recovered, .. } => Some((*batches_recovered, *transfers_recovered)),
+        _ => None,
+    });
+    assert_eq!(recovered, Some((1, 1)));
+    for r in c.honest() {
+        assert_eq!(r.last_executed(), 1);
+        assert_eq!(r.stats().transfers_applied, 1, "executed exactly once at replica {}", r.id());
+    }
+}
+
+#[test]
+fn a_forced_view_change_moves_every_replica_to_the_next_primary() {
+    let mut c = Cluster::new(4, params());
+    for id in 1..=4 {
+        let outputs = c.replicas[id - 1].step(0, Input::ForceViewChange).unwrap();
+        c.carry_out(id as ReplicaId, outputs);
+    }
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.view() == 1 && r.view_active() && r.primary() == 2));
+    let tx = c.transfer(2, 3, 7, 1);
+    c.submit(tx);
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.last_executed() >= 1 && r.stats().transfers_applied == 1));
+}
+
+#[test]
+fn a_replica_behind_the_stable_checkpoint_catches_up_by_state_transfer() {
+    let mut c = Cluster::new(4, params());
+    c.muted.push(4);
+    // Replica 4 hears nothing either while the others commit past several checkpoints.
+    for nonce in 1..=8 {
+        let tx = c.transfer(0, 1, 1, nonce);
+        for id in 1..=3 {
+            let _ = c.request(id, tx);
+        }
+        c.network.retain(|(to, _)| *to != 4);
+        while let Some((to, message)) = c.network.pop_front() {
+            if to != 4 {
+                let _ = c.deliver(to, message);
+            }
+            c.network.retain(|(to, _)| *to != 4);
+        }
+    }
+    assert_eq!(c.replicas[3].last_executed(), 0);
+    let ahead = c.replicas[0].last_executed();
+    assert!(ahead >= 8 && c.replicas[0].stable_checkpoint().seq > 4);
+    c.muted.clear();
+    // Replica 4's STATUS tells the others how far behind it is.
+    let outputs = c.replicas[3].step(c.now, Input::Timer(Timer::Status)).unwrap();
+    c.carry_out(4, outputs);
+    c.settle();
+    assert_eq!(c.replicas[3].last_executed(), ahead);
+    assert_eq!(c.replicas[3].ledger().digest(), c.replicas[0].ledger().digest());
+    assert!(c.events.iter().any(|(id, e)| *id == 4 && matches!(e, Event::StateTransferred { .. })));
+}
+
+#[test]
+fn a_restarted_replica_keeps_its_votes_and_refuses_a_conflicting_proposal() {
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 10, 1);
+    c.request(1, tx).unwrap();
+    // Replica 2 answers the primary's PRE-PREPARE with a PREPARE, then crashes.
+    let (_, pp) = c.network.iter().find(|(to, _)| *to == 2).cloned().unwrap();
+    c.deliver(2, pp.clone()).unwrap();
+    let recovered = Replica::recover(c.config_for(2), c.keys[1].clone(), &c.durables[1]).unwrap();
+    c.replicas[1] = recovered;
+    // A PRE-PREPARE for the same slot with another batch, signed by the same primary, is refused.
+    let Message::PrePrepare(original) = pp else { panic!("expected a PRE-PREPARE") };
+    let other = vec![c.transfer(2, 3, 1, 1)];
+    let conflicting = PrePrepare { digest: batch_digest(&other), batch: other, ..original.body.clone() };
+    let conflicting = Signed::new(1, conflicting, &c.keys[0]);
+    assert_eq!(c.deliver(2, Message::PrePrepare(conflicting)), Err(Rejection::Equivocation));
+}
+
+#[test]
+fn bad_messages_are_refused_and_counted_without_changing_anything() {
+    let mut c = Cluster::new(4, params());
+    let stranger = KeyPair::from_secret([77; 32]);
+    let vote = Prepare { view: 0, seq: 1, digest: Digest([1; 32]) };
+    // Not a member.
+    let from_stranger = Signed::new(9, vote, &stranger);
+    assert_eq!(c.verifiers[1].message(Message::Prepare(from_stranger)).unwrap_err(), Rejection::NotAMember(9));
+    // A member's id with someone else's signature.
+    let forged = Signed::new(3, vote, &stranger);
+    assert!(matches!(c.verifiers[1].message(Message::Prepare(forged)), Err(Rejection::BadSignature { .. })));
+    // A PRE-PREPARE from a backup.
+    let batch = vec![c.transfer(0, 1, 1, 1)];
+    let pp = Signed::new(2, PrePrepare { view: 0, seq: 1, digest: batch_digest(&batch), batch: batch.clone() }, &c.keys[1]);
+    assert!(matches!(c.deliver(3, Message::PrePrepare(pp)), Err(Rejection::NotFromPrimary(_)) | Ok(())));
+    // A batch that does not match its digest.
+    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: Digest([9; 32]), batch: batch.clone() }, &c.keys[0]);
+    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::DigestMismatch);
+    // A client transfer with a bad signature inside a proposal.
+    let mut bad_tx = batch[0];
+    bad_tx.transfer.amount = 999;
+    let bad = vec![bad_tx];
+    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: batch_digest(&bad), batch: bad }, &c.keys[0]);
+    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::BadTransferSignature);
+    // A double spend inside one batch.
+    let twice = vec![c.transfer(0, 1, 1, 1), c.transfer(0, 2, 1, 1)];
+    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: batch_digest(&twice), batch: twice }, &c.keys[0]);
+    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::ConflictingTransfers);
+    // Wrong view and outside the watermarks.
+    let future = Signed::new(3, Prepare { view: 5, ..vote }, &c.keys[2]);
+    assert!(matches!(c.deliver(2, Message::Prepare(future)), Err(Rejection::WrongView { got: 5, current: 0 })));
+    let far = Signed::new(3, Prepare { seq: 1000, ..vote }, &c.keys[2]);
+    assert!(matches!(c.deliver(2, Message::Prepare(far)), Err(Rejection::OutsideWatermarks { .. })));
+    // A replayed vote, and a second, different one (equivocation).
+    let once = Signed::new(3, vote, &c.keys[2]);
+    c.deliver(2, Message::Prepare(once.clone())).unwrap();
+    assert_eq!(c.deliver(2, Message::Prepare(once)), Err(Rejection::Duplicate));
+    let twice = Signed::new(3, Prepare { digest: Digest([2; 32]), ..vote }, &c.keys[2]);
+    assert_eq!(c.deliver(2, Message::Prepare(twice)), Err(Rejection::Equivocation));
+    // A client transfer with a bad signature.
+    assert_eq!(c.verifiers[0].request(bad_tx).unwrap_err(), Rejection::BadTransferSignature);
+    let stats = c.replicas[1].stats();
+    assert_eq!(stats.rejected.get("wrong_view"), Some(&1));
+    assert_eq!(stats.rejected.get("duplicate"), Some(&1));
+    assert_eq!(stats.rejected.get("equivocation"), Some(&1));
+    assert_eq!(c.replicas[1].last_executed(), 0);
+}
+
+/// Messages from the network whose every field is arbitrary.
+fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
+    let keys: Vec<KeyPair> = c.keys.clone();
+    let txs: Vec<SignedTransfer> = (0..4).map(|i| c.transfer(i, (i + 1) % 4, 5, 1)).collect();
+    (0u8..6, 1u32..=5, 0u64..4, 0u64..12, any::<[u8; 32]>(), any::<bool>(), 0usize..3).prop_map(
+        move |(kind, from, view, seq, digest, good_digest, txs_len)| {
+            let key = &keys[(from as usize - 1) % keys.len()];
+            let batch: Vec<SignedTransfer> = txs[..txs_len].to_vec();
+            let digest = if good_digest { batch_digest(&batch) } else { Digest(digest) };
+            match kind {
+                0 => Message::PrePrepare(Signed::new(from, PrePrepare { view, seq, digest, batch }, key)),
+                1 => Message::Prepare(Signed::new(from, Prepare { view, seq, digest }, key)),
+                2 => Message::Commit(Signed::new(from, Commit { view, seq, digest }, key)),
+                3 => Message::Checkpoint(Signed::new(from, Checkpoint { seq, state_digest: digest }, key)),
+                4 => Message::Status(Signed::new(
+                    from,
+                    Status { view, view_active: good_digest, last_executed: seq, stable_seq: seq / 2 },
+                    key,
+                )),
+                _ => {
+                    let checkpoint = CheckpointCert { seq: 0, state_digest: digest, proof: Vec::new() };
+                    Message::ViewChange(Signed::new(from, ViewChange { new_view: view, checkpoint, prepared: Vec::new() }, key))
+                }
+            }
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = Message::decode(&bytes, 1 << 20);
+    }
+
+    #[test]
+    fn arbitrary_signed_messages_never_break_the_replica(
+        script in proptest::collection::vec((1u32..=4, 0usize..64), 1..120)
+    ) {
+        let mut c = Cluster::new(4, params());
+        let messages: Vec<Message> = {
+            let strategy = arbitrary_message(&c);
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            (0..64).map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect()
+        };
+        let tx = c.transfer(0, 1, 10, 1);
+        c.submit(tx);
+        for (to, pick) in script {
+            let _ = c.deliver(to, messages[pick].clone());
+        }
+        c.settle();
+        for r in &c.replicas {
+            prop_assert_eq!(r.ledger().total_balance(), 4000);
+            prop_assert!(r.last_executed() <= 1);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Seeded simulations of whole clusters: the invariants hold under a hostile network and F Byzantine members.
+
+use bft_replica::sim::{self, Behaviour, Outcome, SimConfig};
+
+fn run_seeds(replicas: usize, byzantine: usize, seeds: std::ops::Range<u64>) -> Vec<Outcome> {
+    seeds.map(|seed| sim::run(SimConfig::new(seed, replicas, byzantine))).collect()
+}
+
+fn assert_all_ok(outcomes: &[Outcome]) {
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.ok())
+        .map(|o| {
+            format!(
+                "seed {} (byzantine {:?}): violations {:?}, liveness {:?}; replay with `bft-sim --first-seed {} --seeds 1 --trace`",
+                o.seed, o.byzantine, o.violations, o.liveness_failure, o.seed
+            )
+        })
+        .collect();
+    assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+}
+
+#[test]
+fn four_replicas_one_byzantine_300_seeds() {
+    let outcomes = run_seeds(4, 1, 0..300);
+    assert_all_ok(&outcomes);
+    // Every client transfer was decided: 4 clients x 6 transfers per seed.
+    assert!(outcomes.iter().all(|o| o.committed == 24));
+}
+
+#[test]
+fn seven_replicas_two_byzantine_300_seeds() {
+    let outcomes = run_seeds(7, 2, 0..300);
+    assert_all_ok(&outcomes);
+    assert!(outcomes.iter().all(|o| o.committed == 24));
+}
+
+#[test]
+fn four_replicas_all_honest_but_crashing_and_partitioned_100_seeds() {
+    assert_all_ok(&run_seeds(4, 0, 1000..1100));
+}
+
+#[test]
+fn ten_replicas_three_byzantine_30_seeds() {
+    assert_all_ok(&run_seeds(10, 3, 0..30));
+}
+
+#[test]
+fn the_same_seed_replays_exactly() {
+    for seed in [3, 17] {
+        let a = sim::run(SimConfig::new(seed, 7, 2));
+        let b = sim::run(SimConfig::new(seed, 7, 2));
+        assert_eq!(a.trace, b.trace, "seed {seed}");
+        assert_eq!(
+            (a.committed, a.view_changes, a.sim_time_ms, &a.rejections),
+            (b.committed, b.view_changes, b.sim_time_ms, &b.rejections)
+        );
+    }
+    let other = sim::run(SimConfig::new(4, 7, 2));
+    assert_ne!(sim::run(SimConfig::new(3, 7, 2)).trace, other.trace);
+}
+
+/// The runs above only mean something if the Byzantine behaviours really happen and are really refused.
+#[test]
+fn every_byzantine_behaviour_is_exercised_and_refused() {
+    let outcomes = run_seeds(4, 1, 0..120);
+    for behaviour in Behaviour::ALL {
+        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.byzantine.iter().any(|(_, b)| *b == behaviour)).collect();
+        assert!(!runs.is_empty(), "no seed in 0..120 drew {behaviour:?}");
+    }
+    let total = |behaviour: Behaviour, label: &str| -> u64 {
+        outcomes
+            .iter()
+            .filter(|o| o.byzantine.iter().any(|(_, b)| *b == behaviour))
+            .map(|o| o.rejections.get(label).copied().unwrap_or(0))
+            .sum()
+    };
+    assert!(total(Behaviour::CorruptSignatures, "bad_signature") > 0);
+    assert!(total(Behaviour::Equivocate, "equivocation") > 0);
+    assert!(total(Behaviour::DoubleSpend, "conflicting_transfers") > 0);
+    assert!(total(Behaviour::Replay, "duplicate") > 0);
+    // A censoring or silent primary is replaced: those runs went through view changes.
+    for behaviour in [Behaviour::Censor, Behaviour::Silent] {
+        let changed = outcomes
+            .iter()
+            .filter(|o| o.byzantine.iter().any(|(id, b)| *b == behaviour && *id == 1))
+            .all(|o| o.view_changes > 0);
+        assert!(changed, "a {behaviour:?} primary was not replaced");
+    }
+}
