@@ -23,7 +23,10 @@ impl Replica {
         let state_digest = crate::crypto::Digest::of("ledger-state", &[&snapshot]);
         self.own_checkpoints.insert(seq, (state_digest, snapshot));
         let vote = self.sign(Checkpoint { seq, state_digest });
-        self.checkpoint_votes.entry(seq).or_default().insert(self.id, vote.clone());
+        self.checkpoint_votes
+            .entry(seq)
+            .or_default()
+            .insert(self.id, vote.clone());
         self.out.push(Output::Broadcast(Message::Checkpoint(vote)));
         self.check_stable(seq);
     }
@@ -35,11 +38,19 @@ impl Replica {
         }
         self.check_watermarks(seq)?;
         if seq % self.params.checkpoint_interval != 0 {
-            return Err(Rejection::OutsideWatermarks { seq, low: self.stable.seq, high: self.high_watermark() });
+            return Err(Rejection::OutsideWatermarks {
+                seq,
+                low: self.stable.seq,
+                high: self.high_watermark(),
+            });
         }
         let votes = self.checkpoint_votes.entry(seq).or_default();
         if let Some(existing) = votes.get(&c.from) {
-            return Err(if existing.body == c.body { Rejection::Duplicate } else { Rejection::Equivocation });
+            return Err(if existing.body == c.body {
+                Rejection::Duplicate
+            } else {
+                Rejection::Equivocation
+            });
         }
         votes.insert(c.from, c);
         self.check_stable(seq);
@@ -50,16 +61,27 @@ impl Replica {
 
     /// A checkpoint is stable once a quorum signed the same state digest for it.
     fn check_stable(&mut self, seq: Seq) {
-        let Some(votes) = self.checkpoint_votes.get(&seq) else { return };
-        let quorum = self.membership.quorum();
-        let mut by_digest: std::collections::BTreeMap<_, Vec<Signed<Checkpoint>>> = Default::default();
-        for vote in votes.values() {
-            by_digest.entry(vote.body.state_digest).or_default().push(vote.clone());
-        }
-        let Some((state_digest, proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum) else {
+        let Some(votes) = self.checkpoint_votes.get(&seq) else {
             return;
         };
-        let cert = CheckpointCert { seq, state_digest, proof };
+        let quorum = self.membership.quorum();
+        let mut by_digest: std::collections::BTreeMap<_, Vec<Signed<Checkpoint>>> =
+            Default::default();
+        for vote in votes.values() {
+            by_digest
+                .entry(vote.body.state_digest)
+                .or_default()
+                .push(vote.clone());
+        }
+        let Some((state_digest, proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum)
+        else {
+            return;
+        };
+        let cert = CheckpointCert {
+            seq,
+            state_digest,
+            proof,
+        };
         match self.own_checkpoints.get(&seq) {
             Some((own, snapshot)) if *own == state_digest => {
                 let snapshot = snapshot.clone();
@@ -78,13 +100,17 @@ impl Replica {
     /// Adopts a stable checkpoint: persists it, drops the log at and below it, and advances the watermarks.
     pub(crate) fn make_stable(&mut self, cert: CheckpointCert, snapshot: Vec<u8>) {
         let seq = cert.seq;
-        self.out.push(Output::Persist(Entry::Checkpoint { cert: cert.clone(), snapshot: snapshot.clone() }));
+        self.out.push(Output::Persist(Entry::Checkpoint {
+            cert: cert.clone(),
+            snapshot: snapshot.clone(),
+        }));
         self.stable = cert;
         self.stable_snapshot = snapshot;
         self.log = self.log.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
-        self.out.push(Output::Event(Event::CheckpointStable { seq }));
+        self.out
+            .push(Output::Event(Event::CheckpointStable { seq }));
     }
 
     pub(crate) fn on_status_timer(&mut self) {
@@ -95,7 +121,10 @@ impl Replica {
             stable_seq: self.stable.seq,
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
-        self.out.push(Output::SetTimer { timer: Timer::Status, after_ms: self.params.status_interval_ms });
+        self.out.push(Output::SetTimer {
+            timer: Timer::Status,
+            after_ms: self.params.status_interval_ms,
+        });
     }
 
     /// Answers a peer's STATUS with what it is missing. At most one answer per peer per half status interval,
@@ -114,7 +143,10 @@ impl Replica {
         if !self.view_active {
             // Changing views: the peer needs this replica's VIEW-CHANGE if it is not past this view.
             if s.view <= self.view
-                && let Some(vc) = self.view_changes.get(&self.id).filter(|vc| vc.body.new_view == self.view)
+                && let Some(vc) = self
+                    .view_changes
+                    .get(&self.id)
+                    .filter(|vc| vc.body.new_view == self.view)
             {
                 self.send(peer, Message::ViewChange(vc.clone()));
             }
@@ -175,7 +207,11 @@ impl Replica {
             votes.extend(self.stable.proof.iter().cloned());
         }
         let above = s.stable_seq.max(self.stable.seq);
-        votes.extend(self.checkpoint_votes.range(above + 1..).filter_map(|(_, v)| v.get(&self.id).cloned()));
+        votes.extend(
+            self.checkpoint_votes
+                .range(above + 1..)
+                .filter_map(|(_, v)| v.get(&self.id).cloned()),
+        );
         for vote in votes {
             self.send(peer, Message::Checkpoint(vote));
         }
@@ -188,7 +224,10 @@ impl Replica {
 
     /// The ledger at a stable checkpoint this replica has not reached.
     pub(crate) fn on_state_transfer(&mut self, st: Signed<StateTransfer>) -> Result<(), Rejection> {
-        let StateTransfer { checkpoint, snapshot } = st.body;
+        let StateTransfer {
+            checkpoint,
+            snapshot,
+        } = st.body;
         if checkpoint.seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
@@ -201,10 +240,19 @@ impl Replica {
         self.stats.state_transfers += 1;
         self.prune_stale_pending();
         self.proposed.clear();
-        self.out.push(Output::Event(Event::StateTransferred { seq }));
+        self.out
+            .push(Output::Event(Event::StateTransferred { seq }));
         self.make_stable(checkpoint, snapshot);
-        let above: Vec<_> = self.log.values().filter_map(|slot| slot.pre_prepare.clone()).collect();
-        self.proposed.extend(above.iter().flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())));
+        let above: Vec<_> = self
+            .log
+            .values()
+            .filter_map(|slot| slot.pre_prepare.clone())
+            .collect();
+        self.proposed.extend(
+            above
+                .iter()
+                .flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())),
+        );
         self.try_execute();
         self.try_propose();
         Ok(())

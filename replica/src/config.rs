@@ -20,7 +20,12 @@ pub enum ConfigError {
     #[error("public key {0:?} is used by two members")]
     DuplicateKey(PublicKey),
     #[error("{name} must be between {min} and {max}, got {value}")]
-    OutOfRange { name: &'static str, value: u64, min: u64, max: u64 },
+    OutOfRange {
+        name: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     #[error("this replica's id {0} is not a member")]
     NotAMember(ReplicaId),
     #[error("this replica's key does not match the public key of member {0} in the membership")]
@@ -66,7 +71,10 @@ impl Membership {
     }
 
     pub fn key(&self, id: ReplicaId) -> Option<&PublicKey> {
-        self.members.iter().find(|m| m.id == id).map(|m| &m.public_key)
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| &m.public_key)
     }
 
     pub fn contains(&self, id: ReplicaId) -> bool {
@@ -118,18 +126,53 @@ impl Params {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
             if value < min || value > max {
-                return Err(ConfigError::OutOfRange { name, value, min, max });
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    value,
+                    min,
+                    max,
+                });
             }
             Ok(())
         }
-        range("checkpoint_interval", self.checkpoint_interval, 1, 1_000_000)?;
-        range("log_window", self.log_window, self.checkpoint_interval.max(1) * 2, 10_000_000)?;
-        range("view_change_timeout_ms", self.view_change_timeout_ms, 10, 3_600_000)?;
-        range("view_change_backoff_max", self.view_change_backoff_max as u64, 0, 20)?;
+        range(
+            "checkpoint_interval",
+            self.checkpoint_interval,
+            1,
+            1_000_000,
+        )?;
+        range(
+            "log_window",
+            self.log_window,
+            self.checkpoint_interval.max(1) * 2,
+            10_000_000,
+        )?;
+        range(
+            "view_change_timeout_ms",
+            self.view_change_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        range(
+            "view_change_backoff_max",
+            self.view_change_backoff_max as u64,
+            0,
+            20,
+        )?;
         range("status_interval_ms", self.status_interval_ms, 1, 3_600_000)?;
         range("max_batch_size", self.max_batch_size as u64, 1, 65_536)?;
-        range("max_inflight_batches", self.max_inflight_batches, 1, self.log_window)?;
-        range("max_concurrent_requests", self.max_concurrent_requests as u64, 1, 10_000_000)?;
+        range(
+            "max_inflight_batches",
+            self.max_inflight_batches,
+            1,
+            self.log_window,
+        )?;
+        range(
+            "max_concurrent_requests",
+            self.max_concurrent_requests as u64,
+            1,
+            10_000_000,
+        )?;
         Ok(())
     }
 }
@@ -149,12 +192,24 @@ mod tests {
     use crate::crypto::KeyPair;
 
     fn members(n: u32) -> Vec<Member> {
-        (1..=n).map(|id| Member { id, public_key: KeyPair::from_secret([id as u8; 32]).public() }).collect()
+        (1..=n)
+            .map(|id| Member {
+                id,
+                public_key: KeyPair::from_secret([id as u8; 32]).public(),
+            })
+            .collect()
     }
 
     #[test]
     fn fault_tolerance_and_quorum_follow_from_n() {
-        let expected = [(4, 1, 3), (5, 1, 4), (6, 1, 4), (7, 2, 5), (10, 3, 7), (13, 4, 9)];
+        let expected = [
+            (4, 1, 3),
+            (5, 1, 4),
+            (6, 1, 4),
+            (7, 2, 5),
+            (10, 3, 7),
+            (13, 4, 9),
+        ];
         for (n, f, q) in expected {
             let m = Membership::new(members(n)).unwrap();
             assert_eq!((m.f(), m.quorum()), (f, q), "N = {n}");
@@ -173,19 +228,34 @@ mod tests {
 
     #[test]
     fn bad_memberships_are_refused() {
-        assert_eq!(Membership::new(members(3)), Err(ConfigError::TooFewMembers(3)));
+        assert_eq!(
+            Membership::new(members(3)),
+            Err(ConfigError::TooFewMembers(3))
+        );
         let mut dup = members(4);
         dup[3].id = 1;
         assert_eq!(Membership::new(dup), Err(ConfigError::DuplicateId(1)));
         let mut dup_key = members(4);
         dup_key[3].public_key = dup_key[0].public_key;
-        assert!(matches!(Membership::new(dup_key), Err(ConfigError::DuplicateKey(_))));
+        assert!(matches!(
+            Membership::new(dup_key),
+            Err(ConfigError::DuplicateKey(_))
+        ));
     }
 
     #[test]
     fn params_are_range_checked() {
         assert_eq!(Params::default().validate(), Ok(()));
-        let bad = Params { checkpoint_interval: 0, ..Params::default() };
-        assert!(matches!(bad.validate(), Err(ConfigError::OutOfRange { name: "checkpoint_interval", .. })));
+        let bad = Params {
+            checkpoint_interval: 0,
+            ..Params::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::OutOfRange {
+                name: "checkpoint_interval",
+                ..
+            })
+        ));
     }
 }

@@ -78,7 +78,9 @@ impl PublicKey {
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<PublicKey, KeyError> {
-        let array: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Length(bytes.len()))?;
+        let array: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| KeyError::Length(bytes.len()))?;
         PublicKey::from_bytes(array)
     }
 
@@ -117,7 +119,8 @@ impl PublicKey {
 
     /// Strict single verification: the check that decides validity.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
-        self.decompress().is_ok_and(|key| verify_strict(&key, message, signature))
+        self.decompress()
+            .is_ok_and(|key| verify_strict(&key, message, signature))
     }
 }
 
@@ -203,7 +206,10 @@ impl KeyPair {
 
 impl Clone for KeyPair {
     fn clone(&self) -> Self {
-        KeyPair { signing: self.signing.clone(), public: self.public }
+        KeyPair {
+            signing: self.signing.clone(),
+            public: self.public,
+        }
     }
 }
 
@@ -229,19 +235,27 @@ pub struct SignedItem<'a> {
 pub fn verify_many(items: &[SignedItem<'_>]) -> Vec<bool> {
     const BATCH_MIN: usize = 4;
     if items.len() < BATCH_MIN {
-        return items.iter().map(|item| verify_strict(item.key, item.message, item.signature)).collect();
+        return items
+            .iter()
+            .map(|item| verify_strict(item.key, item.message, item.signature))
+            .collect();
     }
     let batchable = items.iter().all(|item| r_is_strict(item.signature));
     if batchable {
         let messages: Vec<&[u8]> = items.iter().map(|item| item.message).collect();
-        let signatures: Vec<ed25519_dalek::Signature> =
-            items.iter().map(|item| ed25519_dalek::Signature::from_bytes(&item.signature.to_bytes())).collect();
+        let signatures: Vec<ed25519_dalek::Signature> = items
+            .iter()
+            .map(|item| ed25519_dalek::Signature::from_bytes(&item.signature.to_bytes()))
+            .collect();
         let keys: Vec<VerifyingKey> = items.iter().map(|item| *item.key).collect();
         if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
             return vec![true; items.len()];
         }
     }
-    items.iter().map(|item| verify_strict(item.key, item.message, item.signature)).collect()
+    items
+        .iter()
+        .map(|item| verify_strict(item.key, item.message, item.signature))
+        .collect()
 }
 
 /// `R` must be a canonical encoding of a point that is not of small order, as `verify_strict` demands.
@@ -274,21 +288,32 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::Weak));
         // A point of order 2 (y = -1).
         let minus_one = [
-            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0x7f,
         ];
         assert_eq!(PublicKey::from_bytes(minus_one), Err(KeyError::Weak));
     }
 
     #[test]
     fn batch_agrees_with_single_checks() {
-        let keys: Vec<KeyPair> = (0..8u8).map(|i| KeyPair::from_secret([i + 1; 32])).collect();
+        let keys: Vec<KeyPair> = (0..8u8)
+            .map(|i| KeyPair::from_secret([i + 1; 32]))
+            .collect();
         let messages: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10]).collect();
-        let mut signatures: Vec<Signature> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
-        let publics: Vec<VerifyingKey> = keys.iter().map(|k| k.public().decompress().unwrap()).collect();
+        let mut signatures: Vec<Signature> =
+            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let publics: Vec<VerifyingKey> = keys
+            .iter()
+            .map(|k| k.public().decompress().unwrap())
+            .collect();
         let items = |sigs: &[Signature]| -> Vec<bool> {
             let items: Vec<SignedItem> = (0..8)
-                .map(|i| SignedItem { key: &publics[i], message: &messages[i], signature: &sigs[i] })
+                .map(|i| SignedItem {
+                    key: &publics[i],
+                    message: &messages[i],
+                    signature: &sigs[i],
+                })
                 .collect();
             verify_many(&items)
         };

@@ -34,7 +34,10 @@ impl Transfer {
 
     pub fn sign(self, payer: &KeyPair) -> SignedTransfer {
         let signature = payer.sign(&self.signing_bytes());
-        SignedTransfer { transfer: self, signature }
+        SignedTransfer {
+            transfer: self,
+            signature,
+        }
     }
 }
 
@@ -49,11 +52,16 @@ pub struct SignedTransfer {
 impl SignedTransfer {
     /// Identifies the request: covers the signature too, so two signings of one transfer are two requests.
     pub fn digest(&self) -> Digest {
-        Digest::of("transfer", &[&self.transfer.signing_bytes(), &self.signature.to_bytes()])
+        Digest::of(
+            "transfer",
+            &[&self.transfer.signing_bytes(), &self.signature.to_bytes()],
+        )
     }
 
     pub fn verify(&self) -> bool {
-        self.transfer.from.verify(&self.transfer.signing_bytes(), &self.signature)
+        self.transfer
+            .from
+            .verify(&self.transfer.signing_bytes(), &self.signature)
     }
 
     /// The funds this transfer spends: two different transfers with one spend key are a double spend.
@@ -63,7 +71,19 @@ impl SignedTransfer {
 }
 
 /// Why a transfer was not executed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    thiserror::Error,
+)]
 pub enum RejectReason {
     #[error("the payer's signature does not verify")]
     BadSignature,
@@ -156,7 +176,17 @@ impl Ledger {
         let mut supply: u64 = 0;
         for &(key, balance) in balances {
             supply = supply.checked_add(balance).ok_or(GenesisError::Overflow)?;
-            if accounts.insert(key, Account { balance, nonce: 0, last: None }).is_some() {
+            if accounts
+                .insert(
+                    key,
+                    Account {
+                        balance,
+                        nonce: 0,
+                        last: None,
+                    },
+                )
+                .is_some()
+            {
                 return Err(GenesisError::Duplicate(key));
             }
         }
@@ -182,12 +212,21 @@ impl Ledger {
 
     /// Checks a transfer against the current state without changing anything.
     pub fn check(&self, transfer: &Transfer) -> Result<(), RejectReason> {
-        let payer = self.accounts.get(&transfer.from).ok_or(RejectReason::UnknownPayer)?;
+        let payer = self
+            .accounts
+            .get(&transfer.from)
+            .ok_or(RejectReason::UnknownPayer)?;
         if transfer.nonce <= payer.nonce {
-            return Err(RejectReason::NonceReused { got: transfer.nonce, last: payer.nonce });
+            return Err(RejectReason::NonceReused {
+                got: transfer.nonce,
+                last: payer.nonce,
+            });
         }
         if transfer.nonce != payer.nonce + 1 {
-            return Err(RejectReason::NonceSkipped { got: transfer.nonce, expected: payer.nonce + 1 });
+            return Err(RejectReason::NonceSkipped {
+                got: transfer.nonce,
+                expected: payer.nonce + 1,
+            });
         }
         if transfer.amount == 0 {
             return Err(RejectReason::ZeroAmount);
@@ -199,7 +238,10 @@ impl Ledger {
             return Err(RejectReason::UnknownPayee);
         }
         if payer.balance < transfer.amount {
-            return Err(RejectReason::InsufficientFunds { balance: payer.balance, amount: transfer.amount });
+            return Err(RejectReason::InsufficientFunds {
+                balance: payer.balance,
+                amount: transfer.amount,
+            });
         }
         Ok(())
     }
@@ -217,7 +259,10 @@ impl Ledger {
         if !outcome.consumes_nonce() {
             return outcome;
         }
-        let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
+        let payer = self
+            .accounts
+            .get_mut(&transfer.from)
+            .expect("checked above");
         payer.nonce = transfer.nonce;
         payer.last = Some((tx.digest(), outcome));
         if result.is_err() {
@@ -248,7 +293,10 @@ impl Ledger {
         let ledger = Ledger { accounts, supply };
         let total = ledger.total_balance();
         if supply != expected_supply || total != expected_supply as u128 {
-            return Err(SnapshotError::Supply { got: total, expected: expected_supply });
+            return Err(SnapshotError::Supply {
+                got: total,
+                expected: expected_supply,
+            });
         }
         Ok(ledger)
     }
@@ -268,11 +316,21 @@ mod tests {
     }
 
     fn transfer(from: &KeyPair, to: &KeyPair, amount: u64, nonce: u64) -> SignedTransfer {
-        Transfer { from: from.public(), to: to.public(), amount, nonce }.sign(from)
+        Transfer {
+            from: from.public(),
+            to: to.public(),
+            amount,
+            nonce,
+        }
+        .sign(from)
     }
 
     fn account(balance: u64, nonce: u64) -> Account {
-        Account { balance, nonce, last: None }
+        Account {
+            balance,
+            nonce,
+            last: None,
+        }
     }
 
     #[test]
@@ -281,7 +339,11 @@ mod tests {
         let mut l = ledger(&k, 100);
         let t = transfer(&k[0], &k[1], 30, 1);
         assert_eq!(l.apply(&t), TxOutcome::Applied);
-        let payer = Account { balance: 70, nonce: 1, last: Some((t.digest(), TxOutcome::Applied)) };
+        let payer = Account {
+            balance: 70,
+            nonce: 1,
+            last: Some((t.digest(), TxOutcome::Applied)),
+        };
         assert_eq!(l.account(&k[0].public()), Some(payer));
         assert_eq!(l.account(&k[1].public()), Some(account(130, 0)));
         assert_eq!(l.total_balance(), 200);
@@ -294,9 +356,21 @@ mod tests {
         let mut l = ledger(&k[..2], 100);
         let before = l.clone();
         let cases = [
-            (transfer(&k[0], &k[1], 10, 0), RejectReason::NonceReused { got: 0, last: 0 }),
-            (transfer(&k[0], &k[1], 10, 2), RejectReason::NonceSkipped { got: 2, expected: 1 }),
-            (transfer(&stranger, &k[1], 10, 1), RejectReason::UnknownPayer),
+            (
+                transfer(&k[0], &k[1], 10, 0),
+                RejectReason::NonceReused { got: 0, last: 0 },
+            ),
+            (
+                transfer(&k[0], &k[1], 10, 2),
+                RejectReason::NonceSkipped {
+                    got: 2,
+                    expected: 1,
+                },
+            ),
+            (
+                transfer(&stranger, &k[1], 10, 1),
+                RejectReason::UnknownPayer,
+            ),
         ];
         for (t, reason) in cases {
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
@@ -309,19 +383,35 @@ mod tests {
         let k = keys(2);
         let stranger = KeyPair::from_secret([99; 32]);
         let cases = [
-            (transfer(&k[0], &k[1], 101, 1), RejectReason::InsufficientFunds { balance: 100, amount: 101 }),
-            (transfer(&k[0], &stranger, 10, 1), RejectReason::UnknownPayee),
+            (
+                transfer(&k[0], &k[1], 101, 1),
+                RejectReason::InsufficientFunds {
+                    balance: 100,
+                    amount: 101,
+                },
+            ),
+            (
+                transfer(&k[0], &stranger, 10, 1),
+                RejectReason::UnknownPayee,
+            ),
             (transfer(&k[0], &k[1], 0, 1), RejectReason::ZeroAmount),
             (transfer(&k[0], &k[0], 5, 1), RejectReason::SelfTransfer),
         ];
         for (t, reason) in cases {
             let mut l = ledger(&k, 100);
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
-            let payer = Account { balance: 100, nonce: 1, last: Some((t.digest(), TxOutcome::Rejected(reason))) };
+            let payer = Account {
+                balance: 100,
+                nonce: 1,
+                last: Some((t.digest(), TxOutcome::Rejected(reason))),
+            };
             assert_eq!(l.account(&k[0].public()), Some(payer));
             assert_eq!(l.account(&k[1].public()), Some(account(100, 0)));
             // Final: the same transfer can never execute later.
-            assert_eq!(l.apply(&t), TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 }));
+            assert_eq!(
+                l.apply(&t),
+                TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 })
+            );
         }
     }
 
@@ -331,7 +421,10 @@ mod tests {
         let mut l = ledger(&k, 100);
         let t = transfer(&k[0], &k[1], 10, 1);
         assert_eq!(l.apply(&t), TxOutcome::Applied);
-        assert_eq!(l.apply(&t), TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 }));
+        assert_eq!(
+            l.apply(&t),
+            TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 })
+        );
     }
 
     #[test]
@@ -364,9 +457,15 @@ mod tests {
     fn genesis_rejects_duplicates_and_overflow() {
         let k = keys(1);
         let p = k[0].public();
-        assert_eq!(Ledger::from_genesis(&[(p, 1), (p, 2)]), Err(GenesisError::Duplicate(p)));
+        assert_eq!(
+            Ledger::from_genesis(&[(p, 1), (p, 2)]),
+            Err(GenesisError::Duplicate(p))
+        );
         let q = KeyPair::from_secret([5; 32]).public();
-        assert_eq!(Ledger::from_genesis(&[(p, u64::MAX), (q, 1)]), Err(GenesisError::Overflow));
+        assert_eq!(
+            Ledger::from_genesis(&[(p, u64::MAX), (q, 1)]),
+            Err(GenesisError::Overflow)
+        );
         assert_eq!(Ledger::from_genesis(&[]), Err(GenesisError::Empty));
     }
 }

@@ -34,7 +34,11 @@ pub struct Signed<T> {
 impl<T: Signable> Signed<T> {
     pub fn new(from: ReplicaId, body: T, key: &KeyPair) -> Signed<T> {
         let signature = key.sign(&signing_bytes(from, &body));
-        Signed { from, body, signature }
+        Signed {
+            from,
+            body,
+            signature,
+        }
     }
 
     pub fn signing_bytes(&self) -> Vec<u8> {
@@ -69,7 +73,8 @@ pub struct PrePrepare {
 impl Signable for PrePrepare {
     const DOMAIN: &'static str = "pbft/pre-prepare";
     fn signed_content(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.view, self.seq, self.digest)).expect("encoding to memory cannot fail")
+        postcard::to_allocvec(&(self.view, self.seq, self.digest))
+            .expect("encoding to memory cannot fail")
     }
 }
 
@@ -267,12 +272,18 @@ impl Message {
     /// Decodes bytes from the network; anything malformed or larger than `max_bytes` is an error.
     pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Message, DecodeError> {
         if bytes.len() > max_bytes {
-            return Err(DecodeError::TooLarge { size: bytes.len(), max: max_bytes });
+            return Err(DecodeError::TooLarge {
+                size: bytes.len(),
+                max: max_bytes,
+            });
         }
         let (message, rest) =
             postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(DecodeError::Malformed(format!("{} trailing bytes", rest.len())));
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
         }
         Ok(message)
     }
@@ -301,29 +312,73 @@ mod tests {
     #[test]
     fn signatures_bind_sender_kind_and_body() {
         let key = KeyPair::from_secret([1; 32]);
-        let vote = Prepare { view: 1, seq: 2, digest: Digest([3; 32]) };
+        let vote = Prepare {
+            view: 1,
+            seq: 2,
+            digest: Digest([3; 32]),
+        };
         let signed = Signed::new(7, vote, &key);
-        assert!(key.public().verify(&signed.signing_bytes(), &signed.signature));
-        let other_sender = Signed { from: 8, ..signed.clone() };
-        assert!(!key.public().verify(&other_sender.signing_bytes(), &signed.signature));
-        let as_commit = Signed { from: 7, body: Commit { view: 1, seq: 2, digest: Digest([3; 32]) }, signature: signed.signature };
-        assert!(!key.public().verify(&as_commit.signing_bytes(), &as_commit.signature));
+        assert!(
+            key.public()
+                .verify(&signed.signing_bytes(), &signed.signature)
+        );
+        let other_sender = Signed {
+            from: 8,
+            ..signed.clone()
+        };
+        assert!(
+            !key.public()
+                .verify(&other_sender.signing_bytes(), &signed.signature)
+        );
+        let as_commit = Signed {
+            from: 7,
+            body: Commit {
+                view: 1,
+                seq: 2,
+                digest: Digest([3; 32]),
+            },
+            signature: signed.signature,
+        };
+        assert!(
+            !key.public()
+                .verify(&as_commit.signing_bytes(), &as_commit.signature)
+        );
     }
 
     #[test]
     fn decode_refuses_oversized_truncated_and_trailing_bytes() {
         let key = KeyPair::from_secret([1; 32]);
         let payer = KeyPair::from_secret([2; 32]);
-        let tx = Transfer { from: payer.public(), to: key.public(), amount: 5, nonce: 1 }.sign(&payer);
+        let tx = Transfer {
+            from: payer.public(),
+            to: key.public(),
+            amount: 5,
+            nonce: 1,
+        }
+        .sign(&payer);
         let batch = vec![tx];
-        let pp = PrePrepare { view: 0, seq: 1, digest: batch_digest(&batch), batch };
+        let pp = PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: batch_digest(&batch),
+            batch,
+        };
         let message = Message::PrePrepare(Signed::new(1, pp, &key));
         let bytes = message.encode();
         assert_eq!(Message::decode(&bytes, 1 << 20), Ok(message));
-        assert!(matches!(Message::decode(&bytes, 10), Err(DecodeError::TooLarge { .. })));
-        assert!(matches!(Message::decode(&bytes[..bytes.len() - 1], 1 << 20), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Message::decode(&bytes, 10),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            Message::decode(&bytes[..bytes.len() - 1], 1 << 20),
+            Err(DecodeError::Malformed(_))
+        ));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(Message::decode(&longer, 1 << 20), Err(DecodeError::Malformed(_))));
+        assert!(matches!(
+            Message::decode(&longer, 1 << 20),
+            Err(DecodeError::Malformed(_))
+        ));
     }
 }

@@ -45,20 +45,30 @@ pub enum Timer {
 /// Something the host must do.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Send { to: ReplicaId, message: Message },
+    Send {
+        to: ReplicaId,
+        message: Message,
+    },
     Broadcast(Message),
     /// Make this durable before carrying out any later output.
     Persist(Entry),
     /// The outcomes of an executed batch, for the clients whose transfers are in it.
     Reply(Signed<Reply>),
-    SetTimer { timer: Timer, after_ms: u64 },
+    SetTimer {
+        timer: Timer,
+        after_ms: u64,
+    },
     Event(Event),
 }
 
 /// Things worth telling an operator about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    ViewChangeStarted { from_view: View, to_view: View, reason: ViewChangeReason },
+    ViewChangeStarted {
+        from_view: View,
+        to_view: View,
+        reason: ViewChangeReason,
+    },
     NewViewInstalled {
         view: View,
         primary: ReplicaId,
@@ -72,12 +82,22 @@ pub enum Event {
         transfers_recovered: usize,
     },
     /// A batch executed: hosts track progress with it, the simulator checks agreement with it.
-    Executed { seq: Seq, batch_digest: Digest, outcomes: Vec<(Digest, crate::ledger::TxOutcome)> },
-    CheckpointStable { seq: Seq },
-    StateTransferred { seq: Seq },
+    Executed {
+        seq: Seq,
+        batch_digest: Digest,
+        outcomes: Vec<(Digest, crate::ledger::TxOutcome)>,
+    },
+    CheckpointStable {
+        seq: Seq,
+    },
+    StateTransferred {
+        seq: Seq,
+    },
     /// This replica executed a state that a quorum did not: a bug or corrupted storage. It fetches the
     /// quorum's state instead.
-    StateDiverged { seq: Seq },
+    StateDiverged {
+        seq: Seq,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,31 +216,45 @@ impl Replica {
     }
 
     /// A replica restarting from what it persisted.
-    pub fn recover(config: Config, key: KeyPair, durable: &Durable) -> Result<Replica, ConfigError> {
+    pub fn recover(
+        config: Config,
+        key: KeyPair,
+        durable: &Durable,
+    ) -> Result<Replica, ConfigError> {
         config.params.validate()?;
-        let member_key = config.membership.key(config.id).ok_or(ConfigError::NotAMember(config.id))?;
+        let member_key = config
+            .membership
+            .key(config.id)
+            .ok_or(ConfigError::NotAMember(config.id))?;
         if *member_key != key.public() {
             return Err(ConfigError::KeyMismatch(config.id));
         }
-        let genesis = Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
-            name: "genesis accounts",
-            value: config.genesis.len() as u64,
-            min: 1,
-            max: u64::MAX,
-        })?;
+        let genesis =
+            Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
+                name: "genesis accounts",
+                value: config.genesis.len() as u64,
+                min: 1,
+                max: u64::MAX,
+            })?;
         let supply = genesis.supply();
         let (stable, stable_snapshot, ledger) = match &durable.checkpoint {
             Some((cert, snapshot)) => {
-                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| ConfigError::OutOfRange {
-                    name: "stored checkpoint",
-                    value: cert.seq,
-                    min: 0,
-                    max: 0,
+                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| {
+                    ConfigError::OutOfRange {
+                        name: "stored checkpoint",
+                        value: cert.seq,
+                        min: 0,
+                        max: 0,
+                    }
                 })?;
                 (cert.clone(), snapshot.clone(), ledger)
             }
             None => {
-                let cert = CheckpointCert { seq: 0, state_digest: genesis.digest(), proof: Vec::new() };
+                let cert = CheckpointCert {
+                    seq: 0,
+                    state_digest: genesis.digest(),
+                    proof: Vec::new(),
+                };
                 (cert, genesis.snapshot(), genesis)
             }
         };
@@ -286,7 +320,8 @@ impl Replica {
                     slot.enter_view(pp.body.view);
                     slot.pre_prepare = Some(pp.clone());
                     self.next_seq = self.next_seq.max(pp.body.seq);
-                    self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                    self.proposed
+                        .extend(pp.body.batch.iter().map(|tx| tx.digest()));
                 }
                 Message::Prepare(p) if p.body.view == self.view && p.body.seq > low => {
                     let slot = self.log.entry(p.body.seq).or_default();
@@ -308,7 +343,10 @@ impl Replica {
     pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
         self.now_ms = now_ms;
         self.view_started_ms = now_ms;
-        self.out.push(Output::SetTimer { timer: Timer::Status, after_ms: self.params.status_interval_ms });
+        self.out.push(Output::SetTimer {
+            timer: Timer::Status,
+            after_ms: self.params.status_interval_ms,
+        });
         self.arm_new_view_timer();
         std::mem::take(&mut self.out)
     }
@@ -335,7 +373,10 @@ impl Replica {
         match result {
             Ok(()) => Ok(std::mem::take(&mut self.out)),
             Err(rejection) => {
-                debug_assert!(self.out.is_empty(), "a rejected input produced outputs: {rejection}");
+                debug_assert!(
+                    self.out.is_empty(),
+                    "a rejected input produced outputs: {rejection}"
+                );
                 self.out.clear();
                 *self.stats.rejected.entry(rejection.label()).or_default() += 1;
                 Err(rejection)
@@ -396,9 +437,36 @@ impl Replica {
         &self.stats
     }
     pub fn debug_pending(&self) -> String {
-        let p: Vec<String> = self.pending.iter().map(|(d, p)| format!("{d:?}@{} proposed={}", p.arrived_ms, self.proposed.contains(d))).collect();
-        let slots: Vec<String> = self.log.iter().map(|(s, slot)| format!("{s}:v{} pp={} prep={} com={}", slot.view, slot.pre_prepare.is_some(), slot.prepared.is_some(), slot.committed.is_some())).collect();
-        format!("pending [{}] next_seq {} log [{}]", p.join(", "), self.next_seq, slots.join(" "))
+        let p: Vec<String> = self
+            .pending
+            .iter()
+            .map(|(d, p)| {
+                format!(
+                    "{d:?}@{} proposed={}",
+                    p.arrived_ms,
+                    self.proposed.contains(d)
+                )
+            })
+            .collect();
+        let slots: Vec<String> = self
+            .log
+            .iter()
+            .map(|(s, slot)| {
+                format!(
+                    "{s}:v{} pp={} prep={} com={}",
+                    slot.view,
+                    slot.pre_prepare.is_some(),
+                    slot.prepared.is_some(),
+                    slot.committed.is_some()
+                )
+            })
+            .collect();
+        format!(
+            "pending [{}] next_seq {} log [{}]",
+            p.join(", "),
+            self.next_seq,
+            slots.join(" ")
+        )
     }
     pub fn log_len(&self) -> usize {
         self.log.len()
@@ -412,14 +480,21 @@ impl Replica {
 
     pub(crate) fn check_watermarks(&self, seq: Seq) -> Result<(), Rejection> {
         if seq <= self.stable.seq || seq > self.high_watermark() {
-            return Err(Rejection::OutsideWatermarks { seq, low: self.stable.seq, high: self.high_watermark() });
+            return Err(Rejection::OutsideWatermarks {
+                seq,
+                low: self.stable.seq,
+                high: self.high_watermark(),
+            });
         }
         Ok(())
     }
 
     pub(crate) fn check_active_view(&self, view: View) -> Result<(), Rejection> {
         if view != self.view {
-            return Err(Rejection::WrongView { got: view, current: self.view });
+            return Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            });
         }
         if !self.view_active {
             return Err(Rejection::ViewChangeInProgress);
@@ -444,9 +519,14 @@ impl Replica {
             self.params.view_change_timeout_ms
         } else {
             let doublings = self.failed_views.min(self.params.view_change_backoff_max);
-            self.params.view_change_timeout_ms.saturating_mul(1 << doublings)
+            self.params
+                .view_change_timeout_ms
+                .saturating_mul(1 << doublings)
         };
-        let timer = Timer::Progress { view: self.view, generation: self.timer_generation };
+        let timer = Timer::Progress {
+            view: self.view,
+            generation: self.timer_generation,
+        };
         self.out.push(Output::SetTimer { timer, after_ms });
     }
 
@@ -454,7 +534,11 @@ impl Replica {
 
     fn on_request(&mut self, tx: SignedTransfer) -> Result<(), Rejection> {
         let digest = tx.digest();
-        if let Some(reply) = self.executed.get(&digest).and_then(|seq| self.replies.get(seq)) {
+        if let Some(reply) = self
+            .executed
+            .get(&digest)
+            .and_then(|seq| self.replies.get(seq))
+        {
             // A retransmission of an executed transfer: send its reply again.
             self.out.push(Output::Reply(reply.clone()));
             return Ok(());
@@ -468,7 +552,11 @@ impl Replica {
             let last = self.ledger.account(&tx.transfer.from).and_then(|a| a.last);
             return match last {
                 Some((last_digest, outcome)) if last_digest == digest => {
-                    let reply = self.sign(Reply { view: self.view, seq: self.last_executed, outcomes: vec![(digest, outcome)] });
+                    let reply = self.sign(Reply {
+                        view: self.view,
+                        seq: self.last_executed,
+                        outcomes: vec![(digest, outcome)],
+                    });
                     self.out.push(Output::Reply(reply));
                     Ok(())
                 }
@@ -480,7 +568,14 @@ impl Replica {
         }
         let order = self.next_order;
         self.next_order += 1;
-        self.pending.insert(digest, Pending { tx, arrived_ms: self.now_ms, order });
+        self.pending.insert(
+            digest,
+            Pending {
+                tx,
+                arrived_ms: self.now_ms,
+                order,
+            },
+        );
         self.pending_order.insert(order, digest);
         if !self.timer_armed {
             self.arm_progress_timer();
@@ -496,7 +591,12 @@ impl Replica {
         let stale: Vec<Digest> = self
             .pending
             .iter()
-            .filter(|(_, p)| matches!(self.ledger.check(&p.tx.transfer), Err(RejectReason::NonceReused { .. })))
+            .filter(|(_, p)| {
+                matches!(
+                    self.ledger.check(&p.tx.transfer),
+                    Err(RejectReason::NonceReused { .. })
+                )
+            })
             .map(|(digest, _)| *digest)
             .collect();
         for digest in stale {
@@ -538,7 +638,12 @@ impl Replica {
             }
             self.proposed.extend(batch.iter().map(|tx| tx.digest()));
             self.next_seq = seq;
-            let pp = self.sign(PrePrepare { view: self.view, seq, digest: batch_digest(&batch), batch });
+            let pp = self.sign(PrePrepare {
+                view: self.view,
+                seq,
+                digest: batch_digest(&batch),
+                batch,
+            });
             let slot = self.log.entry(seq).or_default();
             slot.enter_view(self.view);
             slot.pre_prepare = Some(pp.clone());
@@ -549,7 +654,9 @@ impl Replica {
     // ----- normal case -----
 
     fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) -> Result<(), Rejection> {
-        let PrePrepare { view, seq, digest, .. } = pp.body;
+        let PrePrepare {
+            view, seq, digest, ..
+        } = pp.body;
         self.check_active_view(view)?;
         self.check_watermarks(seq)?;
         if seq <= self.last_executed {
@@ -558,10 +665,18 @@ impl Replica {
         let slot = self.log.entry(seq).or_default();
         if slot.view == view {
             if let Some(existing) = &slot.pre_prepare {
-                return Err(if existing.body.digest == digest { Rejection::Duplicate } else { Rejection::Equivocation });
+                return Err(if existing.body.digest == digest {
+                    Rejection::Duplicate
+                } else {
+                    Rejection::Equivocation
+                });
             }
             // After a restart this replica may remember its PREPARE but not the PRE-PREPARE it answered.
-            if slot.prepares.get(&self.id).is_some_and(|mine| mine.body.digest != digest) {
+            if slot
+                .prepares
+                .get(&self.id)
+                .is_some_and(|mine| mine.body.digest != digest)
+            {
                 return Err(Rejection::Equivocation);
             }
         }
@@ -571,15 +686,22 @@ impl Replica {
 
     /// Logs a PRE-PREPARE of the current view and answers it with a PREPARE.
     pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
-        let PrePrepare { view, seq, digest, .. } = pp.body;
+        let PrePrepare {
+            view, seq, digest, ..
+        } = pp.body;
         let is_primary = self.is_primary();
-        self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+        self.proposed
+            .extend(pp.body.batch.iter().map(|tx| tx.digest()));
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         slot.pre_prepare = Some(pp);
         if !is_primary && !slot.prepares.contains_key(&self.id) {
             let prepare = self.sign(Prepare { view, seq, digest });
-            self.log.get_mut(&seq).expect("just inserted").prepares.insert(self.id, prepare.clone());
+            self.log
+                .get_mut(&seq)
+                .expect("just inserted")
+                .prepares
+                .insert(self.id, prepare.clone());
             self.persist_and_broadcast(Message::Prepare(prepare));
         }
         self.check_prepared(seq);
@@ -595,7 +717,11 @@ impl Replica {
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         if let Some(existing) = slot.prepares.get(&p.from) {
-            return Err(if existing.body == p.body { Rejection::Duplicate } else { Rejection::Equivocation });
+            return Err(if existing.body == p.body {
+                Rejection::Duplicate
+            } else {
+                Rejection::Equivocation
+            });
         }
         slot.prepares.insert(p.from, p);
         self.check_prepared(seq);
@@ -609,7 +735,11 @@ impl Replica {
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         if let Some(existing) = slot.commits.get(&c.from) {
-            return Err(if existing.body == c.body { Rejection::Duplicate } else { Rejection::Equivocation });
+            return Err(if existing.body == c.body {
+                Rejection::Duplicate
+            } else {
+                Rejection::Equivocation
+            });
         }
         slot.commits.insert(c.from, c);
         self.check_committed(seq);
@@ -619,21 +749,42 @@ impl Replica {
     /// Prepared: the PRE-PREPARE and a quorum minus one of matching PREPAREs from other members.
     fn check_prepared(&mut self, seq: Seq) {
         let quorum = self.membership.quorum();
-        let Some(slot) = self.log.get_mut(&seq) else { return };
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
         let Some(pp) = &slot.pre_prepare else { return };
         if slot.prepared_in_view {
             return;
         }
-        let wanted = Prepare { view: pp.body.view, seq, digest: pp.body.digest };
-        let prepares: Vec<Signed<Prepare>> =
-            slot.prepares.values().filter(|p| p.body == wanted && p.from != pp.from).cloned().collect();
+        let wanted = Prepare {
+            view: pp.body.view,
+            seq,
+            digest: pp.body.digest,
+        };
+        let prepares: Vec<Signed<Prepare>> = slot
+            .prepares
+            .values()
+            .filter(|p| p.body == wanted && p.from != pp.from)
+            .cloned()
+            .collect();
         if prepares.len() + 1 < quorum {
             return;
         }
-        let cert = PreparedCert { pre_prepare: pp.clone(), prepares };
+        let cert = PreparedCert {
+            pre_prepare: pp.clone(),
+            prepares,
+        };
         slot.prepared = Some(cert.clone());
         slot.prepared_in_view = true;
-        let commit = Signed::new(self.id, Commit { view: wanted.view, seq, digest: wanted.digest }, &self.key);
+        let commit = Signed::new(
+            self.id,
+            Commit {
+                view: wanted.view,
+                seq,
+                digest: wanted.digest,
+            },
+            &self.key,
+        );
         slot.commits.insert(self.id, commit.clone());
         self.out.push(Output::Persist(Entry::Prepared(cert)));
         self.persist_and_broadcast(Message::Commit(commit));
@@ -643,17 +794,31 @@ impl Replica {
     /// Committed: prepared in this view, and a quorum of matching COMMITs.
     fn check_committed(&mut self, seq: Seq) {
         let quorum = self.membership.quorum();
-        let Some(slot) = self.log.get_mut(&seq) else { return };
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
         if slot.committed.is_some() || !slot.prepared_in_view {
             return;
         }
         let Some(pp) = &slot.pre_prepare else { return };
-        let wanted = Commit { view: pp.body.view, seq, digest: pp.body.digest };
-        let commits: Vec<Signed<Commit>> = slot.commits.values().filter(|c| c.body == wanted).cloned().collect();
+        let wanted = Commit {
+            view: pp.body.view,
+            seq,
+            digest: pp.body.digest,
+        };
+        let commits: Vec<Signed<Commit>> = slot
+            .commits
+            .values()
+            .filter(|c| c.body == wanted)
+            .cloned()
+            .collect();
         if commits.len() < quorum {
             return;
         }
-        slot.committed = Some(CommittedCert { pre_prepare: pp.clone(), commits });
+        slot.committed = Some(CommittedCert {
+            pre_prepare: pp.clone(),
+            commits,
+        });
         self.try_execute();
     }
 
@@ -668,7 +833,8 @@ impl Replica {
         if slot.committed.is_some() {
             return Err(Rejection::Duplicate);
         }
-        self.proposed.extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
+        self.proposed
+            .extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
         slot.committed = Some(cert);
         self.try_execute();
         Ok(())
@@ -681,7 +847,12 @@ impl Replica {
             let oldest = self.executed_order.pop_front().expect("not empty");
             if let Some(at) = self.executed.remove(&oldest) {
                 // Replies are per batch: drop those below the oldest transfer still remembered.
-                let keep_from = self.executed_order.front().and_then(|d| self.executed.get(d)).copied().unwrap_or(at);
+                let keep_from = self
+                    .executed_order
+                    .front()
+                    .and_then(|d| self.executed.get(d))
+                    .copied()
+                    .unwrap_or(at);
                 self.replies = self.replies.split_off(&keep_from);
             }
         }
@@ -690,7 +861,11 @@ impl Replica {
     /// Executes committed batches in sequence order, each exactly once.
     pub(crate) fn try_execute(&mut self) {
         let mut progressed = false;
-        while let Some(cert) = self.log.get(&(self.last_executed + 1)).and_then(|slot| slot.committed.clone()) {
+        while let Some(cert) = self
+            .log
+            .get(&(self.last_executed + 1))
+            .and_then(|slot| slot.committed.clone())
+        {
             let seq = self.last_executed + 1;
             let mut outcomes = Vec::with_capacity(cert.pre_prepare.body.batch.len());
             for tx in &cert.pre_prepare.body.batch {
@@ -708,9 +883,17 @@ impl Replica {
             self.last_executed = seq;
             self.stats.batches_executed += 1;
             let batch_digest = cert.pre_prepare.body.digest;
-            self.out.push(Output::Event(Event::Executed { seq, batch_digest, outcomes: outcomes.clone() }));
+            self.out.push(Output::Event(Event::Executed {
+                seq,
+                batch_digest,
+                outcomes: outcomes.clone(),
+            }));
             progressed = true;
-            let reply = self.sign(Reply { view: self.view, seq, outcomes });
+            let reply = self.sign(Reply {
+                view: self.view,
+                seq,
+                outcomes,
+            });
             if !reply.body.outcomes.is_empty() {
                 self.replies.insert(seq, reply.clone());
                 self.out.push(Output::Reply(reply));

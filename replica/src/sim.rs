@@ -139,12 +139,25 @@ enum Payload {
 
 #[derive(Clone, Debug)]
 enum SimEvent {
-    Deliver { to: ReplicaId, payload: Payload },
-    Reply { client: usize, reply: Signed<Reply> },
-    Timer { replica: ReplicaId, incarnation: u64, timer: Timer },
+    Deliver {
+        to: ReplicaId,
+        payload: Payload,
+    },
+    Reply {
+        client: usize,
+        reply: Signed<Reply>,
+    },
+    Timer {
+        replica: ReplicaId,
+        incarnation: u64,
+        timer: Timer,
+    },
     Crash(ReplicaId),
     Restart(ReplicaId),
-    ClientRetry { client: usize, attempt: u64 },
+    ClientRetry {
+        client: usize,
+        attempt: u64,
+    },
     Replay(ReplicaId),
     Partition(Vec<ReplicaId>),
     Heal,
@@ -243,12 +256,24 @@ const INITIAL_BALANCE: u64 = 1_000;
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
-        assert!(config.replicas >= 4, "the simulator needs at least 4 replicas");
+        assert!(
+            config.replicas >= 4,
+            "the simulator needs at least 4 replicas"
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let keys: Vec<KeyPair> = (1..=config.replicas as u64).map(|i| key_for(config.seed, 1, i)).collect();
-        let members = keys.iter().enumerate().map(|(i, k)| Member { id: i as ReplicaId + 1, public_key: k.public() });
+        let keys: Vec<KeyPair> = (1..=config.replicas as u64)
+            .map(|i| key_for(config.seed, 1, i))
+            .collect();
+        let members = keys.iter().enumerate().map(|(i, k)| Member {
+            id: i as ReplicaId + 1,
+            public_key: k.public(),
+        });
         let membership = Membership::new(members.collect()).expect("valid membership");
-        assert!(config.byzantine <= membership.f(), "at most F = {} Byzantine replicas", membership.f());
+        assert!(
+            config.byzantine <= membership.f(),
+            "at most F = {} Byzantine replicas",
+            membership.f()
+        );
 
         let clients: Vec<Client> = (0..config.clients)
             .map(|i| Client {
@@ -269,7 +294,10 @@ impl Sim {
             .collect();
         // A spare account that only Byzantine members spend from: their double spends are correctly signed.
         let accomplice = key_for(config.seed, 3, 0);
-        let mut genesis: Vec<(PublicKey, u64)> = clients.iter().map(|c| (c.key.public(), INITIAL_BALANCE)).collect();
+        let mut genesis: Vec<(PublicKey, u64)> = clients
+            .iter()
+            .map(|c| (c.key.public(), INITIAL_BALANCE))
+            .collect();
         genesis.push((accomplice.public(), INITIAL_BALANCE));
 
         // Byzantine members: a random subset, each with a random behaviour.
@@ -277,10 +305,15 @@ impl Sim {
         let mut byzantine = BTreeMap::new();
         for _ in 0..config.byzantine {
             let id = ids.remove(rng.random_range(0..ids.len()));
-            byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
+            byzantine.insert(
+                id,
+                Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())],
+            );
         }
 
-        let genesis_digest = Ledger::from_genesis(&genesis).expect("valid genesis").digest();
+        let genesis_digest = Ledger::from_genesis(&genesis)
+            .expect("valid genesis")
+            .digest();
         let replicas = keys
             .into_iter()
             .enumerate()
@@ -341,7 +374,11 @@ impl Sim {
 
     fn schedule(&mut self, after_ms: u64, event: SimEvent) {
         self.next_id += 1;
-        self.queue.push(Reverse(Scheduled { at: self.now + after_ms, id: self.next_id, event }));
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + after_ms,
+            id: self.next_id,
+            event,
+        }));
     }
 
     fn replica_config(&self, id: ReplicaId) -> Config {
@@ -356,7 +393,8 @@ impl Sim {
     fn start_replica(&mut self, index: usize) {
         let r = &self.replicas[index];
         let config = self.replica_config(r.id);
-        let mut core = Replica::recover(config, r.key.clone(), &r.durable).expect("valid replica config");
+        let mut core =
+            Replica::recover(config, r.key.clone(), &r.durable).expect("valid replica config");
         let outputs = core.start(self.now);
         let r = &mut self.replicas[index];
         r.core = Some(core);
@@ -433,13 +471,22 @@ impl Sim {
     }
 
     fn handle(&mut self, event: SimEvent) {
-        if self.config.verbose && matches!(event, SimEvent::Crash(_) | SimEvent::Restart(_) | SimEvent::Partition(_) | SimEvent::Heal) {
+        if self.config.verbose
+            && matches!(
+                event,
+                SimEvent::Crash(_) | SimEvent::Restart(_) | SimEvent::Partition(_) | SimEvent::Heal
+            )
+        {
             eprintln!("{:>6} ms network: {event:?}", self.now);
         }
         match event {
             SimEvent::Deliver { to, payload } => self.deliver(to, payload),
             SimEvent::Reply { client, reply } => self.client_reply(client, reply),
-            SimEvent::Timer { replica, incarnation, timer } => {
+            SimEvent::Timer {
+                replica,
+                incarnation,
+                timer,
+            } => {
                 let index = replica as usize - 1;
                 if self.replicas[index].incarnation == incarnation {
                     self.step(index, Input::Timer(timer));
@@ -519,15 +566,25 @@ impl Sim {
 
     fn count_rejection(&mut self, index: usize, rejection: &crate::verify::Rejection) {
         if self.config.verbose {
-            eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, index + 1);
+            eprintln!(
+                "{:>6} ms replica {}: rejected: {rejection}",
+                self.now,
+                index + 1
+            );
         }
         if self.is_honest(index) {
-            *self.outcome.rejections.entry(rejection.label()).or_default() += 1;
+            *self
+                .outcome
+                .rejections
+                .entry(rejection.label())
+                .or_default() += 1;
         }
     }
 
     fn step(&mut self, index: usize, input: Input) {
-        let Some(core) = self.replicas[index].core.as_mut() else { return };
+        let Some(core) = self.replicas[index].core.as_mut() else {
+            return;
+        };
         match core.step(self.now, input) {
             Ok(outputs) => self.carry_out(index, outputs),
             Err(rejection) => self.count_rejection(index, &rejection),
@@ -547,26 +604,49 @@ impl Sim {
                         && let Message::PrePrepare(pp) = &message
                     {
                         let (v, n, len) = (pp.body.view, pp.body.seq, pp.body.batch.len());
-                        eprintln!("{:>6} ms replica {id}: proposes view {v} seq {n} with {len} transfers", self.now);
+                        eprintln!(
+                            "{:>6} ms replica {id}: proposes view {v} seq {n} with {len} transfers",
+                            self.now
+                        );
                     }
-                    let peers: Vec<ReplicaId> = self.membership.ids().filter(|&p| p != id).collect();
+                    let peers: Vec<ReplicaId> =
+                        self.membership.ids().filter(|&p| p != id).collect();
                     self.send_from(index, peers, message);
                 }
-                Output::SetTimer { timer, after_ms } => {
-                    self.schedule(after_ms, SimEvent::Timer { replica: id, incarnation, timer })
-                }
+                Output::SetTimer { timer, after_ms } => self.schedule(
+                    after_ms,
+                    SimEvent::Timer {
+                        replica: id,
+                        incarnation,
+                        timer,
+                    },
+                ),
                 Output::Reply(reply) => {
                     let reply = self.maybe_lie_in_reply(index, reply);
-                    let clients: BTreeSet<usize> =
-                        reply.body.outcomes.iter().filter_map(|(d, _)| self.owner.get(d).copied()).collect();
+                    let clients: BTreeSet<usize> = reply
+                        .body
+                        .outcomes
+                        .iter()
+                        .filter_map(|(d, _)| self.owner.get(d).copied())
+                        .collect();
                     for client in clients {
                         if self.healed || !self.rng.random_bool(self.config.loss) {
                             let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-                            self.schedule(delay, SimEvent::Reply { client, reply: reply.clone() });
+                            self.schedule(
+                                delay,
+                                SimEvent::Reply {
+                                    client,
+                                    reply: reply.clone(),
+                                },
+                            );
                         }
                     }
                 }
-                Output::Event(Event::Executed { seq, batch_digest, outcomes }) if honest => {
+                Output::Event(Event::Executed {
+                    seq,
+                    batch_digest,
+                    outcomes,
+                }) if honest => {
                     self.check_agreement(id, seq, batch_digest);
                     self.check_outcomes(id, seq, outcomes);
                 }
@@ -584,7 +664,9 @@ impl Sim {
         let id = self.replicas[index].id;
         match self.replicas[index].behaviour {
             None | Some(Behaviour::Censor) | Some(Behaviour::Replay) => {
-                if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
+                if self.replicas[index].behaviour == Some(Behaviour::Replay)
+                    && self.replicas[index].seen.len() < 500
+                {
                     self.replicas[index].seen.push(message.clone());
                 }
                 for to in peers {
@@ -603,7 +685,11 @@ impl Sim {
             }
             Some(Behaviour::Equivocate) => {
                 for to in peers {
-                    let m = if self.rng.random_bool(0.5) { self.equivocation(index, &message) } else { message.clone() };
+                    let m = if self.rng.random_bool(0.5) {
+                        self.equivocation(index, &message)
+                    } else {
+                        message.clone()
+                    };
                     self.network_send(id, to, Payload::Message(m));
                 }
             }
@@ -624,11 +710,29 @@ impl Sim {
             Message::PrePrepare(pp) => {
                 let mut batch = pp.body.batch.clone();
                 batch.pop();
-                let body = PrePrepare { digest: batch_digest(&batch), batch, ..pp.body.clone() };
+                let body = PrePrepare {
+                    digest: batch_digest(&batch),
+                    batch,
+                    ..pp.body.clone()
+                };
                 Message::PrePrepare(Signed::new(r.id, body, &r.key))
             }
-            Message::Prepare(p) => Message::Prepare(Signed::new(r.id, Prepare { digest: other, ..p.body }, &r.key)),
-            Message::Commit(c) => Message::Commit(Signed::new(r.id, Commit { digest: other, ..c.body }, &r.key)),
+            Message::Prepare(p) => Message::Prepare(Signed::new(
+                r.id,
+                Prepare {
+                    digest: other,
+                    ..p.body
+                },
+                &r.key,
+            )),
+            Message::Commit(c) => Message::Commit(Signed::new(
+                r.id,
+                Commit {
+                    digest: other,
+                    ..c.body
+                },
+                &r.key,
+            )),
             other_message => other_message.clone(),
         }
     }
@@ -643,15 +747,28 @@ impl Sim {
                 let nonce = pp.body.seq;
                 let mut batch = pp.body.batch.clone();
                 for amount in [1, 2] {
-                    let tx = Transfer { from: accomplice.public(), to, amount, nonce }.sign(&accomplice);
+                    let tx = Transfer {
+                        from: accomplice.public(),
+                        to,
+                        amount,
+                        nonce,
+                    }
+                    .sign(&accomplice);
                     self.signed.insert(tx.digest(), tx.transfer);
                     batch.push(tx);
                 }
-                let body = PrePrepare { digest: batch_digest(&batch), batch, ..pp.body.clone() };
+                let body = PrePrepare {
+                    digest: batch_digest(&batch),
+                    batch,
+                    ..pp.body.clone()
+                };
                 Message::PrePrepare(Signed::new(r.id, body, &r.key))
             }
             Message::Checkpoint(c) => {
-                let body = Checkpoint { state_digest: Digest(self.rng.random()), ..c.body };
+                let body = Checkpoint {
+                    state_digest: Digest(self.rng.random()),
+                    ..c.body
+                };
                 Message::Checkpoint(Signed::new(r.id, body, &r.key))
             }
             other => other.clone(),
@@ -690,7 +807,13 @@ impl Sim {
         };
         for _ in 0..copies {
             let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-            self.schedule(delay, SimEvent::Deliver { to, payload: payload.clone() });
+            self.schedule(
+                delay,
+                SimEvent::Deliver {
+                    to,
+                    payload: payload.clone(),
+                },
+            );
         }
     }
 
@@ -710,11 +833,29 @@ impl Sim {
             self.clients[other].key.public()
         };
         // One transfer in eight overdraws: it must be rejected, with a reason, by every replica.
-        let amount = if self.rng.random_bool(0.125) { INITIAL_BALANCE * 100 } else { self.rng.random_range(1..=10) };
+        let amount = if self.rng.random_bool(0.125) {
+            INITIAL_BALANCE * 100
+        } else {
+            self.rng.random_range(1..=10)
+        };
         let c = &self.clients[client];
-        let mut txs = vec![Transfer { from: c.key.public(), to: payee, amount, nonce }.sign(&c.key)];
+        let mut txs = vec![
+            Transfer {
+                from: c.key.public(),
+                to: payee,
+                amount,
+                nonce,
+            }
+            .sign(&c.key),
+        ];
         if c.kind == ClientKind::DoubleSpender {
-            let second = Transfer { from: c.key.public(), to: payee, amount: amount + 1, nonce }.sign(&c.key);
+            let second = Transfer {
+                from: c.key.public(),
+                to: payee,
+                amount: amount + 1,
+                nonce,
+            }
+            .sign(&c.key);
             txs.push(second);
         }
         for tx in &txs {
@@ -734,26 +875,41 @@ impl Sim {
     fn send_current(&mut self, client: usize) {
         let txs = self.clients[client].current.clone();
         if self.config.verbose {
-            eprintln!("{:>6} ms client {client}: sends {:?}", self.now, txs.iter().map(|t| t.digest()).collect::<Vec<_>>());
+            eprintln!(
+                "{:>6} ms client {client}: sends {:?}",
+                self.now,
+                txs.iter().map(|t| t.digest()).collect::<Vec<_>>()
+            );
         }
         // A double spender splits its two transfers between the replicas at first; when it retries it wants
         // to learn which one won, so it asks everyone about both.
         let first_try = self.clients[client].replies.is_empty() && !self.clients[client].retried;
         self.clients[client].retried = true;
         for to in 1..=self.replicas.len() as ReplicaId {
-            let mine: Vec<SignedTransfer> =
-                if first_try { vec![txs[(to as usize) % txs.len()]] } else { txs.clone() };
+            let mine: Vec<SignedTransfer> = if first_try {
+                vec![txs[(to as usize) % txs.len()]]
+            } else {
+                txs.clone()
+            };
             for tx in mine {
                 if self.healed || !self.rng.random_bool(self.config.loss) {
                     let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-                    self.schedule(delay, SimEvent::Deliver { to, payload: Payload::Request(tx) });
+                    self.schedule(
+                        delay,
+                        SimEvent::Deliver {
+                            to,
+                            payload: Payload::Request(tx),
+                        },
+                    );
                 }
             }
         }
     }
 
     fn client_reply(&mut self, client: usize, reply: Signed<Reply>) {
-        let Some(key) = self.membership.key(reply.from) else { return };
+        let Some(key) = self.membership.key(reply.from) else {
+            return;
+        };
         if !key.verify(&reply.signing_bytes(), &reply.signature) {
             return;
         }
@@ -765,7 +921,10 @@ impl Sim {
         let current: Vec<Digest> = c.current.iter().map(|tx| tx.digest()).collect();
         for (digest, outcome) in &reply.body.outcomes {
             if current.contains(digest) {
-                c.replies.entry(*digest).or_default().insert(reply.from, *outcome);
+                c.replies
+                    .entry(*digest)
+                    .or_default()
+                    .insert(reply.from, *outcome);
             }
         }
         // F+1 matching outcomes include an honest one. Done once one transfer used the nonce (applied, or
@@ -776,7 +935,9 @@ impl Sim {
                 for outcome in votes.values() {
                     *counts.entry(*outcome).or_default() += 1;
                 }
-                counts.iter().any(|(o, n)| *n > f && o.consumes_nonce() == applied)
+                counts
+                    .iter()
+                    .any(|(o, n)| *n > f && o.consumes_nonce() == applied)
             })
         };
         let applied = current.iter().any(|d| decided(d, true));
@@ -787,7 +948,10 @@ impl Sim {
             c.done += 1;
             c.current.clear();
             if self.config.verbose {
-                eprintln!("{:>6} ms client {client}: transfer {} decided, applied {applied}", self.now, c.done);
+                eprintln!(
+                    "{:>6} ms client {client}: transfer {} decided, applied {applied}",
+                    self.now, c.done
+                );
             }
             self.outcome.committed += 1;
             self.next_transfer(client, 0);
@@ -821,13 +985,17 @@ impl Sim {
     fn check_outcomes(&mut self, id: ReplicaId, seq: Seq, outcomes: Vec<(Digest, TxOutcome)>) {
         if let Some(first) = self.outcomes.get(&seq) {
             if *first != outcomes {
-                self.violation(format!("agreement: replica {id} reports different outcomes at sequence {seq}"));
+                self.violation(format!(
+                    "agreement: replica {id} reports different outcomes at sequence {seq}"
+                ));
             }
             return;
         }
         for (digest, outcome) in &outcomes {
             let Some(transfer) = self.signed.get(digest).copied() else {
-                self.violation(format!("validity: replica {id} executed transfer {digest:?} that no payer signed"));
+                self.violation(format!(
+                    "validity: replica {id} executed transfer {digest:?} that no payer signed"
+                ));
                 continue;
             };
             if *outcome == TxOutcome::Applied {
@@ -869,19 +1037,32 @@ impl Sim {
     }
 
     fn violation(&mut self, what: String) {
-        self.outcome.violations.push(format!("at {} ms: {what}", self.now));
+        self.outcome
+            .violations
+            .push(format!("at {} ms: {what}", self.now));
     }
 
     /// Every client finished and every honest replica holds the state the clients were told.
     fn all_done(&self) -> bool {
-        if self.clients.iter().any(|c| c.done < self.config.transfers_per_client) {
+        if self
+            .clients
+            .iter()
+            .any(|c| c.done < self.config.transfers_per_client)
+        {
             return false;
         }
-        self.replicas.iter().filter(|r| r.behaviour.is_none()).all(|r| {
-            r.core.as_ref().is_some_and(|core| {
-                self.clients.iter().all(|c| core.ledger().account(&c.key.public()).is_some_and(|a| a.nonce == c.nonce))
+        self.replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .all(|r| {
+                r.core.as_ref().is_some_and(|core| {
+                    self.clients.iter().all(|c| {
+                        core.ledger()
+                            .account(&c.key.public())
+                            .is_some_and(|a| a.nonce == c.nonce)
+                    })
+                })
             })
-        })
     }
 
     fn describe_lag(&self, deadline: u64) -> String {
@@ -890,7 +1071,12 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.done < self.config.transfers_per_client)
-            .map(|(i, c)| format!("client {i} finished {} of {}", c.done, self.config.transfers_per_client))
+            .map(|(i, c)| {
+                format!(
+                    "client {i} finished {} of {}",
+                    c.done, self.config.transfers_per_client
+                )
+            })
             .collect();
         let replicas: Vec<String> = self
             .replicas
@@ -901,7 +1087,11 @@ impl Sim {
                     "replica {} view {}{} executed {} stable {} {}",
                     r.id,
                     core.view(),
-                    if core.view_active() { "" } else { " (changing)" },
+                    if core.view_active() {
+                        ""
+                    } else {
+                        " (changing)"
+                    },
                     core.last_executed(),
                     core.stable_checkpoint().seq,
                     core.debug_pending()
@@ -909,7 +1099,11 @@ impl Sim {
                 None => format!("replica {} down", r.id),
             })
             .collect();
-        format!("not done by {deadline} ms: {}; {}", clients.join(", "), replicas.join(", "))
+        format!(
+            "not done by {deadline} ms: {}; {}",
+            clients.join(", "),
+            replicas.join(", ")
+        )
     }
 
     fn finish(mut self) -> Outcome {

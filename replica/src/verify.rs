@@ -104,7 +104,10 @@ impl SignatureCache {
     const GENERATION_SIZE: usize = 1 << 16;
 
     fn key(key: &PublicKey, item: &SignedItem<'_>) -> Digest {
-        Digest::of("sig-cache", &[key.as_bytes(), item.message, &item.signature.to_bytes()])
+        Digest::of(
+            "sig-cache",
+            &[key.as_bytes(), item.message, &item.signature.to_bytes()],
+        )
     }
 
     fn contains(&self, key: &Digest) -> bool {
@@ -128,7 +131,11 @@ struct Checks {
 
 impl Checks {
     fn new() -> Checks {
-        Checks { keys: Vec::new(), messages: Vec::new(), signatures: Vec::new() }
+        Checks {
+            keys: Vec::new(),
+            messages: Vec::new(),
+            signatures: Vec::new(),
+        }
     }
 
     fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature) {
@@ -146,10 +153,16 @@ pub struct Verifier {
     max_batch_size: usize,
     cache: SignatureCache,
     decoded_keys: HashMap<PublicKey, VerifyingKey>,
+    signatures_verified: u64,
 }
 
 impl Verifier {
-    pub fn new(membership: Membership, genesis_digest: Digest, log_window: u64, max_batch_size: usize) -> Verifier {
+    pub fn new(
+        membership: Membership,
+        genesis_digest: Digest,
+        log_window: u64,
+        max_batch_size: usize,
+    ) -> Verifier {
         Verifier {
             membership,
             genesis_digest,
@@ -157,7 +170,13 @@ impl Verifier {
             max_batch_size,
             cache: SignatureCache::default(),
             decoded_keys: HashMap::new(),
+            signatures_verified: 0,
         }
+    }
+
+    /// Signatures actually checked so far (those found in the cache are not counted).
+    pub fn signatures_verified(&self) -> u64 {
+        self.signatures_verified
     }
 
     const DECODED_KEYS_MAX: usize = 1 << 16;
@@ -170,8 +189,31 @@ impl Verifier {
     pub fn request(&mut self, tx: SignedTransfer) -> Result<Verified<SignedTransfer>, Rejection> {
         let mut checks = Checks::new();
         checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
-        self.run(checks).map_err(|_| Rejection::BadTransferSignature)?;
+        self.run(checks)
+            .map_err(|_| Rejection::BadTransferSignature)?;
         Ok(Verified(tx))
+    }
+
+    /// Many clients' requests at once, verified in batches; each gets its own answer.
+    pub fn requests(
+        &mut self,
+        txs: Vec<SignedTransfer>,
+    ) -> Vec<Result<Verified<SignedTransfer>, Rejection>> {
+        const BATCH: usize = 64;
+        let mut results = Vec::with_capacity(txs.len());
+        for chunk in txs.chunks(BATCH) {
+            let mut checks = Checks::new();
+            for tx in chunk {
+                checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+            }
+            if self.run(checks).is_ok() {
+                results.extend(chunk.iter().map(|tx| Ok(Verified(*tx))));
+            } else {
+                // Some signature in the chunk is bad: find which, one by one.
+                results.extend(chunk.iter().map(|tx| self.request(*tx)));
+            }
+        }
+        results
     }
 
     pub fn message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
@@ -193,7 +235,8 @@ impl Verifier {
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
                 self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
-                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest {
+                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest
+                {
                     return Err(Rejection::DigestMismatch);
                 }
             }
@@ -206,23 +249,39 @@ impl Verifier {
     fn run(&mut self, checks: Checks) -> Result<(), Rejection> {
         let mut keys = Vec::with_capacity(checks.keys.len());
         for key in &checks.keys {
-            keys.push(self.decoded_key(key).ok_or(Rejection::BadSignature { kind: "message", from: 0 })?);
+            keys.push(self.decoded_key(key).ok_or(Rejection::BadSignature {
+                kind: "message",
+                from: 0,
+            })?);
         }
         let mut items = Vec::with_capacity(checks.keys.len());
         let mut cache_keys = Vec::with_capacity(checks.keys.len());
         for (i, key) in keys.iter().enumerate() {
-            let item = SignedItem { key, message: &checks.messages[i], signature: &checks.signatures[i] };
+            let item = SignedItem {
+                key,
+                message: &checks.messages[i],
+                signature: &checks.signatures[i],
+            };
             let cache_key = SignatureCache::key(&checks.keys[i], &item);
             if !self.cache.contains(&cache_key) {
                 items.push(item);
                 cache_keys.push(cache_key);
             }
         }
+        self.signatures_verified += items.len() as u64;
         let results = verify_many(&items);
         if let Some(bad) = results.iter().position(|ok| !ok) {
             let key = VerifyingKey::to_bytes(items[bad].key);
-            let from = self.membership.members().iter().find(|m| *m.public_key.as_bytes() == key).map_or(0, |m| m.id);
-            return Err(Rejection::BadSignature { kind: "message", from });
+            let from = self
+                .membership
+                .members()
+                .iter()
+                .find(|m| *m.public_key.as_bytes() == key)
+                .map_or(0, |m| m.id);
+            return Err(Rejection::BadSignature {
+                kind: "message",
+                from,
+            });
         }
         for key in cache_keys {
             self.cache.insert(key);
@@ -244,7 +303,10 @@ impl Verifier {
     }
 
     fn signed<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>) -> Result<(), Rejection> {
-        let key = *self.membership.key(m.from).ok_or(Rejection::NotAMember(m.from))?;
+        let key = *self
+            .membership
+            .key(m.from)
+            .ok_or(Rejection::NotAMember(m.from))?;
         checks.push(key, m.signing_bytes(), m.signature);
         Ok(())
     }
@@ -255,7 +317,8 @@ impl Verifier {
         for tx in batch {
             checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
         }
-        self.run(checks).map_err(|_| Rejection::BadTransferSignature)
+        self.run(checks)
+            .map_err(|_| Rejection::BadTransferSignature)
     }
 
     /// The batch must match its digest, fit the size limit, and never spend the same funds twice.
@@ -314,23 +377,55 @@ impl Verifier {
             }
             return Ok(());
         }
-        let wanted = Checkpoint { seq: cert.seq, state_digest: cert.state_digest };
-        self.votes(checks, &cert.proof, self.membership.quorum(), None, |c| *c == wanted, "checkpoint")
+        let wanted = Checkpoint {
+            seq: cert.seq,
+            state_digest: cert.state_digest,
+        };
+        self.votes(
+            checks,
+            &cert.proof,
+            self.membership.quorum(),
+            None,
+            |c| *c == wanted,
+            "checkpoint",
+        )
     }
 
     fn prepared_cert(&self, checks: &mut Checks, cert: &PreparedCert) -> Result<(), Rejection> {
         let pp = &cert.pre_prepare;
         self.proposal(checks, pp)?;
-        let wanted = Prepare { view: pp.body.view, seq: pp.body.seq, digest: pp.body.digest };
+        let wanted = Prepare {
+            view: pp.body.view,
+            seq: pp.body.seq,
+            digest: pp.body.digest,
+        };
         let primary = Some(pp.from);
-        self.votes(checks, &cert.prepares, self.membership.quorum() - 1, primary, |p| *p == wanted, "prepared")
+        self.votes(
+            checks,
+            &cert.prepares,
+            self.membership.quorum() - 1,
+            primary,
+            |p| *p == wanted,
+            "prepared",
+        )
     }
 
     fn committed_cert(&self, checks: &mut Checks, cert: &CommittedCert) -> Result<(), Rejection> {
         let pp = &cert.pre_prepare;
         self.proposal(checks, pp)?;
-        let wanted = Commit { view: pp.body.view, seq: pp.body.seq, digest: pp.body.digest };
-        self.votes(checks, &cert.commits, self.membership.quorum(), None, |c| *c == wanted, "committed")
+        let wanted = Commit {
+            view: pp.body.view,
+            seq: pp.body.seq,
+            digest: pp.body.digest,
+        };
+        self.votes(
+            checks,
+            &cert.commits,
+            self.membership.quorum(),
+            None,
+            |c| *c == wanted,
+            "committed",
+        )
     }
 
     fn view_change(&self, checks: &mut Checks, m: &Signed<ViewChange>) -> Result<(), Rejection> {
@@ -378,7 +473,8 @@ impl Verifier {
             return Err(Rejection::BadCertificate("new-view pre-prepares"));
         }
         for ((seq, digest, _), pp) in derived.iter().zip(&nv.pre_prepares) {
-            let header_ok = pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
+            let header_ok =
+                pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
             if !header_ok || pp.from != m.from || batch_digest(&pp.body.batch) != pp.body.digest {
                 return Err(Rejection::BadCertificate("new-view pre-prepares"));
             }

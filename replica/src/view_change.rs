@@ -9,16 +9,18 @@
 //! every quorum of VIEW-CHANGEs in an honest member, so it is re-proposed at the same sequence number.
 //! A view that does not install in time is abandoned for the next one, with the timeout doubled.
 
+use crate::crypto::Digest;
 use crate::durable::Entry;
 use crate::ledger::SignedTransfer;
 use crate::messages::*;
 use crate::replica::{Event, Output, Replica, ViewChangeReason};
 use crate::verify::Rejection;
-use crate::crypto::Digest;
 
 /// The checkpoint a new view starts from, and the batches its primary must re-propose above it, derived only
 /// from the VIEW-CHANGEs so that every replica can check the primary's NEW-VIEW.
-pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, Vec<(Seq, Digest, Vec<SignedTransfer>)>) {
+pub fn derive_new_view(
+    view_changes: &[Signed<ViewChange>],
+) -> (CheckpointCert, Vec<(Seq, Digest, Vec<SignedTransfer>)>) {
     let checkpoint = view_changes
         .iter()
         .map(|vc| &vc.body.checkpoint)
@@ -27,16 +29,27 @@ pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, 
             _ => Some(c),
         })
         .cloned()
-        .unwrap_or(CheckpointCert { seq: 0, state_digest: Digest::default(), proof: Vec::new() });
+        .unwrap_or(CheckpointCert {
+            seq: 0,
+            state_digest: Digest::default(),
+            proof: Vec::new(),
+        });
     let low = checkpoint.seq;
-    let certs = || view_changes.iter().flat_map(|vc| vc.body.prepared.iter()).filter(move |c| c.seq() > low);
+    let certs = || {
+        view_changes
+            .iter()
+            .flat_map(|vc| vc.body.prepared.iter())
+            .filter(move |c| c.seq() > low)
+    };
     let high = certs().map(|c| c.seq()).max().unwrap_or(low);
     let entries = (low + 1..=high)
         .map(|seq| {
-            let best = certs().filter(|c| c.seq() == seq).fold(None::<&PreparedCert>, |best, c| match best {
-                Some(b) if b.view() >= c.view() => Some(b),
-                _ => Some(c),
-            });
+            let best = certs()
+                .filter(|c| c.seq() == seq)
+                .fold(None::<&PreparedCert>, |best, c| match best {
+                    Some(b) if b.view() >= c.view() => Some(b),
+                    _ => Some(c),
+                });
             match best {
                 Some(cert) => {
                     let pp = &cert.pre_prepare.body;
@@ -65,10 +78,18 @@ impl Replica {
             .range(self.stable.seq + 1..)
             .filter_map(|(_, slot)| slot.prepared.clone())
             .collect();
-        let vc = self.sign(ViewChange { new_view, checkpoint: self.stable.clone(), prepared });
+        let vc = self.sign(ViewChange {
+            new_view,
+            checkpoint: self.stable.clone(),
+            prepared,
+        });
         self.view_changes.insert(self.id, vc.clone());
         self.persist_and_broadcast(Message::ViewChange(vc));
-        self.out.push(Output::Event(Event::ViewChangeStarted { from_view, to_view: new_view, reason }));
+        self.out.push(Output::Event(Event::ViewChangeStarted {
+            from_view,
+            to_view: new_view,
+            reason,
+        }));
         // The request timer is void now; the new-view timer starts once a quorum is changing views too.
         self.timer_armed = false;
         self.timer_generation += 1;
@@ -85,7 +106,11 @@ impl Replica {
             return;
         }
         // A member already past this view has left the older ones too: it counts.
-        let changing = self.view_changes.values().filter(|vc| vc.body.new_view >= self.view).count();
+        let changing = self
+            .view_changes
+            .values()
+            .filter(|vc| vc.body.new_view >= self.view)
+            .count();
         if changing >= self.membership.quorum() {
             self.arm_progress_timer();
         }
@@ -94,9 +119,16 @@ impl Replica {
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) -> Result<(), Rejection> {
         let view = vc.body.new_view;
         if view < self.view || (view == self.view && self.view_active) {
-            return Err(Rejection::WrongView { got: view, current: self.view });
+            return Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            });
         }
-        if self.view_changes.get(&vc.from).is_some_and(|existing| existing.body.new_view >= view) {
+        if self
+            .view_changes
+            .get(&vc.from)
+            .is_some_and(|existing| existing.body.new_view >= view)
+        {
             return Err(Rejection::Duplicate);
         }
         self.view_changes.insert(vc.from, vc);
@@ -135,9 +167,20 @@ impl Replica {
         let (_, entries) = derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
-            .map(|(seq, digest, batch)| self.sign(PrePrepare { view, seq, digest, batch }))
+            .map(|(seq, digest, batch)| {
+                self.sign(PrePrepare {
+                    view,
+                    seq,
+                    digest,
+                    batch,
+                })
+            })
             .collect();
-        let nv = self.sign(NewView { view, view_changes, pre_prepares });
+        let nv = self.sign(NewView {
+            view,
+            view_changes,
+            pre_prepares,
+        });
         self.persist_and_broadcast(Message::NewView(nv.clone()));
         self.install_new_view(nv);
     }
@@ -145,7 +188,10 @@ impl Replica {
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) -> Result<(), Rejection> {
         let view = nv.body.view;
         if view < self.view || (view == self.view && self.view_active) {
-            return Err(Rejection::WrongView { got: view, current: self.view });
+            return Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            });
         }
         self.out.push(Output::Persist(Entry::NewView(nv.clone())));
         self.install_new_view(nv);
@@ -193,7 +239,8 @@ impl Replica {
                 let slot = self.log.entry(seq).or_default();
                 slot.enter_view(view);
                 slot.pre_prepare = Some(pp.clone());
-                self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                self.proposed
+                    .extend(pp.body.batch.iter().map(|tx| tx.digest()));
             } else {
                 self.accept_pre_prepare(pp);
             }
@@ -251,8 +298,14 @@ impl Replica {
         } else {
             self.timer_generation += 1;
             self.timer_armed = true;
-            let timer = crate::replica::Timer::Progress { view: self.view, generation: self.timer_generation };
-            self.out.push(Output::SetTimer { timer, after_ms: self.params.view_change_timeout_ms - waited });
+            let timer = crate::replica::Timer::Progress {
+                view: self.view,
+                generation: self.timer_generation,
+            };
+            self.out.push(Output::SetTimer {
+                timer,
+                after_ms: self.params.view_change_timeout_ms - waited,
+            });
         }
     }
 }

@@ -30,21 +30,52 @@ struct Cluster {
 }
 
 fn params() -> Params {
-    Params { checkpoint_interval: 2, log_window: 4, view_change_timeout_ms: 1000, max_concurrent_requests: 1000, ..Params::default() }
+    Params {
+        checkpoint_interval: 2,
+        log_window: 4,
+        view_change_timeout_ms: 1000,
+        max_concurrent_requests: 1000,
+        ..Params::default()
+    }
 }
 
 impl Cluster {
     fn new(n: u32, params: Params) -> Cluster {
-        let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i as u8; 32])).collect();
-        let members = keys.iter().zip(1..).map(|(k, id)| Member { id, public_key: k.public() }).collect();
+        let keys: Vec<KeyPair> = (1..=n)
+            .map(|i| KeyPair::from_secret([i as u8; 32]))
+            .collect();
+        let members = keys
+            .iter()
+            .zip(1..)
+            .map(|(k, id)| Member {
+                id,
+                public_key: k.public(),
+            })
+            .collect();
         let membership = Membership::new(members).unwrap();
-        let accounts: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_secret([100 + i; 32])).collect();
+        let accounts: Vec<KeyPair> = (0..4)
+            .map(|i| KeyPair::from_secret([100 + i; 32]))
+            .collect();
         let genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
-        let config = Config { id: 1, membership: membership.clone(), genesis: genesis.clone(), params: params.clone() };
+        let config = Config {
+            id: 1,
+            membership: membership.clone(),
+            genesis: genesis.clone(),
+            params: params.clone(),
+        };
         let genesis_digest = Ledger::from_genesis(&genesis).unwrap().digest();
         let mut cluster = Cluster {
             replicas: Vec::new(),
-            verifiers: (0..n).map(|_| Verifier::new(membership.clone(), genesis_digest, params.log_window, params.max_batch_size)).collect(),
+            verifiers: (0..n)
+                .map(|_| {
+                    Verifier::new(
+                        membership.clone(),
+                        genesis_digest,
+                        params.log_window,
+                        params.max_batch_size,
+                    )
+                })
+                .collect(),
             durables: (0..n).map(|_| Durable::default()).collect(),
             keys,
             network: VecDeque::new(),
@@ -57,7 +88,11 @@ impl Cluster {
             now: 0,
         };
         for id in 1..=n {
-            let replica = Replica::new(cluster.config_for(id), cluster.keys[id as usize - 1].clone()).unwrap();
+            let replica = Replica::new(
+                cluster.config_for(id),
+                cluster.keys[id as usize - 1].clone(),
+            )
+            .unwrap();
             cluster.replicas.push(replica);
             let outputs = cluster.replicas[id as usize - 1].start(0);
             cluster.carry_out(id, outputs);
@@ -66,11 +101,19 @@ impl Cluster {
     }
 
     fn config_for(&self, id: ReplicaId) -> Config {
-        Config { id, ..self.config.clone() }
+        Config {
+            id,
+            ..self.config.clone()
+        }
     }
 
     fn transfer(&self, from: usize, to: usize, amount: u64, nonce: u64) -> SignedTransfer {
-        let t = Transfer { from: self.accounts[from].public(), to: self.accounts[to].public(), amount, nonce };
+        let t = Transfer {
+            from: self.accounts[from].public(),
+            to: self.accounts[to].public(),
+            amount,
+            nonce,
+        };
         t.sign(&self.accounts[from])
     }
 
@@ -134,10 +177,16 @@ impl Cluster {
     /// Fires every progress timer set so far (time jumps past the timeout), then settles.
     fn time_out(&mut self) {
         self.now += 100_000;
-        let timers: Vec<_> = self.timers.drain(..).filter(|(_, t)| matches!(t, Timer::Progress { .. })).collect();
+        let timers: Vec<_> = self
+            .timers
+            .drain(..)
+            .filter(|(_, t)| matches!(t, Timer::Progress { .. }))
+            .collect();
         for (id, timer) in timers {
             if !self.muted.contains(&id) {
-                let outputs = self.replicas[id as usize - 1].step(self.now, Input::Timer(timer)).unwrap();
+                let outputs = self.replicas[id as usize - 1]
+                    .step(self.now, Input::Timer(timer))
+                    .unwrap();
                 self.carry_out(id, outputs);
             }
         }
@@ -155,7 +204,9 @@ impl Cluster {
     }
 
     fn honest(&self) -> impl Iterator<Item = &Replica> {
-        self.replicas.iter().filter(|r| !self.muted.contains(&r.id()))
+        self.replicas
+            .iter()
+            .filter(|r| !self.muted.contains(&r.id()))
     }
 }
 
@@ -167,14 +218,28 @@ fn a_transfer_commits_at_every_replica_with_signed_replies() {
     c.settle();
     for r in &c.replicas {
         assert_eq!(r.last_executed(), 1, "replica {}", r.id());
-        assert_eq!(r.ledger().account(&c.accounts[0].public()).unwrap().balance, 750);
-        assert_eq!(r.ledger().account(&c.accounts[1].public()).unwrap().balance, 1250);
+        assert_eq!(
+            r.ledger().account(&c.accounts[0].public()).unwrap().balance,
+            750
+        );
+        assert_eq!(
+            r.ledger().account(&c.accounts[1].public()).unwrap().balance,
+            1250
+        );
     }
     for id in 1..=4 {
-        assert_eq!(c.outcome_from(id, &tx), Some(TxOutcome::Applied), "reply from replica {id}");
+        assert_eq!(
+            c.outcome_from(id, &tx),
+            Some(TxOutcome::Applied),
+            "reply from replica {id}"
+        );
     }
     for reply in &c.replies {
-        assert!(c.keys[reply.from as usize - 1].public().verify(&reply.signing_bytes(), &reply.signature));
+        assert!(
+            c.keys[reply.from as usize - 1]
+                .public()
+                .verify(&reply.signing_bytes(), &reply.signature)
+        );
     }
 }
 
@@ -184,12 +249,22 @@ fn an_overdraft_is_ordered_and_rejected_with_its_reason() {
     let tx = c.transfer(0, 1, 5000, 1);
     c.submit(tx);
     c.settle();
-    let reason = RejectReason::InsufficientFunds { balance: 1000, amount: 5000 };
+    let reason = RejectReason::InsufficientFunds {
+        balance: 1000,
+        amount: 5000,
+    };
     for id in 1..=4 {
         assert_eq!(c.outcome_from(id, &tx), Some(TxOutcome::Rejected(reason)));
     }
     // The nonce is used: the rejection is final, and resubmitting is refused at once.
-    assert_eq!(c.request(1, tx), Err(Rejection::Transfer(RejectReason::NonceReused { got: 1, last: 1 })).or(Ok(())));
+    assert_eq!(
+        c.request(1, tx),
+        Err(Rejection::Transfer(RejectReason::NonceReused {
+            got: 1,
+            last: 1
+        }))
+        .or(Ok(()))
+    );
 }
 
 #[test]
@@ -201,8 +276,16 @@ fn a_retransmitted_request_gets_its_reply_again_and_is_not_executed_twice() {
     let replies_before = c.replies.len();
     c.submit(tx);
     c.settle();
-    assert_eq!(c.replies.len(), replies_before + 4, "each replica answers the retransmission from its cache");
-    assert!(c.replicas.iter().all(|r| r.last_executed() == 1 && r.stats().transfers_applied == 1));
+    assert_eq!(
+        c.replies.len(),
+        replies_before + 4,
+        "each replica answers the retransmission from its cache"
+    );
+    assert!(
+        c.replicas
+            .iter()
+            .all(|r| r.last_executed() == 1 && r.stats().transfers_applied == 1)
+    );
 }
 
 #[test]
@@ -217,8 +300,16 @@ fn batches_pipeline_and_checkpoints_collect_the_log() {
     }
     for r in &c.replicas {
         assert_eq!(r.stats().transfers_applied, 80, "replica {}", r.id());
-        assert!(r.stable_checkpoint().seq >= r.last_executed() - 2, "stable checkpoint keeps up");
-        assert!(r.log_len() <= 4, "log of replica {} holds {} slots after GC", r.id(), r.log_len());
+        assert!(
+            r.stable_checkpoint().seq >= r.last_executed() - 2,
+            "stable checkpoint keeps up"
+        );
+        assert!(
+            r.log_len() <= 4,
+            "log of replica {} holds {} slots after GC",
+            r.id(),
+            r.log_len()
+        );
         assert_eq!(r.ledger().total_balance(), 4000);
     }
     let digests: Vec<Digest> = c.replicas.iter().map(|r| r.ledger().digest()).collect();
@@ -235,10 +326,18 @@ fn a_silent_primary_is_replaced_and_the_request_commits_in_the_new_view() {
     assert!(c.honest().all(|r| r.last_executed() == 0));
     c.time_out();
     for r in c.honest() {
-        assert_eq!((r.view(), r.view_active(), r.primary()), (1, true, 2), "replica {}", r.id());
+        assert_eq!(
+            (r.view(), r.view_active(), r.primary()),
+            (1, true, 2),
+            "replica {}",
+            r.id()
+        );
         assert_eq!(r.last_executed(), 1, "replica {}", r.id());
     }
-    let installed = c.events.iter().filter(|(id, e)| *id != 1 && matches!(e, Event::NewViewInstalled { view: 1, .. }));
+    let installed = c
+        .events
+        .iter()
+        .filter(|(id, e)| *id != 1 && matches!(e, Event::NewViewInstalled { view: 1, .. }));
     assert_eq!(installed.count(), 3);
 }
 
@@ -260,13 +359,22 @@ fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
     c.muted.push(1);
     c.time_out();
     let recovered = c.events.iter().find_map(|(_, e)| match e {
-        Event::NewViewInstalled { batches_recovered, transfers_recovered, .. } => Some((*batches_recovered, *transfers_recovered)),
+        Event::NewViewInstalled {
+            batches_recovered,
+            transfers_recovered,
+            ..
+        } => Some((*batches_recovered, *transfers_recovered)),
         _ => None,
     });
     assert_eq!(recovered, Some((1, 1)));
     for r in c.honest() {
         assert_eq!(r.last_executed(), 1);
-        assert_eq!(r.stats().transfers_applied, 1, "executed exactly once at replica {}", r.id());
+        assert_eq!(
+            r.stats().transfers_applied,
+            1,
+            "executed exactly once at replica {}",
+            r.id()
+        );
     }
 }
 
@@ -278,11 +386,19 @@ fn a_forced_view_change_moves_every_replica_to_the_next_primary() {
         c.carry_out(id as ReplicaId, outputs);
     }
     c.settle();
-    assert!(c.replicas.iter().all(|r| r.view() == 1 && r.view_active() && r.primary() == 2));
+    assert!(
+        c.replicas
+            .iter()
+            .all(|r| r.view() == 1 && r.view_active() && r.primary() == 2)
+    );
     let tx = c.transfer(2, 3, 7, 1);
     c.submit(tx);
     c.settle();
-    assert!(c.replicas.iter().all(|r| r.last_executed() >= 1 && r.stats().transfers_applied == 1));
+    assert!(
+        c.replicas
+            .iter()
+            .all(|r| r.last_executed() >= 1 && r.stats().transfers_applied == 1)
+    );
 }
 
 #[test]
@@ -308,12 +424,21 @@ fn a_replica_behind_the_stable_checkpoint_catches_up_by_state_transfer() {
     assert!(ahead >= 8 && c.replicas[0].stable_checkpoint().seq > 4);
     c.muted.clear();
     // Replica 4's STATUS tells the others how far behind it is.
-    let outputs = c.replicas[3].step(c.now, Input::Timer(Timer::Status)).unwrap();
+    let outputs = c.replicas[3]
+        .step(c.now, Input::Timer(Timer::Status))
+        .unwrap();
     c.carry_out(4, outputs);
     c.settle();
     assert_eq!(c.replicas[3].last_executed(), ahead);
-    assert_eq!(c.replicas[3].ledger().digest(), c.replicas[0].ledger().digest());
-    assert!(c.events.iter().any(|(id, e)| *id == 4 && matches!(e, Event::StateTransferred { .. })));
+    assert_eq!(
+        c.replicas[3].ledger().digest(),
+        c.replicas[0].ledger().digest()
+    );
+    assert!(
+        c.events
+            .iter()
+            .any(|(id, e)| *id == 4 && matches!(e, Event::StateTransferred { .. }))
+    );
 }
 
 #[test]
@@ -327,54 +452,145 @@ fn a_restarted_replica_keeps_its_votes_and_refuses_a_conflicting_proposal() {
     let recovered = Replica::recover(c.config_for(2), c.keys[1].clone(), &c.durables[1]).unwrap();
     c.replicas[1] = recovered;
     // A PRE-PREPARE for the same slot with another batch, signed by the same primary, is refused.
-    let Message::PrePrepare(original) = pp else { panic!("expected a PRE-PREPARE") };
+    let Message::PrePrepare(original) = pp else {
+        panic!("expected a PRE-PREPARE")
+    };
     let other = vec![c.transfer(2, 3, 1, 1)];
-    let conflicting = PrePrepare { digest: batch_digest(&other), batch: other, ..original.body.clone() };
+    let conflicting = PrePrepare {
+        digest: batch_digest(&other),
+        batch: other,
+        ..original.body.clone()
+    };
     let conflicting = Signed::new(1, conflicting, &c.keys[0]);
-    assert_eq!(c.deliver(2, Message::PrePrepare(conflicting)), Err(Rejection::Equivocation));
+    assert_eq!(
+        c.deliver(2, Message::PrePrepare(conflicting)),
+        Err(Rejection::Equivocation)
+    );
 }
 
 #[test]
 fn bad_messages_are_refused_and_counted_without_changing_anything() {
     let mut c = Cluster::new(4, params());
     let stranger = KeyPair::from_secret([77; 32]);
-    let vote = Prepare { view: 0, seq: 1, digest: Digest([1; 32]) };
+    let vote = Prepare {
+        view: 0,
+        seq: 1,
+        digest: Digest([1; 32]),
+    };
     // Not a member.
     let from_stranger = Signed::new(9, vote, &stranger);
-    assert_eq!(c.verifiers[1].message(Message::Prepare(from_stranger)).unwrap_err(), Rejection::NotAMember(9));
+    assert_eq!(
+        c.verifiers[1]
+            .message(Message::Prepare(from_stranger))
+            .unwrap_err(),
+        Rejection::NotAMember(9)
+    );
     // A member's id with someone else's signature.
     let forged = Signed::new(3, vote, &stranger);
-    assert!(matches!(c.verifiers[1].message(Message::Prepare(forged)), Err(Rejection::BadSignature { .. })));
+    assert!(matches!(
+        c.verifiers[1].message(Message::Prepare(forged)),
+        Err(Rejection::BadSignature { .. })
+    ));
     // A PRE-PREPARE from a backup.
     let batch = vec![c.transfer(0, 1, 1, 1)];
-    let pp = Signed::new(2, PrePrepare { view: 0, seq: 1, digest: batch_digest(&batch), batch: batch.clone() }, &c.keys[1]);
-    assert!(matches!(c.deliver(3, Message::PrePrepare(pp)), Err(Rejection::NotFromPrimary(_)) | Ok(())));
+    let pp = Signed::new(
+        2,
+        PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: batch_digest(&batch),
+            batch: batch.clone(),
+        },
+        &c.keys[1],
+    );
+    assert!(matches!(
+        c.deliver(3, Message::PrePrepare(pp)),
+        Err(Rejection::NotFromPrimary(_)) | Ok(())
+    ));
     // A batch that does not match its digest.
-    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: Digest([9; 32]), batch: batch.clone() }, &c.keys[0]);
-    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::DigestMismatch);
+    let pp = Signed::new(
+        1,
+        PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: Digest([9; 32]),
+            batch: batch.clone(),
+        },
+        &c.keys[0],
+    );
+    assert_eq!(
+        c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(),
+        Rejection::DigestMismatch
+    );
     // A client transfer with a bad signature inside a proposal.
     let mut bad_tx = batch[0];
     bad_tx.transfer.amount = 999;
     let bad = vec![bad_tx];
-    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: batch_digest(&bad), batch: bad }, &c.keys[0]);
-    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::BadTransferSignature);
+    let pp = Signed::new(
+        1,
+        PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: batch_digest(&bad),
+            batch: bad,
+        },
+        &c.keys[0],
+    );
+    assert_eq!(
+        c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(),
+        Rejection::BadTransferSignature
+    );
     // A double spend inside one batch.
     let twice = vec![c.transfer(0, 1, 1, 1), c.transfer(0, 2, 1, 1)];
-    let pp = Signed::new(1, PrePrepare { view: 0, seq: 1, digest: batch_digest(&twice), batch: twice }, &c.keys[0]);
-    assert_eq!(c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(), Rejection::ConflictingTransfers);
+    let pp = Signed::new(
+        1,
+        PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: batch_digest(&twice),
+            batch: twice,
+        },
+        &c.keys[0],
+    );
+    assert_eq!(
+        c.verifiers[1].message(Message::PrePrepare(pp)).unwrap_err(),
+        Rejection::ConflictingTransfers
+    );
     // Wrong view and outside the watermarks.
     let future = Signed::new(3, Prepare { view: 5, ..vote }, &c.keys[2]);
-    assert!(matches!(c.deliver(2, Message::Prepare(future)), Err(Rejection::WrongView { got: 5, current: 0 })));
+    assert!(matches!(
+        c.deliver(2, Message::Prepare(future)),
+        Err(Rejection::WrongView { got: 5, current: 0 })
+    ));
     let far = Signed::new(3, Prepare { seq: 1000, ..vote }, &c.keys[2]);
-    assert!(matches!(c.deliver(2, Message::Prepare(far)), Err(Rejection::OutsideWatermarks { .. })));
+    assert!(matches!(
+        c.deliver(2, Message::Prepare(far)),
+        Err(Rejection::OutsideWatermarks { .. })
+    ));
     // A replayed vote, and a second, different one (equivocation).
     let once = Signed::new(3, vote, &c.keys[2]);
     c.deliver(2, Message::Prepare(once.clone())).unwrap();
-    assert_eq!(c.deliver(2, Message::Prepare(once)), Err(Rejection::Duplicate));
-    let twice = Signed::new(3, Prepare { digest: Digest([2; 32]), ..vote }, &c.keys[2]);
-    assert_eq!(c.deliver(2, Message::Prepare(twice)), Err(Rejection::Equivocation));
+    assert_eq!(
+        c.deliver(2, Message::Prepare(once)),
+        Err(Rejection::Duplicate)
+    );
+    let twice = Signed::new(
+        3,
+        Prepare {
+            digest: Digest([2; 32]),
+            ..vote
+        },
+        &c.keys[2],
+    );
+    assert_eq!(
+        c.deliver(2, Message::Prepare(twice)),
+        Err(Rejection::Equivocation)
+    );
     // A client transfer with a bad signature.
-    assert_eq!(c.verifiers[0].request(bad_tx).unwrap_err(), Rejection::BadTransferSignature);
+    assert_eq!(
+        c.verifiers[0].request(bad_tx).unwrap_err(),
+        Rejection::BadTransferSignature
+    );
     let stats = c.replicas[1].stats();
     assert_eq!(stats.rejected.get("wrong_view"), Some(&1));
     assert_eq!(stats.rejected.get("duplicate"), Some(&1));
@@ -386,28 +602,74 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
 fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
     let keys: Vec<KeyPair> = c.keys.clone();
     let txs: Vec<SignedTransfer> = (0..4).map(|i| c.transfer(i, (i + 1) % 4, 5, 1)).collect();
-    (0u8..6, 1u32..=5, 0u64..4, 0u64..12, any::<[u8; 32]>(), any::<bool>(), 0usize..3).prop_map(
-        move |(kind, from, view, seq, digest, good_digest, txs_len)| {
-            let key = &keys[(from as usize - 1) % keys.len()];
-            let batch: Vec<SignedTransfer> = txs[..txs_len].to_vec();
-            let digest = if good_digest { batch_digest(&batch) } else { Digest(digest) };
-            match kind {
-                0 => Message::PrePrepare(Signed::new(from, PrePrepare { view, seq, digest, batch }, key)),
-                1 => Message::Prepare(Signed::new(from, Prepare { view, seq, digest }, key)),
-                2 => Message::Commit(Signed::new(from, Commit { view, seq, digest }, key)),
-                3 => Message::Checkpoint(Signed::new(from, Checkpoint { seq, state_digest: digest }, key)),
-                4 => Message::Status(Signed::new(
-                    from,
-                    Status { view, view_active: good_digest, last_executed: seq, stable_seq: seq / 2 },
-                    key,
-                )),
-                _ => {
-                    let checkpoint = CheckpointCert { seq: 0, state_digest: digest, proof: Vec::new() };
-                    Message::ViewChange(Signed::new(from, ViewChange { new_view: view, checkpoint, prepared: Vec::new() }, key))
-                }
-            }
-        },
+    (
+        0u8..6,
+        1u32..=5,
+        0u64..4,
+        0u64..12,
+        any::<[u8; 32]>(),
+        any::<bool>(),
+        0usize..3,
     )
+        .prop_map(
+            move |(kind, from, view, seq, digest, good_digest, txs_len)| {
+                let key = &keys[(from as usize - 1) % keys.len()];
+                let batch: Vec<SignedTransfer> = txs[..txs_len].to_vec();
+                let digest = if good_digest {
+                    batch_digest(&batch)
+                } else {
+                    Digest(digest)
+                };
+                match kind {
+                    0 => Message::PrePrepare(Signed::new(
+                        from,
+                        PrePrepare {
+                            view,
+                            seq,
+                            digest,
+                            batch,
+                        },
+                        key,
+                    )),
+                    1 => Message::Prepare(Signed::new(from, Prepare { view, seq, digest }, key)),
+                    2 => Message::Commit(Signed::new(from, Commit { view, seq, digest }, key)),
+                    3 => Message::Checkpoint(Signed::new(
+                        from,
+                        Checkpoint {
+                            seq,
+                            state_digest: digest,
+                        },
+                        key,
+                    )),
+                    4 => Message::Status(Signed::new(
+                        from,
+                        Status {
+                            view,
+                            view_active: good_digest,
+                            last_executed: seq,
+                            stable_seq: seq / 2,
+                        },
+                        key,
+                    )),
+                    _ => {
+                        let checkpoint = CheckpointCert {
+                            seq: 0,
+                            state_digest: digest,
+                            proof: Vec::new(),
+                        };
+                        Message::ViewChange(Signed::new(
+                            from,
+                            ViewChange {
+                                new_view: view,
+                                checkpoint,
+                                prepared: Vec::new(),
+                            },
+                            key,
+                        ))
+                    }
+                }
+            },
+        )
 }
 
 proptest! {

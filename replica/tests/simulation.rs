@@ -3,7 +3,9 @@
 use bft_replica::sim::{self, Behaviour, Outcome, SimConfig};
 
 fn run_seeds(replicas: usize, byzantine: usize, seeds: std::ops::Range<u64>) -> Vec<Outcome> {
-    seeds.map(|seed| sim::run(SimConfig::new(seed, replicas, byzantine))).collect()
+    seeds
+        .map(|seed| sim::run(SimConfig::new(seed, replicas, byzantine)))
+        .collect()
 }
 
 fn assert_all_ok(outcomes: &[Outcome]) {
@@ -17,7 +19,13 @@ fn assert_all_ok(outcomes: &[Outcome]) {
             )
         })
         .collect();
-    assert!(failures.is_empty(), "{} of {} seeds failed:\n{}", failures.len(), outcomes.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed:\n{}",
+        failures.len(),
+        outcomes.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -65,7 +73,10 @@ fn the_same_seed_replays_exactly() {
 fn every_byzantine_behaviour_is_exercised_and_refused() {
     let outcomes = run_seeds(4, 1, 0..120);
     for behaviour in Behaviour::ALL {
-        let runs: Vec<&Outcome> = outcomes.iter().filter(|o| o.byzantine.iter().any(|(_, b)| *b == behaviour)).collect();
+        let runs: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.byzantine.iter().any(|(_, b)| *b == behaviour))
+            .collect();
         assert!(!runs.is_empty(), "no seed in 0..120 drew {behaviour:?}");
     }
     let total = |behaviour: Behaviour, label: &str| -> u64 {
@@ -83,7 +94,11 @@ fn every_byzantine_behaviour_is_exercised_and_refused() {
     for behaviour in [Behaviour::Censor, Behaviour::Silent] {
         let changed = outcomes
             .iter()
-            .filter(|o| o.byzantine.iter().any(|(id, b)| *b == behaviour && *id == 1))
+            .filter(|o| {
+                o.byzantine
+                    .iter()
+                    .any(|(id, b)| *b == behaviour && *id == 1)
+            })
             .all(|o| o.view_changes > 0);
         assert!(changed, "a {behaviour:?} primary was not replaced");
     }

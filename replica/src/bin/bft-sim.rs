@@ -88,7 +88,11 @@ fn main() -> ExitCode {
         if args.verbose && !args.json {
             println!(
                 "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?}",
-                outcome.committed, outcome.view_changes, outcome.sim_time_ms, outcome.trace, outcome.byzantine
+                outcome.committed,
+                outcome.view_changes,
+                outcome.sim_time_ms,
+                outcome.trace,
+                outcome.byzantine
             );
         }
         if !outcome.ok() {
@@ -106,7 +110,10 @@ fn main() -> ExitCode {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("serialisable")
+        );
     } else {
         println!(
             "{} seeds, N = {}, {} Byzantine: {} transfers committed ({} applied, {} rejected by the ledger), \
@@ -125,5 +132,9 @@ fn main() -> ExitCode {
             println!("failing seeds: {:?}", summary.failing_seeds);
         }
     }
-    if summary.failing_seeds.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if summary.failing_seeds.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
