@@ -1,1 +1,48 @@
+//! The Kubernetes operator for `ByzantineCluster` resources (issue 5 builds it out).
+//!
+//! For now it holds the rule every later part of the operator depends on: how many members a cluster may
+//! lose and how many must agree. It comes from the replica's own definitions, so the two cannot drift.
 
+use bft_replica::config::{max_failures, quorum_size};
+
+/// What a cluster of `replicas` members tolerates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    pub replicas: usize,
+    /// Members that may be faulty (crashed or malicious) at once.
+    pub max_failures: usize,
+    /// Members whose agreement commits anything.
+    pub quorum: usize,
+}
+
+impl Sizing {
+    /// `None` below 4 replicas, which tolerate no fault.
+    pub fn of(replicas: usize) -> Option<Sizing> {
+        (replicas >= 4).then(|| Sizing {
+            replicas,
+            max_failures: max_failures(replicas),
+            quorum: quorum_size(replicas),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drill_sizes() {
+        assert_eq!(Sizing::of(3), None);
+        let table = [(4, 1, 3), (7, 2, 5), (10, 3, 7), (13, 4, 9)];
+        for (n, f, q) in table {
+            assert_eq!(
+                Sizing::of(n),
+                Some(Sizing {
+                    replicas: n,
+                    max_failures: f,
+                    quorum: q
+                })
+            );
+        }
+    }
+}

@@ -5,6 +5,16 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::PublicKey;
 use crate::messages::{Member, ReplicaId, View};
 
+/// The number of faulty members `n` members tolerate: floor((N-1)/3).
+pub fn max_failures(n: usize) -> usize {
+    n.saturating_sub(1) / 3
+}
+
+/// ceil((N+F+1)/2): any two quorums share at least F+1 members, so an honest one. It is 2F+1 when N = 3F+1.
+pub fn quorum_size(n: usize) -> usize {
+    (n + max_failures(n) + 1).div_ceil(2)
+}
+
 /// The members in their fixed order; the primary of view `v` is the member at position `v mod N`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
@@ -56,14 +66,12 @@ impl Membership {
         self.members.len()
     }
 
-    /// The number of faulty members tolerated: floor((N-1)/3).
     pub fn f(&self) -> usize {
-        (self.n() - 1) / 3
+        max_failures(self.n())
     }
 
-    /// ceil((N+F+1)/2): any two quorums share an honest member. It is 2F+1 when N = 3F+1.
     pub fn quorum(&self) -> usize {
-        (self.n() + self.f() + 1).div_ceil(2)
+        quorum_size(self.n())
     }
 
     pub fn primary(&self, view: View) -> ReplicaId {

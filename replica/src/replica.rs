@@ -841,6 +841,11 @@ impl Replica {
     }
 
     fn remember_executed(&mut self, digest: Digest, seq: Seq) {
+        // A transfer proposed twice (a faulty primary can) executes once and is then refused as a reused
+        // nonce: the reply to resend is the first one.
+        if self.executed.contains_key(&digest) {
+            return;
+        }
         self.executed.insert(digest, seq);
         self.executed_order.push_back(digest);
         while self.executed_order.len() > REPLIES_KEPT {

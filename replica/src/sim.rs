@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::config::{Config, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::durable::Durable;
-use crate::ledger::{Ledger, SignedTransfer, Transfer, TxOutcome};
+use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
 use crate::verify::Verifier;
@@ -43,7 +43,33 @@ pub enum Behaviour {
     Silent,
 }
 
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Behaviour, String> {
+        Behaviour::ALL
+            .into_iter()
+            .find(|b| b.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown behaviour {name:?}: one of {:?}",
+                    Behaviour::ALL.map(|b| b.name())
+                )
+            })
+    }
+}
+
 impl Behaviour {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Behaviour::Equivocate => "equivocate",
+            Behaviour::CorruptSignatures => "corrupt-signatures",
+            Behaviour::DoubleSpend => "double-spend",
+            Behaviour::Censor => "censor",
+            Behaviour::Replay => "replay",
+            Behaviour::Silent => "silent",
+        }
+    }
+
     pub const ALL: [Behaviour; 6] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
@@ -71,6 +97,8 @@ pub struct SimConfig {
     pub crashes: bool,
     pub partitions: bool,
     pub params: Params,
+    /// Byzantine members chosen by hand; when empty, `byzantine` members are drawn at random.
+    pub pinned: Vec<(ReplicaId, Behaviour)>,
     /// Print every replica event to standard error (for replaying a failing seed).
     pub verbose: bool,
 }
@@ -100,6 +128,7 @@ impl SimConfig {
                 max_concurrent_requests: 1000,
                 ..Params::default()
             },
+            pinned: Vec::new(),
             verbose: false,
         }
     }
@@ -196,6 +225,8 @@ struct SimReplica {
     behaviour: Option<Behaviour>,
     /// What a replaying member has seen, to send again.
     seen: Vec<Message>,
+    /// A double-spending primary's previous batch, to propose again.
+    proposed_before: Vec<SignedTransfer>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,8 +300,9 @@ impl Sim {
             public_key: k.public(),
         });
         let membership = Membership::new(members.collect()).expect("valid membership");
+        let byzantine_count = config.byzantine.max(config.pinned.len());
         assert!(
-            config.byzantine <= membership.f(),
+            byzantine_count <= membership.f(),
             "at most F = {} Byzantine replicas",
             membership.f()
         );
@@ -300,10 +332,10 @@ impl Sim {
             .collect();
         genesis.push((accomplice.public(), INITIAL_BALANCE));
 
-        // Byzantine members: a random subset, each with a random behaviour.
+        // Byzantine members: those pinned, or a random subset, each with a random behaviour.
         let mut ids: Vec<ReplicaId> = membership.ids().collect();
-        let mut byzantine = BTreeMap::new();
-        for _ in 0..config.byzantine {
+        let mut byzantine: BTreeMap<ReplicaId, Behaviour> = config.pinned.iter().copied().collect();
+        for _ in 0..config.byzantine.saturating_sub(byzantine.len()) {
             let id = ids.remove(rng.random_range(0..ids.len()));
             byzantine.insert(
                 id,
@@ -334,6 +366,7 @@ impl Sim {
                     incarnation: 0,
                     behaviour: byzantine.get(&id).copied(),
                     seen: Vec::new(),
+                    proposed_before: Vec::new(),
                 }
             })
             .collect();
@@ -604,8 +637,9 @@ impl Sim {
                         && let Message::PrePrepare(pp) = &message
                     {
                         let (v, n, len) = (pp.body.view, pp.body.seq, pp.body.batch.len());
+                        let txs: Vec<Digest> = pp.body.batch.iter().map(|t| t.digest()).collect();
                         eprintln!(
-                            "{:>6} ms replica {id}: proposes view {v} seq {n} with {len} transfers",
+                            "{:>6} ms replica {id}: proposes view {v} seq {n}: {len} transfers {txs:?}",
                             self.now
                         );
                     }
@@ -739,13 +773,34 @@ impl Sim {
 
     /// Adds a correctly signed double spend to proposals, and lies about the state in checkpoints.
     fn double_spend(&mut self, index: usize, message: &Message) -> Message {
-        let r = &self.replicas[index];
         match message {
             Message::PrePrepare(pp) => {
+                let mut batch = pp.body.batch.clone();
+                // Half the time, spend again what an earlier proposal spent: a valid batch whose transfers
+                // were ordered before, which must execute once and then be refused as reused nonces.
+                let earlier = self.replicas[index].proposed_before.clone();
+                self.replicas[index].proposed_before = batch.clone();
+                if !earlier.is_empty() && self.rng.random_bool(0.5) {
+                    let again: Vec<SignedTransfer> = earlier
+                        .into_iter()
+                        .filter(|tx| !batch.contains(tx))
+                        .collect();
+                    batch.extend(again);
+                    batch.truncate(self.config.params.max_batch_size);
+                    let mut spends = std::collections::HashSet::new();
+                    batch.retain(|tx| spends.insert(tx.spend_key()));
+                    let body = PrePrepare {
+                        digest: batch_digest(&batch),
+                        batch,
+                        ..pp.body.clone()
+                    };
+                    let r = &self.replicas[index];
+                    return Message::PrePrepare(Signed::new(r.id, body, &r.key));
+                }
+                // Otherwise add two transfers that spend the same funds, correctly signed by an accomplice.
                 let accomplice = key_for(self.config.seed, 3, 0);
                 let to = self.clients[0].key.public();
                 let nonce = pp.body.seq;
-                let mut batch = pp.body.batch.clone();
                 for amount in [1, 2] {
                     let tx = Transfer {
                         from: accomplice.public(),
@@ -757,6 +812,7 @@ impl Sim {
                     self.signed.insert(tx.digest(), tx.transfer);
                     batch.push(tx);
                 }
+                let r = &self.replicas[index];
                 let body = PrePrepare {
                     digest: batch_digest(&batch),
                     batch,
@@ -769,6 +825,7 @@ impl Sim {
                     state_digest: Digest(self.rng.random()),
                     ..c.body
                 };
+                let r = &self.replicas[index];
                 Message::Checkpoint(Signed::new(r.id, body, &r.key))
             }
             other => other.clone(),
@@ -783,7 +840,7 @@ impl Sim {
         let mut body = reply.body;
         for (_, outcome) in body.outcomes.iter_mut() {
             *outcome = match outcome {
-                TxOutcome::Applied => TxOutcome::Rejected(crate::ledger::RejectReason::ZeroAmount),
+                TxOutcome::Applied => TxOutcome::Rejected(RejectReason::ZeroAmount),
                 TxOutcome::Rejected(_) => TxOutcome::Applied,
             };
         }
@@ -935,9 +992,14 @@ impl Sim {
                 for outcome in votes.values() {
                     *counts.entry(*outcome).or_default() += 1;
                 }
+                // A reused nonce is not an answer about this transfer: the same transfer may have been
+                // ordered twice, and the first execution decided. Asking again gets that first outcome.
+                let reused = |o: &TxOutcome| {
+                    matches!(o, TxOutcome::Rejected(RejectReason::NonceReused { .. }))
+                };
                 counts
                     .iter()
-                    .any(|(o, n)| *n > f && o.consumes_nonce() == applied)
+                    .any(|(o, n)| *n > f && !reused(o) && o.consumes_nonce() == applied)
             })
         };
         let applied = current.iter().any(|d| decided(d, true));

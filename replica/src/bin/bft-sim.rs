@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use bft_replica::sim::{self, Outcome, SimConfig};
+use bft_replica::messages::ReplicaId;
+use bft_replica::sim::{self, Behaviour, Outcome, SimConfig};
 use clap::Parser;
 
 /// Run K seeded scenarios of N replicas, B of them Byzantine, over a lossy, partitioned network.
@@ -27,6 +28,13 @@ struct Args {
     /// Transfers each client submits.
     #[arg(long, default_value_t = 6)]
     transfers: usize,
+    /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
+    /// replay, silent), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
+    #[arg(long = "member", value_parser = parse_member)]
+    members: Vec<(ReplicaId, Behaviour)>,
+    /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
+    #[arg(long)]
+    calm: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -49,27 +57,55 @@ struct Summary {
     view_changes: u64,
     violations: u64,
     liveness_failures: u64,
+    /// Messages and requests honest replicas refused, by reason, over all seeds.
+    refused: std::collections::BTreeMap<&'static str, u64>,
+    /// The pinned Byzantine members and what they do.
+    members: Vec<(ReplicaId, Behaviour)>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
+}
+
+fn parse_member(text: &str) -> Result<(ReplicaId, Behaviour), String> {
+    let (id, behaviour) = text
+        .split_once('=')
+        .ok_or("expected ID=BEHAVIOUR, e.g. 5=corrupt-signatures")?;
+    let id: ReplicaId = id
+        .parse()
+        .map_err(|_| format!("member id {id:?} is not a number"))?;
+    Ok((id, behaviour.parse()?))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let f = (args.replicas.max(1) - 1) / 3;
-    if args.replicas < 4 || args.byzantine > f {
+    let byzantine = args.byzantine.max(args.members.len());
+    if let Some((id, _)) = args
+        .members
+        .iter()
+        .find(|(id, _)| *id == 0 || *id as usize > args.replicas)
+    {
+        eprintln!(
+            "bft-sim: member {id} does not exist in a cluster of {}",
+            args.replicas
+        );
+        return ExitCode::from(2);
+    }
+    if args.replicas < 4 || byzantine > f {
         eprintln!("bft-sim: need --replicas >= 4 and --byzantine <= F = {f}");
         return ExitCode::from(2);
     }
     let mut summary = Summary {
         seeds: args.seeds,
         replicas: args.replicas,
-        byzantine: args.byzantine,
+        byzantine,
         committed: 0,
         applied: 0,
         rejected: 0,
         view_changes: 0,
         violations: 0,
         liveness_failures: 0,
+        refused: Default::default(),
+        members: args.members.clone(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -78,6 +114,16 @@ fn main() -> ExitCode {
         config.clients = args.clients.max(2);
         config.transfers_per_client = args.transfers;
         config.verbose = args.trace;
+        config.byzantine = byzantine;
+        config.pinned = args.members.clone();
+        if args.calm {
+            (
+                config.loss,
+                config.duplication,
+                config.crashes,
+                config.partitions,
+            ) = (0.0, 0.0, false, false);
+        }
         let outcome = sim::run(config);
         summary.committed += outcome.committed;
         summary.applied += outcome.applied;
@@ -85,6 +131,9 @@ fn main() -> ExitCode {
         summary.view_changes += outcome.view_changes;
         summary.violations += outcome.violations.len() as u64;
         summary.liveness_failures += u64::from(outcome.liveness_failure.is_some());
+        for (label, count) in &outcome.rejections {
+            *summary.refused.entry(label).or_default() += count;
+        }
         if args.verbose && !args.json {
             println!(
                 "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?}",

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints with warnings denied, and every test of the workspace.
+# It needs only the Rust toolchain (cargo with rustfmt and clippy) that the machine ships.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: cargo is not installed; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
