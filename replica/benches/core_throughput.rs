@@ -47,20 +47,13 @@ fn main() {
         );
     }
     println!();
-    println!(
-        "bound = batch verification rate / verifications per transfer (every replica checks every client"
-    );
-    println!(
-        "signature once, plus its share of PRE-PREPARE, PREPARE, COMMIT and CHECKPOINT signatures); one thread."
-    );
+    println!("bound = batch verification rate / verifications per transfer (every replica checks every client");
+    println!("signature once, plus its share of PRE-PREPARE, PREPARE, COMMIT and CHECKPOINT signatures); one thread.");
 }
 
 fn verification_rates() -> (f64, f64) {
     let keys: Vec<KeyPair> = (0..64u8).map(|i| KeyPair::from_secret([i; 32])).collect();
-    let decoded: Vec<_> = keys
-        .iter()
-        .map(|k| k.public().decompress().unwrap())
-        .collect();
+    let decoded: Vec<_> = keys.iter().map(|k| k.public().decompress().unwrap()).collect();
     let messages: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_le_bytes().repeat(24)).collect();
     let signatures: Vec<_> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
     let items: Vec<SignedItem> = (0..64)
@@ -180,10 +173,7 @@ fn run(n: u32, transfers: usize) -> Result {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let applied: Vec<u64> = replicas
-        .iter()
-        .map(|r| r.stats().transfers_applied)
-        .collect();
+    let applied: Vec<u64> = replicas.iter().map(|r| r.stats().transfers_applied).collect();
     assert!(
         applied.iter().all(|a| *a == transfers as u64),
         "every replica applied every transfer: {applied:?}"
@@ -196,12 +186,7 @@ fn run(n: u32, transfers: usize) -> Result {
     }
 }
 
-fn route(
-    from: ReplicaId,
-    n: u32,
-    outputs: Vec<Output>,
-    network: &mut VecDeque<(ReplicaId, Message)>,
-) {
+fn route(from: ReplicaId, n: u32, outputs: Vec<Output>, network: &mut VecDeque<(ReplicaId, Message)>) {
     for output in outputs {
         match output {
             Output::Send { to, message } => network.push_back((to, message)),

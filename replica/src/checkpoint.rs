@@ -65,16 +65,11 @@ impl Replica {
             return;
         };
         let quorum = self.membership.quorum();
-        let mut by_digest: std::collections::BTreeMap<_, Vec<Signed<Checkpoint>>> =
-            Default::default();
+        let mut by_digest: std::collections::BTreeMap<_, Vec<Signed<Checkpoint>>> = Default::default();
         for vote in votes.values() {
-            by_digest
-                .entry(vote.body.state_digest)
-                .or_default()
-                .push(vote.clone());
+            by_digest.entry(vote.body.state_digest).or_default().push(vote.clone());
         }
-        let Some((state_digest, proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum)
-        else {
+        let Some((state_digest, proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum) else {
             return;
         };
         let cert = CheckpointCert {
@@ -109,8 +104,7 @@ impl Replica {
         self.log = self.log.split_off(&(seq + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
-        self.out
-            .push(Output::Event(Event::CheckpointStable { seq }));
+        self.out.push(Output::Event(Event::CheckpointStable { seq }));
     }
 
     pub(crate) fn on_status_timer(&mut self) {
@@ -176,8 +170,13 @@ impl Replica {
             }
         }
 
-        // This replica's own votes for batches not yet executed, in case the peer lost them.
-        if self.view_active && s.view == self.view && s.view_active {
+        // This replica's own votes for batches not yet executed, in case the peer lost them; only to a peer
+        // that executed nothing since its last STATUS, so a cluster that makes progress does not pay for it.
+        let stalled = self
+            .peer_executed
+            .insert(peer, s.last_executed)
+            .is_some_and(|before| before >= s.last_executed);
+        if stalled && self.view_active && s.view == self.view && s.view_active {
             let mut resend = Vec::new();
             let low = s.last_executed.max(self.last_executed);
             for (_, slot) in self.log.range(low + 1..) {
@@ -204,14 +203,16 @@ impl Replica {
         // advance its watermarks to accept the proofs of later batches.
         let mut votes: Vec<Signed<Checkpoint>> = Vec::new();
         if s.stable_seq < self.stable.seq {
-            votes.extend(self.stable.proof.iter().cloned());
+            votes.extend(self.stable.proof.iter().filter(|vote| vote.from != peer).cloned());
         }
-        let above = s.stable_seq.max(self.stable.seq);
-        votes.extend(
-            self.checkpoint_votes
+        if stalled {
+            let above = s.stable_seq.max(self.stable.seq);
+            let own = self
+                .checkpoint_votes
                 .range(above + 1..)
-                .filter_map(|(_, v)| v.get(&self.id).cloned()),
-        );
+                .filter_map(|(_, v)| v.get(&self.id).cloned());
+            votes.extend(own);
+        }
         for vote in votes {
             self.send(peer, Message::Checkpoint(vote));
         }
@@ -224,10 +225,7 @@ impl Replica {
 
     /// The ledger at a stable checkpoint this replica has not reached.
     pub(crate) fn on_state_transfer(&mut self, st: Signed<StateTransfer>) -> Result<(), Rejection> {
-        let StateTransfer {
-            checkpoint,
-            snapshot,
-        } = st.body;
+        let StateTransfer { checkpoint, snapshot } = st.body;
         if checkpoint.seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
@@ -240,19 +238,11 @@ impl Replica {
         self.stats.state_transfers += 1;
         self.prune_stale_pending();
         self.proposed.clear();
-        self.out
-            .push(Output::Event(Event::StateTransferred { seq }));
+        self.out.push(Output::Event(Event::StateTransferred { seq }));
         self.make_stable(checkpoint, snapshot);
-        let above: Vec<_> = self
-            .log
-            .values()
-            .filter_map(|slot| slot.pre_prepare.clone())
-            .collect();
-        self.proposed.extend(
-            above
-                .iter()
-                .flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())),
-        );
+        let above: Vec<_> = self.log.values().filter_map(|slot| slot.pre_prepare.clone()).collect();
+        self.proposed
+            .extend(above.iter().flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())));
         self.try_execute();
         self.try_propose();
         Ok(())

@@ -79,10 +79,7 @@ impl Membership {
     }
 
     pub fn key(&self, id: ReplicaId) -> Option<&PublicKey> {
-        self.members
-            .iter()
-            .find(|m| m.id == id)
-            .map(|m| &m.public_key)
+        self.members.iter().find(|m| m.id == id).map(|m| &m.public_key)
     }
 
     pub fn contains(&self, id: ReplicaId) -> bool {
@@ -134,47 +131,22 @@ impl Params {
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
             if value < min || value > max {
-                return Err(ConfigError::OutOfRange {
-                    name,
-                    value,
-                    min,
-                    max,
-                });
+                return Err(ConfigError::OutOfRange { name, value, min, max });
             }
             Ok(())
         }
-        range(
-            "checkpoint_interval",
-            self.checkpoint_interval,
-            1,
-            1_000_000,
-        )?;
+        range("checkpoint_interval", self.checkpoint_interval, 1, 1_000_000)?;
         range(
             "log_window",
             self.log_window,
             self.checkpoint_interval.max(1) * 2,
             10_000_000,
         )?;
-        range(
-            "view_change_timeout_ms",
-            self.view_change_timeout_ms,
-            10,
-            3_600_000,
-        )?;
-        range(
-            "view_change_backoff_max",
-            self.view_change_backoff_max as u64,
-            0,
-            20,
-        )?;
+        range("view_change_timeout_ms", self.view_change_timeout_ms, 10, 3_600_000)?;
+        range("view_change_backoff_max", self.view_change_backoff_max as u64, 0, 20)?;
         range("status_interval_ms", self.status_interval_ms, 1, 3_600_000)?;
         range("max_batch_size", self.max_batch_size as u64, 1, 65_536)?;
-        range(
-            "max_inflight_batches",
-            self.max_inflight_batches,
-            1,
-            self.log_window,
-        )?;
+        range("max_inflight_batches", self.max_inflight_batches, 1, self.log_window)?;
         range(
             "max_concurrent_requests",
             self.max_concurrent_requests as u64,
@@ -210,14 +182,7 @@ mod tests {
 
     #[test]
     fn fault_tolerance_and_quorum_follow_from_n() {
-        let expected = [
-            (4, 1, 3),
-            (5, 1, 4),
-            (6, 1, 4),
-            (7, 2, 5),
-            (10, 3, 7),
-            (13, 4, 9),
-        ];
+        let expected = [(4, 1, 3), (5, 1, 4), (6, 1, 4), (7, 2, 5), (10, 3, 7), (13, 4, 9)];
         for (n, f, q) in expected {
             let m = Membership::new(members(n)).unwrap();
             assert_eq!((m.f(), m.quorum()), (f, q), "N = {n}");
@@ -236,19 +201,13 @@ mod tests {
 
     #[test]
     fn bad_memberships_are_refused() {
-        assert_eq!(
-            Membership::new(members(3)),
-            Err(ConfigError::TooFewMembers(3))
-        );
+        assert_eq!(Membership::new(members(3)), Err(ConfigError::TooFewMembers(3)));
         let mut dup = members(4);
         dup[3].id = 1;
         assert_eq!(Membership::new(dup), Err(ConfigError::DuplicateId(1)));
         let mut dup_key = members(4);
         dup_key[3].public_key = dup_key[0].public_key;
-        assert!(matches!(
-            Membership::new(dup_key),
-            Err(ConfigError::DuplicateKey(_))
-        ));
+        assert!(matches!(Membership::new(dup_key), Err(ConfigError::DuplicateKey(_))));
     }
 
     #[test]

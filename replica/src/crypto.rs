@@ -78,9 +78,7 @@ impl PublicKey {
     }
 
     pub fn from_slice(bytes: &[u8]) -> Result<PublicKey, KeyError> {
-        let array: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| KeyError::Length(bytes.len()))?;
+        let array: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Length(bytes.len()))?;
         PublicKey::from_bytes(array)
     }
 
@@ -288,25 +286,18 @@ mod tests {
         assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::Weak));
         // A point of order 2 (y = -1).
         let minus_one = [
-            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-            0xff, 0xff, 0xff, 0x7f,
+            0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
         ];
         assert_eq!(PublicKey::from_bytes(minus_one), Err(KeyError::Weak));
     }
 
     #[test]
     fn batch_agrees_with_single_checks() {
-        let keys: Vec<KeyPair> = (0..8u8)
-            .map(|i| KeyPair::from_secret([i + 1; 32]))
-            .collect();
+        let keys: Vec<KeyPair> = (0..8u8).map(|i| KeyPair::from_secret([i + 1; 32])).collect();
         let messages: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10]).collect();
-        let mut signatures: Vec<Signature> =
-            keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
-        let publics: Vec<VerifyingKey> = keys
-            .iter()
-            .map(|k| k.public().decompress().unwrap())
-            .collect();
+        let mut signatures: Vec<Signature> = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        let publics: Vec<VerifyingKey> = keys.iter().map(|k| k.public().decompress().unwrap()).collect();
         let items = |sigs: &[Signature]| -> Vec<bool> {
             let items: Vec<SignedItem> = (0..8)
                 .map(|i| SignedItem {

@@ -22,10 +22,7 @@ pub enum Entry {
     Sent(Message),
     Prepared(PreparedCert),
     NewView(Signed<NewView>),
-    Checkpoint {
-        cert: CheckpointCert,
-        snapshot: Vec<u8>,
-    },
+    Checkpoint { cert: CheckpointCert, snapshot: Vec<u8> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,9 +56,7 @@ impl Durable {
     pub fn apply(&mut self, entry: Entry) {
         match entry {
             Entry::Sent(Message::ViewChange(vc)) => {
-                if vc.body.new_view > self.view
-                    || (vc.body.new_view == self.view && !self.view_active)
-                {
+                if vc.body.new_view > self.view || (vc.body.new_view == self.view && !self.view_active) {
                     self.view = vc.body.new_view;
                     self.view_active = false;
                     self.view_change = Some(vc);
@@ -78,12 +73,7 @@ impl Durable {
             }
             Entry::Prepared(cert) => {
                 let seq = cert.seq();
-                if self.checkpoint_seq() < seq
-                    && self
-                        .prepared
-                        .get(&seq)
-                        .is_none_or(|c| c.view() <= cert.view())
-                {
+                if self.checkpoint_seq() < seq && self.prepared.get(&seq).is_none_or(|c| c.view() <= cert.view()) {
                     self.prepared.insert(seq, cert);
                 }
             }
@@ -105,8 +95,7 @@ impl Durable {
             self.view_active = true;
             self.new_view = Some(nv);
             // Votes of earlier views can no longer conflict with anything this replica will sign.
-            self.sent
-                .retain(|m| message_view(m).is_none_or(|v| v >= view));
+            self.sent.retain(|m| message_view(m).is_none_or(|v| v >= view));
         }
     }
 

@@ -71,19 +71,7 @@ impl SignedTransfer {
 }
 
 /// Why a transfer was not executed.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    thiserror::Error,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, thiserror::Error)]
 pub enum RejectReason {
     #[error("the payer's signature does not verify")]
     BadSignature,
@@ -212,10 +200,7 @@ impl Ledger {
 
     /// Checks a transfer against the current state without changing anything.
     pub fn check(&self, transfer: &Transfer) -> Result<(), RejectReason> {
-        let payer = self
-            .accounts
-            .get(&transfer.from)
-            .ok_or(RejectReason::UnknownPayer)?;
+        let payer = self.accounts.get(&transfer.from).ok_or(RejectReason::UnknownPayer)?;
         if transfer.nonce <= payer.nonce {
             return Err(RejectReason::NonceReused {
                 got: transfer.nonce,
@@ -259,10 +244,7 @@ impl Ledger {
         if !outcome.consumes_nonce() {
             return outcome;
         }
-        let payer = self
-            .accounts
-            .get_mut(&transfer.from)
-            .expect("checked above");
+        let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
         payer.nonce = transfer.nonce;
         payer.last = Some((tx.digest(), outcome));
         if result.is_err() {
@@ -362,15 +344,9 @@ mod tests {
             ),
             (
                 transfer(&k[0], &k[1], 10, 2),
-                RejectReason::NonceSkipped {
-                    got: 2,
-                    expected: 1,
-                },
+                RejectReason::NonceSkipped { got: 2, expected: 1 },
             ),
-            (
-                transfer(&stranger, &k[1], 10, 1),
-                RejectReason::UnknownPayer,
-            ),
+            (transfer(&stranger, &k[1], 10, 1), RejectReason::UnknownPayer),
         ];
         for (t, reason) in cases {
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
@@ -390,10 +366,7 @@ mod tests {
                     amount: 101,
                 },
             ),
-            (
-                transfer(&k[0], &stranger, 10, 1),
-                RejectReason::UnknownPayee,
-            ),
+            (transfer(&k[0], &stranger, 10, 1), RejectReason::UnknownPayee),
             (transfer(&k[0], &k[1], 0, 1), RejectReason::ZeroAmount),
             (transfer(&k[0], &k[0], 5, 1), RejectReason::SelfTransfer),
         ];
@@ -457,10 +430,7 @@ mod tests {
     fn genesis_rejects_duplicates_and_overflow() {
         let k = keys(1);
         let p = k[0].public();
-        assert_eq!(
-            Ledger::from_genesis(&[(p, 1), (p, 2)]),
-            Err(GenesisError::Duplicate(p))
-        );
+        assert_eq!(Ledger::from_genesis(&[(p, 1), (p, 2)]), Err(GenesisError::Duplicate(p)));
         let q = KeyPair::from_secret([5; 32]).public();
         assert_eq!(
             Ledger::from_genesis(&[(p, u64::MAX), (q, 1)]),

@@ -34,11 +34,7 @@ pub struct Signed<T> {
 impl<T: Signable> Signed<T> {
     pub fn new(from: ReplicaId, body: T, key: &KeyPair) -> Signed<T> {
         let signature = key.sign(&signing_bytes(from, &body));
-        Signed {
-            from,
-            body,
-            signature,
-        }
+        Signed { from, body, signature }
     }
 
     pub fn signing_bytes(&self) -> Vec<u8> {
@@ -73,8 +69,7 @@ pub struct PrePrepare {
 impl Signable for PrePrepare {
     const DOMAIN: &'static str = "pbft/pre-prepare";
     fn signed_content(&self) -> Vec<u8> {
-        postcard::to_allocvec(&(self.view, self.seq, self.digest))
-            .expect("encoding to memory cannot fail")
+        postcard::to_allocvec(&(self.view, self.seq, self.digest)).expect("encoding to memory cannot fail")
     }
 }
 
@@ -277,13 +272,9 @@ impl Message {
                 max: max_bytes,
             });
         }
-        let (message, rest) =
-            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let (message, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(DecodeError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
+            return Err(DecodeError::Malformed(format!("{} trailing bytes", rest.len())));
         }
         Ok(message)
     }
@@ -318,18 +309,12 @@ mod tests {
             digest: Digest([3; 32]),
         };
         let signed = Signed::new(7, vote, &key);
-        assert!(
-            key.public()
-                .verify(&signed.signing_bytes(), &signed.signature)
-        );
+        assert!(key.public().verify(&signed.signing_bytes(), &signed.signature));
         let other_sender = Signed {
             from: 8,
             ..signed.clone()
         };
-        assert!(
-            !key.public()
-                .verify(&other_sender.signing_bytes(), &signed.signature)
-        );
+        assert!(!key.public().verify(&other_sender.signing_bytes(), &signed.signature));
         let as_commit = Signed {
             from: 7,
             body: Commit {
@@ -339,10 +324,7 @@ mod tests {
             },
             signature: signed.signature,
         };
-        assert!(
-            !key.public()
-                .verify(&as_commit.signing_bytes(), &as_commit.signature)
-        );
+        assert!(!key.public().verify(&as_commit.signing_bytes(), &as_commit.signature));
     }
 
     #[test]
@@ -366,10 +348,7 @@ mod tests {
         let message = Message::PrePrepare(Signed::new(1, pp, &key));
         let bytes = message.encode();
         assert_eq!(Message::decode(&bytes, 1 << 20), Ok(message));
-        assert!(matches!(
-            Message::decode(&bytes, 10),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(Message::decode(&bytes, 10), Err(DecodeError::TooLarge { .. })));
         assert!(matches!(
             Message::decode(&bytes[..bytes.len() - 1], 1 << 20),
             Err(DecodeError::Malformed(_))

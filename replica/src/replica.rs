@@ -204,6 +204,8 @@ pub struct Replica {
     pub(crate) timer_generation: u64,
     pub(crate) timer_armed: bool,
     pub(crate) last_status_served: HashMap<ReplicaId, u64>,
+    /// Each peer's last executed sequence number as its latest STATUS said.
+    pub(crate) peer_executed: HashMap<ReplicaId, Seq>,
 
     pub(crate) stats: Stats,
     pub(crate) out: Vec<Output>,
@@ -216,11 +218,7 @@ impl Replica {
     }
 
     /// A replica restarting from what it persisted.
-    pub fn recover(
-        config: Config,
-        key: KeyPair,
-        durable: &Durable,
-    ) -> Result<Replica, ConfigError> {
+    pub fn recover(config: Config, key: KeyPair, durable: &Durable) -> Result<Replica, ConfigError> {
         config.params.validate()?;
         let member_key = config
             .membership
@@ -229,23 +227,20 @@ impl Replica {
         if *member_key != key.public() {
             return Err(ConfigError::KeyMismatch(config.id));
         }
-        let genesis =
-            Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
-                name: "genesis accounts",
-                value: config.genesis.len() as u64,
-                min: 1,
-                max: u64::MAX,
-            })?;
+        let genesis = Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
+            name: "genesis accounts",
+            value: config.genesis.len() as u64,
+            min: 1,
+            max: u64::MAX,
+        })?;
         let supply = genesis.supply();
         let (stable, stable_snapshot, ledger) = match &durable.checkpoint {
             Some((cert, snapshot)) => {
-                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| {
-                    ConfigError::OutOfRange {
-                        name: "stored checkpoint",
-                        value: cert.seq,
-                        min: 0,
-                        max: 0,
-                    }
+                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| ConfigError::OutOfRange {
+                    name: "stored checkpoint",
+                    value: cert.seq,
+                    min: 0,
+                    max: 0,
                 })?;
                 (cert.clone(), snapshot.clone(), ledger)
             }
@@ -291,6 +286,7 @@ impl Replica {
             timer_generation: 0,
             timer_armed: false,
             last_status_served: HashMap::new(),
+            peer_executed: HashMap::new(),
             stats: Stats::default(),
             out: Vec::new(),
         };
@@ -320,8 +316,7 @@ impl Replica {
                     slot.enter_view(pp.body.view);
                     slot.pre_prepare = Some(pp.clone());
                     self.next_seq = self.next_seq.max(pp.body.seq);
-                    self.proposed
-                        .extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                    self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
                 }
                 Message::Prepare(p) if p.body.view == self.view && p.body.seq > low => {
                     let slot = self.log.entry(p.body.seq).or_default();
@@ -373,10 +368,7 @@ impl Replica {
         match result {
             Ok(()) => Ok(std::mem::take(&mut self.out)),
             Err(rejection) => {
-                debug_assert!(
-                    self.out.is_empty(),
-                    "a rejected input produced outputs: {rejection}"
-                );
+                debug_assert!(self.out.is_empty(), "a rejected input produced outputs: {rejection}");
                 self.out.clear();
                 *self.stats.rejected.entry(rejection.label()).or_default() += 1;
                 Err(rejection)
@@ -436,38 +428,21 @@ impl Replica {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
-    pub fn debug_pending(&self) -> String {
-        let p: Vec<String> = self
-            .pending
-            .iter()
-            .map(|(d, p)| {
-                format!(
-                    "{d:?}@{} proposed={}",
-                    p.arrived_ms,
-                    self.proposed.contains(d)
-                )
-            })
-            .collect();
-        let slots: Vec<String> = self
-            .log
-            .iter()
-            .map(|(s, slot)| {
-                format!(
-                    "{s}:v{} pp={} prep={} com={}",
-                    slot.view,
-                    slot.pre_prepare.is_some(),
-                    slot.prepared.is_some(),
-                    slot.committed.is_some()
-                )
-            })
-            .collect();
+    /// A one-line account of where the replica stands, for diagnostics.
+    pub fn describe(&self) -> String {
         format!(
-            "pending [{}] next_seq {} log [{}]",
-            p.join(", "),
+            "view {}{} primary {} executed {} stable {} assigned {} pending {} log {}",
+            self.view,
+            if self.view_active { "" } else { " (changing)" },
+            self.primary(),
+            self.last_executed,
+            self.stable.seq,
             self.next_seq,
-            slots.join(" ")
+            self.pending.len(),
+            self.log.len()
         )
     }
+
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -519,9 +494,7 @@ impl Replica {
             self.params.view_change_timeout_ms
         } else {
             let doublings = self.failed_views.min(self.params.view_change_backoff_max);
-            self.params
-                .view_change_timeout_ms
-                .saturating_mul(1 << doublings)
+            self.params.view_change_timeout_ms.saturating_mul(1 << doublings)
         };
         let timer = Timer::Progress {
             view: self.view,
@@ -534,11 +507,7 @@ impl Replica {
 
     fn on_request(&mut self, tx: SignedTransfer) -> Result<(), Rejection> {
         let digest = tx.digest();
-        if let Some(reply) = self
-            .executed
-            .get(&digest)
-            .and_then(|seq| self.replies.get(seq))
-        {
+        if let Some(reply) = self.executed.get(&digest).and_then(|seq| self.replies.get(seq)) {
             // A retransmission of an executed transfer: send its reply again.
             self.out.push(Output::Reply(reply.clone()));
             return Ok(());
@@ -591,12 +560,7 @@ impl Replica {
         let stale: Vec<Digest> = self
             .pending
             .iter()
-            .filter(|(_, p)| {
-                matches!(
-                    self.ledger.check(&p.tx.transfer),
-                    Err(RejectReason::NonceReused { .. })
-                )
-            })
+            .filter(|(_, p)| matches!(self.ledger.check(&p.tx.transfer), Err(RejectReason::NonceReused { .. })))
             .map(|(digest, _)| *digest)
             .collect();
         for digest in stale {
@@ -654,9 +618,7 @@ impl Replica {
     // ----- normal case -----
 
     fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) -> Result<(), Rejection> {
-        let PrePrepare {
-            view, seq, digest, ..
-        } = pp.body;
+        let PrePrepare { view, seq, digest, .. } = pp.body;
         self.check_active_view(view)?;
         self.check_watermarks(seq)?;
         if seq <= self.last_executed {
@@ -686,12 +648,9 @@ impl Replica {
 
     /// Logs a PRE-PREPARE of the current view and answers it with a PREPARE.
     pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
-        let PrePrepare {
-            view, seq, digest, ..
-        } = pp.body;
+        let PrePrepare { view, seq, digest, .. } = pp.body;
         let is_primary = self.is_primary();
-        self.proposed
-            .extend(pp.body.batch.iter().map(|tx| tx.digest()));
+        self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         slot.pre_prepare = Some(pp);
@@ -712,7 +671,7 @@ impl Replica {
         self.check_active_view(view)?;
         self.check_watermarks(seq)?;
         if p.from == self.membership.primary(view) {
-            return Err(Rejection::NotFromPrimary("prepare from the primary"));
+            return Err(Rejection::FromPrimary("prepare"));
         }
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
@@ -806,12 +765,7 @@ impl Replica {
             seq,
             digest: pp.body.digest,
         };
-        let commits: Vec<Signed<Commit>> = slot
-            .commits
-            .values()
-            .filter(|c| c.body == wanted)
-            .cloned()
-            .collect();
+        let commits: Vec<Signed<Commit>> = slot.commits.values().filter(|c| c.body == wanted).cloned().collect();
         if commits.len() < quorum {
             return;
         }

@@ -46,15 +46,12 @@ pub enum Behaviour {
 impl std::str::FromStr for Behaviour {
     type Err = String;
     fn from_str(name: &str) -> Result<Behaviour, String> {
-        Behaviour::ALL
-            .into_iter()
-            .find(|b| b.name() == name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown behaviour {name:?}: one of {:?}",
-                    Behaviour::ALL.map(|b| b.name())
-                )
-            })
+        Behaviour::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| {
+            format!(
+                "unknown behaviour {name:?}: one of {:?}",
+                Behaviour::ALL.map(|b| b.name())
+            )
+        })
     }
 }
 
@@ -287,10 +284,7 @@ const INITIAL_BALANCE: u64 = 1_000;
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
-        assert!(
-            config.replicas >= 4,
-            "the simulator needs at least 4 replicas"
-        );
+        assert!(config.replicas >= 4, "the simulator needs at least 4 replicas");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let keys: Vec<KeyPair> = (1..=config.replicas as u64)
             .map(|i| key_for(config.seed, 1, i))
@@ -326,10 +320,7 @@ impl Sim {
             .collect();
         // A spare account that only Byzantine members spend from: their double spends are correctly signed.
         let accomplice = key_for(config.seed, 3, 0);
-        let mut genesis: Vec<(PublicKey, u64)> = clients
-            .iter()
-            .map(|c| (c.key.public(), INITIAL_BALANCE))
-            .collect();
+        let mut genesis: Vec<(PublicKey, u64)> = clients.iter().map(|c| (c.key.public(), INITIAL_BALANCE)).collect();
         genesis.push((accomplice.public(), INITIAL_BALANCE));
 
         // Byzantine members: those pinned, or a random subset, each with a random behaviour.
@@ -337,15 +328,10 @@ impl Sim {
         let mut byzantine: BTreeMap<ReplicaId, Behaviour> = config.pinned.iter().copied().collect();
         for _ in 0..config.byzantine.saturating_sub(byzantine.len()) {
             let id = ids.remove(rng.random_range(0..ids.len()));
-            byzantine.insert(
-                id,
-                Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())],
-            );
+            byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
         }
 
-        let genesis_digest = Ledger::from_genesis(&genesis)
-            .expect("valid genesis")
-            .digest();
+        let genesis_digest = Ledger::from_genesis(&genesis).expect("valid genesis").digest();
         let replicas = keys
             .into_iter()
             .enumerate()
@@ -426,8 +412,7 @@ impl Sim {
     fn start_replica(&mut self, index: usize) {
         let r = &self.replicas[index];
         let config = self.replica_config(r.id);
-        let mut core =
-            Replica::recover(config, r.key.clone(), &r.durable).expect("valid replica config");
+        let mut core = Replica::recover(config, r.key.clone(), &r.durable).expect("valid replica config");
         let outputs = core.start(self.now);
         let r = &mut self.replicas[index];
         r.core = Some(core);
@@ -599,18 +584,10 @@ impl Sim {
 
     fn count_rejection(&mut self, index: usize, rejection: &crate::verify::Rejection) {
         if self.config.verbose {
-            eprintln!(
-                "{:>6} ms replica {}: rejected: {rejection}",
-                self.now,
-                index + 1
-            );
+            eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, index + 1);
         }
         if self.is_honest(index) {
-            *self
-                .outcome
-                .rejections
-                .entry(rejection.label())
-                .or_default() += 1;
+            *self.outcome.rejections.entry(rejection.label()).or_default() += 1;
         }
     }
 
@@ -643,8 +620,7 @@ impl Sim {
                             self.now
                         );
                     }
-                    let peers: Vec<ReplicaId> =
-                        self.membership.ids().filter(|&p| p != id).collect();
+                    let peers: Vec<ReplicaId> = self.membership.ids().filter(|&p| p != id).collect();
                     self.send_from(index, peers, message);
                 }
                 Output::SetTimer { timer, after_ms } => self.schedule(
@@ -698,9 +674,7 @@ impl Sim {
         let id = self.replicas[index].id;
         match self.replicas[index].behaviour {
             None | Some(Behaviour::Censor) | Some(Behaviour::Replay) => {
-                if self.replicas[index].behaviour == Some(Behaviour::Replay)
-                    && self.replicas[index].seen.len() < 500
-                {
+                if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
                     self.replicas[index].seen.push(message.clone());
                 }
                 for to in peers {
@@ -781,10 +755,7 @@ impl Sim {
                 let earlier = self.replicas[index].proposed_before.clone();
                 self.replicas[index].proposed_before = batch.clone();
                 if !earlier.is_empty() && self.rng.random_bool(0.5) {
-                    let again: Vec<SignedTransfer> = earlier
-                        .into_iter()
-                        .filter(|tx| !batch.contains(tx))
-                        .collect();
+                    let again: Vec<SignedTransfer> = earlier.into_iter().filter(|tx| !batch.contains(tx)).collect();
                     batch.extend(again);
                     batch.truncate(self.config.params.max_batch_size);
                     let mut spends = std::collections::HashSet::new();
@@ -978,10 +949,7 @@ impl Sim {
         let current: Vec<Digest> = c.current.iter().map(|tx| tx.digest()).collect();
         for (digest, outcome) in &reply.body.outcomes {
             if current.contains(digest) {
-                c.replies
-                    .entry(*digest)
-                    .or_default()
-                    .insert(reply.from, *outcome);
+                c.replies.entry(*digest).or_default().insert(reply.from, *outcome);
             }
         }
         // F+1 matching outcomes include an honest one. Done once one transfer used the nonce (applied, or
@@ -994,9 +962,7 @@ impl Sim {
                 }
                 // A reused nonce is not an answer about this transfer: the same transfer may have been
                 // ordered twice, and the first execution decided. Asking again gets that first outcome.
-                let reused = |o: &TxOutcome| {
-                    matches!(o, TxOutcome::Rejected(RejectReason::NonceReused { .. }))
-                };
+                let reused = |o: &TxOutcome| matches!(o, TxOutcome::Rejected(RejectReason::NonceReused { .. }));
                 counts
                     .iter()
                     .any(|(o, n)| *n > f && !reused(o) && o.consumes_nonce() == applied)
@@ -1099,32 +1065,23 @@ impl Sim {
     }
 
     fn violation(&mut self, what: String) {
-        self.outcome
-            .violations
-            .push(format!("at {} ms: {what}", self.now));
+        self.outcome.violations.push(format!("at {} ms: {what}", self.now));
     }
 
     /// Every client finished and every honest replica holds the state the clients were told.
     fn all_done(&self) -> bool {
-        if self
-            .clients
-            .iter()
-            .any(|c| c.done < self.config.transfers_per_client)
-        {
+        if self.clients.iter().any(|c| c.done < self.config.transfers_per_client) {
             return false;
         }
-        self.replicas
-            .iter()
-            .filter(|r| r.behaviour.is_none())
-            .all(|r| {
-                r.core.as_ref().is_some_and(|core| {
-                    self.clients.iter().all(|c| {
-                        core.ledger()
-                            .account(&c.key.public())
-                            .is_some_and(|a| a.nonce == c.nonce)
-                    })
+        self.replicas.iter().filter(|r| r.behaviour.is_none()).all(|r| {
+            r.core.as_ref().is_some_and(|core| {
+                self.clients.iter().all(|c| {
+                    core.ledger()
+                        .account(&c.key.public())
+                        .is_some_and(|a| a.nonce == c.nonce)
                 })
             })
+        })
     }
 
     fn describe_lag(&self, deadline: u64) -> String {
@@ -1133,31 +1090,14 @@ impl Sim {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.done < self.config.transfers_per_client)
-            .map(|(i, c)| {
-                format!(
-                    "client {i} finished {} of {}",
-                    c.done, self.config.transfers_per_client
-                )
-            })
+            .map(|(i, c)| format!("client {i} finished {} of {}", c.done, self.config.transfers_per_client))
             .collect();
         let replicas: Vec<String> = self
             .replicas
             .iter()
             .filter(|r| r.behaviour.is_none())
             .map(|r| match &r.core {
-                Some(core) => format!(
-                    "replica {} view {}{} executed {} stable {} {}",
-                    r.id,
-                    core.view(),
-                    if core.view_active() {
-                        ""
-                    } else {
-                        " (changing)"
-                    },
-                    core.last_executed(),
-                    core.stable_checkpoint().seq,
-                    core.debug_pending()
-                ),
+                Some(core) => format!("replica {} {}", r.id, core.describe()),
                 None => format!("replica {} down", r.id),
             })
             .collect();

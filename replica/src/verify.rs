@@ -5,7 +5,7 @@
 //! signature in them (including those inside certificates) is valid, every sender is a member, every batch
 //! matches its digest, and every certificate has a quorum of distinct signers.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::config::Membership;
 use crate::crypto::{Digest, PublicKey, Signature, SignedItem, VerifyingKey, verify_many};
@@ -49,6 +49,8 @@ pub enum Rejection {
     BadCertificate(&'static str),
     #[error("{0} was not sent by the primary of its view")]
     NotFromPrimary(&'static str),
+    #[error("the primary of the view does not send {0}")]
+    FromPrimary(&'static str),
     #[error("message for view {got} while in view {current}")]
     WrongView { got: View, current: View },
     #[error("sequence {seq} outside the watermarks ({low}, {high}]")]
@@ -79,6 +81,7 @@ impl Rejection {
             Rejection::ConflictingTransfers => "conflicting_transfers",
             Rejection::BadCertificate(_) => "bad_certificate",
             Rejection::NotFromPrimary(_) => "not_from_primary",
+            Rejection::FromPrimary(_) => "from_primary",
             Rejection::WrongView { .. } => "wrong_view",
             Rejection::OutsideWatermarks { .. } => "outside_watermarks",
             Rejection::Duplicate => "duplicate",
@@ -104,10 +107,7 @@ impl SignatureCache {
     const GENERATION_SIZE: usize = 1 << 16;
 
     fn key(key: &PublicKey, item: &SignedItem<'_>) -> Digest {
-        Digest::of(
-            "sig-cache",
-            &[key.as_bytes(), item.message, &item.signature.to_bytes()],
-        )
+        Digest::of("sig-cache", &[key.as_bytes(), item.message, &item.signature.to_bytes()])
     }
 
     fn contains(&self, key: &Digest) -> bool {
@@ -154,15 +154,11 @@ pub struct Verifier {
     cache: SignatureCache,
     decoded_keys: HashMap<PublicKey, VerifyingKey>,
     signatures_verified: u64,
+    rejected: BTreeMap<&'static str, u64>,
 }
 
 impl Verifier {
-    pub fn new(
-        membership: Membership,
-        genesis_digest: Digest,
-        log_window: u64,
-        max_batch_size: usize,
-    ) -> Verifier {
+    pub fn new(membership: Membership, genesis_digest: Digest, log_window: u64, max_batch_size: usize) -> Verifier {
         Verifier {
             membership,
             genesis_digest,
@@ -171,6 +167,7 @@ impl Verifier {
             cache: SignatureCache::default(),
             decoded_keys: HashMap::new(),
             signatures_verified: 0,
+            rejected: BTreeMap::new(),
         }
     }
 
@@ -189,16 +186,12 @@ impl Verifier {
     pub fn request(&mut self, tx: SignedTransfer) -> Result<Verified<SignedTransfer>, Rejection> {
         let mut checks = Checks::new();
         checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
-        self.run(checks)
-            .map_err(|_| Rejection::BadTransferSignature)?;
+        self.run(checks).map_err(|_| Rejection::BadTransferSignature)?;
         Ok(Verified(tx))
     }
 
     /// Many clients' requests at once, verified in batches; each gets its own answer.
-    pub fn requests(
-        &mut self,
-        txs: Vec<SignedTransfer>,
-    ) -> Vec<Result<Verified<SignedTransfer>, Rejection>> {
+    pub fn requests(&mut self, txs: Vec<SignedTransfer>) -> Vec<Result<Verified<SignedTransfer>, Rejection>> {
         const BATCH: usize = 64;
         let mut results = Vec::with_capacity(txs.len());
         for chunk in txs.chunks(BATCH) {
@@ -216,7 +209,26 @@ impl Verifier {
         results
     }
 
+    /// A message from another member. Every rejection is counted in `rejected()`.
     pub fn message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
+        let kind = message.kind();
+        let sender = message.sender();
+        let result = self.check_message(message).map_err(|rejection| match rejection {
+            Rejection::BadSignature { .. } => Rejection::BadSignature { kind, from: sender },
+            other => other,
+        });
+        if let Err(rejection) = &result {
+            *self.rejected.entry(rejection.label()).or_default() += 1;
+        }
+        result
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
+        &self.rejected
+    }
+
+    fn check_message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
         let mut checks = Checks::new();
         match &message {
             Message::PrePrepare(m) => {
@@ -235,8 +247,7 @@ impl Verifier {
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
                 self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
-                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest
-                {
+                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
             }
@@ -278,10 +289,7 @@ impl Verifier {
                 .iter()
                 .find(|m| *m.public_key.as_bytes() == key)
                 .map_or(0, |m| m.id);
-            return Err(Rejection::BadSignature {
-                kind: "message",
-                from,
-            });
+            return Err(Rejection::BadSignature { kind: "message", from });
         }
         for key in cache_keys {
             self.cache.insert(key);
@@ -303,10 +311,7 @@ impl Verifier {
     }
 
     fn signed<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>) -> Result<(), Rejection> {
-        let key = *self
-            .membership
-            .key(m.from)
-            .ok_or(Rejection::NotAMember(m.from))?;
+        let key = *self.membership.key(m.from).ok_or(Rejection::NotAMember(m.from))?;
         checks.push(key, m.signing_bytes(), m.signature);
         Ok(())
     }
@@ -317,8 +322,7 @@ impl Verifier {
         for tx in batch {
             checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
         }
-        self.run(checks)
-            .map_err(|_| Rejection::BadTransferSignature)
+        self.run(checks).map_err(|_| Rejection::BadTransferSignature)
     }
 
     /// The batch must match its digest, fit the size limit, and never spend the same funds twice.
@@ -473,8 +477,7 @@ impl Verifier {
             return Err(Rejection::BadCertificate("new-view pre-prepares"));
         }
         for ((seq, digest, _), pp) in derived.iter().zip(&nv.pre_prepares) {
-            let header_ok =
-                pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
+            let header_ok = pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
             if !header_ok || pp.from != m.from || batch_digest(&pp.body.batch) != pp.body.digest {
                 return Err(Rejection::BadCertificate("new-view pre-prepares"));
             }

@@ -239,8 +239,7 @@ impl Replica {
                 let slot = self.log.entry(seq).or_default();
                 slot.enter_view(view);
                 slot.pre_prepare = Some(pp.clone());
-                self.proposed
-                    .extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
             } else {
                 self.accept_pre_prepare(pp);
             }

@@ -41,9 +41,7 @@ fn params() -> Params {
 
 impl Cluster {
     fn new(n: u32, params: Params) -> Cluster {
-        let keys: Vec<KeyPair> = (1..=n)
-            .map(|i| KeyPair::from_secret([i as u8; 32]))
-            .collect();
+        let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i as u8; 32])).collect();
         let members = keys
             .iter()
             .zip(1..)
@@ -53,9 +51,7 @@ impl Cluster {
             })
             .collect();
         let membership = Membership::new(members).unwrap();
-        let accounts: Vec<KeyPair> = (0..4)
-            .map(|i| KeyPair::from_secret([100 + i; 32]))
-            .collect();
+        let accounts: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_secret([100 + i; 32])).collect();
         let genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
         let config = Config {
             id: 1,
@@ -88,11 +84,7 @@ impl Cluster {
             now: 0,
         };
         for id in 1..=n {
-            let replica = Replica::new(
-                cluster.config_for(id),
-                cluster.keys[id as usize - 1].clone(),
-            )
-            .unwrap();
+            let replica = Replica::new(cluster.config_for(id), cluster.keys[id as usize - 1].clone()).unwrap();
             cluster.replicas.push(replica);
             let outputs = cluster.replicas[id as usize - 1].start(0);
             cluster.carry_out(id, outputs);
@@ -204,9 +196,7 @@ impl Cluster {
     }
 
     fn honest(&self) -> impl Iterator<Item = &Replica> {
-        self.replicas
-            .iter()
-            .filter(|r| !self.muted.contains(&r.id()))
+        self.replicas.iter().filter(|r| !self.muted.contains(&r.id()))
     }
 }
 
@@ -218,14 +208,8 @@ fn a_transfer_commits_at_every_replica_with_signed_replies() {
     c.settle();
     for r in &c.replicas {
         assert_eq!(r.last_executed(), 1, "replica {}", r.id());
-        assert_eq!(
-            r.ledger().account(&c.accounts[0].public()).unwrap().balance,
-            750
-        );
-        assert_eq!(
-            r.ledger().account(&c.accounts[1].public()).unwrap().balance,
-            1250
-        );
+        assert_eq!(r.ledger().account(&c.accounts[0].public()).unwrap().balance, 750);
+        assert_eq!(r.ledger().account(&c.accounts[1].public()).unwrap().balance, 1250);
     }
     for id in 1..=4 {
         assert_eq!(
@@ -259,11 +243,7 @@ fn an_overdraft_is_ordered_and_rejected_with_its_reason() {
     // The nonce is used: the rejection is final, and resubmitting is refused at once.
     assert_eq!(
         c.request(1, tx),
-        Err(Rejection::Transfer(RejectReason::NonceReused {
-            got: 1,
-            last: 1
-        }))
-        .or(Ok(()))
+        Err(Rejection::Transfer(RejectReason::NonceReused { got: 1, last: 1 })).or(Ok(()))
     );
 }
 
@@ -424,16 +404,11 @@ fn a_replica_behind_the_stable_checkpoint_catches_up_by_state_transfer() {
     assert!(ahead >= 8 && c.replicas[0].stable_checkpoint().seq > 4);
     c.muted.clear();
     // Replica 4's STATUS tells the others how far behind it is.
-    let outputs = c.replicas[3]
-        .step(c.now, Input::Timer(Timer::Status))
-        .unwrap();
+    let outputs = c.replicas[3].step(c.now, Input::Timer(Timer::Status)).unwrap();
     c.carry_out(4, outputs);
     c.settle();
     assert_eq!(c.replicas[3].last_executed(), ahead);
-    assert_eq!(
-        c.replicas[3].ledger().digest(),
-        c.replicas[0].ledger().digest()
-    );
+    assert_eq!(c.replicas[3].ledger().digest(), c.replicas[0].ledger().digest());
     assert!(
         c.events
             .iter()
@@ -480,9 +455,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
     // Not a member.
     let from_stranger = Signed::new(9, vote, &stranger);
     assert_eq!(
-        c.verifiers[1]
-            .message(Message::Prepare(from_stranger))
-            .unwrap_err(),
+        c.verifiers[1].message(Message::Prepare(from_stranger)).unwrap_err(),
         Rejection::NotAMember(9)
     );
     // A member's id with someone else's signature.
@@ -570,10 +543,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
     // A replayed vote, and a second, different one (equivocation).
     let once = Signed::new(3, vote, &c.keys[2]);
     c.deliver(2, Message::Prepare(once.clone())).unwrap();
-    assert_eq!(
-        c.deliver(2, Message::Prepare(once)),
-        Err(Rejection::Duplicate)
-    );
+    assert_eq!(c.deliver(2, Message::Prepare(once)), Err(Rejection::Duplicate));
     let twice = Signed::new(
         3,
         Prepare {
@@ -582,10 +552,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
         },
         &c.keys[2],
     );
-    assert_eq!(
-        c.deliver(2, Message::Prepare(twice)),
-        Err(Rejection::Equivocation)
-    );
+    assert_eq!(c.deliver(2, Message::Prepare(twice)), Err(Rejection::Equivocation));
     // A client transfer with a bad signature.
     assert_eq!(
         c.verifiers[0].request(bad_tx).unwrap_err(),
@@ -611,65 +578,63 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
         any::<bool>(),
         0usize..3,
     )
-        .prop_map(
-            move |(kind, from, view, seq, digest, good_digest, txs_len)| {
-                let key = &keys[(from as usize - 1) % keys.len()];
-                let batch: Vec<SignedTransfer> = txs[..txs_len].to_vec();
-                let digest = if good_digest {
-                    batch_digest(&batch)
-                } else {
-                    Digest(digest)
-                };
-                match kind {
-                    0 => Message::PrePrepare(Signed::new(
+        .prop_map(move |(kind, from, view, seq, digest, good_digest, txs_len)| {
+            let key = &keys[(from as usize - 1) % keys.len()];
+            let batch: Vec<SignedTransfer> = txs[..txs_len].to_vec();
+            let digest = if good_digest {
+                batch_digest(&batch)
+            } else {
+                Digest(digest)
+            };
+            match kind {
+                0 => Message::PrePrepare(Signed::new(
+                    from,
+                    PrePrepare {
+                        view,
+                        seq,
+                        digest,
+                        batch,
+                    },
+                    key,
+                )),
+                1 => Message::Prepare(Signed::new(from, Prepare { view, seq, digest }, key)),
+                2 => Message::Commit(Signed::new(from, Commit { view, seq, digest }, key)),
+                3 => Message::Checkpoint(Signed::new(
+                    from,
+                    Checkpoint {
+                        seq,
+                        state_digest: digest,
+                    },
+                    key,
+                )),
+                4 => Message::Status(Signed::new(
+                    from,
+                    Status {
+                        view,
+                        view_active: good_digest,
+                        last_executed: seq,
+                        stable_seq: seq / 2,
+                    },
+                    key,
+                )),
+                _ => {
+                    let checkpoint = CheckpointCert {
+                        seq: 0,
+                        state_digest: digest,
+                        proof: Vec::new(),
+                    };
+                    Message::ViewChange(Signed::new(
                         from,
-                        PrePrepare {
-                            view,
-                            seq,
-                            digest,
-                            batch,
+                        ViewChange {
+                            new_view: view,
+                            checkpoint,
+                            prepared: Vec::new(),
                         },
                         key,
-                    )),
-                    1 => Message::Prepare(Signed::new(from, Prepare { view, seq, digest }, key)),
-                    2 => Message::Commit(Signed::new(from, Commit { view, seq, digest }, key)),
-                    3 => Message::Checkpoint(Signed::new(
-                        from,
-                        Checkpoint {
-                            seq,
-                            state_digest: digest,
-                        },
-                        key,
-                    )),
-                    4 => Message::Status(Signed::new(
-                        from,
-                        Status {
-                            view,
-                            view_active: good_digest,
-                            last_executed: seq,
-                            stable_seq: seq / 2,
-                        },
-                        key,
-                    )),
-                    _ => {
-                        let checkpoint = CheckpointCert {
-                            seq: 0,
-                            state_digest: digest,
-                            proof: Vec::new(),
-                        };
-                        Message::ViewChange(Signed::new(
-                            from,
-                            ViewChange {
-                                new_view: view,
-                                checkpoint,
-                                prepared: Vec::new(),
-                            },
-                            key,
-                        ))
-                    }
+                    ))
                 }
-            },
-        )
+            }
+        })
 }
 
 proptest! {

@@ -94,11 +94,7 @@ fn every_byzantine_behaviour_is_exercised_and_refused() {
     for behaviour in [Behaviour::Censor, Behaviour::Silent] {
         let changed = outcomes
             .iter()
-            .filter(|o| {
-                o.byzantine
-                    .iter()
-                    .any(|(id, b)| *b == behaviour && *id == 1)
-            })
+            .filter(|o| o.byzantine.iter().any(|(id, b)| *b == behaviour && *id == 1))
             .all(|o| o.view_changes > 0);
         assert!(changed, "a {behaviour:?} primary was not replaced");
     }

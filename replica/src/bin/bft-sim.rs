@@ -69,9 +69,7 @@ fn parse_member(text: &str) -> Result<(ReplicaId, Behaviour), String> {
     let (id, behaviour) = text
         .split_once('=')
         .ok_or("expected ID=BEHAVIOUR, e.g. 5=corrupt-signatures")?;
-    let id: ReplicaId = id
-        .parse()
-        .map_err(|_| format!("member id {id:?} is not a number"))?;
+    let id: ReplicaId = id.parse().map_err(|_| format!("member id {id:?} is not a number"))?;
     Ok((id, behaviour.parse()?))
 }
 
@@ -84,10 +82,7 @@ fn main() -> ExitCode {
         .iter()
         .find(|(id, _)| *id == 0 || *id as usize > args.replicas)
     {
-        eprintln!(
-            "bft-sim: member {id} does not exist in a cluster of {}",
-            args.replicas
-        );
+        eprintln!("bft-sim: member {id} does not exist in a cluster of {}", args.replicas);
         return ExitCode::from(2);
     }
     if args.replicas < 4 || byzantine > f {
@@ -117,12 +112,7 @@ fn main() -> ExitCode {
         config.byzantine = byzantine;
         config.pinned = args.members.clone();
         if args.calm {
-            (
-                config.loss,
-                config.duplication,
-                config.crashes,
-                config.partitions,
-            ) = (0.0, 0.0, false, false);
+            (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
         }
         let outcome = sim::run(config);
         summary.committed += outcome.committed;
@@ -137,11 +127,7 @@ fn main() -> ExitCode {
         if args.verbose && !args.json {
             println!(
                 "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?}",
-                outcome.committed,
-                outcome.view_changes,
-                outcome.sim_time_ms,
-                outcome.trace,
-                outcome.byzantine
+                outcome.committed, outcome.view_changes, outcome.sim_time_ms, outcome.trace, outcome.byzantine
             );
         }
         if !outcome.ok() {
@@ -159,10 +145,7 @@ fn main() -> ExitCode {
         }
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary).expect("serialisable")
-        );
+        println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
     } else {
         println!(
             "{} seeds, N = {}, {} Byzantine: {} transfers committed ({} applied, {} rejected by the ledger), \
