@@ -40,6 +40,13 @@ pub enum ConfigError {
     NotAMember(ReplicaId),
     #[error("this replica's key does not match the public key of member {0} in the membership")]
     KeyMismatch(ReplicaId),
+    #[error("invalid genesis: {0}")]
+    Genesis(crate::ledger::GenesisError),
+    #[error("the stored checkpoint at sequence {seq} is unusable: {error}")]
+    StoredCheckpoint {
+        seq: u64,
+        error: crate::ledger::SnapshotError,
+    },
 }
 
 impl Membership {

@@ -227,21 +227,12 @@ impl Replica {
         if *member_key != key.public() {
             return Err(ConfigError::KeyMismatch(config.id));
         }
-        let genesis = Ledger::from_genesis(&config.genesis).map_err(|_| ConfigError::OutOfRange {
-            name: "genesis accounts",
-            value: config.genesis.len() as u64,
-            min: 1,
-            max: u64::MAX,
-        })?;
+        let genesis = Ledger::from_genesis(&config.genesis).map_err(ConfigError::Genesis)?;
         let supply = genesis.supply();
         let (stable, stable_snapshot, ledger) = match &durable.checkpoint {
             Some((cert, snapshot)) => {
-                let ledger = Ledger::from_snapshot(snapshot, supply).map_err(|_| ConfigError::OutOfRange {
-                    name: "stored checkpoint",
-                    value: cert.seq,
-                    min: 0,
-                    max: 0,
-                })?;
+                let ledger = Ledger::from_snapshot(snapshot, supply)
+                    .map_err(|error| ConfigError::StoredCheckpoint { seq: cert.seq, error })?;
                 (cert.clone(), snapshot.clone(), ledger)
             }
             None => {
