@@ -202,6 +202,29 @@ impl KeyPair {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("not an Ed25519 private key in PKCS#8 PEM form")]
+    Format,
+}
+
+impl KeyPair {
+    /// Reads a private key in PKCS#8 PEM form. The error never includes the key's text.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<KeyPair, KeyFileError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let signing = SigningKey::from_pkcs8_pem(pem).map_err(|_| KeyFileError::Format)?;
+        Ok(KeyPair::from_secret(signing.to_bytes()))
+    }
+
+    /// The private key in PKCS#8 PEM form, wiped from memory when dropped.
+    pub fn to_pkcs8_pem(&self) -> zeroize::Zeroizing<String> {
+        use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+        self.signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("an Ed25519 key always encodes")
+    }
+}
+
 impl Clone for KeyPair {
     fn clone(&self) -> Self {
         KeyPair {
@@ -321,6 +344,16 @@ mod tests {
         let shown = format!("{key:?}");
         assert!(shown.contains("redacted"));
         assert!(!shown.contains(&hex(&key.secret_bytes())));
+    }
+
+    #[test]
+    fn pkcs8_pem_round_trip() {
+        let key = KeyPair::from_secret([4; 32]);
+        let pem = key.to_pkcs8_pem();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(KeyPair::from_pkcs8_pem(&pem).unwrap().public(), key.public());
+        let error = KeyPair::from_pkcs8_pem("-----BEGIN PRIVATE KEY-----\nnonsense\n").unwrap_err();
+        assert!(!error.to_string().contains("nonsense"));
     }
 
     #[test]

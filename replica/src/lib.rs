@@ -3,13 +3,18 @@
 //! The protocol is a pure state machine (`replica`, `checkpoint`, `view_change`) fed with verified inputs
 //! (`verify`); `sim` runs many of them over a simulated network with Byzantine members.
 
+pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod durable;
 pub mod ledger;
 pub mod messages;
+pub mod net;
+pub mod node;
 pub mod replica;
 pub mod sim;
+pub mod storage;
+pub mod testnet;
 pub mod verify;
 
 mod checkpoint;

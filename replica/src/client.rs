@@ -1,0 +1,131 @@
+//! A client of a cluster: submits signed transfers to every replica and accepts an outcome once F+1 replicas
+//! sent matching signed replies (one of them is honest).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use crate::config::max_failures;
+use crate::crypto::PublicKey;
+use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::messages::{ReplicaId, Reply, Signed};
+use crate::net::proto::replica_client::ReplicaClient;
+use crate::net::proto::{StatusRequest, StatusResponse, SubmitRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("replica {id} at {address}: {error}")]
+    Connect {
+        id: ReplicaId,
+        address: String,
+        error: tonic::transport::Error,
+    },
+    /// F+1 replicas refused the transfer for the same reason.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("no F+1 matching replies: {0}")]
+    NoQuorum(String),
+}
+
+/// One replica the client talks to.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub id: ReplicaId,
+    pub address: String,
+    pub public_key: PublicKey,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    replicas: Vec<(Replica, ReplicaClient<Channel>)>,
+    f: usize,
+}
+
+impl Client {
+    /// Prepares connections to every replica (they are made lazily, so replicas that are down do not matter).
+    pub fn new(replicas: Vec<Replica>) -> Result<Client, ClientError> {
+        let f = max_failures(replicas.len());
+        let mut clients = Vec::with_capacity(replicas.len());
+        for replica in replicas {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", replica.address))
+                .map_err(|error| ClientError::Connect {
+                    id: replica.id,
+                    address: replica.address.clone(),
+                    error,
+                })?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true);
+            clients.push((replica, ReplicaClient::new(endpoint.connect_lazy())));
+        }
+        Ok(Client { replicas: clients, f })
+    }
+
+    /// Submits to every replica; the outcome F+1 of them signed.
+    pub async fn submit(&self, tx: SignedTransfer) -> Result<TxOutcome, ClientError> {
+        let digest = tx.digest();
+        let bytes = postcard::to_allocvec(&tx).expect("encoding to memory cannot fail");
+        let mut calls = JoinSet::new();
+        for (replica, client) in &self.replicas {
+            let mut client = client.clone();
+            let request = SubmitRequest {
+                transfer: bytes.clone(),
+            };
+            let replica = replica.clone();
+            calls.spawn(async move { (replica, client.submit(request).await) });
+        }
+        let mut outcomes: HashMap<TxOutcome, usize> = HashMap::new();
+        let mut refusals: HashMap<String, usize> = HashMap::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((replica, result)) = joined else { continue };
+            match result {
+                Ok(response) => {
+                    let Ok(reply) = postcard::from_bytes::<Signed<Reply>>(&response.into_inner().reply) else {
+                        continue;
+                    };
+                    let genuine =
+                        reply.from == replica.id && replica.public_key.verify(&reply.signing_bytes(), &reply.signature);
+                    let outcome = reply.body.outcomes.iter().find(|(d, _)| *d == digest).map(|(_, o)| *o);
+                    if let (true, Some(outcome)) = (genuine, outcome) {
+                        let count = outcomes.entry(outcome).or_default();
+                        *count += 1;
+                        if *count > self.f {
+                            return Ok(outcome);
+                        }
+                    }
+                }
+                // No answer from this replica (down, unreachable, too slow): it neither agrees nor refuses.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Cancelled
+                            | tonic::Code::Unknown
+                    ) => {}
+                Err(status) => {
+                    let count = refusals.entry(status.message().to_string()).or_default();
+                    *count += 1;
+                    if *count > self.f {
+                        return Err(ClientError::Refused(status.message().to_string()));
+                    }
+                }
+            }
+        }
+        Err(ClientError::NoQuorum(format!(
+            "outcomes {outcomes:?}, refusals {refusals:?}"
+        )))
+    }
+
+    /// Every replica's status; `None` for one that does not answer.
+    pub async fn statuses(&self) -> Vec<(ReplicaId, Option<StatusResponse>)> {
+        let mut result = Vec::new();
+        for (replica, client) in &self.replicas {
+            let mut client = client.clone();
+            let status = tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await;
+            result.push((replica.id, status.ok().and_then(|s| s.ok()).map(|s| s.into_inner())));
+        }
+        result
+    }
+}

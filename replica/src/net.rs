@@ -1,0 +1,193 @@
+//! gRPC between replicas and for clients (tonic).
+//!
+//! Each replica keeps one long-lived client stream to every peer and sends its protocol messages down it,
+//! each already signed and encoded; a peer that is down is retried with back-off, and a peer that is slow
+//! only loses its own queued messages (retransmission recovers them), never holds up the others.
+//! Messages are bounded in size and verified on the stream's task before they reach the protocol loop.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::ledger::SignedTransfer;
+use crate::messages::{Message, ReplicaId, Reply, Signed};
+use crate::verify::{Rejection, Verified, Verifier};
+
+pub mod proto {
+    tonic::include_proto!("bft.v1");
+}
+
+use proto::replica_client::ReplicaClient;
+use proto::replica_server::Replica as ReplicaRpc;
+
+/// Where the protocol loop answers a client's submit: its signed reply, or why the transfer was refused.
+pub type ReplyTo = oneshot::Sender<Result<Signed<Reply>, Rejection>>;
+
+/// What the gRPC handlers ask of the protocol loop.
+pub enum Command {
+    Message(Verified<Message>),
+    Timer(crate::replica::Timer),
+    Submit {
+        tx: Verified<SignedTransfer>,
+        respond: oneshot::Sender<Result<Signed<Reply>, Rejection>>,
+    },
+    Status {
+        respond: oneshot::Sender<proto::StatusResponse>,
+    },
+}
+
+/// How long a client's submit waits for its transfer to execute before giving up.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Service {
+    pub commands: mpsc::Sender<Command>,
+    /// Each stream verifies with its own copy, so streams verify in parallel.
+    pub verifier: std::sync::Mutex<Verifier>,
+    pub make_verifier: Box<dyn Fn() -> Verifier + Send + Sync>,
+    pub max_message_bytes: usize,
+}
+
+#[tonic::async_trait]
+impl ReplicaRpc for Service {
+    async fn deliver(
+        &self,
+        request: Request<tonic::Streaming<proto::PeerMessage>>,
+    ) -> Result<Response<proto::DeliverSummary>, Status> {
+        let mut stream = request.into_inner();
+        let mut verifier = (self.make_verifier)();
+        let (mut received, mut refused) = (0u64, 0u64);
+        while let Some(item) = stream.message().await? {
+            received += 1;
+            let verified = Message::decode(&item.message, self.max_message_bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|m| verifier.message(m).map_err(|e| e.to_string()));
+            match verified {
+                Ok(message) => {
+                    if self.commands.send(Command::Message(message)).await.is_err() {
+                        return Err(Status::unavailable("replica is shutting down"));
+                    }
+                }
+                Err(reason) => {
+                    refused += 1;
+                    tracing::debug!(%reason, "refused a peer message");
+                }
+            }
+        }
+        Ok(Response::new(proto::DeliverSummary { received, refused }))
+    }
+
+    async fn submit(&self, request: Request<proto::SubmitRequest>) -> Result<Response<proto::SubmitResponse>, Status> {
+        let bytes = request.into_inner().transfer;
+        if bytes.len() > 1024 {
+            return Err(Status::invalid_argument("transfer too large"));
+        }
+        let tx: SignedTransfer =
+            postcard::from_bytes(&bytes).map_err(|e| Status::invalid_argument(format!("malformed transfer: {e}")))?;
+        let verified = self
+            .verifier
+            .lock()
+            .expect("verifier lock")
+            .request(tx)
+            .map_err(rejection_status)?;
+        let (respond, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Submit { tx: verified, respond })
+            .await
+            .map_err(|_| Status::unavailable("replica is shutting down"))?;
+        let reply = tokio::time::timeout(SUBMIT_TIMEOUT, answer)
+            .await
+            .map_err(|_| Status::deadline_exceeded("not executed in time"))?
+            .map_err(|_| Status::unavailable("replica is shutting down"))?
+            .map_err(rejection_status)?;
+        let reply = postcard::to_allocvec(&reply).expect("encoding to memory cannot fail");
+        Ok(Response::new(proto::SubmitResponse { reply }))
+    }
+
+    async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        let (respond, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Status { respond })
+            .await
+            .map_err(|_| Status::unavailable("replica is shutting down"))?;
+        answer
+            .await
+            .map(Response::new)
+            .map_err(|_| Status::unavailable("replica is shutting down"))
+    }
+}
+
+fn rejection_status(rejection: Rejection) -> Status {
+    match rejection {
+        Rejection::Busy => Status::resource_exhausted(rejection.to_string()),
+        Rejection::Transfer(_) => Status::failed_precondition(rejection.to_string()),
+        _ => Status::invalid_argument(rejection.to_string()),
+    }
+}
+
+/// The sending side of the link to one peer: messages go into a bounded queue; when it is full they are
+/// dropped (the peer is slow or down, and will ask again with its STATUS).
+#[derive(Clone)]
+pub struct PeerLink {
+    queue: mpsc::Sender<Vec<u8>>,
+}
+
+impl PeerLink {
+    const QUEUE: usize = 8192;
+
+    /// Starts the task that keeps a stream open to `address` (host:port).
+    pub fn start(peer: ReplicaId, address: String) -> PeerLink {
+        let (queue, outgoing) = mpsc::channel(Self::QUEUE);
+        tokio::spawn(run_link(peer, address, outgoing));
+        PeerLink { queue }
+    }
+
+    pub fn send(&self, message: Vec<u8>) {
+        let _ = self.queue.try_send(message);
+    }
+}
+
+async fn run_link(peer: ReplicaId, address: String, mut outgoing: mpsc::Receiver<Vec<u8>>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+            Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
+            Err(error) => {
+                tracing::error!(peer, %address, %error, "peer address is invalid");
+                return;
+            }
+        };
+        let channel = match endpoint.connect().await {
+            Ok(channel) => channel,
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // Messages queued meanwhile are stale by the time the peer is back; STATUS recovers them.
+                while outgoing.try_recv().is_ok() {}
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let mut client = ReplicaClient::new(channel).max_encoding_message_size(64 << 20);
+        let (stream_tx, stream_rx) = mpsc::channel::<proto::PeerMessage>(1024);
+        let call = tokio::spawn(async move { client.deliver(ReceiverStream::new(stream_rx)).await });
+        tracing::debug!(peer, %address, "stream to peer open");
+        loop {
+            let message = match pending.take() {
+                Some(message) => message,
+                None => match outgoing.recv().await {
+                    Some(message) => message,
+                    None => return, // the replica is shutting down
+                },
+            };
+            if let Err(error) = stream_tx.send(proto::PeerMessage { message }).await {
+                pending = Some(error.0.message);
+                break;
+            }
+        }
+        let _ = call.await;
+        tracing::debug!(peer, %address, "stream to peer closed; reconnecting");
+    }
+}

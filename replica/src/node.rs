@@ -1,0 +1,362 @@
+//! A replica as a process: its configuration, storage, gRPC service and the loop that drives the core.
+//!
+//! The loop owns the `Replica`. It takes commands in groups, steps the core for each, makes every `Persist`
+//! of the group durable in one fsynced transaction, and only then sends what the group produced: a replica
+//! never sends a message it could forget in a crash.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError, Membership, Params};
+use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::ledger::Ledger;
+use crate::messages::{Member, ReplicaId};
+use crate::net::{Command, PeerLink, ReplyTo, Service, proto};
+use crate::replica::{Event, Input, Output, Replica};
+use crate::storage::Store;
+use crate::verify::{Rejection, Verifier};
+
+/// A member as the configuration file lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberConfig {
+    pub id: ReplicaId,
+    /// host:port of its gRPC service.
+    pub address: String,
+    /// Hex.
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenesisAccount {
+    /// The account's public key, hex.
+    pub account: String,
+    pub balance: u64,
+}
+
+/// The configuration file of `bft-replica` (JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub id: ReplicaId,
+    /// The replica's Ed25519 private key, PKCS#8 PEM.
+    pub key_file: PathBuf,
+    pub members: Vec<MemberConfig>,
+    pub genesis: Vec<GenesisAccount>,
+    #[serde(default)]
+    pub params: Params,
+    pub data_dir: PathBuf,
+    /// Where the gRPC service listens.
+    pub listen: SocketAddr,
+    /// The largest message accepted from a peer.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_max_message_bytes() -> usize {
+    16 << 20
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("configuration {path} is invalid: {error}")]
+    Parse { path: PathBuf, error: serde_json::Error },
+    #[error("key file {path}: {error}")]
+    Key {
+        path: PathBuf,
+        error: crate::crypto::KeyFileError,
+    },
+    #[error("member {id}: {error}")]
+    MemberKey {
+        id: ReplicaId,
+        error: crate::crypto::KeyError,
+    },
+    #[error("genesis account {account}: {error}")]
+    GenesisKey {
+        account: String,
+        error: crate::crypto::KeyError,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot create data directory {path}: {error}")]
+    DataDir { path: PathBuf, error: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
+            path: path.into(),
+            error,
+        })?;
+        serde_json::from_str(&text).map_err(|error| NodeError::Parse {
+            path: path.into(),
+            error,
+        })
+    }
+
+    pub fn membership(&self) -> Result<Membership, NodeError> {
+        let members = self
+            .members
+            .iter()
+            .map(|m| {
+                let public_key =
+                    PublicKey::from_hex(&m.public_key).map_err(|error| NodeError::MemberKey { id: m.id, error })?;
+                Ok(Member { id: m.id, public_key })
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        Ok(Membership::new(members)?)
+    }
+
+    pub fn genesis(&self) -> Result<Vec<(PublicKey, u64)>, NodeError> {
+        self.genesis
+            .iter()
+            .map(|g| {
+                let key = PublicKey::from_hex(&g.account).map_err(|error| NodeError::GenesisKey {
+                    account: g.account.clone(),
+                    error,
+                })?;
+                Ok((key, g.balance))
+            })
+            .collect()
+    }
+
+    fn key(&self) -> Result<KeyPair, NodeError> {
+        let path = &self.key_file;
+        let pem = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
+            path: path.clone(),
+            error,
+        })?;
+        KeyPair::from_pkcs8_pem(&pem).map_err(|error| NodeError::Key {
+            path: path.clone(),
+            error,
+        })
+    }
+}
+
+/// Runs a replica until `shutdown` resolves.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let key = config.key()?;
+    let membership = config.membership()?;
+    let genesis = config.genesis()?;
+    config.params.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| NodeError::DataDir {
+        path: config.data_dir.clone(),
+        error,
+    })?;
+    let store = Store::open(&config.data_dir.join("replica.redb"))?;
+    let core_config = Config {
+        id: config.id,
+        membership: membership.clone(),
+        genesis: genesis.clone(),
+        params: config.params.clone(),
+    };
+    let replica = Replica::recover(core_config, key, store.durable())?;
+    let genesis_digest = Ledger::from_genesis(&genesis).map_err(ConfigError::Genesis)?.digest();
+
+    let links: HashMap<ReplicaId, PeerLink> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.id)
+        .map(|m| (m.id, PeerLink::start(m.id, m.address.clone())))
+        .collect();
+    let (commands, inbox) = mpsc::channel(65_536);
+    let params = config.params.clone();
+    let make_verifier = {
+        let membership = membership.clone();
+        move || {
+            Verifier::new(
+                membership.clone(),
+                genesis_digest,
+                params.log_window,
+                params.max_batch_size,
+            )
+        }
+    };
+    let service = Service {
+        commands: commands.clone(),
+        verifier: std::sync::Mutex::new(make_verifier()),
+        make_verifier: Box::new(make_verifier),
+        max_message_bytes: config.max_message_bytes,
+    };
+    let loop_task = tokio::spawn(protocol_loop(replica, store, links, commands, inbox));
+    tracing::info!(id = config.id, listen = %config.listen, "replica serving");
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            proto::replica_server::ReplicaServer::new(service)
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_shutdown(config.listen, shutdown);
+    let result = server.await;
+    loop_task.abort();
+    Ok(result?)
+}
+
+/// The most commands stepped before their outputs are persisted and sent together.
+const GROUP_MAX: usize = 512;
+
+async fn protocol_loop(
+    mut replica: Replica,
+    mut store: Store,
+    links: HashMap<ReplicaId, PeerLink>,
+    commands: mpsc::Sender<Command>,
+    mut inbox: mpsc::Receiver<Command>,
+) {
+    let started = Instant::now();
+    let now = || started.elapsed().as_millis() as u64;
+    let mut waiting: HashMap<Digest, Vec<ReplyTo>> = HashMap::new();
+    let mut outputs = replica.start(now());
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    loop {
+        // Carry out the previous group: persist, then send.
+        let entries: Vec<_> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Persist(entry) => Some(entry.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Err(error) = tokio::task::block_in_place(|| store.append(entries)) {
+            // Without storage the replica could sign something it later forgets: stop rather than risk it.
+            tracing::error!(%error, "cannot persist; stopping the replica");
+            std::process::exit(1);
+        }
+        for output in outputs.drain(..) {
+            match output {
+                Output::Persist(_) => {}
+                Output::Send { to, message } => {
+                    if let Some(link) = links.get(&to) {
+                        link.send(message.encode());
+                    }
+                }
+                Output::Broadcast(message) => {
+                    let bytes = message.encode();
+                    for link in links.values() {
+                        link.send(bytes.clone());
+                    }
+                }
+                Output::Reply(reply) => {
+                    for (digest, _) in &reply.body.outcomes {
+                        for waiter in waiting.remove(digest).unwrap_or_default() {
+                            let _ = waiter.send(Ok(reply.clone()));
+                        }
+                    }
+                }
+                Output::SetTimer { timer, after_ms } => {
+                    let commands = commands.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+                        let _ = commands.send(Command::Timer(timer)).await;
+                    });
+                }
+                Output::Event(event) => log_event(&event),
+            }
+        }
+
+        // Forget clients that gave up waiting.
+        if waiting.len() > 4 * GROUP_MAX {
+            waiting.retain(|_, waiters| {
+                waiters.retain(|w| !w.is_closed());
+                !waiters.is_empty()
+            });
+        }
+
+        // Take the next group of commands.
+        match inbox.recv().await {
+            Some(command) => group.push(command),
+            None => return,
+        }
+        while group.len() < GROUP_MAX {
+            match inbox.try_recv() {
+                Ok(command) => group.push(command),
+                Err(_) => break,
+            }
+        }
+        for command in group.drain(..) {
+            let input = match command {
+                Command::Message(message) => Input::Message(message),
+                Command::Timer(timer) => Input::Timer(timer),
+                Command::Submit { tx, respond } => {
+                    let digest = tx.digest();
+                    match replica.step(now(), Input::Request(tx)) {
+                        Ok(out) => {
+                            // An already executed transfer is answered at once, from the outputs.
+                            waiting.entry(digest).or_default().push(respond);
+                            outputs.extend(out);
+                        }
+                        // Already pending: this client waits for the same execution.
+                        Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push(respond),
+                        Err(rejection) => {
+                            let _ = respond.send(Err(rejection));
+                        }
+                    }
+                    continue;
+                }
+                Command::Status { respond } => {
+                    let _ = respond.send(status(&replica));
+                    continue;
+                }
+            };
+            if let Ok(out) = replica.step(now(), input) {
+                outputs.extend(out);
+            }
+        }
+    }
+}
+
+fn status(replica: &Replica) -> proto::StatusResponse {
+    let key = replica
+        .membership()
+        .key(replica.id())
+        .map(|k| k.to_hex())
+        .unwrap_or_default();
+    proto::StatusResponse {
+        id: replica.id(),
+        view: replica.view(),
+        view_active: replica.view_active(),
+        primary: replica.primary(),
+        last_executed: replica.last_executed(),
+        stable_checkpoint: replica.stable_checkpoint().seq,
+        pending_requests: replica.pending_requests() as u64,
+        public_key: key,
+        transfers_applied: replica.stats().transfers_applied,
+        transfers_rejected: replica.stats().transfers_rejected,
+    }
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::Executed { .. } => {}
+        Event::ViewChangeStarted {
+            from_view,
+            to_view,
+            reason,
+        } => {
+            tracing::warn!(from_view, to_view, ?reason, "view change started")
+        }
+        Event::NewViewInstalled {
+            view,
+            primary,
+            old_primary,
+            batches_recovered,
+            ..
+        } => {
+            tracing::info!(view, primary, old_primary, batches_recovered, "new view installed")
+        }
+        Event::CheckpointStable { seq } => tracing::debug!(seq, "checkpoint stable"),
+        Event::StateTransferred { seq } => tracing::info!(seq, "caught up by state transfer"),
+        Event::StateDiverged { seq } => tracing::error!(seq, "executed state differs from the quorum's"),
+    }
+}

@@ -1,0 +1,194 @@
+//! Real `bft-replica` processes on loopback gRPC, with real files: commits, kill -9 and restart.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bft_replica::client::{Client, ClientError};
+use bft_replica::config::Params;
+use bft_replica::ledger::{RejectReason, Transfer, TxOutcome};
+use bft_replica::testnet::{Layout, free_ports};
+
+struct Cluster {
+    layout: Layout,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn start(n: usize, name: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("bft-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let params = Params {
+            view_change_timeout_ms: 1000,
+            status_interval_ms: 100,
+            ..Params::default()
+        };
+        let layout = Layout::generate(&dir, &free_ports(n).unwrap(), 8, 1_000_000, params).unwrap();
+        let mut cluster = Cluster {
+            layout,
+            children: Vec::new(),
+        };
+        for i in 0..n {
+            let child = cluster.spawn(i);
+            cluster.children.push(Some(child));
+        }
+        cluster
+    }
+
+    fn spawn(&self, index: usize) -> Child {
+        let (_, config, _) = &self.layout.configs[index];
+        let log = std::fs::File::create(self.layout.dir.join(format!("replica-{}.log", index + 1))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bft-replica")
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    fn kill(&mut self, index: usize) {
+        let mut child = self.children[index].take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn restart(&mut self, index: usize) {
+        self.children[index] = Some(self.spawn(index));
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.layout.client_replicas()).unwrap()
+    }
+
+    fn log(&self, index: usize) -> PathBuf {
+        self.layout.dir.join(format!("replica-{}.log", index + 1))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.layout.dir);
+        }
+    }
+}
+
+/// Polls until every replica in `which` answers with `last_executed` at least `seq`.
+async fn wait_executed(client: &Client, which: &[u32], seq: u64) -> Vec<bft_replica::net::proto::StatusResponse> {
+    for _ in 0..300 {
+        let statuses = client.statuses().await;
+        let ready: Vec<_> = statuses
+            .into_iter()
+            .filter(|(id, _)| which.contains(id))
+            .filter_map(|(_, s)| s.filter(|s| s.last_executed >= seq))
+            .collect();
+        if ready.len() == which.len() {
+            return ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("replicas {which:?} did not reach sequence {seq} within 30 s");
+}
+
+fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_replica::ledger::SignedTransfer {
+    let (payer, payee) = (&layout.accounts[from], &layout.accounts[to]);
+    Transfer {
+        from: payer.public(),
+        to: payee.public(),
+        amount,
+        nonce,
+    }
+    .sign(payer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_commit_and_a_killed_replica_catches_up() {
+    let mut cluster = Cluster::start(4, "four");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    // Every account pays the next one, ten times.
+    let mut executed = 0;
+    for nonce in 1..=10 {
+        let mut round = tokio::task::JoinSet::new();
+        for from in 0..8 {
+            let tx = transfer(&cluster.layout, from, (from + 1) % 8, 5, nonce);
+            let client = client.clone();
+            round.spawn(async move { client.submit(tx).await });
+        }
+        while let Some(result) = round.join_next().await {
+            assert_eq!(result.unwrap().unwrap(), TxOutcome::Applied);
+            executed += 1;
+        }
+    }
+    assert_eq!(executed, 80);
+    let statuses = wait_executed(&client, &[1, 2, 3, 4], 1).await;
+    assert!(statuses.iter().all(|s| s.transfers_applied == 80), "{statuses:?}");
+
+    // A bad signature, an overdraft and a reused nonce each get a clear answer.
+    let mut forged = transfer(&cluster.layout, 0, 1, 5, 11);
+    forged.transfer.amount = 6;
+    assert!(matches!(client.submit(forged).await, Err(ClientError::Refused(m)) if m.contains("signature")));
+    let overdraft = transfer(&cluster.layout, 0, 1, 10_000_000, 11);
+    let reason = RejectReason::InsufficientFunds {
+        balance: 1_000_000,
+        amount: 10_000_000,
+    };
+    assert_eq!(client.submit(overdraft).await.unwrap(), TxOutcome::Rejected(reason));
+    let reused = transfer(&cluster.layout, 0, 1, 7, 3);
+    assert!(matches!(client.submit(reused).await, Err(ClientError::Refused(m)) if m.contains("already used")));
+
+    // Kill replica 4 with SIGKILL; the other three (a quorum) go on.
+    cluster.kill(3);
+    for from in 0..8 {
+        let nonce = if from == 0 { 12 } else { 11 };
+        let tx = transfer(&cluster.layout, from, (from + 1) % 8, 1, nonce);
+        assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let ahead = wait_executed(&client, &[1, 2, 3], 1).await;
+    let target = ahead.iter().map(|s| s.last_executed).max().unwrap();
+    assert!(ahead.iter().all(|s| s.transfers_applied == 88));
+
+    // Restarted from its files, it catches up from its peers.
+    cluster.restart(3);
+    let caught_up = wait_executed(&client, &[4], target).await;
+    assert_eq!(caught_up[0].id, 4);
+    let log = std::fs::read_to_string(cluster.log(3)).unwrap();
+    assert!(!log.contains("PRIVATE KEY"), "the key never reaches the log");
+}
+
+#[tokio::test]
+async fn a_replica_with_a_bad_configuration_exits_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("bft-badconfig-{}", std::process::id()));
+    let layout = Layout::generate(&dir, &free_ports(4).unwrap(), 1, 10, Params::default()).unwrap();
+    // The key of replica 2 given to replica 1.
+    let (_, path, config) = &layout.configs[0];
+    let mut wrong = config.clone();
+    wrong.key_file = layout.configs[1].2.key_file.clone();
+    std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not match the public key of member 1"), "{stderr}");
+    // A missing key file.
+    wrong.key_file = dir.join("missing.key");
+    std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.key"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
