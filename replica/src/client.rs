@@ -12,7 +12,7 @@ use crate::crypto::PublicKey;
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::messages::{ReplicaId, Reply, Signed};
 use crate::net::proto::replica_client::ReplicaClient;
-use crate::net::proto::{StatusRequest, StatusResponse, SubmitRequest};
+use crate::net::proto::{AccountRequest, StatusRequest, StatusResponse, SubmitRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -116,6 +116,24 @@ impl Client {
         Err(ClientError::NoQuorum(format!(
             "outcomes {outcomes:?}, refusals {refusals:?}"
         )))
+    }
+
+    /// The highest nonce any replica reports for `account` (replicas that are behind report lower ones).
+    pub async fn account_nonce(&self, account: &PublicKey) -> Option<u64> {
+        let mut best = None;
+        for (_, client) in &self.replicas {
+            let mut client = client.clone();
+            let request = AccountRequest {
+                account: account.as_bytes().to_vec(),
+            };
+            if let Ok(Ok(answer)) = tokio::time::timeout(Duration::from_secs(2), client.account(request)).await {
+                let answer = answer.into_inner();
+                if answer.exists {
+                    best = best.max(Some(answer.nonce));
+                }
+            }
+        }
+        best
     }
 
     /// Every replica's status; `None` for one that does not answer.

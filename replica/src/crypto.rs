@@ -47,6 +47,18 @@ impl fmt::Display for Digest {
     }
 }
 
+/// 64 hex digits as 32 bytes.
+pub fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -83,14 +95,7 @@ impl PublicKey {
     }
 
     pub fn from_hex(text: &str) -> Result<PublicKey, KeyError> {
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(KeyError::Hex);
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| KeyError::Hex)?;
-        }
-        PublicKey::from_bytes(bytes)
+        PublicKey::from_bytes(decode_hex32(text).ok_or(KeyError::Hex)?)
     }
 
     /// The decoded point, refused when it is not one or is of small order.

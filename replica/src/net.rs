@@ -31,10 +31,14 @@ pub enum Command {
     Timer(crate::replica::Timer),
     Submit {
         tx: Verified<SignedTransfer>,
-        respond: oneshot::Sender<Result<Signed<Reply>, Rejection>>,
+        respond: ReplyTo,
     },
     Status {
         respond: oneshot::Sender<proto::StatusResponse>,
+    },
+    Account {
+        account: crate::crypto::PublicKey,
+        respond: oneshot::Sender<proto::AccountResponse>,
     },
 }
 
@@ -106,14 +110,30 @@ impl ReplicaRpc for Service {
     }
 
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
+        self.ask(|respond| Command::Status { respond }).await.map(Response::new)
+    }
+
+    async fn account(
+        &self,
+        request: Request<proto::AccountRequest>,
+    ) -> Result<Response<proto::AccountResponse>, Status> {
+        let account = crate::crypto::PublicKey::from_slice(&request.into_inner().account)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.ask(|respond| Command::Account { account, respond })
+            .await
+            .map(Response::new)
+    }
+}
+
+impl Service {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
         let (respond, answer) = oneshot::channel();
         self.commands
-            .send(Command::Status { respond })
+            .send(command(respond))
             .await
             .map_err(|_| Status::unavailable("replica is shutting down"))?;
         answer
             .await
-            .map(Response::new)
             .map_err(|_| Status::unavailable("replica is shutting down"))
     }
 }

@@ -308,6 +308,16 @@ async fn protocol_loop(
                     let _ = respond.send(status(&replica));
                     continue;
                 }
+                Command::Account { account, respond } => {
+                    let found = replica.ledger().account(&account);
+                    let _ = respond.send(proto::AccountResponse {
+                        exists: found.is_some(),
+                        balance: found.map_or(0, |a| a.balance),
+                        nonce: found.map_or(0, |a| a.nonce),
+                        last_executed: replica.last_executed(),
+                    });
+                    continue;
+                }
             };
             if let Ok(out) = replica.step(now(), input) {
                 outputs.extend(out);

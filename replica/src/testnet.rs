@@ -89,17 +89,97 @@ impl Layout {
     }
 
     pub fn client_replicas(&self) -> Vec<client::Replica> {
-        self.configs[0]
-            .2
-            .members
-            .iter()
-            .map(|m| client::Replica {
-                id: m.id,
-                address: m.address.clone(),
-                public_key: PublicKey::from_hex(&m.public_key).expect("generated key"),
-            })
-            .collect()
+        let configs: Vec<NodeConfig> = self.configs.iter().map(|(_, _, c)| c.clone()).collect();
+        client_replicas(&configs)
     }
+}
+
+/// Reads a testnet directory written by `Layout::generate`.
+pub fn load(dir: &Path) -> Result<(Vec<NodeConfig>, Vec<KeyPair>), String> {
+    let mut configs = Vec::new();
+    for id in 1.. {
+        let path = dir.join(format!("replica-{id}.json"));
+        if !path.exists() {
+            break;
+        }
+        configs.push(NodeConfig::load(&path).map_err(|e| e.to_string())?);
+    }
+    if configs.is_empty() {
+        return Err(format!(
+            "{} holds no replica-<id>.json: create it with `bftctl testnet up`",
+            dir.display()
+        ));
+    }
+    let text = std::fs::read_to_string(dir.join("accounts.json")).map_err(|e| format!("accounts.json: {e}"))?;
+    let accounts: Accounts = serde_json::from_str(&text).map_err(|e| format!("accounts.json: {e}"))?;
+    let keys = accounts
+        .secrets
+        .iter()
+        .map(|hex| crate::crypto::decode_hex32(hex).map(KeyPair::from_secret))
+        .collect::<Option<Vec<_>>>()
+        .ok_or("accounts.json: a secret is not 64 hex digits")?;
+    Ok((configs, keys))
+}
+
+/// The client's view of a cluster's members.
+pub fn client_replicas(configs: &[NodeConfig]) -> Vec<client::Replica> {
+    configs[0]
+        .members
+        .iter()
+        .map(|m| client::Replica {
+            id: m.id,
+            address: m.address.clone(),
+            public_key: PublicKey::from_hex(&m.public_key).expect("a key that loaded once"),
+        })
+        .collect()
+}
+
+/// Starts `bft-replica` for a configuration, logging to `DIR/replica-<id>.log`, and records its pid.
+pub fn spawn(binary: &Path, dir: &Path, id: ReplicaId) -> std::io::Result<std::process::Child> {
+    let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
+    let child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(dir.join(format!("replica-{id}.json")))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    std::fs::write(dir.join(format!("replica-{id}.pid")), child.id().to_string())?;
+    Ok(child)
+}
+
+/// Stops every replica whose pid file is in `dir` (SIGTERM, then SIGKILL after `grace`).
+pub fn stop_all(dir: &Path, grace: std::time::Duration) -> std::io::Result<usize> {
+    let mut stopped = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+            continue;
+        }
+        let pid: i32 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+        if pid > 0 && signal(pid, "TERM") {
+            let deadline = std::time::Instant::now() + grace;
+            while std::time::Instant::now() < deadline && signal(pid, "0") {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if signal(pid, "0") {
+                signal(pid, "KILL");
+            }
+            stopped += 1;
+        }
+        std::fs::remove_file(&path)?;
+    }
+    Ok(stopped)
+}
+
+/// Sends a signal with kill(1) (signal 0 asks whether the process exists).
+fn signal(pid: i32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

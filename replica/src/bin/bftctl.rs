@@ -1,0 +1,306 @@
+//! The client and admin command line: keys, a local testnet, status and a load generator.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bft_replica::client::Client;
+use bft_replica::config::Params;
+use bft_replica::crypto::KeyPair;
+use bft_replica::ledger::{Transfer, TxOutcome};
+use bft_replica::testnet::{self, Layout};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bftctl", version, about = "Client and admin CLI for bft-replica clusters")]
+struct Args {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Generate an Ed25519 keypair: the private key as PKCS#8 PEM (mode 0600), the public key printed.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a cluster of replica processes on this machine.
+    Testnet {
+        #[command(subcommand)]
+        command: TestnetCommand,
+    },
+    /// Each replica's id, role, view, last executed sequence and public key.
+    Status {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load: CLIENTS clients each submit transfers one after another until COUNT are decided.
+    Bench {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Concurrent clients (each pays from its own account; at most the testnet's accounts).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestnetCommand {
+    /// Generate keys, membership and genesis into DIR, start the replicas, and return once all answer.
+    Up {
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Genesis accounts, whose keys go to DIR/accounts.json for clients.
+        #[arg(long, default_value_t = 256)]
+        accounts: usize,
+        /// First port; replicas listen on consecutive ports from here.
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+    },
+    /// Stop the replicas started in DIR.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(args.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bftctl: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Commands) -> Result<(), String> {
+    match command {
+        Commands::Keygen { out } => {
+            let key = KeyPair::generate();
+            write_private(&out, key.to_pkcs8_pem().as_bytes()).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{}", key.public().to_hex());
+            Ok(())
+        }
+        Commands::Testnet {
+            command:
+                TestnetCommand::Up {
+                    replicas,
+                    dir,
+                    accounts,
+                    base_port,
+                },
+        } => testnet_up(replicas, &dir, accounts, base_port).await,
+        Commands::Testnet {
+            command: TestnetCommand::Down { dir },
+        } => {
+            let stopped =
+                testnet::stop_all(&dir, Duration::from_secs(5)).map_err(|e| format!("{}: {e}", dir.display()))?;
+            println!("stopped {stopped} replicas");
+            Ok(())
+        }
+        Commands::Status { cluster, json } => status(&cluster, json).await,
+        Commands::Bench {
+            cluster,
+            count,
+            clients,
+            json,
+        } => bench(&cluster, count, clients, json).await,
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+fn connect(dir: &Path) -> Result<(Client, Vec<KeyPair>, usize), String> {
+    let (configs, accounts) = testnet::load(dir)?;
+    let client = Client::new(testnet::client_replicas(&configs)).map_err(|e| e.to_string())?;
+    Ok((client, accounts, configs.len()))
+}
+
+async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16) -> Result<(), String> {
+    if replicas < 4 {
+        return Err("a cluster needs at least 4 replicas".into());
+    }
+    if dir.join("replica-1.json").exists() {
+        return Err(format!(
+            "{} already holds a testnet: `bftctl testnet down --dir` it, or pick another",
+            dir.display()
+        ));
+    }
+    let ports: Vec<u16> = (0..replicas as u16).map(|i| base_port + i).collect();
+    let params = Params {
+        max_concurrent_requests: 20_000,
+        ..Params::default()
+    };
+    Layout::generate(dir, &ports, accounts, 1_000_000_000, params).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("bft-replica")))
+        .filter(|p| p.exists())
+        .ok_or("bft-replica is not next to bftctl: build both (cargo build --release)")?;
+    for id in 1..=replicas as u32 {
+        testnet::spawn(&binary, dir, id).map_err(|e| format!("starting replica {id}: {e}"))?;
+    }
+    let (client, _, _) = connect(dir)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = client.statuses().await.iter().filter(|(_, s)| s.is_some()).count();
+        if up == replicas {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {up} of {replicas} replicas answer; see {}/replica-*.log",
+                dir.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{replicas} replicas up: bft-agent-1 … bft-agent-{replicas} on 127.0.0.1:{base_port}…; --cluster {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn status(dir: &Path, json: bool) -> Result<(), String> {
+    let (client, _, _) = connect(dir)?;
+    let statuses = client.statuses().await;
+    if json {
+        let rows: Vec<serde_json::Value> = statuses
+            .iter()
+            .map(|(id, s)| match s {
+                Some(s) => serde_json::json!({
+                    "id": format!("bft-agent-{id}"), "status": "active",
+                    "role": if s.primary == *id { "primary" } else { "replica" },
+                    "view": s.view, "last_executed": s.last_executed, "public_key": s.public_key,
+                }),
+                None => serde_json::json!({ "id": format!("bft-agent-{id}"), "status": "unreachable" }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<11} {:<8} {:>6} {:>14}  public key",
+        "id", "status", "role", "view", "last executed"
+    );
+    for (id, s) in statuses {
+        match s {
+            Some(s) => {
+                let role = if s.primary == id { "primary" } else { "replica" };
+                let key = s.public_key.get(..8).unwrap_or("");
+                println!(
+                    "{:<12} {:<11} {:<8} {:>6} {:>14}  {key}…",
+                    format!("bft-agent-{id}"),
+                    "active",
+                    role,
+                    s.view,
+                    s.last_executed
+                );
+            }
+            None => println!("{:<12} unreachable", format!("bft-agent-{id}")),
+        }
+    }
+    Ok(())
+}
+
+async fn bench(dir: &Path, count: usize, clients: usize, json: bool) -> Result<(), String> {
+    let (client, accounts, replicas) = connect(dir)?;
+    let clients = clients.clamp(1, accounts.len());
+    // Each client pays from its own account, continuing from the nonce the cluster holds.
+    let mut nonces = Vec::with_capacity(clients);
+    for account in &accounts[..clients] {
+        nonces.push(
+            client
+                .account_nonce(&account.public())
+                .await
+                .ok_or("the cluster does not answer")?,
+        );
+    }
+    let per_client = count.div_ceil(clients);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, nonce) in nonces.into_iter().enumerate() {
+        let client = client.clone();
+        let payer = accounts[i].clone();
+        let payee = accounts[(i + 1) % accounts.len()].public();
+        let todo = per_client.min(count.saturating_sub(i * per_client));
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(todo);
+            let (mut applied, mut rejected) = (0u64, 0u64);
+            for k in 0..todo as u64 {
+                let tx = Transfer {
+                    from: payer.public(),
+                    to: payee,
+                    amount: 1,
+                    nonce: nonce + k + 1,
+                }
+                .sign(&payer);
+                let sent = Instant::now();
+                match client.submit(tx).await {
+                    Ok(TxOutcome::Applied) => applied += 1,
+                    Ok(TxOutcome::Rejected(_)) | Err(_) => rejected += 1,
+                }
+                latencies.push(sent.elapsed());
+            }
+            (latencies, applied, rejected)
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    let (mut committed, mut rejected) = (0u64, 0u64);
+    while let Some(result) = tasks.join_next().await {
+        let (l, a, r) = result.map_err(|e| e.to_string())?;
+        latencies.extend(l);
+        committed += a;
+        rejected += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let tx_per_sec = committed as f64 / elapsed;
+    if json {
+        let report = serde_json::json!({
+            "replicas": replicas, "clients": clients, "committed": committed, "rejected": rejected,
+            "seconds": elapsed, "tx_per_sec": tx_per_sec,
+            "latency_ms": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99) },
+        });
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    } else {
+        println!(
+            "{replicas} replicas, {clients} clients: {committed} committed, {rejected} rejected in {elapsed:.2} s: \
+             {tx_per_sec:.0} tx/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+            percentile(0.5),
+            percentile(0.9),
+            percentile(0.99)
+        );
+    }
+    Ok(())
+}
