@@ -80,21 +80,30 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls until every replica in `which` answers with `last_executed` at least `seq`.
-async fn wait_executed(client: &Client, which: &[u32], seq: u64) -> Vec<bft_replica::net::proto::StatusResponse> {
+type StatusResponse = bft_replica::net::proto::StatusResponse;
+
+/// Polls until every replica in `which` answers and satisfies `ready` (a client returns once F+1 replicas
+/// executed its transfer, so the others may still be a step behind).
+async fn wait_until(client: &Client, which: &[u32], ready: impl Fn(&StatusResponse) -> bool) -> Vec<StatusResponse> {
+    let mut last = Vec::new();
     for _ in 0..300 {
-        let statuses = client.statuses().await;
-        let ready: Vec<_> = statuses
+        last = client
+            .statuses()
+            .await
             .into_iter()
             .filter(|(id, _)| which.contains(id))
-            .filter_map(|(_, s)| s.filter(|s| s.last_executed >= seq))
             .collect();
-        if ready.len() == which.len() {
-            return ready;
+        let good: Vec<StatusResponse> = last.iter().filter_map(|(_, s)| s.clone().filter(&ready)).collect();
+        if good.len() == which.len() {
+            return good;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("replicas {which:?} did not reach sequence {seq} within 30 s");
+    panic!("replicas {which:?} did not get there within 30 s: {last:?}");
+}
+
+async fn wait_executed(client: &Client, which: &[u32], seq: u64) -> Vec<StatusResponse> {
+    wait_until(client, which, |s| s.last_executed >= seq).await
 }
 
 fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_replica::ledger::SignedTransfer {
@@ -128,8 +137,7 @@ async fn four_processes_commit_and_a_killed_replica_catches_up() {
         }
     }
     assert_eq!(executed, 80);
-    let statuses = wait_executed(&client, &[1, 2, 3, 4], 1).await;
-    assert!(statuses.iter().all(|s| s.transfers_applied == 80), "{statuses:?}");
+    wait_until(&client, &[1, 2, 3, 4], |s| s.transfers_applied == 80).await;
 
     // A bad signature, an overdraft and a reused nonce each get a clear answer.
     let mut forged = transfer(&cluster.layout, 0, 1, 5, 11);
@@ -151,16 +159,84 @@ async fn four_processes_commit_and_a_killed_replica_catches_up() {
         let tx = transfer(&cluster.layout, from, (from + 1) % 8, 1, nonce);
         assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
     }
-    let ahead = wait_executed(&client, &[1, 2, 3], 1).await;
+    let ahead = wait_until(&client, &[1, 2, 3], |s| s.transfers_applied == 88).await;
     let target = ahead.iter().map(|s| s.last_executed).max().unwrap();
-    assert!(ahead.iter().all(|s| s.transfers_applied == 88));
 
     // Restarted from its files, it catches up from its peers.
     cluster.restart(3);
-    let caught_up = wait_executed(&client, &[4], target).await;
+    let caught_up = wait_until(&client, &[4], |s| {
+        s.last_executed >= target && s.transfers_applied == 88
+    })
+    .await;
     assert_eq!(caught_up[0].id, 4);
     let log = std::fs::read_to_string(cluster.log(3)).unwrap();
     assert!(!log.contains("PRIVATE KEY"), "the key never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_primary_leads_to_a_view_change_and_commits_resume() {
+    let mut cluster = Cluster::start(4, "primary");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 0, 1, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    cluster.kill(0);
+    // The backups time out on this request (1 s here), elect replica 2 and commit it.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 1, 2, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    let statuses = wait_executed(&client, &[2, 3, 4], 2).await;
+    assert!(statuses.iter().all(|s| s.view >= 1 && s.primary == 2), "{statuses:?}");
+    eprintln!("primary killed: committed again after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
+    use bft_replica::crypto::{Digest, KeyPair};
+    use bft_replica::messages::{Message, Prepare, Signed};
+    use bft_replica::net::proto::{PeerMessage, replica_client::ReplicaClient};
+
+    let cluster = Cluster::start(4, "garbage");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let address = format!("http://{}", cluster.layout.configs[1].2.listen);
+    let mut raw = ReplicaClient::connect(address).await.unwrap();
+    let member_3 =
+        KeyPair::from_pkcs8_pem(&std::fs::read_to_string(&cluster.layout.configs[2].2.key_file).unwrap()).unwrap();
+    let vote = Prepare {
+        view: 0,
+        seq: 1,
+        digest: Digest([9; 32]),
+    };
+    let good = Message::Prepare(Signed::new(3, vote, &member_3)).encode();
+    let mut badly_signed = Message::Prepare(Signed::new(3, vote, &member_3));
+    badly_signed.corrupt_signature();
+    let stranger = Message::Prepare(Signed::new(9, vote, &KeyPair::generate())).encode();
+    let messages = vec![
+        vec![0xff; 3],         // malformed
+        badly_signed.encode(), // bad signature
+        stranger,              // not a member
+        good.clone(),          // valid...
+        good,                  // ...and replayed: the protocol drops it as a duplicate
+    ];
+    let stream = tokio_stream::iter(messages.into_iter().map(|message| PeerMessage { message }));
+    let summary = raw.deliver(stream).await.unwrap().into_inner();
+    assert_eq!((summary.received, summary.refused), (5, 3));
+    // An oversized message ends the stream at the transport.
+    let oversized = tokio_stream::iter([PeerMessage {
+        message: vec![0; 20 << 20],
+    }]);
+    assert!(raw.deliver(oversized).await.is_err());
+    // The replica is alive and still commits.
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 0, 1, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    wait_until(&client, &[2], |s| s.transfers_applied == 1).await;
 }
 
 #[tokio::test]
