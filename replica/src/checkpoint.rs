@@ -101,9 +101,9 @@ impl Replica {
         }));
         self.stable = cert;
         self.stable_snapshot = snapshot;
-        self.log = self.log.split_off(&(seq + 1));
-        self.checkpoint_votes = self.checkpoint_votes.split_off(&(seq + 1));
-        self.own_checkpoints = self.own_checkpoints.split_off(&(seq + 1));
+        self.log = self.log.split_off(&seq.saturating_add(1));
+        self.checkpoint_votes = self.checkpoint_votes.split_off(&seq.saturating_add(1));
+        self.own_checkpoints = self.own_checkpoints.split_off(&seq.saturating_add(1));
         self.out.push(Output::Event(Event::CheckpointStable { seq }));
     }
 
@@ -179,7 +179,7 @@ impl Replica {
         if stalled && self.view_active && s.view == self.view && s.view_active {
             let mut resend = Vec::new();
             let low = s.last_executed.max(self.last_executed);
-            for (_, slot) in self.log.range(low + 1..) {
+            for (_, slot) in self.log.range(low.saturating_add(1)..) {
                 if slot.view != self.view {
                     continue;
                 }
@@ -209,7 +209,7 @@ impl Replica {
             let above = s.stable_seq.max(self.stable.seq);
             let own = self
                 .checkpoint_votes
-                .range(above + 1..)
+                .range(above.saturating_add(1)..)
                 .filter_map(|(_, v)| v.get(&self.id).cloned());
             votes.extend(own);
         }

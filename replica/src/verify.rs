@@ -437,7 +437,7 @@ impl Verifier {
         let vc = &m.body;
         self.checkpoint_cert(checks, &vc.checkpoint)?;
         let low = vc.checkpoint.seq;
-        let high = low + self.log_window;
+        let high = low.saturating_add(self.log_window);
         let mut seqs = BTreeSet::new();
         for cert in &vc.prepared {
             let seq = cert.seq();

@@ -565,6 +565,26 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
     assert_eq!(c.replicas[1].last_executed(), 0);
 }
 
+#[test]
+fn a_peer_claiming_absurd_progress_does_not_break_a_replica() {
+    let mut c = Cluster::new(4, params());
+    let absurd = Status {
+        view: 0,
+        view_active: true,
+        last_executed: u64::MAX,
+        stable_seq: u64::MAX,
+    };
+    for _ in 0..3 {
+        c.now += 1000;
+        let status = Signed::new(3, absurd, &c.keys[2]);
+        c.deliver(2, Message::Status(status)).unwrap();
+    }
+    let tx = c.transfer(0, 1, 10, 1);
+    c.submit(tx);
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 1));
+}
+
 /// Messages from the network whose every field is arbitrary.
 fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
     let keys: Vec<KeyPair> = c.keys.clone();
@@ -607,16 +627,21 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                     },
                     key,
                 )),
-                4 => Message::Status(Signed::new(
-                    from,
-                    Status {
+                4 => {
+                    // Peers may claim anything, the largest numbers there are included.
+                    let (last_executed, stable_seq) = if txs_len == 2 {
+                        (u64::MAX, u64::MAX)
+                    } else {
+                        (seq, seq / 2)
+                    };
+                    let status = Status {
                         view,
                         view_active: good_digest,
-                        last_executed: seq,
-                        stable_seq: seq / 2,
-                    },
-                    key,
-                )),
+                        last_executed,
+                        stable_seq,
+                    };
+                    Message::Status(Signed::new(from, status, key))
+                }
                 _ => {
                     let checkpoint = CheckpointCert {
                         seq: 0,
