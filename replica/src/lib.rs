@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod durable;
 pub mod ledger;
 pub mod messages;
+pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod replica;

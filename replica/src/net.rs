@@ -47,6 +47,7 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Service {
     pub commands: mpsc::Sender<Command>,
+    pub metrics: crate::metrics::Metrics,
     /// Each stream verifies with its own copy, so streams verify in parallel.
     pub verifier: std::sync::Mutex<Verifier>,
     pub make_verifier: Box<dyn Fn() -> Verifier + Send + Sync>,
@@ -64,17 +65,26 @@ impl ReplicaRpc for Service {
         let (mut received, mut refused) = (0u64, 0u64);
         while let Some(item) = stream.message().await? {
             received += 1;
-            let verified = Message::decode(&item.message, self.max_message_bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|m| verifier.message(m).map_err(|e| e.to_string()));
+            let verified = match Message::decode(&item.message, self.max_message_bytes) {
+                Ok(message) => {
+                    let kind = message.kind();
+                    self.metrics
+                        .messages_in
+                        .get_or_create(&crate::metrics::KindLabel { kind: kind.into() })
+                        .inc();
+                    verifier.message(message).map_err(|e| (e.label(), e.to_string()))
+                }
+                Err(e) => Err(("malformed", e.to_string())),
+            };
             match verified {
                 Ok(message) => {
                     if self.commands.send(Command::Message(message)).await.is_err() {
                         return Err(Status::unavailable("replica is shutting down"));
                     }
                 }
-                Err(reason) => {
+                Err((label, reason)) => {
                     refused += 1;
+                    self.metrics.refused(label);
                     tracing::debug!(%reason, "refused a peer message");
                 }
             }
@@ -151,6 +161,7 @@ fn rejection_status(rejection: Rejection) -> Status {
 #[derive(Clone)]
 pub struct PeerLink {
     queue: mpsc::Sender<Vec<u8>>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PeerLink {
@@ -159,8 +170,14 @@ impl PeerLink {
     /// Starts the task that keeps a stream open to `address` (host:port).
     pub fn start(peer: ReplicaId, address: String) -> PeerLink {
         let (queue, outgoing) = mpsc::channel(Self::QUEUE);
-        tokio::spawn(run_link(peer, address, outgoing));
-        PeerLink { queue }
+        let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(run_link(peer, address, outgoing, connected.clone()));
+        PeerLink { queue, connected }
+    }
+
+    /// Whether a stream to the peer is open.
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn send(&self, message: Vec<u8>) {
@@ -168,7 +185,13 @@ impl PeerLink {
     }
 }
 
-async fn run_link(peer: ReplicaId, address: String, mut outgoing: mpsc::Receiver<Vec<u8>>) {
+async fn run_link(
+    peer: ReplicaId,
+    address: String,
+    mut outgoing: mpsc::Receiver<Vec<u8>>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(50);
     let mut pending: Option<Vec<u8>> = None;
     loop {
@@ -190,6 +213,7 @@ async fn run_link(peer: ReplicaId, address: String, mut outgoing: mpsc::Receiver
             }
         };
         backoff = Duration::from_millis(50);
+        connected.store(true, Ordering::Relaxed);
         let mut client = ReplicaClient::new(channel).max_encoding_message_size(64 << 20);
         let (stream_tx, stream_rx) = mpsc::channel::<proto::PeerMessage>(1024);
         let call = tokio::spawn(async move { client.deliver(ReceiverStream::new(stream_rx)).await });
@@ -207,6 +231,7 @@ async fn run_link(peer: ReplicaId, address: String, mut outgoing: mpsc::Receiver
                 break;
             }
         }
+        connected.store(false, Ordering::Relaxed);
         let _ = call.await;
         tracing::debug!(peer, %address, "stream to peer closed; reconnecting");
     }

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::Ledger;
 use crate::messages::{Member, ReplicaId};
+use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica};
 use crate::storage::Store;
@@ -51,6 +52,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Where the gRPC service listens.
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (HTTP); none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
     /// The largest message accepted from a peer.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -172,6 +176,9 @@ pub async fn run(
         .map(|m| (m.id, PeerLink::start(m.id, m.address.clone())))
         .collect();
     let (commands, inbox) = mpsc::channel(65_536);
+    let metrics = Metrics::new();
+    metrics.members.set(membership.n() as i64);
+    metrics.quorum_size.set(membership.quorum() as i64);
     let params = config.params.clone();
     let make_verifier = {
         let membership = membership.clone();
@@ -186,19 +193,41 @@ pub async fn run(
     };
     let service = Service {
         commands: commands.clone(),
+        metrics: metrics.clone(),
         verifier: std::sync::Mutex::new(make_verifier()),
         make_verifier: Box::new(make_verifier),
         max_message_bytes: config.max_message_bytes,
     };
-    let loop_task = tokio::spawn(protocol_loop(replica, store, links, commands, inbox));
-    tracing::info!(id = config.id, listen = %config.listen, "replica serving");
+    let loop_task = tokio::spawn(protocol_loop(replica, store, links, commands, inbox, metrics.clone()));
+    // One shutdown signal for both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(address) = config.metrics_listen {
+        let metrics = metrics.clone();
+        let shutdown = until_stopped();
+        tokio::spawn(async move {
+            if let Err(error) = crate::metrics::serve(address, metrics, shutdown).await {
+                tracing::error!(%address, %error, "metrics endpoint failed");
+            }
+        });
+    }
+    tracing::info!(id = config.id, listen = %config.listen, metrics = ?config.metrics_listen, "replica serving");
     let server = tonic::transport::Server::builder()
         .add_service(
             proto::replica_server::ReplicaServer::new(service)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes),
         )
-        .serve_with_shutdown(config.listen, shutdown);
+        .serve_with_shutdown(config.listen, until_stopped());
     let result = server.await;
     loop_task.abort();
     Ok(result?)
@@ -213,10 +242,12 @@ async fn protocol_loop(
     links: HashMap<ReplicaId, PeerLink>,
     commands: mpsc::Sender<Command>,
     mut inbox: mpsc::Receiver<Command>,
+    metrics: Metrics,
 ) {
     let started = Instant::now();
     let now = || started.elapsed().as_millis() as u64;
-    let mut waiting: HashMap<Digest, Vec<ReplyTo>> = HashMap::new();
+    let mut waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>> = HashMap::new();
+    let (mut applied, mut rejected) = (0, 0);
     let mut outputs = replica.start(now());
     let mut group = Vec::with_capacity(GROUP_MAX);
     loop {
@@ -238,18 +269,29 @@ async fn protocol_loop(
                 Output::Persist(_) => {}
                 Output::Send { to, message } => {
                     if let Some(link) = links.get(&to) {
+                        metrics
+                            .messages_out
+                            .get_or_create(&KindLabel {
+                                kind: message.kind().into(),
+                            })
+                            .inc();
                         link.send(message.encode());
                     }
                 }
                 Output::Broadcast(message) => {
+                    let sent = metrics.messages_out.get_or_create(&KindLabel {
+                        kind: message.kind().into(),
+                    });
                     let bytes = message.encode();
                     for link in links.values() {
+                        sent.inc();
                         link.send(bytes.clone());
                     }
                 }
                 Output::Reply(reply) => {
                     for (digest, _) in &reply.body.outcomes {
-                        for waiter in waiting.remove(digest).unwrap_or_default() {
+                        for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
+                            metrics.commit_latency.observe(since.elapsed().as_secs_f64());
                             let _ = waiter.send(Ok(reply.clone()));
                         }
                     }
@@ -261,14 +303,20 @@ async fn protocol_loop(
                         let _ = commands.send(Command::Timer(timer)).await;
                     });
                 }
-                Output::Event(event) => log_event(&event),
+                Output::Event(event) => {
+                    if matches!(event, Event::ViewChangeStarted { .. }) {
+                        metrics.view_changes.inc();
+                    }
+                    log_event(&event)
+                }
             }
         }
+        update_gauges(&replica, &links, &metrics, &mut applied, &mut rejected);
 
         // Forget clients that gave up waiting.
         if waiting.len() > 4 * GROUP_MAX {
             waiting.retain(|_, waiters| {
-                waiters.retain(|w| !w.is_closed());
+                waiters.retain(|(w, _)| !w.is_closed());
                 !waiters.is_empty()
             });
         }
@@ -293,12 +341,13 @@ async fn protocol_loop(
                     match replica.step(now(), Input::Request(tx)) {
                         Ok(out) => {
                             // An already executed transfer is answered at once, from the outputs.
-                            waiting.entry(digest).or_default().push(respond);
+                            waiting.entry(digest).or_default().push((respond, Instant::now()));
                             outputs.extend(out);
                         }
                         // Already pending: this client waits for the same execution.
-                        Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push(respond),
+                        Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push((respond, Instant::now())),
                         Err(rejection) => {
+                            metrics.refused(rejection.label());
                             let _ = respond.send(Err(rejection));
                         }
                     }
@@ -324,6 +373,41 @@ async fn protocol_loop(
             }
         }
     }
+}
+
+fn update_gauges(
+    replica: &Replica,
+    links: &HashMap<ReplicaId, PeerLink>,
+    metrics: &Metrics,
+    applied: &mut u64,
+    rejected: &mut u64,
+) {
+    metrics.heartbeat();
+    metrics.view.set(replica.view() as i64);
+    metrics.primary.set(replica.primary() as i64);
+    metrics.last_executed.set(replica.last_executed() as i64);
+    metrics.stable_checkpoint.set(replica.stable_checkpoint().seq as i64);
+    metrics.pending_requests.set(replica.pending_requests() as i64);
+    let stats = replica.stats();
+    let label = |outcome: &str| OutcomeLabel {
+        outcome: outcome.into(),
+    };
+    metrics
+        .transfers
+        .get_or_create(&label("applied"))
+        .inc_by(stats.transfers_applied - *applied);
+    metrics
+        .transfers
+        .get_or_create(&label("rejected"))
+        .inc_by(stats.transfers_rejected - *rejected);
+    (*applied, *rejected) = (stats.transfers_applied, stats.transfers_rejected);
+    let reachable = 1 + links.values().filter(|l| l.connected()).count();
+    let quorum = reachable >= replica.membership().quorum();
+    metrics.members_reachable.set(reachable as i64);
+    metrics.quorum_healthy.set(i64::from(quorum));
+    metrics
+        .ready
+        .store(quorum && replica.view_active(), std::sync::atomic::Ordering::Relaxed);
 }
 
 fn status(replica: &Replica) -> proto::StatusResponse {

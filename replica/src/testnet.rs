@@ -27,14 +27,17 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Generates a cluster of `n` members `bft-agent-1` … `bft-agent-n` listening on `ports`.
+    /// Generates a cluster of members `bft-agent-1` … `bft-agent-n`, one per gRPC port in `ports`, each serving
+    /// metrics on the port at the same place in `metrics_ports`.
     pub fn generate(
         dir: &Path,
         ports: &[u16],
+        metrics_ports: &[u16],
         accounts: usize,
         balance: u64,
         params: Params,
     ) -> std::io::Result<Layout> {
+        assert_eq!(ports.len(), metrics_ports.len(), "one metrics port per replica");
         std::fs::create_dir_all(dir)?;
         let keys: Vec<KeyPair> = ports.iter().map(|_| KeyPair::generate()).collect();
         let members: Vec<MemberConfig> = keys
@@ -56,7 +59,7 @@ impl Layout {
             })
             .collect();
         let mut configs = Vec::new();
-        for ((key, port), id) in keys.iter().zip(ports).zip(1..) {
+        for (((key, port), metrics_port), id) in keys.iter().zip(ports).zip(metrics_ports).zip(1..) {
             let key_file = dir.join(format!("replica-{id}.key"));
             write_secret(&key_file, key.to_pkcs8_pem().as_bytes())?;
             let config = NodeConfig {
@@ -67,6 +70,7 @@ impl Layout {
                 params: params.clone(),
                 data_dir: dir.join(format!("replica-{id}")),
                 listen: format!("127.0.0.1:{port}").parse().expect("valid address"),
+                metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().expect("valid address")),
                 max_message_bytes: 16 << 20,
             };
             let path = dir.join(format!("replica-{id}.json"));

@@ -23,7 +23,8 @@ impl Cluster {
             status_interval_ms: 100,
             ..Params::default()
         };
-        let layout = Layout::generate(&dir, &free_ports(n).unwrap(), 8, 1_000_000, params).unwrap();
+        let ports = free_ports(2 * n).unwrap();
+        let layout = Layout::generate(&dir, &ports[..n], &ports[n..], 8, 1_000_000, params).unwrap();
         let mut cluster = Cluster {
             layout,
             children: Vec::new(),
@@ -82,6 +83,28 @@ impl Drop for Cluster {
 
 type StatusResponse = bft_replica::net::proto::StatusResponse;
 
+/// A plain HTTP/1.0 GET: (status code, body).
+async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: replica\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
 /// Polls until every replica in `which` answers and satisfies `ready` (a client returns once F+1 replicas
 /// executed its transfer, so the others may still be a step behind).
 async fn wait_until(client: &Client, which: &[u32], ready: impl Fn(&StatusResponse) -> bool) -> Vec<StatusResponse> {
@@ -138,6 +161,25 @@ async fn four_processes_commit_and_a_killed_replica_catches_up() {
     }
     assert_eq!(executed, 80);
     wait_until(&client, &[1, 2, 3, 4], |s| s.transfers_applied == 80).await;
+
+    // What Prometheus and Kubernetes probes see.
+    let metrics_address = cluster.layout.configs[1].2.metrics_listen.unwrap();
+    let (code, metrics) = http_get(metrics_address, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        "bft_transfers_total{outcome=\"applied\"} 80",
+        "bft_quorum_healthy 1",
+        "bft_members 4",
+        "bft_quorum_size 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("bft_commit_latency_seconds_count")
+            && metrics.contains("bft_messages_sent_total{kind=\"commit\"}")
+    );
+    assert_eq!(http_get(metrics_address, "/healthz").await.0, 200);
+    assert_eq!(http_get(metrics_address, "/readyz").await.0, 200);
 
     // A bad signature, an overdraft and a reused nonce each get a clear answer.
     let mut forged = transfer(&cluster.layout, 0, 1, 5, 11);
@@ -226,6 +268,12 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     let stream = tokio_stream::iter(messages.into_iter().map(|message| PeerMessage { message }));
     let summary = raw.deliver(stream).await.unwrap().into_inner();
     assert_eq!((summary.received, summary.refused), (5, 3));
+    let (_, metrics) = http_get(cluster.layout.configs[1].2.metrics_listen.unwrap(), "/metrics").await;
+    for reason in ["malformed", "bad_signature", "not_a_member"] {
+        let line = format!("bft_messages_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert!(metrics.lines().any(|l| l == "bft_signature_failures_total 1"));
     // An oversized message ends the stream at the transport.
     let oversized = tokio_stream::iter([PeerMessage {
         message: vec![0; 20 << 20],
@@ -242,7 +290,8 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
 #[tokio::test]
 async fn a_replica_with_a_bad_configuration_exits_with_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("bft-badconfig-{}", std::process::id()));
-    let layout = Layout::generate(&dir, &free_ports(4).unwrap(), 1, 10, Params::default()).unwrap();
+    let ports = free_ports(8).unwrap();
+    let layout = Layout::generate(&dir, &ports[..4], &ports[4..], 1, 10, Params::default()).unwrap();
     // The key of replica 2 given to replica 1.
     let (_, path, config) = &layout.configs[0];
     let mut wrong = config.clone();

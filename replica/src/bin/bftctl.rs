@@ -62,7 +62,7 @@ enum TestnetCommand {
         /// Genesis accounts, whose keys go to DIR/accounts.json for clients.
         #[arg(long, default_value_t = 256)]
         accounts: usize,
-        /// First port; replicas listen on consecutive ports from here.
+        /// First port; replicas listen on consecutive ports from here, and serve metrics 100 ports higher.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
     },
@@ -155,7 +155,9 @@ async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16
         max_concurrent_requests: 20_000,
         ..Params::default()
     };
-    Layout::generate(dir, &ports, accounts, 1_000_000_000, params).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let metrics_ports: Vec<u16> = ports.iter().map(|p| p + 100).collect();
+    Layout::generate(dir, &ports, &metrics_ports, accounts, 1_000_000_000, params)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("bft-replica")))
@@ -180,7 +182,7 @@ async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "{replicas} replicas up: bft-agent-1 … bft-agent-{replicas} on 127.0.0.1:{base_port}…; --cluster {}",
+        "{replicas} replicas up: bft-agent-1 … bft-agent-{replicas}, gRPC on 127.0.0.1:{base_port}…, metrics 100 ports higher; --cluster {}",
         dir.display()
     );
     Ok(())
