@@ -12,7 +12,9 @@ use crate::crypto::PublicKey;
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::messages::{ReplicaId, Reply, Signed};
 use crate::net::proto::replica_client::ReplicaClient;
-use crate::net::proto::{AccountRequest, StatusRequest, StatusResponse, SubmitRequest};
+use crate::net::proto::{
+    AccountRequest, ForceViewChangeRequest, StatusRequest, StatusResponse, SubmitRequest, ViewChangeEvent,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -134,6 +136,25 @@ impl Client {
             }
         }
         best
+    }
+
+    /// Asks every replica to change views now (a drill); the first report of the new view.
+    pub async fn force_view_change(&self) -> Result<ViewChangeEvent, ClientError> {
+        let mut calls = JoinSet::new();
+        for (_, client) in &self.replicas {
+            let mut client = client.clone();
+            calls.spawn(async move { client.force_view_change(ForceViewChangeRequest {}).await });
+        }
+        let mut errors = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok(Ok(event)) => return Ok(event.into_inner()),
+                Ok(Err(status)) => errors.push(status.message().to_string()),
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+        errors.dedup();
+        Err(ClientError::Refused(errors.join("; ")))
     }
 
     /// Every replica's status; `None` for one that does not answer.

@@ -40,6 +40,9 @@ pub enum Command {
         account: crate::crypto::PublicKey,
         respond: oneshot::Sender<proto::AccountResponse>,
     },
+    ForceViewChange {
+        respond: oneshot::Sender<proto::ViewChangeEvent>,
+    },
 }
 
 /// How long a client's submit waits for its transfer to execute before giving up.
@@ -47,6 +50,8 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Service {
     pub commands: mpsc::Sender<Command>,
+    /// Whether fault drills (a forced view change, injected faults) are accepted.
+    pub allow_fault_injection: bool,
     pub metrics: crate::metrics::Metrics,
     /// Each stream verifies with its own copy, so streams verify in parallel.
     pub verifier: std::sync::Mutex<Verifier>,
@@ -121,6 +126,22 @@ impl ReplicaRpc for Service {
 
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
         self.ask(|respond| Command::Status { respond }).await.map(Response::new)
+    }
+
+    async fn force_view_change(
+        &self,
+        _: Request<proto::ForceViewChangeRequest>,
+    ) -> Result<Response<proto::ViewChangeEvent>, Status> {
+        if !self.allow_fault_injection {
+            return Err(Status::permission_denied(
+                "fault drills are not allowed on this replica (allow_fault_injection)",
+            ));
+        }
+        let event = self.ask(|respond| Command::ForceViewChange { respond });
+        tokio::time::timeout(SUBMIT_TIMEOUT, event)
+            .await
+            .map_err(|_| Status::deadline_exceeded("no new view"))?
+            .map(Response::new)
     }
 
     async fn account(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (HTTP); none when absent.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether fault drills (a forced view change, injected faults) are accepted. Off in production.
+    #[serde(default)]
+    pub allow_fault_injection: bool,
     /// The largest message accepted from a peer.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -193,6 +196,7 @@ pub async fn run(
     };
     let service = Service {
         commands: commands.clone(),
+        allow_fault_injection: config.allow_fault_injection,
         metrics: metrics.clone(),
         verifier: std::sync::Mutex::new(make_verifier()),
         make_verifier: Box::new(make_verifier),
@@ -248,6 +252,7 @@ async fn protocol_loop(
     let now = || started.elapsed().as_millis() as u64;
     let mut waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>> = HashMap::new();
     let (mut applied, mut rejected) = (0, 0);
+    let mut view_change_waiters: Vec<oneshot::Sender<proto::ViewChangeEvent>> = Vec::new();
     let mut outputs = replica.start(now());
     let mut group = Vec::with_capacity(GROUP_MAX);
     loop {
@@ -307,6 +312,11 @@ async fn protocol_loop(
                     if matches!(event, Event::ViewChangeStarted { .. }) {
                         metrics.view_changes.inc();
                     }
+                    if let Some(answer) = view_change_event(&event, replica.membership().quorum()) {
+                        for waiter in view_change_waiters.drain(..) {
+                            let _ = waiter.send(answer.clone());
+                        }
+                    }
                     log_event(&event)
                 }
             }
@@ -356,6 +366,10 @@ async fn protocol_loop(
                 Command::Status { respond } => {
                     let _ = respond.send(status(&replica));
                     continue;
+                }
+                Command::ForceViewChange { respond } => {
+                    view_change_waiters.push(respond);
+                    Input::ForceViewChange
                 }
                 Command::Account { account, respond } => {
                     let found = replica.ledger().account(&account);
@@ -408,6 +422,33 @@ fn update_gauges(
     metrics
         .ready
         .store(quorum && replica.view_active(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The view-change report of a newly installed view.
+fn view_change_event(event: &Event, quorum: usize) -> Option<proto::ViewChangeEvent> {
+    let Event::NewViewInstalled {
+        view,
+        primary,
+        old_primary,
+        started_ms,
+        installed_ms,
+        view_changes_from,
+        batches_recovered,
+        transfers_recovered,
+    } = event
+    else {
+        return None;
+    };
+    Some(proto::ViewChangeEvent {
+        view: *view,
+        old_primary: *old_primary,
+        new_primary: *primary,
+        duration_ms: started_ms.map_or(0, |s| installed_ms.saturating_sub(s)),
+        triggered_by: view_changes_from.clone(),
+        quorum_met: view_changes_from.len() >= quorum,
+        batches_recovered: *batches_recovered as u64,
+        transfers_recovered: *transfers_recovered as u64,
+    })
 }
 
 fn status(replica: &Replica) -> proto::StatusResponse {

@@ -71,6 +71,8 @@ impl Layout {
                 data_dir: dir.join(format!("replica-{id}")),
                 listen: format!("127.0.0.1:{port}").parse().expect("valid address"),
                 metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().expect("valid address")),
+                // A testnet is where drills are run.
+                allow_fault_injection: true,
                 max_message_bytes: 16 << 20,
             };
             let path = dir.join(format!("replica-{id}.json"));

@@ -16,6 +16,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, name: &str) -> Cluster {
+        Cluster::start_with(n, name, |_| {})
+    }
+
+    /// A cluster whose configurations `adjust` changed before the replicas start.
+    fn start_with(n: usize, name: &str, adjust: impl Fn(&mut bft_replica::node::NodeConfig)) -> Cluster {
         let dir = std::env::temp_dir().join(format!("bft-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let params = Params {
@@ -24,7 +29,11 @@ impl Cluster {
             ..Params::default()
         };
         let ports = free_ports(2 * n).unwrap();
-        let layout = Layout::generate(&dir, &ports[..n], &ports[n..], 8, 1_000_000, params).unwrap();
+        let mut layout = Layout::generate(&dir, &ports[..n], &ports[n..], 8, 1_000_000, params).unwrap();
+        for (_, path, config) in layout.configs.iter_mut() {
+            adjust(config);
+            std::fs::write(path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+        }
         let mut cluster = Cluster {
             layout,
             children: Vec::new(),
@@ -234,6 +243,39 @@ async fn killing_the_primary_leads_to_a_view_change_and_commits_resume() {
     let statuses = wait_executed(&client, &[2, 3, 4], 2).await;
     assert!(statuses.iter().all(|s| s.view >= 1 && s.primary == 2), "{statuses:?}");
     eprintln!("primary killed: committed again after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_view_change_elects_the_next_primary_and_reports_it() {
+    let cluster = Cluster::start(4, "forced");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 0, 1, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    let event = client.force_view_change().await.unwrap();
+    assert_eq!((event.view, event.old_primary, event.new_primary), (1, 1, 2));
+    assert!(event.quorum_met && event.triggered_by.len() >= 3, "{event:?}");
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 1, 2, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    wait_until(&client, &[1, 2, 3, 4], |s| {
+        s.view == 1 && s.primary == 2 && s.transfers_applied == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_drills_are_refused_unless_allowed() {
+    let cluster = Cluster::start_with(4, "nodrills", |config| config.allow_fault_injection = false);
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let refused = client.force_view_change().await.unwrap_err().to_string();
+    assert!(refused.contains("fault drills are not allowed"), "{refused}");
+    let statuses = wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    assert!(statuses.iter().all(|s| s.view == 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

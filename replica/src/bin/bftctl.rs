@@ -37,6 +37,21 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// The members: id, gRPC address and public key.
+    Members {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A drill: every replica changes views now; prints the view-change event (JSON).
+    ViewChange {
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Required: this replaces the primary.
+        #[arg(long)]
+        force: bool,
+    },
     /// Load: CLIENTS clients each submit transfers one after another until COUNT are decided.
     Bench {
         #[arg(long)]
@@ -114,6 +129,28 @@ async fn run(command: Commands) -> Result<(), String> {
             Ok(())
         }
         Commands::Status { cluster, json } => status(&cluster, json).await,
+        Commands::Members { cluster, json } => members(&cluster, json),
+        Commands::ViewChange { cluster, force } => {
+            if !force {
+                return Err("a view change replaces the primary: say --force".into());
+            }
+            let (client, _, _) = connect(&cluster)?;
+            let event = client.force_view_change().await.map_err(|e| e.to_string())?;
+            let agent = |id: u32| format!("bft-agent-{id}");
+            let report = serde_json::json!({
+                "event": "view_change",
+                "view": event.view,
+                "old_primary": agent(event.old_primary),
+                "new_primary": agent(event.new_primary),
+                "duration_ms": event.duration_ms,
+                "triggered_by": event.triggered_by.iter().map(|id| agent(*id)).collect::<Vec<_>>(),
+                "quorum_met": event.quorum_met,
+                "batches_recovered": event.batches_recovered,
+                "transactions_recovered": event.transfers_recovered,
+            });
+            println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            Ok(())
+        }
         Commands::Bench {
             cluster,
             count,
@@ -185,6 +222,29 @@ async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16
         "{replicas} replicas up: bft-agent-1 … bft-agent-{replicas}, gRPC on 127.0.0.1:{base_port}…, metrics 100 ports higher; --cluster {}",
         dir.display()
     );
+    Ok(())
+}
+
+fn members(dir: &Path, json: bool) -> Result<(), String> {
+    let (configs, _) = testnet::load(dir)?;
+    let members = &configs[0].members;
+    if json {
+        let rows: Vec<serde_json::Value> = members
+            .iter()
+            .map(|m| serde_json::json!({ "id": format!("bft-agent-{}", m.id), "address": m.address, "public_key": m.public_key }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+    } else {
+        println!("{:<12} {:<22} public key", "id", "address");
+        for m in members {
+            println!(
+                "{:<12} {:<22} {}",
+                format!("bft-agent-{}", m.id),
+                m.address,
+                m.public_key
+            );
+        }
+    }
     Ok(())
 }
 
