@@ -284,13 +284,29 @@ pub fn verify_many(items: &[SignedItem<'_>]) -> Vec<bool> {
         .collect()
 }
 
-/// `R` must be a canonical encoding of a point that is not of small order, as `verify_strict` demands.
+/// `R` must be a canonical encoding of a point that is not of small order, as `verify_strict` demands. Checked on
+/// the bytes, without decoding the point (which costs a square root): the y coordinate must be below the field
+/// prime, and the encoding must not be one of the eight small-order points' (with either sign bit). Whether R is
+/// on the curve at all the batch equation itself finds out.
 fn r_is_strict(signature: &Signature) -> bool {
-    let compressed = curve25519_dalek::edwards::CompressedEdwardsY(signature.r);
-    match compressed.decompress() {
-        Some(point) => !point.is_small_order() && point.compress().0 == signature.r,
-        None => false,
-    }
+    let r = signature.r;
+    let mut y = r;
+    y[31] &= 0x7f;
+    // y >= p = 2^255 - 19 only when y is one of p .. 2^255 - 1: top bytes all ones and the low byte >= 0xed.
+    let y_at_least_p = y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;
+    !y_at_least_p && !small_order_encodings().contains(&y)
+}
+
+/// The y-coordinate encodings (sign bit cleared) of the eight points of small order.
+fn small_order_encodings() -> &'static [[u8; 32]; 8] {
+    static ENCODINGS: std::sync::OnceLock<[[u8; 32]; 8]> = std::sync::OnceLock::new();
+    ENCODINGS.get_or_init(|| {
+        curve25519_dalek::constants::EIGHT_TORSION.map(|point| {
+            let mut y = point.compress().0;
+            y[31] &= 0x7f;
+            y
+        })
+    })
 }
 
 #[cfg(test)]
@@ -341,6 +357,41 @@ mod tests {
         let mut expected = vec![true; 8];
         expected[3] = false;
         assert_eq!(items(&signatures), expected);
+    }
+
+    #[test]
+    fn the_cheap_r_check_agrees_with_decoding() {
+        let decoded = |r: [u8; 32]| {
+            curve25519_dalek::edwards::CompressedEdwardsY(r)
+                .decompress()
+                .is_some_and(|p| !p.is_small_order() && p.compress().0 == r)
+        };
+        let key = KeyPair::from_secret([5; 32]);
+        let honest = key.sign(b"m");
+        assert!(r_is_strict(&honest));
+        // Small-order points, with either sign bit, and y at or above the prime are refused.
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            for flip in [0u8, 0x80] {
+                let mut bytes = honest.to_bytes();
+                let mut r = point.compress().0;
+                r[31] ^= flip;
+                bytes[..32].copy_from_slice(&r);
+                assert!(!r_is_strict(&Signature::from_bytes(bytes)), "{r:?}");
+            }
+        }
+        let mut at_p = [0xff; 32];
+        at_p[0] = 0xed;
+        at_p[31] = 0x7f;
+        for r in [at_p, [0xff; 32]] {
+            let mut bytes = honest.to_bytes();
+            bytes[..32].copy_from_slice(&r);
+            assert!(!r_is_strict(&Signature::from_bytes(bytes)) && !decoded(r));
+        }
+        // On every R of many honest signatures, the byte check and the decoding agree.
+        for i in 0..200u32 {
+            let sig = key.sign(&i.to_le_bytes());
+            assert_eq!(r_is_strict(&sig), decoded(sig.r));
+        }
     }
 
     #[test]

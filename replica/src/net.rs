@@ -54,7 +54,8 @@ pub struct Service {
     pub allow_fault_injection: bool,
     pub metrics: crate::metrics::Metrics,
     /// Each stream verifies with its own copy, so streams verify in parallel.
-    pub verifier: std::sync::Mutex<Verifier>,
+    /// Submitted transfers on their way to be verified in batches (`verify_submits`).
+    pub submits: mpsc::Sender<(SignedTransfer, ReplyTo)>,
     pub make_verifier: Box<dyn Fn() -> Verifier + Send + Sync>,
     pub max_message_bytes: usize,
 }
@@ -104,15 +105,9 @@ impl ReplicaRpc for Service {
         }
         let tx: SignedTransfer =
             postcard::from_bytes(&bytes).map_err(|e| Status::invalid_argument(format!("malformed transfer: {e}")))?;
-        let verified = self
-            .verifier
-            .lock()
-            .expect("verifier lock")
-            .request(tx)
-            .map_err(rejection_status)?;
         let (respond, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Submit { tx: verified, respond })
+        self.submits
+            .send((tx, respond))
             .await
             .map_err(|_| Status::unavailable("replica is shutting down"))?;
         let reply = tokio::time::timeout(SUBMIT_TIMEOUT, answer)
@@ -166,6 +161,35 @@ impl Service {
         answer
             .await
             .map_err(|_| Status::unavailable("replica is shutting down"))
+    }
+}
+
+/// Verifies submitted transfers in batches (a batch of 64 costs about half as much per signature as 64 single
+/// checks) and hands the valid ones to the protocol loop; the others are answered with their rejection.
+pub async fn verify_submits(
+    mut verifier: Verifier,
+    mut inbox: mpsc::Receiver<(SignedTransfer, ReplyTo)>,
+    commands: mpsc::Sender<Command>,
+    metrics: crate::metrics::Metrics,
+) {
+    const BATCH: usize = 64;
+    let mut batch = Vec::with_capacity(BATCH);
+    while inbox.recv_many(&mut batch, BATCH).await > 0 {
+        let (txs, answers): (Vec<SignedTransfer>, Vec<ReplyTo>) = batch.drain(..).unzip();
+        let results = tokio::task::block_in_place(|| verifier.requests(txs));
+        for (result, respond) in results.into_iter().zip(answers) {
+            match result {
+                Ok(tx) => {
+                    if commands.send(Command::Submit { tx, respond }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(rejection) => {
+                    metrics.refused(rejection.label());
+                    let _ = respond.send(Err(rejection));
+                }
+            }
+        }
     }
 }
 

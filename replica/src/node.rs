@@ -194,11 +194,18 @@ pub async fn run(
             )
         }
     };
+    let (submits, submit_inbox) = mpsc::channel(65_536);
+    tokio::spawn(crate::net::verify_submits(
+        make_verifier(),
+        submit_inbox,
+        commands.clone(),
+        metrics.clone(),
+    ));
     let service = Service {
         commands: commands.clone(),
         allow_fault_injection: config.allow_fault_injection,
         metrics: metrics.clone(),
-        verifier: std::sync::Mutex::new(make_verifier()),
+        submits,
         make_verifier: Box::new(make_verifier),
         max_message_bytes: config.max_message_bytes,
     };
