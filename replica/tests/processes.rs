@@ -334,28 +334,26 @@ async fn a_replica_with_a_bad_configuration_exits_with_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("bft-badconfig-{}", std::process::id()));
     let ports = free_ports(8).unwrap();
     let layout = Layout::generate(&dir, &ports[..4], &ports[4..], 1, 10, Params::default()).unwrap();
-    // The key of replica 2 given to replica 1.
     let (_, path, config) = &layout.configs[0];
-    let mut wrong = config.clone();
-    wrong.key_file = layout.configs[1].2.key_file.clone();
-    std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
-        .arg("--config")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Starts replica 1 with a changed configuration; it must fail, and say why on standard error.
+    let start_with = |change: &dyn Fn(&mut bft_replica::node::NodeConfig)| -> String {
+        let mut wrong = config.clone();
+        change(&mut wrong);
+        std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+            .arg("--config")
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let other_key = layout.configs[1].2.key_file.clone();
+    let stderr = start_with(&|c| c.key_file = other_key.clone());
     assert!(stderr.contains("does not match the public key of member 1"), "{stderr}");
-    // A missing key file.
-    wrong.key_file = dir.join("missing.key");
-    std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
-        .arg("--config")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.key"));
+    let stderr = start_with(&|c| c.key_file = dir.join("missing.key"));
+    assert!(stderr.contains("missing.key"), "{stderr}");
+    let stderr = start_with(&|c| c.params.checkpoint_interval = 0);
+    assert!(stderr.contains("checkpoint_interval"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
