@@ -20,7 +20,7 @@ const CATCH_UP_BATCHES_MAX: u64 = 64;
 impl Replica {
     pub(crate) fn take_checkpoint(&mut self, seq: Seq) {
         let snapshot = self.ledger.snapshot();
-        let state_digest = crate::crypto::Digest::of("ledger-state", &[&snapshot]);
+        let state_digest = Ledger::snapshot_digest(&snapshot);
         self.own_checkpoints.insert(seq, (state_digest, snapshot));
         let vote = self.sign(Checkpoint { seq, state_digest });
         self.checkpoint_votes

@@ -640,16 +640,10 @@ impl Sim {
                         .filter_map(|(d, _)| self.owner.get(d).copied())
                         .collect();
                     for client in clients {
-                        if self.healed || !self.rng.random_bool(self.config.loss) {
-                            let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-                            self.schedule(
-                                delay,
-                                SimEvent::Reply {
-                                    client,
-                                    reply: reply.clone(),
-                                },
-                            );
-                        }
+                        self.send_lossy(SimEvent::Reply {
+                            client,
+                            reply: reply.clone(),
+                        });
                     }
                 }
                 Output::Event(Event::Executed {
@@ -818,6 +812,15 @@ impl Sim {
         Signed::new(r.id, body, &r.key)
     }
 
+    /// Between clients and replicas: lost with the configured probability until the network heals, else
+    /// delivered after a random delay.
+    fn send_lossy(&mut self, event: SimEvent) {
+        if self.healed || !self.rng.random_bool(self.config.loss) {
+            let delay = self.rng.random_range(1..=self.config.max_delay_ms);
+            self.schedule(delay, event);
+        }
+    }
+
     fn network_send(&mut self, from: ReplicaId, to: ReplicaId, payload: Payload) {
         if let Some(side) = &self.partition
             && side.contains(&from) != side.contains(&to)
@@ -920,16 +923,10 @@ impl Sim {
                 txs.clone()
             };
             for tx in mine {
-                if self.healed || !self.rng.random_bool(self.config.loss) {
-                    let delay = self.rng.random_range(1..=self.config.max_delay_ms);
-                    self.schedule(
-                        delay,
-                        SimEvent::Deliver {
-                            to,
-                            payload: Payload::Request(tx),
-                        },
-                    );
-                }
+                self.send_lossy(SimEvent::Deliver {
+                    to,
+                    payload: Payload::Request(tx),
+                });
             }
         }
     }

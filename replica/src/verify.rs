@@ -247,7 +247,7 @@ impl Verifier {
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
                 self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
-                if Digest::of("ledger-state", &[&m.body.snapshot]) != m.body.checkpoint.state_digest {
+                if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
             }
