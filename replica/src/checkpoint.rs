@@ -33,6 +33,16 @@ impl Replica {
 
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) -> Result<(), Rejection> {
         let seq = c.body.seq;
+        if seq == self.stable.seq && seq > 0 && c.body.state_digest != self.stable.state_digest {
+            // Signed, and contradicting the quorum's certificate: proof that the member executed differently.
+            self.out.push(Output::Event(Event::DivergentCheckpoint {
+                member: c.from,
+                seq,
+                expected: self.stable.state_digest,
+                received: c.body.state_digest,
+            }));
+            return Ok(());
+        }
         if seq <= self.stable.seq {
             return Err(Rejection::Duplicate);
         }
@@ -69,9 +79,23 @@ impl Replica {
         for vote in votes.values() {
             by_digest.entry(vote.body.state_digest).or_default().push(vote.clone());
         }
-        let Some((state_digest, proof)) = by_digest.into_iter().find(|(_, v)| v.len() >= quorum) else {
+        let Some(state_digest) = by_digest.iter().find(|(_, v)| v.len() >= quorum).map(|(d, _)| *d) else {
             return;
         };
+        let mut proof = Vec::new();
+        let mut divergent = Vec::new();
+        for (digest, votes) in by_digest {
+            if digest == state_digest {
+                proof = votes;
+            } else {
+                divergent.extend(votes.into_iter().map(|vote| Event::DivergentCheckpoint {
+                    member: vote.from,
+                    seq,
+                    expected: state_digest,
+                    received: digest,
+                }));
+            }
+        }
         let cert = CheckpointCert {
             seq,
             state_digest,
@@ -80,6 +104,8 @@ impl Replica {
         match self.own_checkpoints.get(&seq) {
             Some((own, snapshot)) if *own == state_digest => {
                 let snapshot = snapshot.clone();
+                // Reported once, as the checkpoint becomes stable (until then this may run again for each vote).
+                self.out.extend(divergent.into_iter().map(Output::Event));
                 self.make_stable(cert, snapshot);
             }
             Some(_) => {

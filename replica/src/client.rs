@@ -9,11 +9,13 @@ use tonic::transport::Channel;
 
 use crate::config::max_failures;
 use crate::crypto::PublicKey;
+use crate::faults::FaultDrill;
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::messages::{ReplicaId, Reply, Signed};
 use crate::net::proto::replica_client::ReplicaClient;
 use crate::net::proto::{
-    AccountRequest, ForceViewChangeRequest, StatusRequest, StatusResponse, SubmitRequest, ViewChangeEvent,
+    AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest, StatusRequest,
+    StatusResponse, SubmitRequest, ViewChangeEvent, ViewChangesRequest, ViewChangesResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -159,11 +161,50 @@ impl Client {
 
     /// Every replica's status; `None` for one that does not answer.
     pub async fn statuses(&self) -> Vec<(ReplicaId, Option<StatusResponse>)> {
+        self.ask_each(|mut c| async move { c.status(StatusRequest {}).await })
+            .await
+    }
+
+    /// What each replica detected in its peers; `None` for one that does not answer.
+    pub async fn detections(&self) -> Vec<(ReplicaId, Option<DetectionsResponse>)> {
+        self.ask_each(|mut c| async move { c.detections(DetectionsRequest {}).await })
+            .await
+    }
+
+    /// The view changes each replica went through; `None` for one that does not answer.
+    pub async fn view_changes(&self) -> Vec<(ReplicaId, Option<ViewChangesResponse>)> {
+        self.ask_each(|mut c| async move { c.view_changes(ViewChangesRequest {}).await })
+            .await
+    }
+
+    /// Starts a fault drill on one member (`None`: stops it); the drill it now runs.
+    pub async fn inject_fault(&self, member: ReplicaId, drill: Option<FaultDrill>) -> Result<String, ClientError> {
+        let (_, client) = self
+            .replicas
+            .iter()
+            .find(|(r, _)| r.id == member)
+            .ok_or_else(|| ClientError::Refused(format!("{member} is not a member")))?;
+        let request = InjectFaultRequest {
+            fault: drill.map_or(String::new(), |d| d.fault.name().to_string()),
+            probability: drill.map_or(0.0, |d| d.probability),
+            clear: drill.is_none(),
+        };
+        let answer = client.clone().inject_fault(request).await;
+        answer
+            .map(|a| a.into_inner().active)
+            .map_err(|status| ClientError::Refused(status.message().to_string()))
+    }
+
+    /// Asks every replica in turn, each within two seconds.
+    async fn ask_each<T, F, Fut>(&self, ask: F) -> Vec<(ReplicaId, Option<T>)>
+    where
+        F: Fn(ReplicaClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut result = Vec::new();
         for (replica, client) in &self.replicas {
-            let mut client = client.clone();
-            let status = tokio::time::timeout(Duration::from_secs(2), client.status(StatusRequest {})).await;
-            result.push((replica.id, status.ok().and_then(|s| s.ok()).map(|s| s.into_inner())));
+            let answer = tokio::time::timeout(Duration::from_secs(2), ask(client.clone())).await;
+            result.push((replica.id, answer.ok().and_then(|a| a.ok()).map(|a| a.into_inner())));
         }
         result
     }

@@ -33,6 +33,10 @@ impl Digest {
     pub fn short(&self) -> String {
         hex(&self.0[..4])
     }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
 }
 
 impl fmt::Debug for Digest {

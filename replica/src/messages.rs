@@ -231,6 +231,18 @@ impl Message {
         }
     }
 
+    /// The sequence number the message is about, for those about one.
+    pub fn seq(&self) -> Option<Seq> {
+        match self {
+            Message::PrePrepare(m) => Some(m.body.seq),
+            Message::Prepare(m) => Some(m.body.seq),
+            Message::Commit(m) => Some(m.body.seq),
+            Message::Checkpoint(m) => Some(m.body.seq),
+            Message::Committed(c) => Some(c.pre_prepare.body.seq),
+            Message::ViewChange(_) | Message::NewView(_) | Message::Status(_) | Message::StateTransfer(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Message::PrePrepare(_) => "pre_prepare",

@@ -29,6 +29,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabel {
+    pub fault_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -51,6 +56,9 @@ pub struct Metrics {
     pub messages_out: Family<KindLabel, Counter>,
     pub messages_refused: Family<ReasonLabel, Counter>,
     pub signature_failures: Counter,
+    pub detections: Family<FaultLabel, Counter>,
+    pub members_detected: Gauge,
+    pub fault_drill_active: Gauge,
     pub commit_latency: Histogram,
     /// Milliseconds since the start of the process when the protocol loop last turned.
     pub loop_heartbeat_ms: Arc<AtomicU64>,
@@ -81,6 +89,9 @@ impl Metrics {
             messages_out: Family::default(),
             messages_refused: Family::default(),
             signature_failures: Counter::default(),
+            detections: Family::default(),
+            members_detected: Gauge::default(),
+            fault_drill_active: Gauge::default(),
             commit_latency: Histogram::new(latency_buckets),
             loop_heartbeat_ms: Arc::new(AtomicU64::new(0)),
             ready: Arc::new(AtomicBool::new(false)),
@@ -138,6 +149,21 @@ impl Metrics {
             "signature_failures",
             "Messages and transfers whose signature did not verify",
             m.signature_failures,
+        );
+        registry.register(
+            "detections",
+            "Members newly detected misbehaving, by fault type (one per member and type)",
+            m.detections,
+        );
+        registry.register(
+            "members_detected",
+            "Members this replica has detected misbehaving",
+            m.members_detected,
+        );
+        registry.register(
+            "fault_drill_active",
+            "1 while this replica runs an injected fault drill",
+            m.fault_drill_active,
         );
         registry.register(
             "commit_latency_seconds",

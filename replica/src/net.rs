@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::faults::{Fault, FaultDrill};
+use crate::history::{MessageSummary, Observation};
 use crate::ledger::SignedTransfer;
 use crate::messages::{Message, ReplicaId, Reply, Signed};
 use crate::verify::{Rejection, Verified, Verifier};
@@ -43,6 +45,19 @@ pub enum Command {
     ForceViewChange {
         respond: oneshot::Sender<proto::ViewChangeEvent>,
     },
+    /// Start (or with `None` stop) a fault drill; answered with the drill now running.
+    InjectFault {
+        drill: Option<FaultDrill>,
+        respond: oneshot::Sender<String>,
+    },
+    /// A peer's message was refused in a way that shows its sender misbehaving.
+    Observed(Observation),
+    Detections {
+        respond: oneshot::Sender<proto::DetectionsResponse>,
+    },
+    ViewChanges {
+        respond: oneshot::Sender<proto::ViewChangesResponse>,
+    },
 }
 
 /// How long a client's submit waits for its transfer to execute before giving up.
@@ -73,12 +88,20 @@ impl ReplicaRpc for Service {
             received += 1;
             let verified = match Message::decode(&item.message, self.max_message_bytes) {
                 Ok(message) => {
-                    let kind = message.kind();
+                    let summary = MessageSummary::of(&message);
                     self.metrics
                         .messages_in
-                        .get_or_create(&crate::metrics::KindLabel { kind: kind.into() })
+                        .get_or_create(&crate::metrics::KindLabel {
+                            kind: summary.kind.into(),
+                        })
                         .inc();
-                    verifier.message(message).map_err(|e| (e.label(), e.to_string()))
+                    verifier.message(message).map_err(|rejection| {
+                        if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
+                            // Best effort: under a flood the loop's queue is full and the count is enough.
+                            let _ = self.commands.try_send(Command::Observed(observation));
+                        }
+                        (rejection.label(), rejection.to_string())
+                    })
                 }
                 Err(e) => Err(("malformed", e.to_string())),
             };
@@ -127,15 +150,45 @@ impl ReplicaRpc for Service {
         &self,
         _: Request<proto::ForceViewChangeRequest>,
     ) -> Result<Response<proto::ViewChangeEvent>, Status> {
-        if !self.allow_fault_injection {
-            return Err(Status::permission_denied(
-                "fault drills are not allowed on this replica (allow_fault_injection)",
-            ));
-        }
+        self.allow_drill()?;
         let event = self.ask(|respond| Command::ForceViewChange { respond });
         tokio::time::timeout(SUBMIT_TIMEOUT, event)
             .await
             .map_err(|_| Status::deadline_exceeded("no new view"))?
+            .map(Response::new)
+    }
+
+    async fn inject_fault(
+        &self,
+        request: Request<proto::InjectFaultRequest>,
+    ) -> Result<Response<proto::InjectFaultResponse>, Status> {
+        self.allow_drill()?;
+        let request = request.into_inner();
+        let drill = if request.clear {
+            None
+        } else {
+            let fault: Fault = request.fault.parse().map_err(Status::invalid_argument)?;
+            Some(FaultDrill::new(fault, request.probability).map_err(Status::invalid_argument)?)
+        };
+        let active = self.ask(|respond| Command::InjectFault { drill, respond }).await?;
+        Ok(Response::new(proto::InjectFaultResponse { active }))
+    }
+
+    async fn detections(
+        &self,
+        _: Request<proto::DetectionsRequest>,
+    ) -> Result<Response<proto::DetectionsResponse>, Status> {
+        self.ask(|respond| Command::Detections { respond })
+            .await
+            .map(Response::new)
+    }
+
+    async fn view_changes(
+        &self,
+        _: Request<proto::ViewChangesRequest>,
+    ) -> Result<Response<proto::ViewChangesResponse>, Status> {
+        self.ask(|respond| Command::ViewChanges { respond })
+            .await
             .map(Response::new)
     }
 
@@ -152,6 +205,16 @@ impl ReplicaRpc for Service {
 }
 
 impl Service {
+    fn allow_drill(&self) -> Result<(), Status> {
+        if self.allow_fault_injection {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "fault drills are not allowed on this replica (start it with allow_fault_injection)",
+            ))
+        }
+    }
+
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
         let (respond, answer) = oneshot::channel();
         self.commands

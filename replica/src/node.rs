@@ -14,11 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::faults::{FaultDrill, Saboteur};
+use crate::history::{Detection, FaultType, History, MessageSummary, Observation, ViewChangeRecord};
 use crate::ledger::Ledger;
 use crate::messages::{Member, ReplicaId};
-use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
+use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, PeerLink, ReplyTo, Service, proto};
-use crate::replica::{Event, Input, Output, Replica};
+use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
 use crate::storage::Store;
 use crate::verify::{Rejection, Verifier};
 
@@ -169,7 +171,7 @@ pub async fn run(
         genesis: genesis.clone(),
         params: config.params.clone(),
     };
-    let replica = Replica::recover(core_config, key, store.durable())?;
+    let replica = Replica::recover(core_config, key.clone(), store.durable())?;
     let genesis_digest = Ledger::from_genesis(&genesis).map_err(ConfigError::Genesis)?.digest();
 
     let links: HashMap<ReplicaId, PeerLink> = config
@@ -209,7 +211,15 @@ pub async fn run(
         make_verifier: Box::new(make_verifier),
         max_message_bytes: config.max_message_bytes,
     };
-    let loop_task = tokio::spawn(protocol_loop(replica, store, links, commands, inbox, metrics.clone()));
+    let loop_task = tokio::spawn(protocol_loop(
+        replica,
+        key,
+        store,
+        links,
+        commands,
+        inbox,
+        metrics.clone(),
+    ));
     // One shutdown signal for both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -249,6 +259,7 @@ const GROUP_MAX: usize = 512;
 
 async fn protocol_loop(
     mut replica: Replica,
+    key: KeyPair,
     mut store: Store,
     links: HashMap<ReplicaId, PeerLink>,
     commands: mpsc::Sender<Command>,
@@ -260,6 +271,12 @@ async fn protocol_loop(
     let mut waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>> = HashMap::new();
     let (mut applied, mut rejected) = (0, 0);
     let mut view_change_waiters: Vec<oneshot::Sender<proto::ViewChangeEvent>> = Vec::new();
+    let mut view_change_reason = None;
+    // Detections and view changes, written with the next group's entries whenever they changed.
+    let mut history = store.history().clone();
+    let mut history_changed = false;
+    let mut saboteur: Option<Saboteur> = None;
+    let mut drilled = false;
     let mut outputs = replica.start(now());
     let mut group = Vec::with_capacity(GROUP_MAX);
     loop {
@@ -271,7 +288,8 @@ async fn protocol_loop(
                 _ => None,
             })
             .collect();
-        if let Err(error) = tokio::task::block_in_place(|| store.append(entries)) {
+        let changed = std::mem::take(&mut history_changed).then_some(&history);
+        if let Err(error) = tokio::task::block_in_place(|| store.append(entries, changed)) {
             // Without storage the replica could sign something it later forgets: stop rather than risk it.
             tracing::error!(%error, "cannot persist; stopping the replica");
             std::process::exit(1);
@@ -281,26 +299,36 @@ async fn protocol_loop(
                 Output::Persist(_) => {}
                 Output::Send { to, message } => {
                     if let Some(link) = links.get(&to) {
-                        metrics
-                            .messages_out
-                            .get_or_create(&KindLabel {
-                                kind: message.kind().into(),
-                            })
-                            .inc();
-                        link.send(message.encode());
+                        let copies = match saboteur.as_mut() {
+                            Some(saboteur) => saboteur.outgoing(&message, 1),
+                            None => vec![Some(message)],
+                        };
+                        for copy in copies.into_iter().flatten() {
+                            send(link, &copy.encode(), copy.kind(), &metrics);
+                        }
                     }
                 }
-                Output::Broadcast(message) => {
-                    let sent = metrics.messages_out.get_or_create(&KindLabel {
-                        kind: message.kind().into(),
-                    });
-                    let bytes = message.encode();
-                    for link in links.values() {
-                        sent.inc();
-                        link.send(bytes.clone());
+                Output::Broadcast(message) => match saboteur.as_mut() {
+                    None => {
+                        let bytes = message.encode();
+                        for link in links.values() {
+                            send(link, &bytes, message.kind(), &metrics);
+                        }
                     }
-                }
+                    Some(saboteur) => {
+                        let copies = saboteur.outgoing(&message, links.len());
+                        for (link, copy) in links.values().zip(copies) {
+                            if let Some(copy) = copy {
+                                send(link, &copy.encode(), copy.kind(), &metrics);
+                            }
+                        }
+                    }
+                },
                 Output::Reply(reply) => {
+                    let reply = match saboteur.as_mut() {
+                        Some(saboteur) => saboteur.reply(reply),
+                        None => reply,
+                    };
                     for (digest, _) in &reply.body.outcomes {
                         for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
                             metrics.commit_latency.observe(since.elapsed().as_secs_f64());
@@ -316,15 +344,40 @@ async fn protocol_loop(
                     });
                 }
                 Output::Event(event) => {
-                    if matches!(event, Event::ViewChangeStarted { .. }) {
-                        metrics.view_changes.inc();
-                    }
-                    if let Some(answer) = view_change_event(&event, replica.membership().quorum()) {
-                        for waiter in view_change_waiters.drain(..) {
-                            let _ = waiter.send(answer.clone());
+                    log_event(&event);
+                    match event {
+                        Event::ViewChangeStarted { reason, .. } => {
+                            metrics.view_changes.inc();
+                            view_change_reason = Some(reason);
                         }
+                        Event::DivergentCheckpoint {
+                            member,
+                            seq,
+                            expected,
+                            received,
+                        } => {
+                            let observation = Observation {
+                                member,
+                                fault: FaultType::DivergentExecution,
+                                message: "checkpoint".into(),
+                                sequence: Some(seq),
+                                expected: format!("state digest {}", expected.to_hex()),
+                                received: format!("state digest {}", received.to_hex()),
+                            };
+                            history_changed |= detected(&mut history, observation, &metrics);
+                        }
+                        event @ Event::NewViewInstalled { .. } => {
+                            let answer = view_change_event(&event, replica.membership().quorum());
+                            if let Some(answer) = answer {
+                                history.view_changed(view_change_record(&answer, view_change_reason.take()));
+                                history_changed = true;
+                                for waiter in view_change_waiters.drain(..) {
+                                    let _ = waiter.send(answer.clone());
+                                }
+                            }
+                        }
+                        _ => {}
                     }
-                    log_event(&event)
                 }
             }
         }
@@ -351,10 +404,60 @@ async fn protocol_loop(
         }
         for command in group.drain(..) {
             let input = match command {
-                Command::Message(message) => Input::Message(message),
+                Command::Message(message) => {
+                    let summary = MessageSummary::of(&message);
+                    match replica.step(now(), Input::Message(message)) {
+                        Ok(out) => outputs.extend(out),
+                        Err(rejection) => {
+                            if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
+                                history_changed |= detected(&mut history, observation, &metrics);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                Command::Observed(observation) => {
+                    history_changed |= detected(&mut history, observation, &metrics);
+                    continue;
+                }
+                Command::InjectFault { drill, respond } => {
+                    saboteur = drill.map(|drill| {
+                        let seed = rand::random();
+                        let max_batch = replica.params().max_batch_size;
+                        Saboteur::new(drill, replica.id(), key.clone(), seed, max_batch)
+                    });
+                    let active = saboteur.as_ref().map_or(String::new(), |s| {
+                        let drill = s.drill();
+                        format!("{} p={}", drill.fault, drill.probability)
+                    });
+                    tracing::warn!(drill = %active, "fault drill changed");
+                    metrics.fault_drill_active.set(i64::from(saboteur.is_some()));
+                    drilled |= saboteur.is_some();
+                    let _ = respond.send(active);
+                    continue;
+                }
+                Command::Detections { respond } => {
+                    let _ = respond.send(proto::DetectionsResponse {
+                        id: replica.id(),
+                        detections: history.detections.iter().map(detection_proto).collect(),
+                    });
+                    continue;
+                }
+                Command::ViewChanges { respond } => {
+                    let _ = respond.send(proto::ViewChangesResponse {
+                        id: replica.id(),
+                        view_changes: history.view_changes.iter().map(view_change_proto).collect(),
+                    });
+                    continue;
+                }
                 Command::Timer(timer) => Input::Timer(timer),
                 Command::Submit { tx, respond } => {
                     let digest = tx.digest();
+                    if saboteur.as_mut().is_some_and(|s| !s.admits_request()) {
+                        // Censored: never proposed here, but answered if the transfer executes anyway.
+                        waiting.entry(digest).or_default().push((respond, Instant::now()));
+                        continue;
+                    }
                     match replica.step(now(), Input::Request(tx)) {
                         Ok(out) => {
                             // An already executed transfer is answered at once, from the outputs.
@@ -371,7 +474,8 @@ async fn protocol_loop(
                     continue;
                 }
                 Command::Status { respond } => {
-                    let _ = respond.send(status(&replica));
+                    let drill = saboteur.as_ref().map(|s| s.drill());
+                    let _ = respond.send(status(&replica, drill, drilled));
                     continue;
                 }
                 Command::ForceViewChange { respond } => {
@@ -458,7 +562,7 @@ fn view_change_event(event: &Event, quorum: usize) -> Option<proto::ViewChangeEv
     })
 }
 
-fn status(replica: &Replica) -> proto::StatusResponse {
+fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto::StatusResponse {
     let key = replica
         .membership()
         .key(replica.id())
@@ -475,6 +579,91 @@ fn status(replica: &Replica) -> proto::StatusResponse {
         public_key: key,
         transfers_applied: replica.stats().transfers_applied,
         transfers_rejected: replica.stats().transfers_rejected,
+        fault_drill: drill.map_or(String::new(), |d| format!("{} p={}", d.fault, d.probability)),
+        members: replica.membership().n() as u32,
+        quorum_size: replica.membership().quorum() as u32,
+        max_failures: crate::config::max_failures(replica.membership().n()) as u32,
+        stable_state_digest: replica.stable_checkpoint().state_digest.to_hex(),
+        drilled,
+    }
+}
+
+fn send(link: &PeerLink, bytes: &[u8], kind: &'static str, metrics: &Metrics) {
+    metrics
+        .messages_out
+        .get_or_create(&KindLabel { kind: kind.into() })
+        .inc();
+    link.send(bytes.to_vec());
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records an observation; true when the detection log gained an entry.
+fn detected(history: &mut History, observation: Observation, metrics: &Metrics) -> bool {
+    let (member, fault) = (observation.member, observation.fault);
+    let new = history.observe(observation, unix_ms());
+    if new {
+        tracing::warn!(member, fault_type = fault.name(), "detected a misbehaving member");
+        metrics
+            .detections
+            .get_or_create(&FaultLabel {
+                fault_type: fault.name().into(),
+            })
+            .inc();
+        let members: std::collections::BTreeSet<_> = history.detections.iter().map(|d| d.first.member).collect();
+        metrics.members_detected.set(members.len() as i64);
+    }
+    new
+}
+
+fn detection_proto(d: &Detection) -> proto::Detection {
+    proto::Detection {
+        member: d.first.member,
+        fault_type: d.first.fault.name().into(),
+        detection_method: d.first.fault.method().into(),
+        message: d.first.message.clone(),
+        sequence: d.first.sequence,
+        expected: d.first.expected.clone(),
+        received: d.first.received.clone(),
+        first_seen_unix_ms: d.first_seen_unix_ms,
+        last_seen_unix_ms: d.last_seen_unix_ms,
+        occurrences: d.occurrences,
+    }
+}
+
+/// The durable record of a view change, from its report (durations are turned into wall-clock times).
+fn view_change_record(event: &proto::ViewChangeEvent, reason: Option<ViewChangeReason>) -> ViewChangeRecord {
+    let installed = unix_ms();
+    ViewChangeRecord {
+        view: event.view,
+        old_primary: event.old_primary,
+        new_primary: event.new_primary,
+        started_unix_ms: reason.map(|_| installed.saturating_sub(event.duration_ms)),
+        installed_unix_ms: installed,
+        reason: reason.map(|r| r.name().to_string()),
+        triggered_by: event.triggered_by.clone(),
+        quorum_met: event.quorum_met,
+        batches_recovered: event.batches_recovered,
+        transfers_recovered: event.transfers_recovered,
+    }
+}
+
+fn view_change_proto(r: &ViewChangeRecord) -> proto::ViewChangeRecord {
+    proto::ViewChangeRecord {
+        view: r.view,
+        old_primary: r.old_primary,
+        new_primary: r.new_primary,
+        started_unix_ms: r.started_unix_ms,
+        installed_unix_ms: r.installed_unix_ms,
+        reason: r.reason.clone().unwrap_or_default(),
+        triggered_by: r.triggered_by.clone(),
+        quorum_met: r.quorum_met,
+        batches_recovered: r.batches_recovered,
+        transfers_recovered: r.transfers_recovered,
     }
 }
 
@@ -500,5 +689,8 @@ fn log_event(event: &Event) {
         Event::CheckpointStable { seq } => tracing::debug!(seq, "checkpoint stable"),
         Event::StateTransferred { seq } => tracing::info!(seq, "caught up by state transfer"),
         Event::StateDiverged { seq } => tracing::error!(seq, "executed state differs from the quorum's"),
+        Event::DivergentCheckpoint {
+            member, seq, received, ..
+        } => tracing::warn!(member, seq, received = %received.to_hex(), "a member signed a divergent checkpoint"),
     }
 }

@@ -98,6 +98,14 @@ pub enum Event {
     StateDiverged {
         seq: Seq,
     },
+    /// A member signed a checkpoint whose state differs from the one a quorum certified: it executed differently
+    /// (or lies about it). The signed checkpoint is the proof.
+    DivergentCheckpoint {
+        member: ReplicaId,
+        seq: Seq,
+        expected: Digest,
+        received: Digest,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +117,17 @@ pub enum ViewChangeReason {
     /// F+1 other members moved to a higher view, so at least one honest member did.
     JoinedPeers,
     Forced,
+}
+
+impl ViewChangeReason {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ViewChangeReason::RequestTimeout => "request_timeout",
+            ViewChangeReason::NewViewTimeout => "new_view_timeout",
+            ViewChangeReason::JoinedPeers => "joined_peers",
+            ViewChangeReason::Forced => "forced",
+        }
+    }
 }
 
 /// Counters a host exports as metrics.
@@ -410,6 +429,10 @@ impl Replica {
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
     pub fn stable_checkpoint(&self) -> &CheckpointCert {
         &self.stable
     }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::config::{Config, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::durable::Durable;
+use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
@@ -56,6 +57,19 @@ impl std::str::FromStr for Behaviour {
 }
 
 impl Behaviour {
+    /// The fault drill a member with this behaviour runs (a replaying member needs none: the simulator replays).
+    fn drill(&self) -> Option<FaultDrill> {
+        let (fault, probability) = match self {
+            Behaviour::Equivocate => (Fault::Equivocation, 0.5),
+            Behaviour::CorruptSignatures => (Fault::SignatureCorruption, 0.5),
+            Behaviour::DoubleSpend => (Fault::DoubleSpend, 1.0),
+            Behaviour::Censor => (Fault::Censorship, 1.0),
+            Behaviour::Silent => (Fault::Silence, 1.0),
+            Behaviour::Replay => return None,
+        };
+        Some(FaultDrill { fault, probability })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Behaviour::Equivocate => "equivocate",
@@ -222,8 +236,8 @@ struct SimReplica {
     behaviour: Option<Behaviour>,
     /// What a replaying member has seen, to send again.
     seen: Vec<Message>,
-    /// A double-spending primary's previous batch, to propose again.
-    proposed_before: Vec<SignedTransfer>,
+    /// What a Byzantine member (other than a replaying one) does to what it sends.
+    saboteur: Option<Saboteur>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,14 +359,27 @@ impl Sim {
                 );
                 SimReplica {
                     id,
-                    key,
+                    key: key.clone(),
                     core: None,
                     durable: Durable::default(),
                     verifier,
                     incarnation: 0,
                     behaviour: byzantine.get(&id).copied(),
                     seen: Vec::new(),
-                    proposed_before: Vec::new(),
+                    saboteur: byzantine.get(&id).and_then(|b| b.drill()).map(|drill| {
+                        let accomplice = Accomplice {
+                            key: accomplice.clone(),
+                            payee: clients[0].key.public(),
+                        };
+                        Saboteur::new(
+                            drill,
+                            id,
+                            key.clone(),
+                            config.seed ^ u64::from(id),
+                            config.params.max_batch_size,
+                        )
+                        .with_accomplice(accomplice)
+                    }),
                 }
             })
             .collect();
@@ -561,7 +588,9 @@ impl Sim {
         let behaviour = self.replicas[index].behaviour;
         let input = match payload {
             Payload::Request(tx) => {
-                if behaviour == Some(Behaviour::Censor) {
+                if let Some(saboteur) = self.replicas[index].saboteur.as_mut()
+                    && !saboteur.admits_request()
+                {
                     return;
                 }
                 match self.replicas[index].verifier.request(tx) {
@@ -632,7 +661,10 @@ impl Sim {
                     },
                 ),
                 Output::Reply(reply) => {
-                    let reply = self.maybe_lie_in_reply(index, reply);
+                    let reply = match self.replicas[index].saboteur.as_mut() {
+                        Some(saboteur) => saboteur.reply(reply),
+                        None => reply,
+                    };
                     let clients: BTreeSet<usize> = reply
                         .body
                         .outcomes
@@ -666,150 +698,24 @@ impl Sim {
     /// Sends a member's message, through whatever its behaviour does to it.
     fn send_from(&mut self, index: usize, peers: Vec<ReplicaId>, message: Message) {
         let id = self.replicas[index].id;
-        match self.replicas[index].behaviour {
-            None | Some(Behaviour::Censor) | Some(Behaviour::Replay) => {
-                if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
-                    self.replicas[index].seen.push(message.clone());
-                }
-                for to in peers {
-                    self.network_send(id, to, Payload::Message(message.clone()));
-                }
-            }
-            Some(Behaviour::Silent) => {}
-            Some(Behaviour::CorruptSignatures) => {
-                for to in peers {
-                    let mut m = message.clone();
-                    if self.rng.random_bool(0.5) {
-                        m.corrupt_signature();
-                    }
-                    self.network_send(id, to, Payload::Message(m));
-                }
-            }
-            Some(Behaviour::Equivocate) => {
-                for to in peers {
-                    let m = if self.rng.random_bool(0.5) {
-                        self.equivocation(index, &message)
-                    } else {
-                        message.clone()
-                    };
-                    self.network_send(id, to, Payload::Message(m));
-                }
-            }
-            Some(Behaviour::DoubleSpend) => {
-                let m = self.double_spend(index, &message);
-                for to in peers {
-                    self.network_send(id, to, Payload::Message(m.clone()));
-                }
-            }
+        if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
+            self.replicas[index].seen.push(message.clone());
         }
-    }
-
-    /// A message conflicting with `message` for the same slot, correctly signed.
-    fn equivocation(&mut self, index: usize, message: &Message) -> Message {
-        let r = &self.replicas[index];
-        let other = Digest(self.rng.random());
-        match message {
-            Message::PrePrepare(pp) => {
-                let mut batch = pp.body.batch.clone();
-                batch.pop();
-                let body = PrePrepare {
-                    digest: batch_digest(&batch),
-                    batch,
-                    ..pp.body.clone()
-                };
-                Message::PrePrepare(Signed::new(r.id, body, &r.key))
-            }
-            Message::Prepare(p) => Message::Prepare(Signed::new(
-                r.id,
-                Prepare {
-                    digest: other,
-                    ..p.body
-                },
-                &r.key,
-            )),
-            Message::Commit(c) => Message::Commit(Signed::new(
-                r.id,
-                Commit {
-                    digest: other,
-                    ..c.body
-                },
-                &r.key,
-            )),
-            other_message => other_message.clone(),
-        }
-    }
-
-    /// Adds a correctly signed double spend to proposals, and lies about the state in checkpoints.
-    fn double_spend(&mut self, index: usize, message: &Message) -> Message {
-        match message {
-            Message::PrePrepare(pp) => {
-                let mut batch = pp.body.batch.clone();
-                // Half the time, spend again what an earlier proposal spent: a valid batch whose transfers
-                // were ordered before, which must execute once and then be refused as reused nonces.
-                let earlier = self.replicas[index].proposed_before.clone();
-                self.replicas[index].proposed_before = batch.clone();
-                if !earlier.is_empty() && self.rng.random_bool(0.5) {
-                    let again: Vec<SignedTransfer> = earlier.into_iter().filter(|tx| !batch.contains(tx)).collect();
-                    batch.extend(again);
-                    batch.truncate(self.config.params.max_batch_size);
-                    let mut spends = std::collections::HashSet::new();
-                    batch.retain(|tx| spends.insert(tx.spend_key()));
-                    let body = PrePrepare {
-                        digest: batch_digest(&batch),
-                        batch,
-                        ..pp.body.clone()
-                    };
-                    let r = &self.replicas[index];
-                    return Message::PrePrepare(Signed::new(r.id, body, &r.key));
-                }
-                // Otherwise add two transfers that spend the same funds, correctly signed by an accomplice.
-                let accomplice = key_for(self.config.seed, 3, 0);
-                let to = self.clients[0].key.public();
-                let nonce = pp.body.seq;
-                for amount in [1, 2] {
-                    let tx = Transfer {
-                        from: accomplice.public(),
-                        to,
-                        amount,
-                        nonce,
-                    }
-                    .sign(&accomplice);
+        let copies = match self.replicas[index].saboteur.as_mut() {
+            Some(saboteur) => {
+                let copies = saboteur.outgoing(&message, peers.len());
+                for tx in saboteur.forged.drain(..) {
                     self.signed.insert(tx.digest(), tx.transfer);
-                    batch.push(tx);
                 }
-                let r = &self.replicas[index];
-                let body = PrePrepare {
-                    digest: batch_digest(&batch),
-                    batch,
-                    ..pp.body.clone()
-                };
-                Message::PrePrepare(Signed::new(r.id, body, &r.key))
+                copies
             }
-            Message::Checkpoint(c) => {
-                let body = Checkpoint {
-                    state_digest: Digest(self.rng.random()),
-                    ..c.body
-                };
-                let r = &self.replicas[index];
-                Message::Checkpoint(Signed::new(r.id, body, &r.key))
+            None => vec![Some(message); peers.len()],
+        };
+        for (to, copy) in peers.into_iter().zip(copies) {
+            if let Some(copy) = copy {
+                self.network_send(id, to, Payload::Message(copy));
             }
-            other => other.clone(),
         }
-    }
-
-    fn maybe_lie_in_reply(&mut self, index: usize, reply: Signed<Reply>) -> Signed<Reply> {
-        if self.replicas[index].behaviour != Some(Behaviour::DoubleSpend) {
-            return reply;
-        }
-        let r = &self.replicas[index];
-        let mut body = reply.body;
-        for (_, outcome) in body.outcomes.iter_mut() {
-            *outcome = match outcome {
-                TxOutcome::Applied => TxOutcome::Rejected(RejectReason::ZeroAmount),
-                TxOutcome::Rejected(_) => TxOutcome::Applied,
-            };
-        }
-        Signed::new(r.id, body, &r.key)
     }
 
     /// Between clients and replicas: lost with the configured probability until the network heals, else

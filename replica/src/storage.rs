@@ -3,17 +3,20 @@
 //! redb commits are atomic and fsynced, so a replica killed at any moment restarts with exactly what it had
 //! committed. Entries are appended in one transaction per group of protocol steps; when a stable checkpoint
 //! arrives, the folded state (`Durable`) is written in its place and the entries it covers are dropped, so
-//! the store stays about the size of one checkpoint window.
+//! the store stays about the size of one checkpoint window. The replica's `History` (detections, view changes)
+//! is written whole beside them, in the same transaction, whenever it changed.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::durable::{Durable, Entry};
+use crate::history::History;
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const FOLDED: &str = "durable";
+const HISTORY: &str = "history";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -31,6 +34,7 @@ pub struct Store {
     db: Database,
     /// What the entries on disk fold to.
     durable: Durable,
+    history: History,
     next_index: u64,
 }
 
@@ -39,6 +43,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StorageError> {
         let db = Database::create(path).map_err(db_error)?;
         let mut durable = Durable::default();
+        let mut history = History::default();
         let mut next_index = 0;
         {
             let read = db.begin_read().map_err(db_error)?;
@@ -46,6 +51,11 @@ impl Store {
                 && let Some(bytes) = state.get(FOLDED).map_err(db_error)?
             {
                 durable = postcard::from_bytes(bytes.value()).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            }
+            if let Ok(state) = read.open_table(STATE)
+                && let Some(bytes) = state.get(HISTORY).map_err(db_error)?
+            {
+                history = postcard::from_bytes(bytes.value()).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             }
             if let Ok(entries) = read.open_table(ENTRIES) {
                 for row in entries.iter().map_err(db_error)? {
@@ -60,6 +70,7 @@ impl Store {
         Ok(Store {
             db,
             durable,
+            history,
             next_index,
         })
     }
@@ -69,9 +80,14 @@ impl Store {
         &self.durable
     }
 
-    /// Makes `entries` durable: when this returns, they survive any crash.
-    pub fn append(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
-        if entries.is_empty() {
+    /// The detections and view changes recorded so far.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Makes `entries`, and `history` when given, durable: when this returns, they survive any crash.
+    pub fn append(&mut self, entries: Vec<Entry>, history: Option<&History>) -> Result<(), StorageError> {
+        if entries.is_empty() && history.is_none() {
             return Ok(());
         }
         let checkpoint = entries.iter().any(|e| matches!(e, Entry::Checkpoint { .. }));
@@ -86,6 +102,15 @@ impl Store {
         }
         for entry in entries {
             self.durable.apply(entry);
+        }
+        if let Some(history) = history {
+            let bytes = postcard::to_allocvec(history).expect("encoding to memory cannot fail");
+            write
+                .open_table(STATE)
+                .map_err(db_error)?
+                .insert(HISTORY, bytes.as_slice())
+                .map_err(db_error)?;
+            self.history = history.clone();
         }
         if checkpoint {
             // Replace the log with its fold: a checkpoint made most of it obsolete.
@@ -132,26 +157,43 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         {
             let mut store = Store::open(&path).unwrap();
-            store.append(vec![prepare(1), prepare(2)]).unwrap();
+            store.append(vec![prepare(1), prepare(2)], None).unwrap();
         }
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.durable().sent.len(), 2);
+        assert_eq!(store.history(), &History::default());
+        let mut history = History::default();
+        history.observe(
+            crate::history::Observation {
+                member: 5,
+                fault: crate::history::FaultType::SignatureMismatch,
+                message: "prepare".into(),
+                sequence: Some(3),
+                expected: "a valid signature".into(),
+                received: "one that does not verify".into(),
+            },
+            1_000,
+        );
         let cert = CheckpointCert {
             seq: 1,
             state_digest: Digest([3; 32]),
             proof: Vec::new(),
         };
         store
-            .append(vec![
-                Entry::Checkpoint {
-                    cert: cert.clone(),
-                    snapshot: vec![1, 2, 3],
-                },
-                prepare(3),
-            ])
+            .append(
+                vec![
+                    Entry::Checkpoint {
+                        cert: cert.clone(),
+                        snapshot: vec![1, 2, 3],
+                    },
+                    prepare(3),
+                ],
+                Some(&history),
+            )
             .unwrap();
         drop(store);
         let store = Store::open(&path).unwrap();
+        assert_eq!(store.history(), &history, "the history is kept beside the entries");
         assert_eq!(store.durable().checkpoint, Some((cert, vec![1, 2, 3])));
         let seqs: Vec<Seq> = store
             .durable()

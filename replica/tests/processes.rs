@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bft_replica::client::{Client, ClientError};
 use bft_replica::config::Params;
+use bft_replica::faults::{Fault, FaultDrill};
+use bft_replica::report;
 use bft_replica::ledger::{RejectReason, Transfer, TxOutcome};
 use bft_replica::testnet::{Layout, free_ports};
 
@@ -274,8 +276,54 @@ async fn fault_drills_are_refused_unless_allowed() {
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let refused = client.force_view_change().await.unwrap_err().to_string();
     assert!(refused.contains("fault drills are not allowed"), "{refused}");
+    let drill = FaultDrill::new(Fault::Equivocation, 1.0).unwrap();
+    let refused = client.inject_fault(2, Some(drill)).await.unwrap_err().to_string();
+    assert!(refused.contains("fault drills are not allowed"), "{refused}");
+    assert!(client.statuses().await.iter().all(|(_, s)| s.as_ref().unwrap().fault_drill.is_empty()));
     let statuses = wait_executed(&client, &[1, 2, 3, 4], 0).await;
     assert!(statuses.iter().all(|s| s.view == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_restart() {
+    let mut cluster = Cluster::start(4, "detect");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let drill = FaultDrill::new(Fault::SignatureCorruption, 1.0).unwrap();
+    assert_eq!(client.inject_fault(4, Some(drill)).await.unwrap(), "signature-corruption p=1");
+    // With F = 1 the three others still form a quorum: transfers commit while member 4's votes are refused.
+    for nonce in 1..=3 {
+        let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
+        assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let mut log = Vec::new();
+    for _ in 0..300 {
+        log = report::detection_log(4, &client.detections().await);
+        if log.iter().any(|e| e.confirmed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(log.len(), 1, "only member 4 is detected: {log:?}");
+    let entry = &log[0];
+    assert_eq!((entry.agent_id.as_str(), entry.fault_type.as_str()), ("bft-agent-4", "signature_mismatch"));
+    assert!(entry.confirmed && entry.voted_by.len() >= 2, "{entry:?}");
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!(health.status, "healthy", "{health:?}");
+    assert_eq!((health.malicious_detected, health.healthy_agents), (1, 3));
+    assert_eq!(health.false_positive_rate, 0.0);
+    assert_eq!(health.transactions_committed, 3);
+    assert_eq!(client.inject_fault(4, None).await.unwrap(), "");
+
+    // The detection log is durable: a replica killed and restarted still has it.
+    let voter: u32 = entry.voted_by[0].trim_start_matches("bft-agent-").parse().unwrap();
+    cluster.kill(voter as usize - 1);
+    cluster.restart(voter as usize - 1);
+    wait_executed(&client, &[voter], 0).await;
+    let after = client.detections().await;
+    let (_, answer) = after.iter().find(|(id, _)| *id == voter).unwrap();
+    let kept = &answer.as_ref().unwrap().detections;
+    assert!(kept.iter().any(|d| d.member == 4 && d.fault_type == "signature_mismatch"), "{kept:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

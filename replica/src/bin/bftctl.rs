@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use bft_replica::client::Client;
 use bft_replica::config::Params;
-use bft_replica::crypto::KeyPair;
+use bft_replica::crypto::{KeyPair, PublicKey};
+use bft_replica::faults::{Fault, FaultDrill};
 use bft_replica::ledger::{Transfer, TxOutcome};
+use bft_replica::report;
 use bft_replica::testnet::{self, Layout};
 use clap::{Parser, Subcommand};
 
@@ -51,6 +53,62 @@ enum Commands {
         /// Required: this replaces the primary.
         #[arg(long)]
         force: bool,
+    },
+    /// Submit signed transfers: AMOUNT from one account to another, COUNT times (nonces follow the cluster's).
+    Submit {
+        #[arg(long)]
+        cluster: PathBuf,
+        /// The paying account: its index among the cluster's accounts, or a PKCS#8 PEM key file.
+        #[arg(long)]
+        from: String,
+        /// The payee: an index among the cluster's accounts, or a public key (hex).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// The first nonce to use (default: the next one the cluster expects).
+        #[arg(long)]
+        nonce: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The consensus-health report: quorum, healthy and detected members, transactions, integrity.
+    Health {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The detection log: misbehaving members with evidence, merged over every replica, oldest first.
+    Detections {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The view-change history each replica kept.
+    ViewChanges {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A drill: make one member misbehave (refused unless it allows fault injection), or stop it with --clear.
+    InjectFault {
+        #[arg(long)]
+        cluster: PathBuf,
+        #[arg(long)]
+        member: u32,
+        /// signature-corruption, double-spend, censorship, equivocation or silence.
+        #[arg(long, required_unless_present = "clear")]
+        fault: Option<Fault>,
+        /// The chance, in [0, 1], that the fault acts on each message (for censorship, each request).
+        #[arg(long, default_value_t = 1.0)]
+        probability: f64,
+        #[arg(long, conflicts_with = "fault")]
+        clear: bool,
     },
     /// Load: CLIENTS clients each submit transfers one after another until COUNT are decided.
     Bench {
@@ -151,6 +209,84 @@ async fn run(command: Commands) -> Result<(), String> {
             println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
             Ok(())
         }
+        Commands::Submit {
+            cluster,
+            from,
+            to,
+            amount,
+            count,
+            nonce,
+            json,
+        } => submit(&cluster, &from, &to, amount, count, nonce, json).await,
+        Commands::Health { cluster, json } => {
+            let (client, _, _) = connect(&cluster)?;
+            let report = report::health(&client.statuses().await, &client.detections().await);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            } else {
+                let value = serde_json::to_value(&report).expect("serialisable");
+                for (field, value) in value.as_object().expect("an object") {
+                    println!("{field:<24} {value}");
+                }
+            }
+            Ok(())
+        }
+        Commands::Detections { cluster, json } => {
+            let (client, _, n) = connect(&cluster)?;
+            let log = report::detection_log(n, &client.detections().await);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log).expect("serialisable"));
+            } else if log.is_empty() {
+                println!("no detections");
+            } else {
+                for e in &log {
+                    let seq = e
+                        .evidence
+                        .sequence
+                        .map_or(String::new(), |s| format!(" at sequence {s}"));
+                    println!(
+                        "{} {} {} ({}): {} in a {}{seq}; expected {}, received {}; seen by {} ({} times){}",
+                        e.timestamp,
+                        e.agent_id,
+                        e.fault_type,
+                        e.detection_method,
+                        if e.confirmed { "confirmed" } else { "unconfirmed" },
+                        e.evidence.message,
+                        e.evidence.expected,
+                        e.evidence.received,
+                        e.voted_by.join(", "),
+                        e.occurrences,
+                        if e.action == "logged" {
+                            String::new()
+                        } else {
+                            format!("; {}", e.action)
+                        },
+                    );
+                }
+            }
+            Ok(())
+        }
+        Commands::ViewChanges { cluster, json } => view_changes(&cluster, json).await,
+        Commands::InjectFault {
+            cluster,
+            member,
+            fault,
+            probability,
+            clear,
+        } => {
+            let drill = match (fault, clear) {
+                (_, true) => None,
+                (Some(fault), false) => Some(FaultDrill::new(fault, probability)?),
+                (None, false) => return Err("say --fault KIND, or --clear".into()),
+            };
+            let (client, _, _) = connect(&cluster)?;
+            let active = client.inject_fault(member, drill).await.map_err(|e| e.to_string())?;
+            match active.as_str() {
+                "" => println!("bft-agent-{member}: no fault drill"),
+                active => println!("bft-agent-{member}: {active}"),
+            }
+            Ok(())
+        }
         Commands::Bench {
             cluster,
             count,
@@ -158,6 +294,140 @@ async fn run(command: Commands) -> Result<(), String> {
             json,
         } => bench(&cluster, count, clients, json).await,
     }
+}
+
+/// An account named on the command line: an index among the cluster's accounts, or (for a payer) a PEM key file
+/// or (for a payee) a public key in hex.
+fn payer(name: &str, accounts: &[KeyPair]) -> Result<KeyPair, String> {
+    if let Ok(index) = name.parse::<usize>() {
+        return accounts.get(index).cloned().ok_or(format!(
+            "the cluster has {} accounts; {index} is not one",
+            accounts.len()
+        ));
+    }
+    let pem = std::fs::read_to_string(name).map_err(|e| format!("{name}: {e}"))?;
+    KeyPair::from_pkcs8_pem(&pem).map_err(|e| format!("{name}: {e}"))
+}
+
+fn payee(name: &str, accounts: &[KeyPair]) -> Result<PublicKey, String> {
+    if let Ok(index) = name.parse::<usize>() {
+        return accounts.get(index).map(|k| k.public()).ok_or(format!(
+            "the cluster has {} accounts; {index} is not one",
+            accounts.len()
+        ));
+    }
+    PublicKey::from_hex(name).map_err(|e| format!("payee {name}: {e}"))
+}
+
+async fn submit(
+    dir: &Path,
+    from: &str,
+    to: &str,
+    amount: u64,
+    count: u64,
+    nonce: Option<u64>,
+    json: bool,
+) -> Result<(), String> {
+    let (client, accounts, _) = connect(dir)?;
+    let payer = payer(from, &accounts)?;
+    let to = payee(to, &accounts)?;
+    let first = match nonce {
+        Some(nonce) => nonce,
+        None => client.account_nonce(&payer.public()).await.unwrap_or(0) + 1,
+    };
+    let mut refused = 0;
+    let mut rows = Vec::new();
+    for nonce in first..first + count {
+        let tx = Transfer {
+            from: payer.public(),
+            to,
+            amount,
+            nonce,
+        }
+        .sign(&payer);
+        let digest = tx.digest().to_hex();
+        let outcome = match client.submit(tx).await {
+            Ok(TxOutcome::Applied) => "applied".to_string(),
+            Ok(TxOutcome::Rejected(reason)) => {
+                refused += 1;
+                format!("rejected: {reason}")
+            }
+            Err(error) => {
+                refused += 1;
+                format!("refused: {error}")
+            }
+        };
+        if json {
+            rows.push(
+                serde_json::json!({ "transaction": digest, "nonce": nonce, "amount": amount, "outcome": outcome }),
+            );
+        } else {
+            println!("{} nonce {nonce}: {outcome}", &digest[..16]);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+    }
+    match refused {
+        0 => Ok(()),
+        n => Err(format!("{n} of {count} transfers were not applied")),
+    }
+}
+
+async fn view_changes(dir: &Path, json: bool) -> Result<(), String> {
+    let (client, _, _) = connect(dir)?;
+    let answers = client.view_changes().await;
+    if json {
+        let rows: Vec<serde_json::Value> = answers
+            .iter()
+            .map(|(id, answer)| {
+                let changes: Vec<serde_json::Value> = answer
+                    .iter()
+                    .flat_map(|a| &a.view_changes)
+                    .map(|r| {
+                        serde_json::json!({
+                            "view": r.view,
+                            "old_primary": report::agent(r.old_primary),
+                            "new_primary": report::agent(r.new_primary),
+                            "start": r.started_unix_ms.map(report::rfc3339),
+                            "end": report::rfc3339(r.installed_unix_ms),
+                            "duration_ms": r.started_unix_ms.map(|s| r.installed_unix_ms.saturating_sub(s)),
+                            "reason": r.reason,
+                            "triggered_by": r.triggered_by.iter().map(|id| report::agent(*id)).collect::<Vec<_>>(),
+                            "quorum_met": r.quorum_met,
+                            "batches_recovered": r.batches_recovered,
+                            "transactions_recovered": r.transfers_recovered,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "id": report::agent(*id), "reachable": answer.is_some(), "view_changes": changes })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+        return Ok(());
+    }
+    for (id, answer) in answers {
+        let Some(answer) = answer else {
+            println!("{}: unreachable", report::agent(id));
+            continue;
+        };
+        println!("{}: {} view changes", report::agent(id), answer.view_changes.len());
+        for r in &answer.view_changes {
+            let took = r.started_unix_ms.map_or("joined".to_string(), |s| {
+                format!("{} ms", r.installed_unix_ms.saturating_sub(s))
+            });
+            println!(
+                "  view {:>4}: {} -> {} at {} ({took}, {}), quorum {}",
+                r.view,
+                report::agent(r.old_primary),
+                report::agent(r.new_primary),
+                report::rfc3339(r.installed_unix_ms),
+                if r.reason.is_empty() { "joined" } else { &r.reason },
+                if r.quorum_met { "met" } else { "not met" },
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,0 +1,227 @@
+//! What a replica keeps across restarts besides the protocol state: the faults it detected and the view changes it
+//! went through. Both are small (one detection per member and kind of fault, the latest view changes), so the store
+//! writes them whole, in the same transaction as the protocol entries of the step that changed them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{Message, ReplicaId, Seq, View};
+use crate::verify::Rejection;
+
+/// The kinds of misbehaviour a replica can see in what a member sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultType {
+    /// A message in the member's name whose signature does not verify.
+    SignatureMismatch,
+    /// Two conflicting messages signed by the member for one slot.
+    Equivocation,
+    /// A proposal signed by the member that spends the same funds twice.
+    DoubleSpend,
+    /// A checkpoint signed by the member for a state the quorum did not reach.
+    DivergentExecution,
+}
+
+impl FaultType {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultType::SignatureMismatch => "signature_mismatch",
+            FaultType::Equivocation => "equivocation",
+            FaultType::DoubleSpend => "double_spend",
+            FaultType::DivergentExecution => "divergent_execution",
+        }
+    }
+
+    /// How it was seen.
+    pub fn method(&self) -> &'static str {
+        match self {
+            FaultType::SignatureMismatch => "signature_verification",
+            FaultType::Equivocation => "conflicting_signed_messages",
+            FaultType::DoubleSpend => "batch_validation",
+            FaultType::DivergentExecution => "checkpoint_comparison",
+        }
+    }
+}
+
+/// One misbehaving message, as the replica saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub member: ReplicaId,
+    pub fault: FaultType,
+    /// The protocol message it came in (prepare, checkpoint, …).
+    pub message: String,
+    pub sequence: Option<Seq>,
+    pub expected: String,
+    pub received: String,
+}
+
+/// What is kept of a message while it is verified (verification consumes it): enough to say who misbehaved.
+#[derive(Clone, Copy, Debug)]
+pub struct MessageSummary {
+    pub sender: ReplicaId,
+    pub kind: &'static str,
+    pub seq: Option<Seq>,
+}
+
+impl MessageSummary {
+    pub fn of(message: &Message) -> MessageSummary {
+        MessageSummary {
+            sender: message.sender(),
+            kind: message.kind(),
+            seq: message.seq(),
+        }
+    }
+}
+
+impl Observation {
+    /// What a refusal of `message` proves or shows about its sender, if anything. Only refusals that no honest
+    /// member causes count: a bad signature in a member's name, a batch spending funds twice, a second signed
+    /// message for one slot. Refusals an honest member causes too (late, duplicate, wrong view) do not.
+    pub fn of_refusal(message: &MessageSummary, rejection: &Rejection) -> Option<Observation> {
+        let (fault, expected, received) = match rejection {
+            // Only the message's own signature: one inside a certificate may have been spoiled by whoever relayed it.
+            Rejection::BadSignature { from, .. } if *from == message.sender && message.kind != "committed" => (
+                FaultType::SignatureMismatch,
+                "a valid Ed25519 signature by the sender",
+                "a signature that does not verify",
+            ),
+            Rejection::ConflictingTransfers => (
+                FaultType::DoubleSpend,
+                "each account's funds spent once",
+                "a proposal spending the same funds twice",
+            ),
+            Rejection::Equivocation => (
+                FaultType::Equivocation,
+                "one signed message per slot",
+                "a second, conflicting signed message",
+            ),
+            _ => return None,
+        };
+        Some(Observation {
+            member: message.sender,
+            fault,
+            message: message.kind.into(),
+            sequence: message.seq,
+            expected: expected.into(),
+            received: received.into(),
+        })
+    }
+}
+
+/// A member seen misbehaving in one way: the first time, with its evidence, and how often since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detection {
+    pub first: Observation,
+    pub first_seen_unix_ms: u64,
+    pub last_seen_unix_ms: u64,
+    pub occurrences: u64,
+}
+
+/// A view change as this replica saw it end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangeRecord {
+    pub view: View,
+    pub old_primary: ReplicaId,
+    pub new_primary: ReplicaId,
+    /// When this replica started it (absent when it joined an installed view without changing itself).
+    pub started_unix_ms: Option<u64>,
+    pub installed_unix_ms: u64,
+    /// Why this replica started it: request_timeout, new_view_timeout, joined_peers or forced.
+    pub reason: Option<String>,
+    /// The members whose VIEW-CHANGE messages the new view was built from.
+    pub triggered_by: Vec<ReplicaId>,
+    pub quorum_met: bool,
+    pub batches_recovered: u64,
+    pub transfers_recovered: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// Newest last; one per (member, fault type).
+    pub detections: Vec<Detection>,
+    /// Newest last; at most `VIEW_CHANGES_KEPT`.
+    pub view_changes: Vec<ViewChangeRecord>,
+}
+
+impl History {
+    /// View changes beyond this many are forgotten, oldest first.
+    pub const VIEW_CHANGES_KEPT: usize = 1000;
+
+    /// Records an observation; true when it is the first of its member and kind (the log gained an entry).
+    pub fn observe(&mut self, observation: Observation, now_unix_ms: u64) -> bool {
+        let existing = self
+            .detections
+            .iter_mut()
+            .find(|d| d.first.member == observation.member && d.first.fault == observation.fault);
+        match existing {
+            Some(detection) => {
+                detection.occurrences += 1;
+                detection.last_seen_unix_ms = now_unix_ms;
+                false
+            }
+            None => {
+                self.detections.push(Detection {
+                    first: observation,
+                    first_seen_unix_ms: now_unix_ms,
+                    last_seen_unix_ms: now_unix_ms,
+                    occurrences: 1,
+                });
+                true
+            }
+        }
+    }
+
+    pub fn view_changed(&mut self, record: ViewChangeRecord) {
+        self.view_changes.push(record);
+        let excess = self.view_changes.len().saturating_sub(Self::VIEW_CHANGES_KEPT);
+        self.view_changes.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad_signature(member: ReplicaId, sequence: Seq) -> Observation {
+        Observation {
+            member,
+            fault: FaultType::SignatureMismatch,
+            message: "prepare".into(),
+            sequence: Some(sequence),
+            expected: "a valid signature".into(),
+            received: "one that does not verify".into(),
+        }
+    }
+
+    #[test]
+    fn one_entry_per_member_and_fault_keeps_the_first_evidence_and_counts_the_rest() {
+        let mut history = History::default();
+        assert!(history.observe(bad_signature(5, 10), 1_000));
+        assert!(!history.observe(bad_signature(5, 11), 2_000));
+        assert!(history.observe(bad_signature(6, 12), 3_000));
+        assert_eq!(history.detections.len(), 2);
+        let first = &history.detections[0];
+        assert_eq!((first.first.sequence, first.occurrences), (Some(10), 2));
+        assert_eq!((first.first_seen_unix_ms, first.last_seen_unix_ms), (1_000, 2_000));
+    }
+
+    #[test]
+    fn only_the_latest_view_changes_are_kept() {
+        let mut history = History::default();
+        for view in 0..(History::VIEW_CHANGES_KEPT as u64 + 5) {
+            history.view_changed(ViewChangeRecord {
+                view,
+                old_primary: 1,
+                new_primary: 2,
+                started_unix_ms: None,
+                installed_unix_ms: view,
+                reason: None,
+                triggered_by: vec![],
+                quorum_met: true,
+                batches_recovered: 0,
+                transfers_recovered: 0,
+            });
+        }
+        assert_eq!(history.view_changes.len(), History::VIEW_CHANGES_KEPT);
+        assert_eq!(history.view_changes[0].view, 5);
+    }
+}

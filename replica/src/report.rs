@@ -1,0 +1,317 @@
+//! The cluster-wide reports of the drill (SCENARIO.md steps 7 and 8), built from what every replica answers.
+//!
+//! No single replica is believed on its own: a member counts as detected once F+1 replicas logged it (so at least
+//! one honest replica saw it misbehave), and the transaction counts are those F+1 replicas reached.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::config::{max_failures, quorum_size};
+use crate::messages::ReplicaId;
+use crate::net::proto::{DetectionsResponse, StatusResponse};
+
+pub fn agent(id: ReplicaId) -> String {
+    format!("bft-agent-{id}")
+}
+
+/// One entry of the detection log (step 7): a member and a kind of fault, with the first evidence seen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DetectionEntry {
+    /// When a replica first saw it (RFC 3339, UTC).
+    pub timestamp: String,
+    pub agent_id: String,
+    pub fault_type: String,
+    pub detection_method: String,
+    pub evidence: Evidence,
+    /// The replicas that logged it.
+    pub voted_by: Vec<String>,
+    /// Offending messages seen, summed over the replicas.
+    pub occurrences: u64,
+    /// Whether F+1 replicas logged it, so that at least one honest replica did.
+    pub confirmed: bool,
+    /// What was done: "logged" (quarantine comes with consensus-ordered decisions).
+    pub action: String,
+    pub quarantine_expires: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evidence {
+    pub message: String,
+    pub sequence: Option<u64>,
+    pub transaction: Option<String>,
+    pub expected: String,
+    pub received: String,
+}
+
+/// Merges every replica's detections: one entry per (member, fault type), oldest first.
+pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>)]) -> Vec<DetectionEntry> {
+    let confirming = max_failures(n) + 1;
+    let mut merged: BTreeMap<(ReplicaId, String), (DetectionEntry, u64)> = BTreeMap::new();
+    for (replica, answer) in answers {
+        for d in answer.iter().flat_map(|a| &a.detections) {
+            let (entry, first_seen) = merged.entry((d.member, d.fault_type.clone())).or_insert_with(|| {
+                let entry = DetectionEntry {
+                    timestamp: String::new(),
+                    agent_id: agent(d.member),
+                    fault_type: d.fault_type.clone(),
+                    detection_method: d.detection_method.clone(),
+                    evidence: Evidence {
+                        message: d.message.clone(),
+                        sequence: d.sequence,
+                        transaction: None,
+                        expected: d.expected.clone(),
+                        received: d.received.clone(),
+                    },
+                    voted_by: Vec::new(),
+                    occurrences: 0,
+                    confirmed: false,
+                    action: "logged".into(),
+                    quarantine_expires: None,
+                };
+                (entry, u64::MAX)
+            });
+            // The earliest sighting's evidence stands for the entry.
+            if d.first_seen_unix_ms < *first_seen {
+                *first_seen = d.first_seen_unix_ms;
+                entry.detection_method = d.detection_method.clone();
+                entry.evidence.message = d.message.clone();
+                entry.evidence.sequence = d.sequence;
+                entry.evidence.expected = d.expected.clone();
+                entry.evidence.received = d.received.clone();
+            }
+            entry.voted_by.push(agent(*replica));
+            entry.occurrences += d.occurrences;
+        }
+    }
+    let mut log: Vec<(u64, DetectionEntry)> = merged
+        .into_values()
+        .map(|(mut entry, first_seen)| {
+            entry.timestamp = rfc3339(first_seen);
+            entry.confirmed = entry.voted_by.len() >= confirming;
+            (first_seen, entry)
+        })
+        .collect();
+    log.sort_by_key(|(first_seen, _)| *first_seen);
+    log.into_iter().map(|(_, entry)| entry).collect()
+}
+
+/// The consensus-health report (step 8).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Health {
+    /// "healthy" while a quorum of members is reachable, undetected and agrees on the state; else "critical".
+    pub status: String,
+    pub total_agents: usize,
+    pub malicious_detected: usize,
+    pub healthy_agents: usize,
+    pub quorum_met: bool,
+    pub quorum_threshold: usize,
+    pub max_failures: usize,
+    pub transactions_committed: u64,
+    pub transactions_rejected: u64,
+    /// Confirmed detections of members that never ran a fault drill, over the members that never did.
+    pub false_positive_rate: f64,
+    /// "intact" when no two undetected replicas hold different states at one stable checkpoint.
+    pub system_integrity: String,
+    pub view: u64,
+    pub primary: String,
+    pub detected_agents: Vec<String>,
+    pub unreachable_agents: Vec<String>,
+}
+
+pub fn health(
+    statuses: &[(ReplicaId, Option<StatusResponse>)],
+    detections: &[(ReplicaId, Option<DetectionsResponse>)],
+) -> Health {
+    let n = statuses.len();
+    let f = max_failures(n);
+    let quorum = quorum_size(n);
+    let log = detection_log(n, detections);
+    let detected: BTreeSet<String> = log.iter().filter(|e| e.confirmed).map(|e| e.agent_id.clone()).collect();
+    let unreachable: Vec<String> = statuses
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(id, _)| agent(*id))
+        .collect();
+    let healthy = statuses
+        .iter()
+        .filter(|(id, s)| s.is_some() && !detected.contains(&agent(*id)))
+        .count();
+
+    // Counts that F+1 replicas reached: a lying replica can neither inflate nor deflate them.
+    let answered: Vec<&StatusResponse> = statuses.iter().filter_map(|(_, s)| s.as_ref()).collect();
+    let reached_by_f_plus_1 = |value: fn(&StatusResponse) -> u64| {
+        let mut values: Vec<u64> = answered.iter().map(|s| value(s)).collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(f).copied().unwrap_or(0)
+    };
+
+    let honest: BTreeSet<String> = statuses
+        .iter()
+        .filter(|(_, s)| s.as_ref().is_none_or(|s| !s.drilled))
+        .map(|(id, _)| agent(*id))
+        .collect();
+    let false_positives = detected.intersection(&honest).count();
+    let false_positive_rate = if honest.is_empty() {
+        0.0
+    } else {
+        false_positives as f64 / honest.len() as f64
+    };
+
+    let mut states: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
+    for (id, s) in statuses {
+        if let Some(s) = s
+            && !detected.contains(&agent(*id))
+        {
+            states
+                .entry(s.stable_checkpoint)
+                .or_default()
+                .insert(&s.stable_state_digest);
+        }
+    }
+    let intact = states.values().all(|digests| digests.len() == 1);
+
+    // The view most replicas are in, and its primary.
+    let mut views: BTreeMap<(u64, u32), usize> = BTreeMap::new();
+    for s in &answered {
+        *views.entry((s.view, s.primary)).or_default() += 1;
+    }
+    let (view, primary) = views
+        .into_iter()
+        .max_by_key(|(_, count)| *count)
+        .map_or((0, 0), |(v, _)| v);
+
+    let quorum_met = healthy >= quorum;
+    Health {
+        status: if quorum_met && intact { "healthy" } else { "critical" }.into(),
+        total_agents: n,
+        malicious_detected: detected.len(),
+        healthy_agents: healthy,
+        quorum_met,
+        quorum_threshold: quorum,
+        max_failures: f,
+        transactions_committed: reached_by_f_plus_1(|s| s.transfers_applied),
+        transactions_rejected: reached_by_f_plus_1(|s| s.transfers_rejected),
+        false_positive_rate,
+        system_integrity: if intact { "intact" } else { "compromised" }.into(),
+        view,
+        primary: agent(primary),
+        detected_agents: detected.into_iter().collect(),
+        unreachable_agents: unreachable,
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g. 2026-11-24T19:05:01.123Z.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
+    let (days, day_secs) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        day_secs / 3600,
+        day_secs / 60 % 60,
+        day_secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::proto::Detection;
+
+    fn status(id: ReplicaId, applied: u64, digest: &str, drilled: bool) -> (ReplicaId, Option<StatusResponse>) {
+        let s = StatusResponse {
+            id,
+            primary: 1,
+            transfers_applied: applied,
+            stable_checkpoint: 100,
+            stable_state_digest: digest.into(),
+            drilled,
+            ..Default::default()
+        };
+        (id, Some(s))
+    }
+
+    fn detections(id: ReplicaId, members: &[ReplicaId]) -> (ReplicaId, Option<DetectionsResponse>) {
+        let detections = members
+            .iter()
+            .map(|m| Detection {
+                member: *m,
+                fault_type: "signature_mismatch".into(),
+                first_seen_unix_ms: 1_000 + u64::from(id),
+                occurrences: 2,
+                ..Default::default()
+            })
+            .collect();
+        (id, Some(DetectionsResponse { id, detections }))
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_539_901_123), "2026-11-24T17:05:01.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_member_logged_by_f_plus_1_replicas_is_detected_and_one_logged_by_a_single_replica_is_not() {
+        // 7 replicas, F = 2: agent 5 is seen by five replicas; agent 7 claims agent 2 misbehaved.
+        let statuses: Vec<_> = (1..=7).map(|id| status(id, 1000, "aa", id == 5)).collect();
+        let mut answers: Vec<_> = [1, 2, 3, 4, 6].iter().map(|id| detections(*id, &[5])).collect();
+        answers.push(detections(7, &[2]));
+        let log = detection_log(7, &answers);
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].agent_id, "bft-agent-5");
+        assert!(log[0].confirmed);
+        assert_eq!(log[0].voted_by.len(), 5);
+        assert_eq!(log[0].occurrences, 10);
+        assert!(!log[1].confirmed, "one replica's word is not enough");
+
+        let report = health(&statuses, &answers);
+        assert_eq!(report.status, "healthy");
+        assert_eq!(report.malicious_detected, 1);
+        assert_eq!(report.healthy_agents, 6);
+        assert!(report.quorum_met);
+        assert_eq!(report.quorum_threshold, 5);
+        assert_eq!(report.false_positive_rate, 0.0);
+        assert_eq!(report.system_integrity, "intact");
+        assert_eq!(report.transactions_committed, 1000);
+    }
+
+    #[test]
+    fn counts_are_what_f_plus_1_replicas_reached_and_diverging_states_break_integrity() {
+        let mut statuses: Vec<_> = (1..=4).map(|id| status(id, 10 * u64::from(id), "aa", false)).collect();
+        // One replica claims far more; F + 1 = 2 replicas reached at least 30.
+        statuses[3].1.as_mut().unwrap().transfers_applied = 1_000_000;
+        assert_eq!(health(&statuses, &[]).transactions_committed, 30);
+        statuses[1].1.as_mut().unwrap().stable_state_digest = "bb".into();
+        let report = health(&statuses, &[]);
+        assert_eq!(
+            (report.system_integrity.as_str(), report.status.as_str()),
+            ("compromised", "critical")
+        );
+    }
+
+    #[test]
+    fn an_honest_member_detected_is_a_false_positive_and_unreachable_members_are_not_healthy() {
+        let mut statuses: Vec<_> = (1..=4).map(|id| status(id, 5, "aa", false)).collect();
+        statuses[3].1 = None;
+        let answers: Vec<_> = [1, 3].iter().map(|id| detections(*id, &[2])).collect();
+        let report = health(&statuses, &answers);
+        assert_eq!(report.detected_agents, vec!["bft-agent-2"]);
+        assert_eq!(report.unreachable_agents, vec!["bft-agent-4"]);
+        assert_eq!(report.healthy_agents, 2);
+        assert!(!report.quorum_met);
+        assert_eq!(report.status, "critical");
+        assert_eq!(report.false_positive_rate, 0.25);
+    }
+}
