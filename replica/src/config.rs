@@ -98,8 +98,9 @@ impl Membership {
     }
 }
 
-/// Protocol parameters. The defaults are those of the reference drill.
+/// Protocol parameters. The defaults are those of the reference drill; a configuration names only what it changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Params {
     /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected.
     pub checkpoint_interval: u64,

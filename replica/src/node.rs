@@ -241,8 +241,39 @@ pub async fn run(
             }
         });
     }
+    // The standard gRPC health service: SERVING while the replica is ready (in an active view, quorum reachable),
+    // both for the whole server ("") and for bft.v1.Replica.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    {
+        let metrics = metrics.clone();
+        let stopped = until_stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stopped);
+            let mut last = None;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => return,
+                }
+                let ready = metrics.ready.load(std::sync::atomic::Ordering::Relaxed);
+                if last == Some(ready) {
+                    continue;
+                }
+                last = Some(ready);
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                health.set_service_status("bft.v1.Replica", status).await;
+            }
+        });
+    }
     tracing::info!(id = config.id, listen = %config.listen, metrics = ?config.metrics_listen, "replica serving");
     let server = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(
             proto::replica_server::ReplicaServer::new(service)
                 .max_decoding_message_size(config.max_message_bytes)

@@ -7,9 +7,10 @@ use std::time::Duration;
 use bft_replica::client::{Client, ClientError};
 use bft_replica::config::Params;
 use bft_replica::faults::{Fault, FaultDrill};
-use bft_replica::report;
 use bft_replica::ledger::{RejectReason, Transfer, TxOutcome};
+use bft_replica::report;
 use bft_replica::testnet::{Layout, free_ports};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 struct Cluster {
     layout: Layout,
@@ -140,6 +141,26 @@ async fn wait_executed(client: &Client, which: &[u32], seq: u64) -> Vec<StatusRe
     wait_until(client, which, |s| s.last_executed >= seq).await
 }
 
+/// The standard gRPC health check of a replica once it reports SERVING (its status is refreshed a few times a
+/// second), or the last status after 10 s.
+async fn grpc_health(address: std::net::SocketAddr) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}")).unwrap();
+    let mut health = HealthClient::new(channel.connect().await.unwrap());
+    let mut status = 0;
+    for _ in 0..100 {
+        let request = HealthCheckRequest {
+            service: "bft.v1.Replica".into(),
+        };
+        status = health.check(request).await.map_or(0, |r| r.into_inner().status);
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
 fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_replica::ledger::SignedTransfer {
     let (payer, payee) = (&layout.accounts[from], &layout.accounts[to]);
     Transfer {
@@ -172,6 +193,9 @@ async fn four_processes_commit_and_a_killed_replica_catches_up() {
     }
     assert_eq!(executed, 80);
     wait_until(&client, &[1, 2, 3, 4], |s| s.transfers_applied == 80).await;
+    for (_, _, config) in &cluster.layout.configs {
+        assert_eq!(grpc_health(config.listen).await, ServingStatus::Serving as i32);
+    }
 
     // What Prometheus and Kubernetes probes see.
     let metrics_address = cluster.layout.configs[1].2.metrics_listen.unwrap();
@@ -279,7 +303,13 @@ async fn fault_drills_are_refused_unless_allowed() {
     let drill = FaultDrill::new(Fault::Equivocation, 1.0).unwrap();
     let refused = client.inject_fault(2, Some(drill)).await.unwrap_err().to_string();
     assert!(refused.contains("fault drills are not allowed"), "{refused}");
-    assert!(client.statuses().await.iter().all(|(_, s)| s.as_ref().unwrap().fault_drill.is_empty()));
+    assert!(
+        client
+            .statuses()
+            .await
+            .iter()
+            .all(|(_, s)| s.as_ref().unwrap().fault_drill.is_empty())
+    );
     let statuses = wait_executed(&client, &[1, 2, 3, 4], 0).await;
     assert!(statuses.iter().all(|s| s.view == 0));
 }
@@ -290,7 +320,10 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::SignatureCorruption, 1.0).unwrap();
-    assert_eq!(client.inject_fault(4, Some(drill)).await.unwrap(), "signature-corruption p=1");
+    assert_eq!(
+        client.inject_fault(4, Some(drill)).await.unwrap(),
+        "signature-corruption p=1"
+    );
     // With F = 1 the three others still form a quorum: transfers commit while member 4's votes are refused.
     for nonce in 1..=3 {
         let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
@@ -306,7 +339,10 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
     }
     assert_eq!(log.len(), 1, "only member 4 is detected: {log:?}");
     let entry = &log[0];
-    assert_eq!((entry.agent_id.as_str(), entry.fault_type.as_str()), ("bft-agent-4", "signature_mismatch"));
+    assert_eq!(
+        (entry.agent_id.as_str(), entry.fault_type.as_str()),
+        ("bft-agent-4", "signature_mismatch")
+    );
     assert!(entry.confirmed && entry.voted_by.len() >= 2, "{entry:?}");
     let health = report::health(&client.statuses().await, &client.detections().await);
     assert_eq!(health.status, "healthy", "{health:?}");
@@ -323,7 +359,11 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
     let after = client.detections().await;
     let (_, answer) = after.iter().find(|(id, _)| *id == voter).unwrap();
     let kept = &answer.as_ref().unwrap().detections;
-    assert!(kept.iter().any(|d| d.member == 4 && d.fault_type == "signature_mismatch"), "{kept:?}");
+    assert!(
+        kept.iter()
+            .any(|d| d.member == 4 && d.fault_type == "signature_mismatch"),
+        "{kept:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,6 +415,51 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
         TxOutcome::Applied
     );
     wait_until(&client, &[2], |s| s.transfers_applied == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_runs_from_flags_and_environment_alone() {
+    let mut cluster = Cluster::start(4, "env");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    cluster.kill(3);
+    // Member 4 again, as a container would start it: mounted files and environment, no configuration file.
+    let config = cluster.layout.configs[3].2.clone();
+    let members = cluster.layout.dir.join("members.json");
+    let genesis = cluster.layout.dir.join("genesis.json");
+    std::fs::write(&members, serde_json::to_vec(&config.members).unwrap()).unwrap();
+    std::fs::write(&genesis, serde_json::to_vec(&config.genesis).unwrap()).unwrap();
+    let environment = [
+        ("BFT_ID", "4".to_string()),
+        ("BFT_KEY_FILE", config.key_file.display().to_string()),
+        ("BFT_MEMBERS_FILE", members.display().to_string()),
+        ("BFT_GENESIS_FILE", genesis.display().to_string()),
+        ("BFT_DATA_DIR", config.data_dir.display().to_string()),
+        ("BFT_LISTEN", config.listen.to_string()),
+        ("BFT_VIEW_CHANGE_TIMEOUT_MS", "1000".to_string()),
+    ];
+    let without_key = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+        .envs(environment.iter().filter(|(k, _)| *k != "BFT_KEY_FILE").cloned())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&without_key.stderr);
+    assert!(!without_key.status.success() && stderr.contains("key_file"), "{stderr}");
+
+    let log = std::fs::File::create(cluster.log(3)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+        .envs(environment)
+        .arg("--metrics-listen")
+        .arg(config.metrics_listen.unwrap().to_string())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    cluster.children[3] = Some(child);
+    let tx = transfer(&cluster.layout, 0, 1, 5, 1);
+    assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    wait_executed(&client, &[4], 1).await;
+    let (code, _) = http_get(config.metrics_listen.unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
 }
 
 #[tokio::test]

@@ -1,21 +1,104 @@
-//! One validator replica: `bft-replica --config replica.json`.
+//! One validator replica: `bft-replica --config replica.json`, with any setting overridden by a flag or an
+//! environment variable (for containers: the key, membership and genesis come from mounted files, the rest from
+//! the pod's environment).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bft_replica::node::{self, NodeConfig};
+use bft_replica::node::{self, NodeConfig, NodeError};
 use clap::Parser;
+use serde_json::{Value, json};
 
 /// A PBFT validator replica.
 #[derive(Parser)]
 #[command(name = "bft-replica", version)]
 struct Args {
-    /// The replica's configuration file (JSON).
+    /// The replica's configuration file (JSON). Optional when the flags below give everything it would.
     #[arg(long, env = "BFT_REPLICA_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, env = "BFT_LOG_JSON")]
     log_json: bool,
+    /// This replica's member id.
+    #[arg(long, env = "BFT_ID")]
+    id: Option<u32>,
+    /// Its Ed25519 private key, PKCS#8 PEM.
+    #[arg(long, env = "BFT_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// The members, a JSON array of {id, address, public_key}.
+    #[arg(long, env = "BFT_MEMBERS_FILE")]
+    members_file: Option<PathBuf>,
+    /// The genesis accounts, a JSON array of {account, balance}.
+    #[arg(long, env = "BFT_GENESIS_FILE")]
+    genesis_file: Option<PathBuf>,
+    #[arg(long, env = "BFT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// host:port of the gRPC service.
+    #[arg(long, env = "BFT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// host:port of /metrics, /healthz and /readyz.
+    #[arg(long, env = "BFT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Accept fault drills (a forced view change, injected faults). Never in production.
+    #[arg(long, env = "BFT_ALLOW_FAULT_INJECTION")]
+    allow_fault_injection: Option<bool>,
+    #[arg(long, env = "BFT_VIEW_CHANGE_TIMEOUT_MS")]
+    view_change_timeout_ms: Option<u64>,
+    #[arg(long, env = "BFT_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: Option<u64>,
+    #[arg(long, env = "BFT_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<u64>,
+    #[arg(long, env = "BFT_MAX_BATCH_SIZE")]
+    max_batch_size: Option<u64>,
+}
+
+impl Args {
+    /// The configuration file's settings with the flags' on top.
+    fn config(&self) -> Result<NodeConfig, NodeError> {
+        let mut config = match &self.config {
+            Some(path) => serde_json::to_value(NodeConfig::load(path)?).expect("serialisable"),
+            None => json!({}),
+        };
+        let read_json = |path: &PathBuf| -> Result<Value, NodeError> {
+            let text = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
+                path: path.clone(),
+                error,
+            })?;
+            serde_json::from_str(&text).map_err(|error| NodeError::Parse {
+                path: path.clone(),
+                error,
+            })
+        };
+        let mut set = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                config[key] = value;
+            }
+        };
+        set("id", self.id.map(Value::from));
+        set("key_file", self.key_file.as_ref().map(|p| json!(p)));
+        set("members", self.members_file.as_ref().map(read_json).transpose()?);
+        set("genesis", self.genesis_file.as_ref().map(read_json).transpose()?);
+        set("data_dir", self.data_dir.as_ref().map(|p| json!(p)));
+        set("listen", self.listen.map(|a| json!(a)));
+        set("metrics_listen", self.metrics_listen.map(|a| json!(a)));
+        set("allow_fault_injection", self.allow_fault_injection.map(Value::from));
+        if !config["params"].is_object() {
+            config["params"] = serde_json::to_value(bft_replica::Params::default()).expect("serialisable");
+        }
+        for (key, value) in [
+            ("view_change_timeout_ms", self.view_change_timeout_ms),
+            ("checkpoint_interval", self.checkpoint_interval),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("max_batch_size", self.max_batch_size),
+        ] {
+            if let Some(value) = value {
+                config["params"][key] = value.into();
+            }
+        }
+        let source = self.config.clone().unwrap_or_else(|| "flags and environment".into());
+        serde_json::from_value(config).map_err(|error| NodeError::Parse { path: source, error })
+    }
 }
 
 fn main() -> ExitCode {
@@ -29,7 +112,7 @@ fn main() -> ExitCode {
     } else {
         subscriber.init();
     }
-    let config = match NodeConfig::load(&args.config) {
+    let config = match args.config() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("bft-replica: {error}");
