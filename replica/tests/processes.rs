@@ -250,6 +250,53 @@ async fn four_processes_commit_and_a_killed_replica_catches_up() {
     assert!(!log.contains("PRIVATE KEY"), "the key never reaches the log");
 }
 
+/// Every account pays the next one once, concurrently, with `nonce`; all must apply.
+async fn round(cluster: &Cluster, client: &Client, nonce: u64) {
+    let accounts = cluster.layout.accounts.len();
+    let mut round = tokio::task::JoinSet::new();
+    for from in 0..accounts {
+        let tx = transfer(&cluster.layout, from, (from + 1) % accounts, 5, nonce);
+        let client = client.clone();
+        round.spawn(async move { client.submit(tx).await });
+    }
+    while let Some(result) = round.join_next().await {
+        assert_eq!(result.unwrap().unwrap(), TxOutcome::Applied);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_processes_lose_nothing_when_f_are_killed_and_catch_up_by_state_transfer() {
+    // Checkpoints every 4 batches, so the log the killed replicas missed is garbage-collected before they return
+    // and they must take the state from a stable checkpoint.
+    let mut cluster = Cluster::start_with(7, "seven", |config| config.params.checkpoint_interval = 4);
+    let client = cluster.client();
+    let all = [1, 2, 3, 4, 5, 6, 7];
+    wait_executed(&client, &all, 0).await;
+    round(&cluster, &client, 1).await;
+    // F = 2 replicas die without warning; the other five are a quorum and carry on.
+    cluster.kill(5);
+    cluster.kill(6);
+    for nonce in 2..=6 {
+        round(&cluster, &client, nonce).await;
+    }
+    let survivors = wait_until(&client, &[1, 2, 3, 4, 5], |s| s.transfers_applied == 48).await;
+    assert!(survivors.iter().all(|s| s.stable_checkpoint >= 4), "{survivors:?}");
+    cluster.restart(5);
+    cluster.restart(6);
+    round(&cluster, &client, 7).await;
+    let statuses = wait_until(&client, &all, |s| s.transfers_applied == 56).await;
+    let last = statuses[0].last_executed;
+    assert!(statuses.iter().all(|s| s.last_executed == last), "{statuses:?}");
+    for index in [5, 6] {
+        let log = std::fs::read_to_string(cluster.log(index)).unwrap();
+        assert!(
+            log.contains("caught up by state transfer"),
+            "replica {} log:\n{log}",
+            index + 1
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_leads_to_a_view_change_and_commits_resume() {
     let mut cluster = Cluster::start(4, "primary");
