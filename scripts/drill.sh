@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The reference drill of ../shared/SCENARIO.md, on one machine.
+# The reference drill of SCENARIO.md on one machine, with real replica processes talking gRPC over loopback:
+# 7 replicas (F = 2, quorum 5), 1,000 signed transfers, agent 5 corrupting signatures (p = 0.5) and agent 6
+# double-spending (p = 0.3) while they run, the detection log and the health report; then agent 1, the primary,
+# censors and the replicas elect agent 2. Step 9 (replacing members by reconfiguration) is not here yet.
 #
-# Today the drill runs on the deterministic simulator: 7 replicas (F = 2, quorum 5) with real Ed25519
-# signatures on every message, 1,000 signed transfers from 50 clients, agent 5 corrupting signatures and
-# agent 6 double-spending, then agent 1 (the primary) censoring next to agent 5, which forces a view change
-# to agent 2. The process-level drill (real replicas over gRPC) replaces this when the replica binary lands.
+# DIR (default: a fresh temporary directory) keeps the cluster's keys, configurations, data and logs;
+# the replicas are stopped at the end (KEEP=1 leaves them running for `bftctl --cluster DIR ...`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,15 +13,43 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/drill.sh: cargo is not installed; install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
-cargo build --release --locked --bin bft-sim
-sim=target/release/bft-sim
-if [ -n "${CARGO_TARGET_DIR:-}" ]; then sim="$CARGO_TARGET_DIR/release/bft-sim"; fi
+cargo build --release --locked --bin bftctl --bin bft-replica
+bin="${CARGO_TARGET_DIR:-target}/release"
+bftctl="$bin/bftctl"
+dir="${DIR:-$(mktemp -d /tmp/bft-drill.XXXXXX)}"
+base_port="${BASE_PORT:-7100}"
 
-echo "== Steps 1-8: 7 replicas, 1,000 transfers, agent 5 corrupts signatures, agent 6 double-spends"
-"$sim" --seeds 1 --replicas 7 --clients 50 --transfers 20 --calm \
-    --member 5=corrupt-signatures --member 6=double-spend --json
-echo "== Step 10: agent 1, the primary, censors (with agent 5 still corrupting): view change to agent 2"
-"$sim" --seeds 1 --replicas 7 --clients 50 --transfers 20 --calm \
-    --member 1=censor --member 5=corrupt-signatures --json
-echo "== The same under a hostile network (loss, duplication, partitions, crashes), 20 seeds"
-"$sim" --seeds 20 --replicas 7 --byzantine 2 --clients 10 --transfers 10
+stop() { [ "${KEEP:-0}" = 1 ] || "$bftctl" testnet down --dir "$dir" >/dev/null 2>&1 || true; }
+trap stop EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Steps 1-4: 7 replicas, F = 2, quorum 5, drill parameters (view-change timeout 5000 ms, checkpoints every 100, 50 concurrent requests)"
+"$bftctl" testnet up --replicas 7 --dir "$dir" --base-port "$base_port" --max-concurrent-requests 50
+"$bftctl" status --cluster "$dir"
+
+step "Step 6: agent 5 corrupts signatures (p = 0.5), agent 6 double-spends (p = 0.3)"
+"$bftctl" inject-fault --cluster "$dir" --member 5 --fault signature-corruption --probability 0.5
+"$bftctl" inject-fault --cluster "$dir" --member 6 --fault double-spend --probability 0.3
+
+step "Step 5: 1,000 signed transfers from 50 clients"
+"$bftctl" bench --cluster "$dir" --count 1000 --clients 50
+
+step "Step 7: the detection log"
+"$bftctl" detections --cluster "$dir" --json
+
+step "Step 8: consensus health"
+"$bftctl" health --cluster "$dir" --json
+
+step "Step 10: agent 1, the primary, censors (p = 1.0); the backups time out after 5 s and elect agent 2"
+"$bftctl" inject-fault --cluster "$dir" --member 1 --fault censorship --probability 1.0
+"$bftctl" submit --cluster "$dir" --from 0 --to 1 --amount 1
+"$bftctl" view-changes --cluster "$dir" --json | python3 -c '
+import json, sys
+replicas = json.load(sys.stdin)
+agent2 = next(r for r in replicas if r["id"] == "bft-agent-2")
+print(json.dumps(agent2["view_changes"][-1], indent=2))'
+"$bftctl" status --cluster "$dir"
+"$bftctl" health --cluster "$dir"
+echo
+echo "cluster in $dir (logs: $dir/replica-*.log)"

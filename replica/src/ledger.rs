@@ -387,7 +387,13 @@ mod tests {
             assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
         }
         assert!(l.accounts().eq(before.accounts()), "no account changed");
-        assert_eq!(l.executed(), Executed { applied: 0, rejected: 3 });
+        assert_eq!(
+            l.executed(),
+            Executed {
+                applied: 0,
+                rejected: 3
+            }
+        );
     }
 
     #[test]

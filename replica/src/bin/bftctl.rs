@@ -138,6 +138,15 @@ enum TestnetCommand {
         /// First port; replicas listen on consecutive ports from here, and serve metrics 100 ports higher.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
+        /// A backup that waits this long for a request to commit suspects the primary.
+        #[arg(long, default_value_t = Params::default().view_change_timeout_ms)]
+        view_change_timeout_ms: u64,
+        #[arg(long, default_value_t = Params::default().checkpoint_interval)]
+        checkpoint_interval: u64,
+        /// Client requests each replica holds pending at most (back-pressure beyond). High by default so that
+        /// `bftctl bench` measures the protocol, not the admission limit.
+        #[arg(long, default_value_t = 20_000)]
+        max_concurrent_requests: usize,
     },
     /// Stop the replicas started in DIR.
     Down {
@@ -176,8 +185,20 @@ async fn run(command: Commands) -> Result<(), String> {
                     dir,
                     accounts,
                     base_port,
+                    view_change_timeout_ms,
+                    checkpoint_interval,
+                    max_concurrent_requests,
                 },
-        } => testnet_up(replicas, &dir, accounts, base_port).await,
+        } => {
+            let params = Params {
+                view_change_timeout_ms,
+                checkpoint_interval,
+                max_concurrent_requests,
+                ..Params::default()
+            };
+            params.validate().map_err(|e| e.to_string())?;
+            testnet_up(replicas, &dir, accounts, base_port, params).await
+        }
         Commands::Testnet {
             command: TestnetCommand::Down { dir },
         } => {
@@ -447,7 +468,13 @@ fn connect(dir: &Path) -> Result<(Client, Vec<KeyPair>, usize), String> {
     Ok((client, accounts, configs.len()))
 }
 
-async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16) -> Result<(), String> {
+async fn testnet_up(
+    replicas: usize,
+    dir: &Path,
+    accounts: usize,
+    base_port: u16,
+    params: Params,
+) -> Result<(), String> {
     if replicas < 4 {
         return Err("a cluster needs at least 4 replicas".into());
     }
@@ -458,10 +485,6 @@ async fn testnet_up(replicas: usize, dir: &Path, accounts: usize, base_port: u16
         ));
     }
     let ports: Vec<u16> = (0..replicas as u16).map(|i| base_port + i).collect();
-    let params = Params {
-        max_concurrent_requests: 20_000,
-        ..Params::default()
-    };
     let metrics_ports: Vec<u16> = ports.iter().map(|p| p + 100).collect();
     Layout::generate(dir, &ports, &metrics_ports, accounts, 1_000_000_000, params)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
