@@ -4,7 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{Message, ReplicaId, Seq, View};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Membership, max_failures};
+use crate::crypto::Digest;
+use crate::ledger::TxOutcome;
+use crate::messages::{Message, ReplicaId, Reply, Seq, Signed, View};
 use crate::verify::Rejection;
 
 /// The kinds of misbehaviour a replica can see in what a member sends.
@@ -50,6 +55,8 @@ pub struct Observation {
     /// The protocol message it came in (prepare, checkpoint, …).
     pub message: String,
     pub sequence: Option<Seq>,
+    /// The transfer it was about (digest, hex), when it was about one.
+    pub transaction: Option<String>,
     pub expected: String,
     pub received: String,
 }
@@ -101,9 +108,62 @@ impl Observation {
             fault,
             message: message.kind.into(),
             sequence: message.seq,
+            transaction: None,
             expected: expected.into(),
             received: received.into(),
         })
+    }
+}
+
+/// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
+pub const MAX_EVIDENCE_REPLIES: usize = 64;
+
+impl Observation {
+    /// Proof of divergent execution in signed replies a client collected: for one transfer at one sequence, F+1
+    /// members signed one outcome (so an honest one did, and honest members execute alike) and another member
+    /// signed a different one. Replies that do not verify, or from non-members, are ignored.
+    pub fn of_replies(membership: &Membership, replies: &[Signed<Reply>]) -> Result<Vec<Observation>, String> {
+        if replies.len() > MAX_EVIDENCE_REPLIES {
+            return Err(format!("{} replies; at most {MAX_EVIDENCE_REPLIES}", replies.len()));
+        }
+        // (sequence, transfer) -> outcome -> members that signed it
+        let mut signed: BTreeMap<(Seq, Digest), BTreeMap<TxOutcome, BTreeSet<ReplicaId>>> = BTreeMap::new();
+        for reply in replies {
+            let genuine = membership
+                .key(reply.from)
+                .is_some_and(|key| key.verify(&reply.signing_bytes(), &reply.signature));
+            if !genuine {
+                continue;
+            }
+            for (tx, outcome) in &reply.body.outcomes {
+                let by = signed.entry((reply.body.seq, *tx)).or_default();
+                by.entry(*outcome).or_default().insert(reply.from);
+            }
+        }
+        let confirming = max_failures(membership.n()) + 1;
+        let mut found = Vec::new();
+        for ((seq, tx), by_outcome) in signed {
+            let Some((agreed, _)) = by_outcome.iter().find(|(_, members)| members.len() >= confirming) else {
+                continue;
+            };
+            for (outcome, members) in &by_outcome {
+                if outcome == agreed {
+                    continue;
+                }
+                for member in members {
+                    found.push(Observation {
+                        member: *member,
+                        fault: FaultType::DivergentExecution,
+                        message: "reply".into(),
+                        sequence: Some(seq),
+                        transaction: Some(tx.to_hex()),
+                        expected: format!("outcome {agreed:?}, as {confirming} or more members signed"),
+                        received: format!("outcome {outcome:?}"),
+                    });
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -187,6 +247,7 @@ mod tests {
             fault: FaultType::SignatureMismatch,
             message: "prepare".into(),
             sequence: Some(sequence),
+            transaction: None,
             expected: "a valid signature".into(),
             received: "one that does not verify".into(),
         }
@@ -202,6 +263,52 @@ mod tests {
         let first = &history.detections[0];
         assert_eq!((first.first.sequence, first.occurrences), (Some(10), 2));
         assert_eq!((first.first_seen_unix_ms, first.last_seen_unix_ms), (1_000, 2_000));
+    }
+
+    #[test]
+    fn a_reply_contradicting_f_plus_1_signed_replies_proves_divergent_execution() {
+        use crate::crypto::KeyPair;
+        use crate::ledger::RejectReason;
+        use crate::messages::Member;
+        let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_secret([i; 32])).collect();
+        let membership = Membership::new(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| Member {
+                    id: i as ReplicaId + 1,
+                    public_key: k.public(),
+                })
+                .collect(),
+        )
+        .unwrap();
+        let tx = Digest([7; 32]);
+        let reply = |id: ReplicaId, outcome: TxOutcome| {
+            let body = Reply {
+                view: 0,
+                seq: 9,
+                outcomes: vec![(tx, outcome)],
+            };
+            Signed::new(id, body, &keys[id as usize - 1])
+        };
+        let lie = TxOutcome::Rejected(RejectReason::ZeroAmount);
+        let proof = [
+            reply(1, TxOutcome::Applied),
+            reply(2, TxOutcome::Applied),
+            reply(4, lie),
+        ];
+        let found = Observation::of_replies(&membership, &proof).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].member, found[0].fault), (4, FaultType::DivergentExecution));
+        assert_eq!(found[0].sequence, Some(9));
+
+        // One honest reply against one lie proves nothing: either could be the liar.
+        assert!(Observation::of_replies(&membership, &proof[1..]).unwrap().is_empty());
+        // A forged reply (signed by another key) does not count as the member's.
+        let mut forged = reply(3, lie);
+        forged.from = 4;
+        let found = Observation::of_replies(&membership, &[proof[0].clone(), proof[1].clone(), forged]).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert!(Observation::of_replies(&membership, &vec![proof[0].clone(); 65]).is_err());
     }
 
     #[test]

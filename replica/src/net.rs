@@ -72,6 +72,7 @@ pub struct Service {
     /// Submitted transfers on their way to be verified in batches (`verify_submits`).
     pub submits: mpsc::Sender<(SignedTransfer, ReplyTo)>,
     pub make_verifier: Box<dyn Fn() -> Verifier + Send + Sync>,
+    pub membership: crate::config::Membership,
     pub max_message_bytes: usize,
 }
 
@@ -190,6 +191,28 @@ impl ReplicaRpc for Service {
         self.ask(|respond| Command::ViewChanges { respond })
             .await
             .map(Response::new)
+    }
+
+    async fn report_replies(
+        &self,
+        request: Request<proto::ReplyEvidence>,
+    ) -> Result<Response<proto::ReplyEvidenceAnswer>, Status> {
+        let encoded = request.into_inner().replies;
+        if encoded.len() > crate::history::MAX_EVIDENCE_REPLIES {
+            return Err(Status::invalid_argument("too many replies"));
+        }
+        let replies = encoded
+            .iter()
+            .map(|bytes| postcard::from_bytes::<Signed<Reply>>(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(format!("malformed reply: {e}")))?;
+        let found = tokio::task::block_in_place(|| Observation::of_replies(&self.membership, &replies))
+            .map_err(Status::invalid_argument)?;
+        let proven = found.iter().map(|o| o.member).collect();
+        for observation in found {
+            let _ = self.commands.send(Command::Observed(observation)).await;
+        }
+        Ok(Response::new(proto::ReplyEvidenceAnswer { proven }))
     }
 
     async fn account(

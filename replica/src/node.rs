@@ -209,6 +209,7 @@ pub async fn run(
         metrics: metrics.clone(),
         submits,
         make_verifier: Box::new(make_verifier),
+        membership: membership.clone(),
         max_message_bytes: config.max_message_bytes,
     };
     let loop_task = tokio::spawn(protocol_loop(
@@ -392,6 +393,7 @@ async fn protocol_loop(
                                 fault: FaultType::DivergentExecution,
                                 message: "checkpoint".into(),
                                 sequence: Some(seq),
+                                transaction: None,
                                 expected: format!("state digest {}", expected.to_hex()),
                                 received: format!("state digest {}", received.to_hex()),
                             };
@@ -658,6 +660,7 @@ fn detection_proto(d: &Detection) -> proto::Detection {
         detection_method: d.first.fault.method().into(),
         message: d.first.message.clone(),
         sequence: d.first.sequence,
+        transaction: d.first.transaction.clone(),
         expected: d.first.expected.clone(),
         received: d.first.received.clone(),
         first_seen_unix_ms: d.first_seen_unix_ms,

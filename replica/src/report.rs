@@ -59,7 +59,7 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
                     evidence: Evidence {
                         message: d.message.clone(),
                         sequence: d.sequence,
-                        transaction: None,
+                        transaction: d.transaction.clone(),
                         expected: d.expected.clone(),
                         received: d.received.clone(),
                     },
@@ -77,6 +77,7 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
                 entry.detection_method = d.detection_method.clone();
                 entry.evidence.message = d.message.clone();
                 entry.evidence.sequence = d.sequence;
+                entry.evidence.transaction = d.transaction.clone();
                 entry.evidence.expected = d.expected.clone();
                 entry.evidence.received = d.received.clone();
             }

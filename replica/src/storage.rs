@@ -169,6 +169,7 @@ mod tests {
                 fault: crate::history::FaultType::SignatureMismatch,
                 message: "prepare".into(),
                 sequence: Some(3),
+                transaction: None,
                 expected: "a valid signature".into(),
                 received: "one that does not verify".into(),
             },
