@@ -114,6 +114,8 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
         );
     }
 
+    // One stream per replica for all the clients: each batch reply reaches the load generator once.
+    let session = client.session();
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
     let count = options.count.unwrap_or(usize::MAX);
@@ -123,7 +125,7 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
     let rate = options.rate;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, nonce) in nonces.into_iter().enumerate() {
-        let (client, issued, decided) = (client.clone(), issued.clone(), decided.clone());
+        let (session, issued, decided) = (session.clone(), issued.clone(), decided.clone());
         let payer = accounts[i].clone();
         let payee = accounts[(i + 1) % accounts.len()].public();
         tasks.spawn(async move {
@@ -151,7 +153,7 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
                     nonce,
                 }
                 .sign(&payer);
-                match client.submit(tx).await {
+                match session.submit(tx).await {
                     Ok(TxOutcome::Applied) => applied += 1,
                     Ok(TxOutcome::Rejected(_)) | Err(_) => rejected += 1,
                 }

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::Ledger;
-use crate::messages::{Member, ReplicaId};
+use crate::messages::{Member, ReplicaId, Reply, Signed};
 use crate::metrics::{KindLabel, Metrics, OutcomeLabel};
-use crate::net::{Command, PeerLink, ReplyTo, Service, proto};
+use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica};
 use crate::storage::Store;
 use crate::verify::{Rejection, Verifier};
@@ -300,14 +300,7 @@ async fn protocol_loop(
                         link.send(bytes.clone());
                     }
                 }
-                Output::Reply(reply) => {
-                    for (digest, _) in &reply.body.outcomes {
-                        for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
-                            metrics.commit_latency.observe(since.elapsed().as_secs_f64());
-                            let _ = waiter.send(Ok(reply.clone()));
-                        }
-                    }
-                }
+                Output::Reply(reply) => answer_waiters(&mut waiting, &reply, &metrics),
                 Output::SetTimer { timer, after_ms } => {
                     let commands = commands.clone();
                     tokio::spawn(async move {
@@ -365,7 +358,7 @@ async fn protocol_loop(
                         Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push((respond, Instant::now())),
                         Err(rejection) => {
                             metrics.refused(rejection.label());
-                            let _ = respond.send(Err(rejection));
+                            respond.refuse(rejection);
                         }
                     }
                     continue;
@@ -392,6 +385,23 @@ async fn protocol_loop(
             if let Ok(out) = replica.step(now(), input) {
                 outputs.extend(out);
             }
+        }
+    }
+}
+
+/// Answers everyone waiting for a transfer the reply covers. The reply is encoded once for all of them.
+fn answer_waiters(waiting: &mut HashMap<Digest, Vec<(ReplyTo, Instant)>>, reply: &Signed<Reply>, metrics: &Metrics) {
+    let mut encoded: Option<EncodedReply> = None;
+    let mut answered = Vec::new();
+    for (digest, _) in &reply.body.outcomes {
+        for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
+            metrics.commit_latency.observe(since.elapsed().as_secs_f64());
+            let encoded = encoded.get_or_insert_with(|| {
+                postcard::to_allocvec(reply)
+                    .expect("encoding to memory cannot fail")
+                    .into()
+            });
+            waiter.answer(encoded, &mut answered);
         }
     }
 }
