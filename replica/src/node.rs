@@ -183,17 +183,14 @@ pub async fn run(
     metrics.members.set(membership.n() as i64);
     metrics.quorum_size.set(membership.quorum() as i64);
     let params = config.params.clone();
-    let make_verifier = {
-        let membership = membership.clone();
-        move || {
-            Verifier::new(
-                membership.clone(),
-                genesis_digest,
-                params.log_window,
-                params.max_batch_size,
-            )
-        }
-    };
+    // One record of valid signatures for the whole process, so nothing is verified twice.
+    let verifier = Verifier::new(
+        membership.clone(),
+        genesis_digest,
+        params.log_window,
+        params.max_batch_size,
+    );
+    let make_verifier = move || verifier.sharing_cache();
     let (submits, submit_inbox) = mpsc::channel(65_536);
     tokio::spawn(crate::net::verify_submits(
         make_verifier(),
