@@ -2,20 +2,23 @@
 //! sent matching signed replies (one of them is honest).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::config::max_failures;
-use crate::crypto::PublicKey;
+use crate::crypto::{Digest, PublicKey};
 use crate::faults::FaultDrill;
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::messages::{ReplicaId, Reply, Signed};
 use crate::net::proto::replica_client::ReplicaClient;
 use crate::net::proto::{
-    AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest, StatusRequest,
-    StatusResponse, SubmitRequest, ViewChangeEvent, ViewChangesRequest, ViewChangesResponse,
+    self, AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest,
+    StatusRequest, StatusResponse, SubmitRequest, ViewChangeEvent, ViewChangesRequest, ViewChangesResponse,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,26 @@ impl Client {
         )))
     }
 
+    /// Opens a session stream to every replica (see `Session`); the streams close when the last clone of the
+    /// session is dropped.
+    pub fn session(&self) -> Session {
+        let votes = Arc::new(Votes {
+            pending: Mutex::new(HashMap::new()),
+            f: self.f,
+            n: self.replicas.len(),
+        });
+        let links = self
+            .replicas
+            .iter()
+            .map(|(replica, client)| {
+                let (link, queue) = mpsc::unbounded_channel();
+                tokio::spawn(run_session_link(replica.clone(), client.clone(), queue, votes.clone()));
+                link
+            })
+            .collect();
+        Session { links, votes }
+    }
+
     /// The highest nonce any replica reports for `account` (replicas that are behind report lower ones).
     pub async fn account_nonce(&self, account: &PublicKey) -> Option<u64> {
         let mut best = None;
@@ -207,5 +230,171 @@ impl Client {
             result.push((replica.id, answer.ok().and_then(|a| a.ok()).map(|a| a.into_inner())));
         }
         result
+    }
+}
+
+/// How long a transfer sent on a session waits for F+1 matching answers.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most transfers put in one frame of a session stream.
+const FRAME_MAX: usize = 256;
+
+/// A client's long-lived stream to every replica: transfers go out in frames, and each replica streams back
+/// its signed batch replies (one per batch, however many of the session's transfers it covers) and refusals.
+/// Each reply's signature is verified once, then counted for every transfer it answers. Cheaper than a unary
+/// `Submit` per transfer per replica, which costs an HTTP/2 request and a signature check each.
+#[derive(Clone)]
+pub struct Session {
+    /// Encoded transfers on their way to each replica.
+    links: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    votes: Arc<Votes>,
+}
+
+/// The transfers of a session awaiting F+1 matching answers.
+struct Votes {
+    pending: Mutex<HashMap<Digest, Pending>>,
+    f: usize,
+    n: usize,
+}
+
+struct Pending {
+    /// One answer per replica, the first it sent.
+    answers: Vec<(ReplicaId, Answer)>,
+    decided: oneshot::Sender<Result<TxOutcome, ClientError>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Answer {
+    Outcome(TxOutcome),
+    Refused(String),
+}
+
+impl Session {
+    /// Submits over the session; the outcome F+1 replicas signed, as `Client::submit` answers it.
+    pub async fn submit(&self, tx: SignedTransfer) -> Result<TxOutcome, ClientError> {
+        let digest = tx.digest();
+        let (decided, outcome) = oneshot::channel();
+        let pending = Pending {
+            answers: Vec::new(),
+            decided,
+        };
+        self.votes.pending.lock().expect("not poisoned").insert(digest, pending);
+        let bytes = postcard::to_allocvec(&tx).expect("encoding to memory cannot fail");
+        for link in &self.links {
+            let _ = link.send(bytes.clone());
+        }
+        match tokio::time::timeout(SESSION_TIMEOUT, outcome).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                let pending = self.votes.pending.lock().expect("not poisoned").remove(&digest);
+                let answers = pending.map(|p| p.answers).unwrap_or_default();
+                Err(ClientError::NoQuorum(format!(
+                    "no F+1 matching answers in time: {answers:?}"
+                )))
+            }
+        }
+    }
+}
+
+impl Votes {
+    /// Counts `replica`'s answer for the transfer with `digest`, and decides it once F+1 answers match (or
+    /// every replica answered without F+1 agreeing).
+    fn record(&self, replica: ReplicaId, digest: &Digest, answer: Answer) {
+        let mut pending = self.pending.lock().expect("not poisoned");
+        let Some(entry) = pending.get_mut(digest) else { return };
+        if entry.answers.iter().any(|(from, _)| *from == replica) {
+            return;
+        }
+        entry.answers.push((replica, answer.clone()));
+        let matching = entry.answers.iter().filter(|(_, a)| *a == answer).count();
+        let result = if matching > self.f {
+            match answer {
+                Answer::Outcome(outcome) => Ok(outcome),
+                Answer::Refused(reason) => Err(ClientError::Refused(reason)),
+            }
+        } else if entry.answers.len() == self.n {
+            Err(ClientError::NoQuorum(format!("{:?}", entry.answers)))
+        } else {
+            return;
+        };
+        if let Some(entry) = pending.remove(digest) {
+            let _ = entry.decided.send(result);
+        }
+    }
+
+    /// One message from `replica`'s session stream.
+    fn receive(&self, replica: &Replica, response: proto::SessionResponse) {
+        if let Some(refusal) = response.refusal {
+            if let Ok(digest) = <[u8; 32]>::try_from(refusal.digest.as_slice()) {
+                self.record(replica.id, &Digest(digest), Answer::Refused(refusal.reason));
+            }
+            return;
+        }
+        let Ok(reply) = postcard::from_bytes::<Signed<Reply>>(&response.reply) else {
+            return;
+        };
+        if reply.from != replica.id || !replica.public_key.verify(&reply.signing_bytes(), &reply.signature) {
+            return;
+        }
+        for (digest, outcome) in &reply.body.outcomes {
+            self.record(replica.id, digest, Answer::Outcome(*outcome));
+        }
+    }
+}
+
+/// Keeps a session stream open to one replica: sends queued transfers in frames and records what comes back.
+/// Transfers queued while the replica is unreachable are dropped (the other replicas still answer them).
+async fn run_session_link(
+    replica: Replica,
+    mut client: ReplicaClient<Channel>,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    votes: Arc<Votes>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let (frames, outgoing) = mpsc::channel::<proto::SessionRequest>(64);
+        let opened = client.session(ReceiverStream::new(outgoing)).await;
+        let mut reader = match opened {
+            Ok(responses) => {
+                backoff = Duration::from_millis(50);
+                let (replica, votes) = (replica.clone(), votes.clone());
+                let mut responses = responses.into_inner();
+                tokio::spawn(async move {
+                    while let Ok(Some(response)) = responses.message().await {
+                        votes.receive(&replica, response);
+                    }
+                })
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                loop {
+                    match queue.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                }
+                continue;
+            }
+        };
+        let mut batch = Vec::with_capacity(FRAME_MAX);
+        loop {
+            tokio::select! {
+                received = queue.recv_many(&mut batch, FRAME_MAX) => {
+                    if received == 0 {
+                        reader.abort();
+                        return; // the session was dropped
+                    }
+                    let frame = proto::SessionRequest { transfers: std::mem::take(&mut batch) };
+                    if frames.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                _ = &mut reader => break,
+            }
+        }
+        reader.abort();
+        tokio::time::sleep(backoff).await;
     }
 }

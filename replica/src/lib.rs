@@ -3,6 +3,7 @@
 //! The protocol is a pure state machine (`replica`, `checkpoint`, `view_change`) fed with verified inputs
 //! (`verify`); `sim` runs many of them over a simulated network with Byzantine members.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod crypto;

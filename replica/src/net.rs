@@ -5,12 +5,14 @@
 //! only loses its own queued messages (retransmission recovers them), never holds up the others.
 //! Messages are bounded in size and verified on the stream's task before they reach the protocol loop.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status};
 
+use crate::crypto::Digest;
 use crate::faults::{Fault, FaultDrill};
 use crate::history::{MessageSummary, Observation};
 use crate::ledger::SignedTransfer;
@@ -24,8 +26,68 @@ pub mod proto {
 use proto::replica_client::ReplicaClient;
 use proto::replica_server::Replica as ReplicaRpc;
 
-/// Where the protocol loop answers a client's submit: its signed reply, or why the transfer was refused.
-pub type ReplyTo = oneshot::Sender<Result<Signed<Reply>, Rejection>>;
+/// A signed reply (`Signed<Reply>`), encoded once and shared by every waiter it answers.
+pub type EncodedReply = Arc<[u8]>;
+
+/// Where a session's answers go: its signed replies and refusals.
+pub type SessionReplies = mpsc::UnboundedSender<Result<proto::SessionResponse, Status>>;
+
+/// Where the protocol loop answers a submitted transfer.
+pub enum ReplyTo {
+    /// A unary `Submit`: the signed reply, or why the transfer was refused.
+    Once(oneshot::Sender<Result<EncodedReply, Rejection>>),
+    /// A transfer sent on a `Session` stream.
+    Session { digest: Digest, replies: SessionReplies },
+}
+
+impl ReplyTo {
+    pub fn refuse(self, rejection: Rejection) {
+        match self {
+            ReplyTo::Once(respond) => {
+                let _ = respond.send(Err(rejection));
+            }
+            ReplyTo::Session { digest, replies } => {
+                let refusal = proto::Refusal {
+                    digest: digest.0.to_vec(),
+                    // The words a unary Submit's error carries, so clients compare refusals alike.
+                    reason: rejection.to_string(),
+                };
+                let _ = replies.send(Ok(proto::SessionResponse {
+                    reply: Vec::new(),
+                    refusal: Some(refusal),
+                }));
+            }
+        }
+    }
+
+    /// Sends `reply`, unless this waiter's session already got it: one batch reply answers all of a session's
+    /// transfers in the batch, so it goes to each session once (`answered` holds the sessions it went to).
+    pub fn answer(self, reply: &EncodedReply, answered: &mut Vec<SessionReplies>) {
+        match self {
+            ReplyTo::Once(respond) => {
+                let _ = respond.send(Ok(reply.clone()));
+            }
+            ReplyTo::Session { replies, .. } => {
+                if answered.iter().any(|session| session.same_channel(&replies)) {
+                    return;
+                }
+                let _ = replies.send(Ok(proto::SessionResponse {
+                    reply: reply.to_vec(),
+                    refusal: None,
+                }));
+                answered.push(replies);
+            }
+        }
+    }
+
+    /// Whether the client stopped waiting.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            ReplyTo::Once(respond) => respond.is_closed(),
+            ReplyTo::Session { replies, .. } => replies.is_closed(),
+        }
+    }
+}
 
 /// What the gRPC handlers ask of the protocol loop.
 pub enum Command {
@@ -123,15 +185,10 @@ impl ReplicaRpc for Service {
     }
 
     async fn submit(&self, request: Request<proto::SubmitRequest>) -> Result<Response<proto::SubmitResponse>, Status> {
-        let bytes = request.into_inner().transfer;
-        if bytes.len() > 1024 {
-            return Err(Status::invalid_argument("transfer too large"));
-        }
-        let tx: SignedTransfer =
-            postcard::from_bytes(&bytes).map_err(|e| Status::invalid_argument(format!("malformed transfer: {e}")))?;
+        let tx = decode_transfer(&request.into_inner().transfer)?;
         let (respond, answer) = oneshot::channel();
         self.submits
-            .send((tx, respond))
+            .send((tx, ReplyTo::Once(respond)))
             .await
             .map_err(|_| Status::unavailable("replica is shutting down"))?;
         let reply = tokio::time::timeout(SUBMIT_TIMEOUT, answer)
@@ -139,8 +196,42 @@ impl ReplicaRpc for Service {
             .map_err(|_| Status::deadline_exceeded("not executed in time"))?
             .map_err(|_| Status::unavailable("replica is shutting down"))?
             .map_err(rejection_status)?;
-        let reply = postcard::to_allocvec(&reply).expect("encoding to memory cannot fail");
-        Ok(Response::new(proto::SubmitResponse { reply }))
+        Ok(Response::new(proto::SubmitResponse { reply: reply.to_vec() }))
+    }
+
+    type SessionStream = UnboundedReceiverStream<Result<proto::SessionResponse, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<tonic::Streaming<proto::SessionRequest>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut incoming = request.into_inner();
+        // Unbounded so that the protocol loop never waits on a client; a client has at most the transfers it
+        // sent waiting for an answer, and replies are per batch.
+        let (replies, outgoing) = mpsc::unbounded_channel();
+        let submits = self.submits.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = incoming.message().await {
+                for bytes in frame.transfers {
+                    let tx = match decode_transfer(&bytes) {
+                        Ok(tx) => tx,
+                        Err(status) => {
+                            // Without a transfer there is no digest to refuse: end the session instead.
+                            let _ = replies.send(Err(status));
+                            return;
+                        }
+                    };
+                    let respond = ReplyTo::Session {
+                        digest: tx.digest(),
+                        replies: replies.clone(),
+                    };
+                    if submits.send((tx, respond)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(outgoing)))
     }
 
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
@@ -272,11 +363,18 @@ pub async fn verify_submits(
                 }
                 Err(rejection) => {
                     metrics.refused(rejection.label());
-                    let _ = respond.send(Err(rejection));
+                    respond.refuse(rejection);
                 }
             }
         }
     }
+}
+
+fn decode_transfer(bytes: &[u8]) -> Result<SignedTransfer, Status> {
+    if bytes.len() > 1024 {
+        return Err(Status::invalid_argument("transfer too large"));
+    }
+    postcard::from_bytes(bytes).map_err(|e| Status::invalid_argument(format!("malformed transfer: {e}")))
 }
 
 fn rejection_status(rejection: Rejection) -> Status {

@@ -17,9 +17,9 @@ use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::faults::{FaultDrill, Saboteur};
 use crate::history::{Detection, FaultType, History, MessageSummary, Observation, ViewChangeRecord};
 use crate::ledger::Ledger;
-use crate::messages::{Member, ReplicaId};
+use crate::messages::{Member, ReplicaId, Reply, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
-use crate::net::{Command, PeerLink, ReplyTo, Service, proto};
+use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
 use crate::storage::Store;
 use crate::verify::{Rejection, Verifier};
@@ -185,17 +185,14 @@ pub async fn run(
     metrics.members.set(membership.n() as i64);
     metrics.quorum_size.set(membership.quorum() as i64);
     let params = config.params.clone();
-    let make_verifier = {
-        let membership = membership.clone();
-        move || {
-            Verifier::new(
-                membership.clone(),
-                genesis_digest,
-                params.log_window,
-                params.max_batch_size,
-            )
-        }
-    };
+    // One record of valid signatures for the whole process, so nothing is verified twice.
+    let verifier = Verifier::new(
+        membership.clone(),
+        genesis_digest,
+        params.log_window,
+        params.max_batch_size,
+    );
+    let make_verifier = move || verifier.sharing_cache();
     let (submits, submit_inbox) = mpsc::channel(65_536);
     tokio::spawn(crate::net::verify_submits(
         make_verifier(),
@@ -361,12 +358,7 @@ async fn protocol_loop(
                         Some(saboteur) => saboteur.reply(reply),
                         None => reply,
                     };
-                    for (digest, _) in &reply.body.outcomes {
-                        for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
-                            metrics.commit_latency.observe(since.elapsed().as_secs_f64());
-                            let _ = waiter.send(Ok(reply.clone()));
-                        }
-                    }
+                    answer_waiters(&mut waiting, &reply, &metrics)
                 }
                 Output::SetTimer { timer, after_ms } => {
                     let commands = commands.clone();
@@ -501,7 +493,7 @@ async fn protocol_loop(
                         Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push((respond, Instant::now())),
                         Err(rejection) => {
                             metrics.refused(rejection.label());
-                            let _ = respond.send(Err(rejection));
+                            respond.refuse(rejection);
                         }
                     }
                     continue;
@@ -529,6 +521,23 @@ async fn protocol_loop(
             if let Ok(out) = replica.step(now(), input) {
                 outputs.extend(out);
             }
+        }
+    }
+}
+
+/// Answers everyone waiting for a transfer the reply covers. The reply is encoded once for all of them.
+fn answer_waiters(waiting: &mut HashMap<Digest, Vec<(ReplyTo, Instant)>>, reply: &Signed<Reply>, metrics: &Metrics) {
+    let mut encoded: Option<EncodedReply> = None;
+    let mut answered = Vec::new();
+    for (digest, _) in &reply.body.outcomes {
+        for (waiter, since) in waiting.remove(digest).unwrap_or_default() {
+            metrics.commit_latency.observe(since.elapsed().as_secs_f64());
+            let encoded = encoded.get_or_insert_with(|| {
+                postcard::to_allocvec(reply)
+                    .expect("encoding to memory cannot fail")
+                    .into()
+            });
+            waiter.answer(encoded, &mut answered);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! matches its digest, and every certificate has a quorum of distinct signers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use crate::config::Membership;
 use crate::crypto::{Digest, PublicKey, Signature, SignedItem, VerifyingKey, verify_many};
@@ -151,7 +152,8 @@ pub struct Verifier {
     genesis_digest: Digest,
     log_window: u64,
     max_batch_size: usize,
-    cache: SignatureCache,
+    /// Shared by the verifiers of one process (`sharing_cache`), which verify on different tasks.
+    cache: Arc<Mutex<SignatureCache>>,
     decoded_keys: HashMap<PublicKey, VerifyingKey>,
     signatures_verified: u64,
     rejected: BTreeMap<&'static str, u64>,
@@ -164,7 +166,23 @@ impl Verifier {
             genesis_digest,
             log_window,
             max_batch_size,
-            cache: SignatureCache::default(),
+            cache: Arc::default(),
+            decoded_keys: HashMap::new(),
+            signatures_verified: 0,
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// A verifier for the same membership that shares this one's record of valid signatures. A process
+    /// verifies its client submits and each peer's stream on separate tasks, in parallel; sharing the record
+    /// means a backup verifies a transfer once, not again in the PRE-PREPARE that carries it.
+    pub fn sharing_cache(&self) -> Verifier {
+        Verifier {
+            membership: self.membership.clone(),
+            genesis_digest: self.genesis_digest,
+            log_window: self.log_window,
+            max_batch_size: self.max_batch_size,
+            cache: self.cache.clone(),
             decoded_keys: HashMap::new(),
             signatures_verified: 0,
             rejected: BTreeMap::new(),
@@ -265,20 +283,24 @@ impl Verifier {
                 from: 0,
             })?);
         }
-        let mut items = Vec::with_capacity(checks.keys.len());
-        let mut cache_keys = Vec::with_capacity(checks.keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            let item = SignedItem {
-                key,
-                message: &checks.messages[i],
-                signature: &checks.signatures[i],
-            };
-            let cache_key = SignatureCache::key(&checks.keys[i], &item);
-            if !self.cache.contains(&cache_key) {
-                items.push(item);
-                cache_keys.push(cache_key);
-            }
-        }
+        let unchecked: Vec<(SignedItem<'_>, Digest)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let item = SignedItem {
+                    key,
+                    message: &checks.messages[i],
+                    signature: &checks.signatures[i],
+                };
+                let cache_key = SignatureCache::key(&checks.keys[i], &item);
+                (item, cache_key)
+            })
+            .collect();
+        // The lock is held for the look-up only, not the verification.
+        let (items, cache_keys): (Vec<SignedItem<'_>>, Vec<Digest>) = {
+            let cache = self.cache.lock().expect("no panic while holding the lock");
+            unchecked.into_iter().filter(|(_, key)| !cache.contains(key)).unzip()
+        };
         self.signatures_verified += items.len() as u64;
         let results = verify_many(&items);
         if let Some(bad) = results.iter().position(|ok| !ok) {
@@ -291,8 +313,9 @@ impl Verifier {
                 .map_or(0, |m| m.id);
             return Err(Rejection::BadSignature { kind: "message", from });
         }
+        let mut cache = self.cache.lock().expect("no panic while holding the lock");
         for key in cache_keys {
-            self.cache.insert(key);
+            cache.insert(key);
         }
         Ok(())
     }

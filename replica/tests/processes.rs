@@ -537,3 +537,41 @@ async fn a_replica_with_a_bad_configuration_exits_with_a_clear_error() {
     assert!(stderr.contains("checkpoint_interval"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_on_a_session_stream_get_f_plus_1_matching_replies_and_clear_refusals() {
+    let cluster = Cluster::start(4, "session");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let session = client.session();
+    // Many transfers in flight on one stream per replica; batch replies answer several at once.
+    let mut round = tokio::task::JoinSet::new();
+    for from in 0..8 {
+        let (session, tx) = (session.clone(), transfer(&cluster.layout, from, (from + 1) % 8, 5, 1));
+        round.spawn(async move { session.submit(tx).await });
+    }
+    while let Some(result) = round.join_next().await {
+        assert_eq!(result.unwrap().unwrap(), TxOutcome::Applied);
+    }
+    wait_until(&client, &[1, 2, 3, 4], |s| s.transfers_applied == 8).await;
+
+    // A bad signature and a reused nonce are refused with the reason, as a unary submit is.
+    let mut forged = transfer(&cluster.layout, 0, 1, 5, 2);
+    forged.transfer.amount = 6;
+    let refused = session.submit(forged).await;
+    assert!(
+        matches!(&refused, Err(ClientError::Refused(m)) if m.contains("signature")),
+        "{refused:?}"
+    );
+    // (A different amount: the very same transfer again would get its reply again.)
+    let reused = session.submit(transfer(&cluster.layout, 1, 2, 7, 1)).await;
+    assert!(
+        matches!(&reused, Err(ClientError::Refused(m)) if m.contains("already used")),
+        "{reused:?}"
+    );
+    // The session goes on after refusals.
+    assert_eq!(
+        session.submit(transfer(&cluster.layout, 0, 1, 5, 2)).await.unwrap(),
+        TxOutcome::Applied
+    );
+}

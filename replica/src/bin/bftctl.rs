@@ -110,12 +110,20 @@ enum Commands {
         #[arg(long, conflicts_with = "fault")]
         clear: bool,
     },
-    /// Load: CLIENTS clients each submit transfers one after another until COUNT are decided.
+    /// Load: CLIENTS clients submit transfers, each one after another (closed loop) or at a given total rate
+    /// (open loop), until COUNT were sent or for SECS; prints tx/s and latency percentiles.
     Bench {
         #[arg(long)]
         cluster: PathBuf,
-        #[arg(long, default_value_t = 1000)]
-        count: usize,
+        /// How many transfers to send (the default, 1000, unless --duration is given).
+        #[arg(long, conflicts_with = "duration")]
+        count: Option<usize>,
+        /// Send for this many seconds instead of a count.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        /// Open loop: transfers due at this rate over all clients; latency counts from when each was due.
+        #[arg(long, value_name = "TX_PER_SEC")]
+        rate: Option<f64>,
         /// Concurrent clients (each pays from its own account; at most the testnet's accounts).
         #[arg(long, default_value_t = 64)]
         clients: usize,
@@ -311,9 +319,34 @@ async fn run(command: Commands) -> Result<(), String> {
         Commands::Bench {
             cluster,
             count,
+            duration,
+            rate,
             clients,
             json,
-        } => bench(&cluster, count, clients, json).await,
+        } => {
+            let duration = duration
+                .map(|s| Duration::try_from_secs_f64(s).map_err(|e| format!("--duration: {e}")))
+                .transpose()?;
+            let options = bft_replica::bench::BenchOptions {
+                clients,
+                count: count.or(if duration.is_none() { Some(1000) } else { None }),
+                duration,
+                rate,
+                progress: !json,
+            };
+            let report = bft_replica::bench::run(&cluster, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.to_json()).expect("serialisable")
+                );
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -579,83 +612,6 @@ async fn status(dir: &Path, json: bool) -> Result<(), String> {
             }
             None => println!("{:<12} unreachable", format!("bft-agent-{id}")),
         }
-    }
-    Ok(())
-}
-
-async fn bench(dir: &Path, count: usize, clients: usize, json: bool) -> Result<(), String> {
-    let (client, accounts, replicas) = connect(dir)?;
-    let clients = clients.clamp(1, accounts.len());
-    // Each client pays from its own account, continuing from the nonce the cluster holds.
-    let mut nonces = Vec::with_capacity(clients);
-    for account in &accounts[..clients] {
-        nonces.push(
-            client
-                .account_nonce(&account.public())
-                .await
-                .ok_or("the cluster does not answer")?,
-        );
-    }
-    let per_client = count.div_ceil(clients);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, nonce) in nonces.into_iter().enumerate() {
-        let client = client.clone();
-        let payer = accounts[i].clone();
-        let payee = accounts[(i + 1) % accounts.len()].public();
-        let todo = per_client.min(count.saturating_sub(i * per_client));
-        tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(todo);
-            let (mut applied, mut rejected) = (0u64, 0u64);
-            for k in 0..todo as u64 {
-                let tx = Transfer {
-                    from: payer.public(),
-                    to: payee,
-                    amount: 1,
-                    nonce: nonce + k + 1,
-                }
-                .sign(&payer);
-                let sent = Instant::now();
-                match client.submit(tx).await {
-                    Ok(TxOutcome::Applied) => applied += 1,
-                    Ok(TxOutcome::Rejected(_)) | Err(_) => rejected += 1,
-                }
-                latencies.push(sent.elapsed());
-            }
-            (latencies, applied, rejected)
-        });
-    }
-    let mut latencies = Vec::with_capacity(count);
-    let (mut committed, mut rejected) = (0u64, 0u64);
-    while let Some(result) = tasks.join_next().await {
-        let (l, a, r) = result.map_err(|e| e.to_string())?;
-        latencies.extend(l);
-        committed += a;
-        rejected += r;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let percentile = |p: f64| -> f64 {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let tx_per_sec = committed as f64 / elapsed;
-    if json {
-        let report = serde_json::json!({
-            "replicas": replicas, "clients": clients, "committed": committed, "rejected": rejected,
-            "seconds": elapsed, "tx_per_sec": tx_per_sec,
-            "latency_ms": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99) },
-        });
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
-    } else {
-        println!(
-            "{replicas} replicas, {clients} clients: {committed} committed, {rejected} rejected in {elapsed:.2} s: \
-             {tx_per_sec:.0} tx/s, latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
-            percentile(0.5),
-            percentile(0.9),
-            percentile(0.99)
-        );
     }
     Ok(())
 }
