@@ -278,10 +278,23 @@ pub async fn run(
                 .max_encoding_message_size(config.max_message_bytes),
         )
         .serve_with_shutdown(config.listen, until_stopped());
-    let result = server.await;
+    // A graceful shutdown waits for every open call, and peers' streams never end by themselves: after a short
+    // grace the replica stops anyway. Nothing is lost: whatever it acknowledged or sent is already durable.
+    let grace = async {
+        until_stopped().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        _ = grace => Ok(()),
+    };
     loop_task.abort();
+    tracing::info!("stopped");
     Ok(result?)
 }
+
+/// How long a stopping replica lets open calls finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The most commands stepped before their outputs are persisted and sent together.
 const GROUP_MAX: usize = 512;

@@ -156,7 +156,8 @@ pub fn spawn(binary: &Path, dir: &Path, id: ReplicaId) -> std::io::Result<std::p
 
 /// Stops every replica whose pid file is in `dir` (SIGTERM, then SIGKILL after `grace`).
 pub fn stop_all(dir: &Path, grace: std::time::Duration) -> std::io::Result<usize> {
-    let mut stopped = 0;
+    // All are asked at once, then waited for together: a cluster stops in one grace period, not N.
+    let mut stopping = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("pid") {
@@ -164,18 +165,20 @@ pub fn stop_all(dir: &Path, grace: std::time::Duration) -> std::io::Result<usize
         }
         let pid: i32 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
         if pid > 0 && signal(pid, "TERM") {
-            let deadline = std::time::Instant::now() + grace;
-            while std::time::Instant::now() < deadline && signal(pid, "0") {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            if signal(pid, "0") {
-                signal(pid, "KILL");
-            }
-            stopped += 1;
+            stopping.push(pid);
         }
         std::fs::remove_file(&path)?;
     }
-    Ok(stopped)
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && stopping.iter().any(|pid| signal(*pid, "0")) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for pid in &stopping {
+        if signal(*pid, "0") {
+            signal(*pid, "KILL");
+        }
+    }
+    Ok(stopping.len())
 }
 
 /// Sends a signal with kill(1) (signal 0 asks whether the process exists).

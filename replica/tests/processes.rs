@@ -507,6 +507,20 @@ async fn a_replica_runs_from_flags_and_environment_alone() {
     wait_executed(&client, &[4], 1).await;
     let (code, _) = http_get(config.metrics_listen.unwrap(), "/metrics").await;
     assert_eq!(code, 200);
+
+    // SIGTERM stops it cleanly, although its peers' streams stay open.
+    let mut child = cluster.children[3].take().unwrap();
+    let term = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(term.unwrap().success());
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.is_some_and(|status| status.success()), "{exited:?}");
 }
 
 #[tokio::test]
