@@ -28,6 +28,20 @@ pub struct BenchOptions {
     pub rate: Option<f64>,
     /// Draw a progress bar on stderr (only if stderr is a terminal).
     pub progress: bool,
+    /// Kill the primary (SIGKILL) this long after the start, and measure the view change that follows.
+    pub kill_primary_after: Option<Duration>,
+}
+
+/// The view change after the primary was killed, as the replicas report it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ViewChangeReport {
+    pub killed: String,
+    pub view: u64,
+    pub new_primary: String,
+    /// From the kill to the first transfer executed in the new view.
+    pub kill_to_first_commit_ms: f64,
+    /// From the first replica's view-change timer firing to that first execution in the new view.
+    pub timeout_to_first_commit_ms: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,7 @@ pub struct BenchReport {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    pub view_change: Option<ViewChangeReport>,
 }
 
 impl BenchReport {
@@ -65,6 +80,7 @@ impl BenchReport {
             "rejected": self.rejected, "seconds": self.seconds, "tx_per_sec": self.tx_per_sec,
             "rate": self.rate,
             "latency_ms": { "p50": self.p50_ms, "p90": self.p90_ms, "p99": self.p99_ms },
+            "view_change": self.view_change,
         })
     }
 }
@@ -88,7 +104,18 @@ impl std::fmt::Display for BenchReport {
             self.p50_ms,
             self.p90_ms,
             self.p99_ms
-        )
+        )?;
+        if let Some(v) = &self.view_change {
+            write!(
+                f,
+                "\n{} killed: {} primary of view {}; first commit in it {:.0} ms after the kill",
+                v.killed, v.new_primary, v.view, v.kill_to_first_commit_ms
+            )?;
+            if let Some(ms) = v.timeout_to_first_commit_ms {
+                write!(f, ", {ms:.0} ms after the first view-change timer fired")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +190,13 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
             (latencies, applied, rejected)
         });
     }
+    let view_change = options.kill_primary_after.map(|after| {
+        let (client, dir) = (client.clone(), dir.to_path_buf());
+        tokio::spawn(async move {
+            tokio::time::sleep_until((started + after).into()).await;
+            kill_primary(&client, &dir).await
+        })
+    });
     let bar = (options.progress && std::io::stderr().is_terminal())
         .then(|| tokio::spawn(progress(started, options.count, options.duration, decided.clone())));
 
@@ -179,6 +213,10 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
         bar.abort();
         eprint!("\r\x1b[2K");
     }
+    let view_change = match view_change {
+        Some(task) => Some(task.await.map_err(|e| BenchError::Cluster(e.to_string()))??),
+        None => None,
+    };
     latencies.sort();
     let percentile = |p: f64| -> f64 {
         latencies
@@ -196,6 +234,63 @@ pub async fn run(dir: &Path, options: &BenchOptions) -> Result<BenchReport, Benc
         p50_ms: percentile(0.5),
         p90_ms: percentile(0.9),
         p99_ms: percentile(0.99),
+        view_change,
+    })
+}
+
+/// Kills the primary, then watches the others (every 5 ms) until one executes a transfer in the next view.
+async fn kill_primary(client: &Client, dir: &Path) -> Result<ViewChangeReport, BenchError> {
+    let statuses = client.statuses().await;
+    let primary = statuses
+        .iter()
+        .find_map(|(id, s)| s.as_ref().filter(|s| s.primary == *id).map(|s| (*id, s.view)));
+    let Some((primary, view)) = primary else {
+        return Err(BenchError::Cluster("no replica says it is the primary".into()));
+    };
+    let killed_at = Instant::now();
+    testnet::kill(dir, primary).map_err(|e| BenchError::Cluster(e.to_string()))?;
+    let killed_unix_ms = crate::report::unix_ms();
+    // Each replica's last executed sequence when first seen active in a later view: executing past it is a
+    // commit of the new view.
+    let mut active_from: std::collections::HashMap<u32, u64> = Default::default();
+    let (new_view, new_primary) = loop {
+        if killed_at.elapsed() > Duration::from_secs(120) {
+            return Err(BenchError::Cluster(
+                "no commit in a new view within 120 s of the kill".into(),
+            ));
+        }
+        let mut committed = None;
+        for (id, status) in client.statuses().await {
+            let Some(s) = status.filter(|s| s.view > view && s.view_active) else {
+                continue;
+            };
+            let first = *active_from.entry(id).or_insert(s.last_executed);
+            if s.last_executed > first {
+                committed = Some((s.view, s.primary));
+            }
+        }
+        if let Some(found) = committed {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let kill_to_first_commit_ms = killed_at.elapsed().as_secs_f64() * 1000.0;
+    let committed_unix_ms = killed_unix_ms as f64 + kill_to_first_commit_ms;
+    // When the first replica's timer fired: the start of the earliest view change the replicas recorded.
+    let timer_fired = client
+        .view_changes()
+        .await
+        .into_iter()
+        .flat_map(|(_, answer)| answer.map(|a| a.view_changes).unwrap_or_default())
+        .filter(|r| r.view == new_view)
+        .filter_map(|r| r.started_unix_ms)
+        .min();
+    Ok(ViewChangeReport {
+        killed: crate::report::agent(primary),
+        view: new_view,
+        new_primary: crate::report::agent(new_primary),
+        kill_to_first_commit_ms,
+        timeout_to_first_commit_ms: timer_fired.map(|t| committed_unix_ms - t as f64),
     })
 }
 

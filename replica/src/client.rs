@@ -1,7 +1,7 @@
 //! A client of a cluster: submits signed transfers to every replica and accepts an outcome once F+1 replicas
 //! sent matching signed replies (one of them is honest).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use crate::net::proto::{
     self, AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest,
     StatusRequest, StatusResponse, SubmitRequest, ViewChangeEvent, ViewChangesRequest, ViewChangesResponse,
 };
+use crate::verify::Rejection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -128,20 +129,18 @@ impl Client {
     /// Opens a session stream to every replica (see `Session`); the streams close when the last clone of the
     /// session is dropped.
     pub fn session(&self) -> Session {
+        let (links, queues): (Vec<_>, Vec<_>) = self.replicas.iter().map(|_| mpsc::unbounded_channel()).unzip();
         let votes = Arc::new(Votes {
             pending: Mutex::new(HashMap::new()),
             f: self.f,
             n: self.replicas.len(),
+            replicas: self.replicas.clone(),
+            links: links.clone(),
+            reported: Mutex::new(HashSet::new()),
         });
-        let links = self
-            .replicas
-            .iter()
-            .map(|(replica, client)| {
-                let (link, queue) = mpsc::unbounded_channel();
-                tokio::spawn(run_session_link(replica.clone(), client.clone(), queue, votes.clone()));
-                link
-            })
-            .collect();
+        for ((replica, client), queue) in self.replicas.iter().zip(queues) {
+            tokio::spawn(run_session_link(replica.clone(), client.clone(), queue, votes.clone()));
+        }
         Session { links, votes }
     }
 
@@ -255,12 +254,23 @@ struct Votes {
     pending: Mutex<HashMap<Digest, Pending>>,
     f: usize,
     n: usize,
+    /// The replicas, in the order of `links`.
+    replicas: Vec<(Replica, ReplicaClient<Channel>)>,
+    links: Vec<mpsc::UnboundedSender<Vec<u8>>>,
+    /// (member, sequence) of contradicting replies already reported, so a lying batch reply is reported once.
+    reported: Mutex<HashSet<(ReplicaId, u64)>>,
 }
 
+/// A signed batch reply, shared by every transfer it answers.
+type SharedReply = Arc<Signed<Reply>>;
+
 struct Pending {
-    /// One answer per replica, the first it sent.
-    answers: Vec<(ReplicaId, Answer)>,
+    /// One answer per replica, the first it sent, with the signed reply it came in.
+    answers: Vec<(ReplicaId, Answer, Option<SharedReply>)>,
     decided: oneshot::Sender<Result<TxOutcome, ClientError>>,
+    /// The encoded transfer, to send again to a replica that was too busy to admit it.
+    transfer: Vec<u8>,
+    busy_retries: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,12 +284,14 @@ impl Session {
     pub async fn submit(&self, tx: SignedTransfer) -> Result<TxOutcome, ClientError> {
         let digest = tx.digest();
         let (decided, outcome) = oneshot::channel();
+        let bytes = postcard::to_allocvec(&tx).expect("encoding to memory cannot fail");
         let pending = Pending {
             answers: Vec::new(),
             decided,
+            transfer: bytes.clone(),
+            busy_retries: 0,
         };
         self.votes.pending.lock().expect("not poisoned").insert(digest, pending);
-        let bytes = postcard::to_allocvec(&tx).expect("encoding to memory cannot fail");
         for link in &self.links {
             let _ = link.send(bytes.clone());
         }
@@ -299,17 +311,35 @@ impl Session {
 impl Votes {
     /// Counts `replica`'s answer for the transfer with `digest`, and decides it once F+1 answers match (or
     /// every replica answered without F+1 agreeing).
-    fn record(&self, replica: ReplicaId, digest: &Digest, answer: Answer) {
+    fn record(&self, replica: ReplicaId, digest: &Digest, answer: Answer, reply: Option<SharedReply>) {
         let mut pending = self.pending.lock().expect("not poisoned");
         let Some(entry) = pending.get_mut(digest) else { return };
-        if entry.answers.iter().any(|(from, _)| *from == replica) {
+        if entry.answers.iter().any(|(from, _, _)| *from == replica) {
             return;
         }
-        entry.answers.push((replica, answer.clone()));
-        let matching = entry.answers.iter().filter(|(_, a)| *a == answer).count();
+        // A replica that is full for now has not refused the transfer itself.
+        if matches!(&answer, Answer::Refused(reason) if *reason == Rejection::Busy.to_string()) {
+            // Back-pressure, not a verdict: ask that replica again shortly, backing off while it stays full.
+            let delay = Duration::from_millis(5 << entry.busy_retries.min(7));
+            entry.busy_retries += 1;
+            let index = self.replicas.iter().position(|(r, _)| r.id == replica);
+            if let Some(link) = index.map(|i| self.links[i].clone()) {
+                let transfer = entry.transfer.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = link.send(transfer);
+                });
+            }
+            return;
+        }
+        entry.answers.push((replica, answer.clone(), reply));
+        let matching = entry.answers.iter().filter(|(_, a, _)| *a == answer).count();
         let result = if matching > self.f {
             match answer {
-                Answer::Outcome(outcome) => Ok(outcome),
+                Answer::Outcome(outcome) => {
+                    self.report_contradictions(entry, outcome);
+                    Ok(outcome)
+                }
                 Answer::Refused(reason) => Err(ClientError::Refused(reason)),
             }
         } else if entry.answers.len() == self.n {
@@ -322,11 +352,45 @@ impl Votes {
         }
     }
 
+    /// Once F+1 replicas signed `agreed`, a signed reply with another outcome proves its signer executed
+    /// differently: the replies go to every replica, which check them and log the member (see `ReportReplies`).
+    fn report_contradictions(&self, entry: &Pending, agreed: TxOutcome) {
+        let signed = |a: &Answer| matches!(a, Answer::Outcome(_));
+        let contradicting: Vec<&SharedReply> = entry
+            .answers
+            .iter()
+            .filter(|(_, a, _)| signed(a) && *a != Answer::Outcome(agreed))
+            .filter_map(|(_, _, reply)| reply.as_ref())
+            .filter(|r| self.reported.lock().expect("not poisoned").insert((r.from, r.body.seq)))
+            .collect();
+        if contradicting.is_empty() {
+            return;
+        }
+        let agreeing = entry
+            .answers
+            .iter()
+            .filter(|(_, a, _)| *a == Answer::Outcome(agreed))
+            .filter_map(|(_, _, reply)| reply.as_ref());
+        let replies: Vec<Vec<u8>> = agreeing
+            .chain(contradicting)
+            .map(|r| postcard::to_allocvec(r.as_ref()).expect("encoding to memory cannot fail"))
+            .collect();
+        for (_, client) in &self.replicas {
+            let mut client = client.clone();
+            let evidence = proto::ReplyEvidence {
+                replies: replies.clone(),
+            };
+            tokio::spawn(async move {
+                let _ = client.report_replies(evidence).await;
+            });
+        }
+    }
+
     /// One message from `replica`'s session stream.
     fn receive(&self, replica: &Replica, response: proto::SessionResponse) {
         if let Some(refusal) = response.refusal {
             if let Ok(digest) = <[u8; 32]>::try_from(refusal.digest.as_slice()) {
-                self.record(replica.id, &Digest(digest), Answer::Refused(refusal.reason));
+                self.record(replica.id, &Digest(digest), Answer::Refused(refusal.reason), None);
             }
             return;
         }
@@ -336,8 +400,9 @@ impl Votes {
         if reply.from != replica.id || !replica.public_key.verify(&reply.signing_bytes(), &reply.signature) {
             return;
         }
+        let reply = Arc::new(reply);
         for (digest, outcome) in &reply.body.outcomes {
-            self.record(replica.id, digest, Answer::Outcome(*outcome));
+            self.record(replica.id, digest, Answer::Outcome(*outcome), Some(reply.clone()));
         }
     }
 }

@@ -36,7 +36,7 @@ impl FaultType {
         }
     }
 
-    /// How it was seen.
+    /// How it is usually seen.
     pub fn method(&self) -> &'static str {
         match self {
             FaultType::SignatureMismatch => "signature_verification",
@@ -112,6 +112,16 @@ impl Observation {
             expected: expected.into(),
             received: received.into(),
         })
+    }
+}
+
+impl Observation {
+    /// How it was seen.
+    pub fn method(&self) -> &'static str {
+        match (self.fault, self.message.as_str()) {
+            (FaultType::DivergentExecution, "reply") => "signed_reply_comparison",
+            (fault, _) => fault.method(),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::messages::{Member, ReplicaId, Reply, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
+use crate::report::unix_ms;
 use crate::storage::Store;
 use crate::verify::{Rejection, Verifier};
 
@@ -402,7 +403,7 @@ async fn protocol_loop(
                                 expected: format!("state digest {}", expected.to_hex()),
                                 received: format!("state digest {}", received.to_hex()),
                             };
-                            history_changed |= detected(&mut history, observation, &metrics);
+                            history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                         }
                         event @ Event::NewViewInstalled { .. } => {
                             let answer = view_change_event(&event, replica.membership().quorum());
@@ -448,14 +449,14 @@ async fn protocol_loop(
                         Ok(out) => outputs.extend(out),
                         Err(rejection) => {
                             if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
-                                history_changed |= detected(&mut history, observation, &metrics);
+                                history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                             }
                         }
                     }
                     continue;
                 }
                 Command::Observed(observation) => {
-                    history_changed |= detected(&mut history, observation, &metrics);
+                    history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                     continue;
                 }
                 Command::InjectFault { drill, respond } => {
@@ -651,15 +652,13 @@ fn send(link: &PeerLink, bytes: &[u8], kind: &'static str, metrics: &Metrics) {
     link.send(bytes.to_vec());
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Records an observation; true when the detection log gained an entry.
-fn detected(history: &mut History, observation: Observation, metrics: &Metrics) -> bool {
+fn detected(history: &mut History, observation: Observation, own_id: ReplicaId, metrics: &Metrics) -> bool {
     let (member, fault) = (observation.member, observation.fault);
+    if member == own_id {
+        // Evidence against itself (a client reports its lies to every replica) is not its to log.
+        return false;
+    }
     let new = history.observe(observation, unix_ms());
     if new {
         tracing::warn!(member, fault_type = fault.name(), "detected a misbehaving member");
@@ -679,7 +678,7 @@ fn detection_proto(d: &Detection) -> proto::Detection {
     proto::Detection {
         member: d.first.member,
         fault_type: d.first.fault.name().into(),
-        detection_method: d.first.fault.method().into(),
+        detection_method: d.first.method().into(),
         message: d.first.message.clone(),
         sequence: d.first.sequence,
         transaction: d.first.transaction.clone(),

@@ -11,6 +11,13 @@ use crate::config::{max_failures, quorum_size};
 use crate::messages::ReplicaId;
 use crate::net::proto::{DetectionsResponse, StatusResponse};
 
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub fn agent(id: ReplicaId) -> String {
     format!("bft-agent-{id}")
 }

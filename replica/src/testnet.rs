@@ -181,6 +181,18 @@ pub fn stop_all(dir: &Path, grace: std::time::Duration) -> std::io::Result<usize
     Ok(stopping.len())
 }
 
+/// Kills one replica of a testnet with SIGKILL (no chance to flush or say goodbye), as a crash would.
+pub fn kill(dir: &Path, id: ReplicaId) -> std::io::Result<()> {
+    let path = dir.join(format!("replica-{id}.pid"));
+    let pid: i32 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
+    if pid <= 0 || !signal(pid, "KILL") {
+        return Err(std::io::Error::other(format!(
+            "replica {id} (pid {pid}) is not running"
+        )));
+    }
+    std::fs::remove_file(&path)
+}
+
 /// Sends a signal with kill(1) (signal 0 asks whether the process exists).
 fn signal(pid: i32, name: &str) -> bool {
     std::process::Command::new("kill")

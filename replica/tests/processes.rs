@@ -414,6 +414,40 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
+    let cluster = Cluster::start(4, "liar");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let drill = FaultDrill::new(Fault::DoubleSpend, 1.0).unwrap();
+    client.inject_fault(4, Some(drill)).await.unwrap();
+    // Member 4 signs the opposite outcome in every reply; clients still decide with F+1 = 2 matching replies,
+    // and hand the contradiction to the replicas.
+    let session = client.session();
+    for nonce in 1..=5 {
+        let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
+        assert_eq!(session.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let mut log = Vec::new();
+    for _ in 0..300 {
+        log = report::detection_log(4, &client.detections().await);
+        if log.iter().any(|e| e.confirmed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(log.len(), 1, "{log:?}");
+    let entry = &log[0];
+    assert_eq!(
+        (entry.agent_id.as_str(), entry.fault_type.as_str(), entry.detection_method.as_str()),
+        ("bft-agent-4", "divergent_execution", "signed_reply_comparison")
+    );
+    assert!(entry.confirmed && entry.evidence.transaction.is_some(), "{entry:?}");
+    assert!(!entry.voted_by.contains(&"bft-agent-4".to_string()), "a member does not log itself");
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!((health.malicious_detected, health.false_positive_rate), (1, 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     use bft_replica::crypto::{Digest, KeyPair};
     use bft_replica::messages::{Message, Prepare, Signed};

@@ -127,6 +127,10 @@ enum Commands {
         /// Concurrent clients (each pays from its own account; at most the testnet's accounts).
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Kill the primary (SIGKILL) this many seconds in, and report the view change: how long from the kill,
+        /// and from the first view-change timer firing, to the first commit in the new view.
+        #[arg(long, value_name = "SECS")]
+        kill_primary_after: Option<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -322,6 +326,7 @@ async fn run(command: Commands) -> Result<(), String> {
             duration,
             rate,
             clients,
+            kill_primary_after,
             json,
         } => {
             let duration = duration
@@ -333,6 +338,7 @@ async fn run(command: Commands) -> Result<(), String> {
                 duration,
                 rate,
                 progress: !json,
+                kill_primary_after: kill_primary_after.map(Duration::from_secs_f64),
             };
             let report = bft_replica::bench::run(&cluster, &options)
                 .await
