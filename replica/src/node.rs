@@ -332,7 +332,13 @@ async fn protocol_loop(
             })
             .collect();
         let changed = std::mem::take(&mut history_changed).then_some(&history);
-        if let Err(error) = tokio::task::block_in_place(|| store.append(entries, changed)) {
+        // Handing the worker's other tasks away for a blocking write costs a thread hand-off: only when writing.
+        let persisted = if entries.is_empty() && changed.is_none() {
+            Ok(())
+        } else {
+            tokio::task::block_in_place(|| store.append(entries, changed))
+        };
+        if let Err(error) = persisted {
             // Without storage the replica could sign something it later forgets: stop rather than risk it.
             tracing::error!(%error, "cannot persist; stopping the replica");
             std::process::exit(1);

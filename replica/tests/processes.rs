@@ -438,11 +438,18 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
     assert_eq!(log.len(), 1, "{log:?}");
     let entry = &log[0];
     assert_eq!(
-        (entry.agent_id.as_str(), entry.fault_type.as_str(), entry.detection_method.as_str()),
+        (
+            entry.agent_id.as_str(),
+            entry.fault_type.as_str(),
+            entry.detection_method.as_str()
+        ),
         ("bft-agent-4", "divergent_execution", "signed_reply_comparison")
     );
     assert!(entry.confirmed && entry.evidence.transaction.is_some(), "{entry:?}");
-    assert!(!entry.voted_by.contains(&"bft-agent-4".to_string()), "a member does not log itself");
+    assert!(
+        !entry.voted_by.contains(&"bft-agent-4".to_string()),
+        "a member does not log itself"
+    );
     let health = report::health(&client.statuses().await, &client.detections().await);
     assert_eq!((health.malicious_detected, health.false_positive_rate), (1, 0.0));
 }
