@@ -87,6 +87,12 @@ impl FaultDrill {
     }
 }
 
+impl std::fmt::Display for FaultDrill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} p={}", self.fault, self.probability)
+    }
+}
+
 /// Two transfers spending the same funds need the payer's key: a member that has one (in the simulator, an
 /// accomplice's account) proposes them; one that has not can still propose funds spent before.
 pub struct Accomplice {

@@ -116,6 +116,19 @@ impl Observation {
 }
 
 impl Observation {
+    /// A signed checkpoint contradicting the quorum's certificate for the same sequence.
+    pub fn divergent_checkpoint(member: ReplicaId, seq: Seq, expected: Digest, received: Digest) -> Observation {
+        Observation {
+            member,
+            fault: FaultType::DivergentExecution,
+            message: "checkpoint".into(),
+            sequence: Some(seq),
+            transaction: None,
+            expected: format!("state digest {}", expected.to_hex()),
+            received: format!("state digest {}", received.to_hex()),
+        }
+    }
+
     /// How it was seen.
     pub fn method(&self) -> &'static str {
         match (self.fault, self.message.as_str()) {

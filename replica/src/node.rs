@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::faults::{FaultDrill, Saboteur};
-use crate::history::{Detection, FaultType, History, MessageSummary, Observation, ViewChangeRecord};
+use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
 use crate::ledger::Ledger;
 use crate::messages::{Member, ReplicaId, Reply, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
@@ -400,15 +400,7 @@ async fn protocol_loop(
                             expected,
                             received,
                         } => {
-                            let observation = Observation {
-                                member,
-                                fault: FaultType::DivergentExecution,
-                                message: "checkpoint".into(),
-                                sequence: Some(seq),
-                                transaction: None,
-                                expected: format!("state digest {}", expected.to_hex()),
-                                received: format!("state digest {}", received.to_hex()),
-                            };
+                            let observation = Observation::divergent_checkpoint(member, seq, expected, received);
                             history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                         }
                         event @ Event::NewViewInstalled { .. } => {
@@ -471,10 +463,7 @@ async fn protocol_loop(
                         let max_batch = replica.params().max_batch_size;
                         Saboteur::new(drill, replica.id(), key.clone(), seed, max_batch)
                     });
-                    let active = saboteur.as_ref().map_or(String::new(), |s| {
-                        let drill = s.drill();
-                        format!("{} p={}", drill.fault, drill.probability)
-                    });
+                    let active = saboteur.as_ref().map_or(String::new(), |s| s.drill().to_string());
                     tracing::warn!(drill = %active, "fault drill changed");
                     metrics.fault_drill_active.set(i64::from(saboteur.is_some()));
                     drilled |= saboteur.is_some();
@@ -641,7 +630,7 @@ fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto:
         public_key: key,
         transfers_applied: replica.ledger().executed().applied,
         transfers_rejected: replica.ledger().executed().rejected,
-        fault_drill: drill.map_or(String::new(), |d| format!("{} p={}", d.fault, d.probability)),
+        fault_drill: drill.map_or(String::new(), |d| d.to_string()),
         members: replica.membership().n() as u32,
         quorum_size: replica.membership().quorum() as u32,
         max_failures: crate::config::max_failures(replica.membership().n()) as u32,

@@ -227,7 +227,7 @@ async fn run(command: Commands) -> Result<(), String> {
             }
             let (client, _, _) = connect(&cluster)?;
             let event = client.force_view_change().await.map_err(|e| e.to_string())?;
-            let agent = |id: u32| format!("bft-agent-{id}");
+            let agent = report::agent;
             let report = serde_json::json!({
                 "event": "view_change",
                 "view": event.view,
@@ -563,18 +563,13 @@ fn members(dir: &Path, json: bool) -> Result<(), String> {
     if json {
         let rows: Vec<serde_json::Value> = members
             .iter()
-            .map(|m| serde_json::json!({ "id": format!("bft-agent-{}", m.id), "address": m.address, "public_key": m.public_key }))
+            .map(|m| serde_json::json!({ "id": report::agent(m.id), "address": m.address, "public_key": m.public_key }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
     } else {
         println!("{:<12} {:<22} public key", "id", "address");
         for m in members {
-            println!(
-                "{:<12} {:<22} {}",
-                format!("bft-agent-{}", m.id),
-                m.address,
-                m.public_key
-            );
+            println!("{:<12} {:<22} {}", report::agent(m.id), m.address, m.public_key);
         }
     }
     Ok(())
@@ -588,11 +583,11 @@ async fn status(dir: &Path, json: bool) -> Result<(), String> {
             .iter()
             .map(|(id, s)| match s {
                 Some(s) => serde_json::json!({
-                    "id": format!("bft-agent-{id}"), "status": "active",
+                    "id": report::agent(*id), "status": "active",
                     "role": if s.primary == *id { "primary" } else { "replica" },
                     "view": s.view, "last_executed": s.last_executed, "public_key": s.public_key,
                 }),
-                None => serde_json::json!({ "id": format!("bft-agent-{id}"), "status": "unreachable" }),
+                None => serde_json::json!({ "id": report::agent(*id), "status": "unreachable" }),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
@@ -609,14 +604,14 @@ async fn status(dir: &Path, json: bool) -> Result<(), String> {
                 let key = s.public_key.get(..8).unwrap_or("");
                 println!(
                     "{:<12} {:<11} {:<8} {:>6} {:>14}  {key}…",
-                    format!("bft-agent-{id}"),
+                    report::agent(id),
                     "active",
                     role,
                     s.view,
                     s.last_executed
                 );
             }
-            None => println!("{:<12} unreachable", format!("bft-agent-{id}")),
+            None => println!("{:<12} unreachable", report::agent(id)),
         }
     }
     Ok(())
