@@ -44,11 +44,7 @@ step "Step 8: consensus health"
 step "Step 10: agent 1, the primary, censors (p = 1.0); the backups time out after 5 s and elect agent 2"
 "$bftctl" inject-fault --cluster "$dir" --member 1 --fault censorship --probability 1.0
 "$bftctl" submit --cluster "$dir" --from 0 --to 1 --amount 1
-"$bftctl" view-changes --cluster "$dir" --json | python3 -c '
-import json, sys
-replicas = json.load(sys.stdin)
-agent2 = next(r for r in replicas if r["id"] == "bft-agent-2")
-print(json.dumps(agent2["view_changes"][-1], indent=2))'
+"$bftctl" view-changes --cluster "$dir" --member 2 --last --json
 "$bftctl" status --cluster "$dir"
 "$bftctl" health --cluster "$dir"
 echo

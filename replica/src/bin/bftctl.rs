@@ -92,6 +92,12 @@ enum Commands {
     ViewChanges {
         #[arg(long)]
         cluster: PathBuf,
+        /// Only this member's history.
+        #[arg(long)]
+        member: Option<u32>,
+        /// Only the latest view change of each member shown.
+        #[arg(long)]
+        last: bool,
         #[arg(long)]
         json: bool,
     },
@@ -299,7 +305,12 @@ async fn run(command: Commands) -> Result<(), String> {
             }
             Ok(())
         }
-        Commands::ViewChanges { cluster, json } => view_changes(&cluster, json).await,
+        Commands::ViewChanges {
+            cluster,
+            member,
+            last,
+            json,
+        } => view_changes(&cluster, member, last, json).await,
         Commands::InjectFault {
             cluster,
             member,
@@ -434,9 +445,19 @@ async fn submit(
     }
 }
 
-async fn view_changes(dir: &Path, json: bool) -> Result<(), String> {
+async fn view_changes(dir: &Path, member: Option<u32>, last: bool, json: bool) -> Result<(), String> {
     let (client, _, _) = connect(dir)?;
-    let answers = client.view_changes().await;
+    let mut answers = client.view_changes().await;
+    answers.retain(|(id, _)| member.is_none_or(|m| m == *id));
+    if answers.is_empty() {
+        return Err(format!("{} is not a member", report::agent(member.unwrap_or(0))));
+    }
+    if last {
+        for answer in answers.iter_mut().filter_map(|(_, a)| a.as_mut()) {
+            let keep = answer.view_changes.len().saturating_sub(1);
+            answer.view_changes.drain(..keep);
+        }
+    }
     if json {
         let rows: Vec<serde_json::Value> = answers
             .iter()
