@@ -36,10 +36,8 @@ impl Replica {
         if seq == self.stable.seq && seq > 0 && c.body.state_digest != self.stable.state_digest {
             // Signed, and contradicting the quorum's certificate: proof that the member executed differently.
             self.out.push(Output::Event(Event::DivergentCheckpoint {
-                member: c.from,
-                seq,
-                expected: self.stable.state_digest,
-                received: c.body.state_digest,
+                checkpoint: c,
+                certificate: self.stable.clone(),
             }));
             return Ok(());
         }
@@ -88,12 +86,7 @@ impl Replica {
             if digest == state_digest {
                 proof = votes;
             } else {
-                divergent.extend(votes.into_iter().map(|vote| Event::DivergentCheckpoint {
-                    member: vote.from,
-                    seq,
-                    expected: state_digest,
-                    received: digest,
-                }));
+                divergent.extend(votes);
             }
         }
         let cert = CheckpointCert {
@@ -105,7 +98,12 @@ impl Replica {
             Some((own, snapshot)) if *own == state_digest => {
                 let snapshot = snapshot.clone();
                 // Reported once, as the checkpoint becomes stable (until then this may run again for each vote).
-                self.out.extend(divergent.into_iter().map(Output::Event));
+                self.out.extend(divergent.into_iter().map(|checkpoint| {
+                    Output::Event(Event::DivergentCheckpoint {
+                        checkpoint,
+                        certificate: cert.clone(),
+                    })
+                }));
                 self.make_stable(cert, snapshot);
             }
             Some(_) => {

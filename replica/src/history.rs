@@ -4,12 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use crate::config::{Membership, max_failures};
-use crate::crypto::Digest;
-use crate::ledger::TxOutcome;
-use crate::messages::{Message, ReplicaId, Reply, Seq, Signed, View};
+use crate::evidence::Evidence;
+use crate::messages::{Message, ReplicaId, Seq, View};
 use crate::verify::Rejection;
 
 /// The kinds of misbehaviour a replica can see in what a member sends.
@@ -59,6 +55,8 @@ pub struct Observation {
     pub transaction: Option<String>,
     pub expected: String,
     pub received: String,
+    /// Signed messages that prove it to anyone (see `evidence`); none when only this replica's word stands.
+    pub proof: Option<Evidence>,
 }
 
 /// What is kept of a message while it is verified (verification consumes it): enough to say who misbehaved.
@@ -111,22 +109,56 @@ impl Observation {
             transaction: None,
             expected: expected.into(),
             received: received.into(),
+            proof: None,
         })
     }
 }
 
 impl Observation {
-    /// A signed checkpoint contradicting the quorum's certificate for the same sequence.
-    pub fn divergent_checkpoint(member: ReplicaId, seq: Seq, expected: Digest, received: Digest) -> Observation {
-        Observation {
-            member,
-            fault: FaultType::DivergentExecution,
-            message: "checkpoint".into(),
-            sequence: Some(seq),
-            transaction: None,
-            expected: format!("state digest {}", expected.to_hex()),
-            received: format!("state digest {}", received.to_hex()),
-        }
+    /// What verified evidence proves, carrying it.
+    pub fn proven(proof: Evidence) -> Observation {
+        let mut observation = match &proof {
+            Evidence::DivergentCheckpoint {
+                checkpoint,
+                certificate,
+            } => Observation {
+                member: checkpoint.from,
+                fault: FaultType::DivergentExecution,
+                message: "checkpoint".into(),
+                sequence: Some(checkpoint.body.seq),
+                transaction: None,
+                expected: format!("state digest {}", certificate.state_digest.to_hex()),
+                received: format!("state digest {}", checkpoint.body.state_digest.to_hex()),
+                proof: None,
+            },
+            Evidence::DivergentReply {
+                member,
+                seq,
+                transaction,
+                replies,
+            } => {
+                let outcome = |from_member: bool| {
+                    replies
+                        .iter()
+                        .filter(|r| (r.from == *member) == from_member)
+                        .flat_map(|r| &r.body.outcomes)
+                        .find(|(tx, _)| tx == transaction)
+                        .map_or("none".to_string(), |(_, o)| format!("{o:?}"))
+                };
+                Observation {
+                    member: *member,
+                    fault: FaultType::DivergentExecution,
+                    message: "reply".into(),
+                    sequence: Some(*seq),
+                    transaction: Some(transaction.to_hex()),
+                    expected: format!("outcome {}, as F+1 other members signed", outcome(false)),
+                    received: format!("outcome {}", outcome(true)),
+                    proof: None,
+                }
+            }
+        };
+        observation.proof = Some(proof);
+        observation
     }
 
     /// How it was seen.
@@ -135,58 +167,6 @@ impl Observation {
             (FaultType::DivergentExecution, "reply") => "signed_reply_comparison",
             (fault, _) => fault.method(),
         }
-    }
-}
-
-/// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
-pub const MAX_EVIDENCE_REPLIES: usize = 64;
-
-impl Observation {
-    /// Proof of divergent execution in signed replies a client collected: for one transfer at one sequence, F+1
-    /// members signed one outcome (so an honest one did, and honest members execute alike) and another member
-    /// signed a different one. Replies that do not verify, or from non-members, are ignored.
-    pub fn of_replies(membership: &Membership, replies: &[Signed<Reply>]) -> Result<Vec<Observation>, String> {
-        if replies.len() > MAX_EVIDENCE_REPLIES {
-            return Err(format!("{} replies; at most {MAX_EVIDENCE_REPLIES}", replies.len()));
-        }
-        // (sequence, transfer) -> outcome -> members that signed it
-        let mut signed: BTreeMap<(Seq, Digest), BTreeMap<TxOutcome, BTreeSet<ReplicaId>>> = BTreeMap::new();
-        for reply in replies {
-            let genuine = membership
-                .key(reply.from)
-                .is_some_and(|key| key.verify(&reply.signing_bytes(), &reply.signature));
-            if !genuine {
-                continue;
-            }
-            for (tx, outcome) in &reply.body.outcomes {
-                let by = signed.entry((reply.body.seq, *tx)).or_default();
-                by.entry(*outcome).or_default().insert(reply.from);
-            }
-        }
-        let confirming = max_failures(membership.n()) + 1;
-        let mut found = Vec::new();
-        for ((seq, tx), by_outcome) in signed {
-            let Some((agreed, _)) = by_outcome.iter().find(|(_, members)| members.len() >= confirming) else {
-                continue;
-            };
-            for (outcome, members) in &by_outcome {
-                if outcome == agreed {
-                    continue;
-                }
-                for member in members {
-                    found.push(Observation {
-                        member: *member,
-                        fault: FaultType::DivergentExecution,
-                        message: "reply".into(),
-                        sequence: Some(seq),
-                        transaction: Some(tx.to_hex()),
-                        expected: format!("outcome {agreed:?}, as {confirming} or more members signed"),
-                        received: format!("outcome {outcome:?}"),
-                    });
-                }
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -239,6 +219,11 @@ impl History {
             Some(detection) => {
                 detection.occurrences += 1;
                 detection.last_seen_unix_ms = now_unix_ms;
+                // The first proof is kept: an entry that had only this replica's word gains one once it comes.
+                if detection.first.proof.is_none() && observation.proof.is_some() {
+                    detection.first = observation;
+                    return true;
+                }
                 false
             }
             None => {
@@ -273,6 +258,7 @@ mod tests {
             transaction: None,
             expected: "a valid signature".into(),
             received: "one that does not verify".into(),
+            proof: None,
         }
     }
 
@@ -286,52 +272,6 @@ mod tests {
         let first = &history.detections[0];
         assert_eq!((first.first.sequence, first.occurrences), (Some(10), 2));
         assert_eq!((first.first_seen_unix_ms, first.last_seen_unix_ms), (1_000, 2_000));
-    }
-
-    #[test]
-    fn a_reply_contradicting_f_plus_1_signed_replies_proves_divergent_execution() {
-        use crate::crypto::KeyPair;
-        use crate::ledger::RejectReason;
-        use crate::messages::Member;
-        let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_secret([i; 32])).collect();
-        let membership = Membership::new(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| Member {
-                    id: i as ReplicaId + 1,
-                    public_key: k.public(),
-                })
-                .collect(),
-        )
-        .unwrap();
-        let tx = Digest([7; 32]);
-        let reply = |id: ReplicaId, outcome: TxOutcome| {
-            let body = Reply {
-                view: 0,
-                seq: 9,
-                outcomes: vec![(tx, outcome)],
-            };
-            Signed::new(id, body, &keys[id as usize - 1])
-        };
-        let lie = TxOutcome::Rejected(RejectReason::ZeroAmount);
-        let proof = [
-            reply(1, TxOutcome::Applied),
-            reply(2, TxOutcome::Applied),
-            reply(4, lie),
-        ];
-        let found = Observation::of_replies(&membership, &proof).unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!((found[0].member, found[0].fault), (4, FaultType::DivergentExecution));
-        assert_eq!(found[0].sequence, Some(9));
-
-        // One honest reply against one lie proves nothing: either could be the liar.
-        assert!(Observation::of_replies(&membership, &proof[1..]).unwrap().is_empty());
-        // A forged reply (signed by another key) does not count as the member's.
-        let mut forged = reply(3, lie);
-        forged.from = 4;
-        let found = Observation::of_replies(&membership, &[proof[0].clone(), proof[1].clone(), forged]).unwrap();
-        assert!(found.is_empty(), "{found:?}");
-        assert!(Observation::of_replies(&membership, &vec![proof[0].clone(); 65]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod durable;
+pub mod evidence;
 pub mod faults;
 pub mod history;
 pub mod ledger;

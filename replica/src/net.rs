@@ -13,6 +13,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::crypto::Digest;
+use crate::evidence::Evidence;
 use crate::faults::{Fault, FaultDrill};
 use crate::history::{MessageSummary, Observation};
 use crate::ledger::SignedTransfer;
@@ -289,7 +290,7 @@ impl ReplicaRpc for Service {
         request: Request<proto::ReplyEvidence>,
     ) -> Result<Response<proto::ReplyEvidenceAnswer>, Status> {
         let encoded = request.into_inner().replies;
-        if encoded.len() > crate::history::MAX_EVIDENCE_REPLIES {
+        if encoded.len() > crate::evidence::MAX_EVIDENCE_REPLIES {
             return Err(Status::invalid_argument("too many replies"));
         }
         let replies = encoded
@@ -297,10 +298,11 @@ impl ReplicaRpc for Service {
             .map(|bytes| postcard::from_bytes::<Signed<Reply>>(bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(format!("malformed reply: {e}")))?;
-        let found = tokio::task::block_in_place(|| Observation::of_replies(&self.membership, &replies))
-            .map_err(Status::invalid_argument)?;
-        let proven = found.iter().map(|o| o.member).collect();
-        for observation in found {
+        let found = tokio::task::block_in_place(|| Evidence::of_replies(&self.membership, &replies))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let observations: Vec<Observation> = found.into_iter().map(Observation::proven).collect();
+        let proven = observations.iter().map(|o| o.member).collect();
+        for observation in observations {
             let _ = self.commands.send(Command::Observed(observation)).await;
         }
         Ok(Response::new(proto::ReplyEvidenceAnswer { proven }))

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::evidence::Evidence;
 use crate::faults::{FaultDrill, Saboteur};
 use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
 use crate::ledger::Ledger;
@@ -395,12 +396,14 @@ async fn protocol_loop(
                             view_change_reason = Some(reason);
                         }
                         Event::DivergentCheckpoint {
-                            member,
-                            seq,
-                            expected,
-                            received,
+                            checkpoint,
+                            certificate,
                         } => {
-                            let observation = Observation::divergent_checkpoint(member, seq, expected, received);
+                            let proof = Evidence::DivergentCheckpoint {
+                                checkpoint,
+                                certificate,
+                            };
+                            let observation = Observation::proven(proof);
                             history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                         }
                         event @ Event::NewViewInstalled { .. } => {
@@ -677,6 +680,7 @@ fn detection_proto(d: &Detection) -> proto::Detection {
         message: d.first.message.clone(),
         sequence: d.first.sequence,
         transaction: d.first.transaction.clone(),
+        proven: d.first.proof.is_some(),
         expected: d.first.expected.clone(),
         received: d.first.received.clone(),
         first_seen_unix_ms: d.first_seen_unix_ms,
@@ -739,8 +743,9 @@ fn log_event(event: &Event) {
         Event::CheckpointStable { seq } => tracing::debug!(seq, "checkpoint stable"),
         Event::StateTransferred { seq } => tracing::info!(seq, "caught up by state transfer"),
         Event::StateDiverged { seq } => tracing::error!(seq, "executed state differs from the quorum's"),
-        Event::DivergentCheckpoint {
-            member, seq, received, ..
-        } => tracing::warn!(member, seq, received = %received.to_hex(), "a member signed a divergent checkpoint"),
+        Event::DivergentCheckpoint { checkpoint, .. } => {
+            let (member, seq) = (checkpoint.from, checkpoint.body.seq);
+            tracing::warn!(member, seq, "a member signed a divergent checkpoint")
+        }
     }
 }

@@ -101,10 +101,8 @@ pub enum Event {
     /// A member signed a checkpoint whose state differs from the one a quorum certified: it executed differently
     /// (or lies about it). The signed checkpoint is the proof.
     DivergentCheckpoint {
-        member: ReplicaId,
-        seq: Seq,
-        expected: Digest,
-        received: Digest,
+        checkpoint: Signed<Checkpoint>,
+        certificate: CheckpointCert,
     },
 }
 

@@ -37,6 +37,8 @@ pub struct DetectionEntry {
     pub occurrences: u64,
     /// Whether F+1 replicas logged it, so that at least one honest replica did.
     pub confirmed: bool,
+    /// Whether a replica holds signed messages proving it to anyone (evidence, not only its word).
+    pub proven: bool,
     /// What was done: "logged" (quarantine comes with consensus-ordered decisions).
     pub action: String,
     pub quarantine_expires: Option<String>,
@@ -73,6 +75,7 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
                     voted_by: Vec::new(),
                     occurrences: 0,
                     confirmed: false,
+                    proven: false,
                     action: "logged".into(),
                     quarantine_expires: None,
                 };
@@ -89,6 +92,7 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
                 entry.evidence.received = d.received.clone();
             }
             entry.voted_by.push(agent(*replica));
+            entry.proven |= d.proven;
             entry.occurrences += d.occurrences;
         }
     }

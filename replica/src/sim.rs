@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::config::{Config, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::durable::Durable;
+use crate::evidence::Evidence;
 use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
@@ -163,6 +164,8 @@ pub struct Outcome {
     pub sim_time_ms: u64,
     /// A digest of everything honest replicas executed, in order: equal for equal seeds.
     pub trace: String,
+    /// Pieces of evidence honest replicas produced against each member (all verified, none against the honest).
+    pub proven: BTreeMap<ReplicaId, u64>,
 }
 
 impl Outcome {
@@ -395,6 +398,7 @@ impl Sim {
             rejections: BTreeMap::new(),
             sim_time_ms: 0,
             trace: String::new(),
+            proven: BTreeMap::new(),
         };
         Sim {
             config,
@@ -690,8 +694,38 @@ impl Sim {
                     if self.config.verbose {
                         eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
                     }
+                    if let (
+                        true,
+                        Event::DivergentCheckpoint {
+                            checkpoint,
+                            certificate,
+                        },
+                    ) = (honest, event)
+                    {
+                        self.check_evidence(Evidence::DivergentCheckpoint {
+                            checkpoint,
+                            certificate,
+                        });
+                    }
                 }
             }
+        }
+    }
+
+    /// Evidence an honest replica produced must verify, and accuse a Byzantine member: proof never frames the
+    /// honest.
+    fn check_evidence(&mut self, evidence: Evidence) {
+        match evidence.verify(&self.membership) {
+            Ok((member, _)) if self.is_honest(member as usize - 1) => {
+                self.violation(format!("evidence accuses honest member {member}: {evidence:?}"))
+            }
+            Ok((member, fault)) => {
+                *self.outcome.proven.entry(member).or_default() += 1;
+                if self.config.verbose {
+                    eprintln!("{:>6} ms proof: member {member} {}", self.now, fault.name());
+                }
+            }
+            Err(error) => self.violation(format!("an honest replica's evidence does not verify: {error}")),
         }
     }
 

@@ -170,6 +170,7 @@ mod tests {
                 message: "prepare".into(),
                 sequence: Some(3),
                 transaction: None,
+                proof: None,
                 expected: "a valid signature".into(),
                 received: "one that does not verify".into(),
             },

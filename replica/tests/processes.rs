@@ -391,6 +391,10 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
         ("bft-agent-4", "signature_mismatch")
     );
     assert!(entry.confirmed && entry.voted_by.len() >= 2, "{entry:?}");
+    assert!(
+        !entry.proven,
+        "a bad signature is the receiver's word, not proof: {entry:?}"
+    );
     let health = report::health(&client.statuses().await, &client.detections().await);
     assert_eq!(health.status, "healthy", "{health:?}");
     assert_eq!((health.malicious_detected, health.healthy_agents), (1, 3));
@@ -445,7 +449,10 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
         ),
         ("bft-agent-4", "divergent_execution", "signed_reply_comparison")
     );
-    assert!(entry.confirmed && entry.evidence.transaction.is_some(), "{entry:?}");
+    assert!(
+        entry.confirmed && entry.proven && entry.evidence.transaction.is_some(),
+        "{entry:?}"
+    );
     assert!(
         !entry.voted_by.contains(&"bft-agent-4".to_string()),
         "a member does not log itself"

@@ -90,6 +90,19 @@ fn every_byzantine_behaviour_is_exercised_and_refused() {
     assert!(total(Behaviour::Equivocate, "equivocation") > 0);
     assert!(total(Behaviour::DoubleSpend, "conflicting_transfers") > 0);
     assert!(total(Behaviour::Replay, "duplicate") > 0);
+    // A double spender signs checkpoints of a state it does not hold: honest replicas end up with evidence
+    // against it (the simulator itself fails any seed whose evidence accuses an honest member).
+    let proven = outcomes
+        .iter()
+        .flat_map(|o| {
+            o.byzantine
+                .iter()
+                .filter(|(_, b)| *b == Behaviour::DoubleSpend)
+                .map(move |(id, _)| (o, id))
+        })
+        .filter(|(o, id)| o.proven.contains_key(id))
+        .count();
+    assert!(proven > 0, "no double spender was ever proven wrong");
     // A censoring or silent primary is replaced: those runs went through view changes.
     for behaviour in [Behaviour::Censor, Behaviour::Silent] {
         let changed = outcomes

@@ -59,6 +59,9 @@ struct Summary {
     liveness_failures: u64,
     /// Messages and requests honest replicas refused, by reason, over all seeds.
     refused: std::collections::BTreeMap<&'static str, u64>,
+    /// Pieces of evidence honest replicas produced, by the member they prove misbehaved (all verified; the
+    /// simulator fails a seed whose evidence accuses an honest member).
+    proven: std::collections::BTreeMap<ReplicaId, u64>,
     /// The pinned Byzantine members and what they do.
     members: Vec<(ReplicaId, Behaviour)>,
     failing_seeds: Vec<u64>,
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         violations: 0,
         liveness_failures: 0,
         refused: Default::default(),
+        proven: Default::default(),
         members: args.members.clone(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
@@ -123,6 +127,9 @@ fn main() -> ExitCode {
         summary.liveness_failures += u64::from(outcome.liveness_failure.is_some());
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
+        }
+        for (member, count) in &outcome.proven {
+            *summary.proven.entry(*member).or_default() += count;
         }
         if args.verbose && !args.json {
             println!(

@@ -1,0 +1,286 @@
+//! Evidence any replica can check for itself: signed messages that prove a member misbehaved, whoever relays them.
+//!
+//! An observation says what one replica saw; evidence is what it can show others. Only evidence made of the
+//! accused member's own signatures (and, where needed, a quorum's) counts as proof: it can be handed on, stored,
+//! and checked again later against nothing but the membership's public keys.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Membership, max_failures};
+use crate::crypto::Digest;
+use crate::history::FaultType;
+use crate::ledger::TxOutcome;
+use crate::messages::{Checkpoint, CheckpointCert, ReplicaId, Reply, Seq, Signable, Signed};
+
+/// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
+pub const MAX_EVIDENCE_REPLIES: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// A checkpoint the member signed, and the quorum certificate for the same sequence with another state.
+    DivergentCheckpoint {
+        checkpoint: Signed<Checkpoint>,
+        certificate: CheckpointCert,
+    },
+    /// Replies for one transfer at one sequence: F+1 members signed one outcome, the member another.
+    DivergentReply {
+        member: ReplicaId,
+        seq: Seq,
+        transaction: Digest,
+        replies: Vec<Signed<Reply>>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("signature of member {0} does not verify")]
+    BadSignature(ReplicaId),
+    #[error("member {0} is not a member")]
+    NotAMember(ReplicaId),
+    #[error("{0}")]
+    ProvesNothing(String),
+}
+
+fn genuine<T: Signable>(membership: &Membership, m: &Signed<T>) -> Result<(), EvidenceError> {
+    let key = membership.key(m.from).ok_or(EvidenceError::NotAMember(m.from))?;
+    if key.verify(&m.signing_bytes(), &m.signature) {
+        Ok(())
+    } else {
+        Err(EvidenceError::BadSignature(m.from))
+    }
+}
+
+impl Evidence {
+    /// Checks the evidence against the membership's keys alone: who it proves misbehaved, and how.
+    pub fn verify(&self, membership: &Membership) -> Result<(ReplicaId, FaultType), EvidenceError> {
+        match self {
+            Evidence::DivergentCheckpoint {
+                checkpoint,
+                certificate,
+            } => {
+                genuine(membership, checkpoint)?;
+                if checkpoint.body.seq != certificate.seq || checkpoint.body.state_digest == certificate.state_digest {
+                    return Err(EvidenceError::ProvesNothing(
+                        "the checkpoint does not contradict the certificate".into(),
+                    ));
+                }
+                let mut signers = BTreeSet::new();
+                for vote in &certificate.proof {
+                    let agrees = vote.body.seq == certificate.seq && vote.body.state_digest == certificate.state_digest;
+                    if agrees && genuine(membership, vote).is_ok() {
+                        signers.insert(vote.from);
+                    }
+                }
+                if signers.len() < membership.quorum() {
+                    return Err(EvidenceError::ProvesNothing(format!(
+                        "the certificate holds {} valid signatures of {} needed",
+                        signers.len(),
+                        membership.quorum()
+                    )));
+                }
+                Ok((checkpoint.from, FaultType::DivergentExecution))
+            }
+            Evidence::DivergentReply {
+                member,
+                seq,
+                transaction,
+                replies,
+            } => {
+                let found = divergent_replies(membership, replies)?;
+                if found.iter().any(|e| e == &(*member, *seq, *transaction)) {
+                    Ok((*member, FaultType::DivergentExecution))
+                } else {
+                    Err(EvidenceError::ProvesNothing(format!(
+                        "the replies do not show member {member} diverging at {seq}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Every divergence the replies prove, one piece of evidence each, holding only the replies it needs.
+    pub fn of_replies(membership: &Membership, replies: &[Signed<Reply>]) -> Result<Vec<Evidence>, EvidenceError> {
+        let found = divergent_replies(membership, replies)?;
+        Ok(found
+            .into_iter()
+            .map(|(member, seq, transaction)| {
+                let needed = replies
+                    .iter()
+                    .filter(|r| r.body.seq == seq && r.body.outcomes.iter().any(|(tx, _)| *tx == transaction))
+                    .cloned()
+                    .collect();
+                Evidence::DivergentReply {
+                    member,
+                    seq,
+                    transaction,
+                    replies: needed,
+                }
+            })
+            .collect())
+    }
+}
+
+/// (member, sequence, transfer) for each member whose signed reply contradicts F+1 others' for that transfer.
+fn divergent_replies(
+    membership: &Membership,
+    replies: &[Signed<Reply>],
+) -> Result<Vec<(ReplicaId, Seq, Digest)>, EvidenceError> {
+    if replies.len() > MAX_EVIDENCE_REPLIES {
+        return Err(EvidenceError::ProvesNothing(format!(
+            "{} replies; at most {MAX_EVIDENCE_REPLIES}",
+            replies.len()
+        )));
+    }
+    // (sequence, transfer) -> outcome -> members that signed it
+    let mut signed: BTreeMap<(Seq, Digest), BTreeMap<TxOutcome, BTreeSet<ReplicaId>>> = BTreeMap::new();
+    for reply in replies.iter().filter(|r| genuine(membership, *r).is_ok()) {
+        for (tx, outcome) in &reply.body.outcomes {
+            let by = signed.entry((reply.body.seq, *tx)).or_default();
+            by.entry(*outcome).or_default().insert(reply.from);
+        }
+    }
+    let confirming = max_failures(membership.n()) + 1;
+    let mut found = Vec::new();
+    for ((seq, tx), by_outcome) in signed {
+        let Some((agreed, _)) = by_outcome.iter().find(|(_, members)| members.len() >= confirming) else {
+            continue;
+        };
+        for (outcome, members) in &by_outcome {
+            if outcome != agreed {
+                found.extend(members.iter().map(|m| (*m, seq, tx)));
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+    use crate::ledger::RejectReason;
+    use crate::messages::Member;
+
+    fn cluster() -> (Membership, Vec<KeyPair>) {
+        let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_secret([i; 32])).collect();
+        let members = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Member {
+                id: i as ReplicaId + 1,
+                public_key: k.public(),
+            })
+            .collect();
+        (Membership::new(members).unwrap(), keys)
+    }
+
+    #[test]
+    fn a_reply_contradicting_f_plus_1_signed_replies_proves_divergent_execution() {
+        let (membership, keys) = cluster();
+        let tx = Digest([7; 32]);
+        let reply = |id: ReplicaId, outcome: TxOutcome| {
+            let body = Reply {
+                view: 0,
+                seq: 9,
+                outcomes: vec![(tx, outcome)],
+            };
+            Signed::new(id, body, &keys[id as usize - 1])
+        };
+        let lie = TxOutcome::Rejected(RejectReason::ZeroAmount);
+        let proof = [
+            reply(1, TxOutcome::Applied),
+            reply(2, TxOutcome::Applied),
+            reply(4, lie),
+        ];
+        let found = Evidence::of_replies(&membership, &proof).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].verify(&membership), Ok((4, FaultType::DivergentExecution)));
+
+        // One honest reply against one lie proves nothing: either could be the liar.
+        assert!(Evidence::of_replies(&membership, &proof[1..]).unwrap().is_empty());
+        // A forged reply (signed by another key) does not count as the member's.
+        let mut forged = reply(3, lie);
+        forged.from = 4;
+        let found = Evidence::of_replies(&membership, &[proof[0].clone(), proof[1].clone(), forged]).unwrap();
+        assert!(found.is_empty(), "{found:?}");
+        assert!(Evidence::of_replies(&membership, &vec![proof[0].clone(); 65]).is_err());
+        // Evidence naming another member than the replies show is refused.
+        let Evidence::DivergentReply {
+            seq,
+            transaction,
+            replies,
+            ..
+        } = found_or(&membership, &proof)
+        else {
+            unreachable!()
+        };
+        let framed = Evidence::DivergentReply {
+            member: 3,
+            seq,
+            transaction,
+            replies,
+        };
+        assert!(matches!(
+            framed.verify(&membership),
+            Err(EvidenceError::ProvesNothing(_))
+        ));
+    }
+
+    fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {
+        Evidence::of_replies(membership, replies).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_checkpoint_against_a_quorum_certificate_proves_divergence_and_a_thin_certificate_does_not() {
+        let (membership, keys) = cluster();
+        let vote = |id: ReplicaId, state: u8| {
+            let body = Checkpoint {
+                seq: 100,
+                state_digest: Digest([state; 32]),
+            };
+            Signed::new(id, body, &keys[id as usize - 1])
+        };
+        let certificate = CheckpointCert {
+            seq: 100,
+            state_digest: Digest([1; 32]),
+            proof: vec![vote(1, 1), vote(2, 1), vote(3, 1)],
+        };
+        let evidence = Evidence::DivergentCheckpoint {
+            checkpoint: vote(4, 2),
+            certificate: certificate.clone(),
+        };
+        assert_eq!(evidence.verify(&membership), Ok((4, FaultType::DivergentExecution)));
+
+        let thin = CheckpointCert {
+            proof: certificate.proof[..2].to_vec(),
+            ..certificate.clone()
+        };
+        let evidence = Evidence::DivergentCheckpoint {
+            checkpoint: vote(4, 2),
+            certificate: thin,
+        };
+        assert!(matches!(
+            evidence.verify(&membership),
+            Err(EvidenceError::ProvesNothing(_))
+        ));
+
+        let agreeing = Evidence::DivergentCheckpoint {
+            checkpoint: vote(4, 1),
+            certificate: certificate.clone(),
+        };
+        assert!(matches!(
+            agreeing.verify(&membership),
+            Err(EvidenceError::ProvesNothing(_))
+        ));
+
+        let mut forged = vote(3, 2);
+        forged.from = 4;
+        let forged = Evidence::DivergentCheckpoint {
+            checkpoint: forged,
+            certificate,
+        };
+        assert_eq!(forged.verify(&membership), Err(EvidenceError::BadSignature(4)));
+    }
+}
