@@ -137,6 +137,7 @@ impl Client {
             replicas: self.replicas.clone(),
             links: links.clone(),
             reported: Mutex::new(HashSet::new()),
+            decided: Mutex::new(Decided::default()),
         });
         for ((replica, client), queue) in self.replicas.iter().zip(queues) {
             tokio::spawn(run_session_link(replica.clone(), client.clone(), queue, votes.clone()));
@@ -259,6 +260,35 @@ struct Votes {
     links: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     /// (member, sequence) of contradicting replies already reported, so a lying batch reply is reported once.
     reported: Mutex<HashSet<(ReplicaId, u64)>>,
+    /// The latest decisions, so a reply that arrives after one can still be checked against it.
+    decided: Mutex<Decided>,
+}
+
+/// The outcomes of the latest decided transfers with the replies that decided them, oldest forgotten first.
+#[derive(Default)]
+struct Decided {
+    outcomes: HashMap<Digest, (TxOutcome, Vec<SharedReply>)>,
+    order: std::collections::VecDeque<Digest>,
+}
+
+impl Decided {
+    const KEPT: usize = 4096;
+
+    fn remember(&mut self, digest: Digest, outcome: TxOutcome, entry: &Pending) {
+        let agreeing = entry
+            .answers
+            .iter()
+            .filter(|(_, a, _)| *a == Answer::Outcome(outcome))
+            .filter_map(|(_, _, reply)| reply.clone())
+            .collect();
+        self.outcomes.insert(digest, (outcome, agreeing));
+        self.order.push_back(digest);
+        if self.order.len() > Self::KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.outcomes.remove(&oldest);
+        }
+    }
 }
 
 /// A signed batch reply, shared by every transfer it answers.
@@ -313,7 +343,19 @@ impl Votes {
     /// every replica answered without F+1 agreeing).
     fn record(&self, replica: ReplicaId, digest: &Digest, answer: Answer, reply: Option<SharedReply>) {
         let mut pending = self.pending.lock().expect("not poisoned");
-        let Some(entry) = pending.get_mut(digest) else { return };
+        let Some(entry) = pending.get_mut(digest) else {
+            drop(pending);
+            // Already decided: a late reply may still contradict the outcome F+1 replicas signed.
+            if let (Answer::Outcome(outcome), Some(reply)) = (answer, reply) {
+                let decided = self.decided.lock().expect("not poisoned");
+                if let Some((agreed, agreeing)) = decided.outcomes.get(digest)
+                    && *agreed != outcome
+                {
+                    self.report(agreeing, vec![&reply]);
+                }
+            }
+            return;
+        };
         if entry.answers.iter().any(|(from, _, _)| *from == replica) {
             return;
         }
@@ -338,6 +380,10 @@ impl Votes {
             match answer {
                 Answer::Outcome(outcome) => {
                     self.report_contradictions(entry, outcome);
+                    self.decided
+                        .lock()
+                        .expect("not poisoned")
+                        .remember(*digest, outcome, entry);
                     Ok(outcome)
                 }
                 Answer::Refused(reason) => Err(ClientError::Refused(reason)),
@@ -361,17 +407,31 @@ impl Votes {
             .iter()
             .filter(|(_, a, _)| signed(a) && *a != Answer::Outcome(agreed))
             .filter_map(|(_, _, reply)| reply.as_ref())
+            .collect();
+        if contradicting.is_empty() {
+            return;
+        }
+        let agreeing: Vec<SharedReply> = entry
+            .answers
+            .iter()
+            .filter(|(_, a, _)| *a == Answer::Outcome(agreed))
+            .filter_map(|(_, _, reply)| reply.clone())
+            .collect();
+        self.report(&agreeing, contradicting);
+    }
+
+    /// Hands F+1 agreeing replies and the contradicting ones to every replica (each one once per member and
+    /// sequence), which check them and log the member they prove wrong (see `ReportReplies`).
+    fn report(&self, agreeing: &[SharedReply], contradicting: Vec<&SharedReply>) {
+        let contradicting: Vec<&SharedReply> = contradicting
+            .into_iter()
             .filter(|r| self.reported.lock().expect("not poisoned").insert((r.from, r.body.seq)))
             .collect();
         if contradicting.is_empty() {
             return;
         }
-        let agreeing = entry
-            .answers
-            .iter()
-            .filter(|(_, a, _)| *a == Answer::Outcome(agreed))
-            .filter_map(|(_, _, reply)| reply.as_ref());
         let replies: Vec<Vec<u8>> = agreeing
+            .iter()
             .chain(contradicting)
             .map(|r| postcard::to_allocvec(r.as_ref()).expect("encoding to memory cannot fail"))
             .collect();

@@ -12,13 +12,17 @@ use crate::config::{Membership, max_failures};
 use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
-use crate::messages::{Checkpoint, CheckpointCert, ReplicaId, Reply, Seq, Signable, Signed};
+use crate::messages::{Checkpoint, CheckpointCert, Message, ReplicaId, Reply, Seq, Signable, Signed};
+use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
 pub const MAX_EVIDENCE_REPLIES: usize = 64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Evidence {
+    /// Two messages of one kind the member signed for one slot (view and sequence; for checkpoints, sequence),
+    /// that differ. PRE-PREPAREs travel without their batch: the signature covers the header.
+    Equivocation { first: Message, second: Message },
     /// A checkpoint the member signed, and the quorum certificate for the same sequence with another state.
     DivergentCheckpoint {
         checkpoint: Signed<Checkpoint>,
@@ -43,6 +47,16 @@ pub enum EvidenceError {
     ProvesNothing(String),
 }
 
+fn signed_by_sender(membership: &Membership, m: &Message) -> Result<(), EvidenceError> {
+    match m {
+        Message::PrePrepare(x) => genuine(membership, x),
+        Message::Prepare(x) => genuine(membership, x),
+        Message::Commit(x) => genuine(membership, x),
+        Message::Checkpoint(x) => genuine(membership, x),
+        _ => Err(EvidenceError::ProvesNothing("not a vote or proposal".into())),
+    }
+}
+
 fn genuine<T: Signable>(membership: &Membership, m: &Signed<T>) -> Result<(), EvidenceError> {
     let key = membership.key(m.from).ok_or(EvidenceError::NotAMember(m.from))?;
     if key.verify(&m.signing_bytes(), &m.signature) {
@@ -53,9 +67,48 @@ fn genuine<T: Signable>(membership: &Membership, m: &Signed<T>) -> Result<(), Ev
 }
 
 impl Evidence {
+    /// What is kept of a message while the core steps it, to complete an equivocation if the core refuses it:
+    /// the signed header of a proposal or vote (small: a PRE-PREPARE without its batch).
+    pub fn header(message: &Message) -> Option<Message> {
+        match message {
+            Message::PrePrepare(pp) => Some(Message::PrePrepare(crate::replica::without_batch(pp))),
+            Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => Some(message.clone()),
+            _ => None,
+        }
+    }
+
+    /// The equivocation `refused` completes, if the replica logged what its sender signed before for the slot.
+    pub fn of_equivocation(replica: &Replica, refused: Message) -> Option<Evidence> {
+        let first = replica.signed_before(&refused)?;
+        let evidence = Evidence::Equivocation { first, second: refused };
+        // Only what is proof leaves here (e.g. not a conflict with this replica's own vote).
+        evidence.verify(replica.membership()).ok().map(|_| evidence)
+    }
+
     /// Checks the evidence against the membership's keys alone: who it proves misbehaved, and how.
     pub fn verify(&self, membership: &Membership) -> Result<(ReplicaId, FaultType), EvidenceError> {
         match self {
+            Evidence::Equivocation { first, second } => {
+                let slot = |m: &Message| match m {
+                    Message::PrePrepare(x) => Some((x.from, 0, x.body.view, x.body.seq, x.body.digest)),
+                    Message::Prepare(x) => Some((x.from, 1, x.body.view, x.body.seq, x.body.digest)),
+                    Message::Commit(x) => Some((x.from, 2, x.body.view, x.body.seq, x.body.digest)),
+                    Message::Checkpoint(x) => Some((x.from, 3, 0, x.body.seq, x.body.state_digest)),
+                    _ => None,
+                };
+                let (Some(a), Some(b)) = (slot(first), slot(second)) else {
+                    return Err(EvidenceError::ProvesNothing("not a vote or proposal".into()));
+                };
+                if (a.0, a.1, a.2, a.3) != (b.0, b.1, b.2, b.3) || a.4 == b.4 {
+                    return Err(EvidenceError::ProvesNothing(
+                        "not two different messages of one member for one slot".into(),
+                    ));
+                }
+                for m in [first, second] {
+                    signed_by_sender(membership, m)?;
+                }
+                Ok((a.0, FaultType::Equivocation))
+            }
             Evidence::DivergentCheckpoint {
                 checkpoint,
                 certificate,
@@ -226,6 +279,45 @@ mod tests {
             framed.verify(&membership),
             Err(EvidenceError::ProvesNothing(_))
         ));
+    }
+
+    #[test]
+    fn two_different_votes_of_one_member_for_one_slot_prove_equivocation_and_nothing_else_does() {
+        use crate::messages::Prepare;
+        let (membership, keys) = cluster();
+        let prepare = |id: ReplicaId, view, seq, d: u8| {
+            let body = Prepare {
+                view,
+                seq,
+                digest: Digest([d; 32]),
+            };
+            Message::Prepare(Signed::new(id, body, &keys[id as usize - 1]))
+        };
+        let proof = Evidence::Equivocation {
+            first: prepare(2, 0, 5, 1),
+            second: prepare(2, 0, 5, 2),
+        };
+        assert_eq!(proof.verify(&membership), Ok((2, FaultType::Equivocation)));
+        for (first, second) in [
+            (prepare(2, 0, 5, 1), prepare(2, 0, 5, 1)), // the same vote twice
+            (prepare(2, 0, 5, 1), prepare(2, 1, 5, 2)), // another view
+            (prepare(2, 0, 5, 1), prepare(3, 0, 5, 2)), // another member
+        ] {
+            let evidence = Evidence::Equivocation { first, second };
+            assert!(matches!(
+                evidence.verify(&membership),
+                Err(EvidenceError::ProvesNothing(_))
+            ));
+        }
+        let Message::Prepare(mut forged) = prepare(3, 0, 5, 2) else {
+            unreachable!()
+        };
+        forged.from = 2;
+        let framed = Evidence::Equivocation {
+            first: prepare(2, 0, 5, 1),
+            second: Message::Prepare(forged),
+        };
+        assert_eq!(framed.verify(&membership), Err(EvidenceError::BadSignature(2)));
     }
 
     fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {

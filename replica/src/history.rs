@@ -118,6 +118,25 @@ impl Observation {
     /// What verified evidence proves, carrying it.
     pub fn proven(proof: Evidence) -> Observation {
         let mut observation = match &proof {
+            Evidence::Equivocation { first, second } => {
+                let digest = |m: &Message| match m {
+                    Message::PrePrepare(x) => x.body.digest.to_hex(),
+                    Message::Prepare(x) => x.body.digest.to_hex(),
+                    Message::Commit(x) => x.body.digest.to_hex(),
+                    Message::Checkpoint(x) => x.body.state_digest.to_hex(),
+                    _ => String::new(),
+                };
+                Observation {
+                    member: second.sender(),
+                    fault: FaultType::Equivocation,
+                    message: second.kind().into(),
+                    sequence: second.seq(),
+                    transaction: None,
+                    expected: format!("one signed {} per slot: {}", first.kind(), digest(first)),
+                    received: format!("a second one: {}", digest(second)),
+                    proof: None,
+                }
+            }
             Evidence::DivergentCheckpoint {
                 checkpoint,
                 certificate,

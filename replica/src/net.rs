@@ -114,7 +114,7 @@ pub enum Command {
         respond: oneshot::Sender<String>,
     },
     /// A peer's message was refused in a way that shows its sender misbehaving.
-    Observed(Observation),
+    Observed(Box<Observation>),
     Detections {
         respond: oneshot::Sender<proto::DetectionsResponse>,
     },
@@ -162,7 +162,7 @@ impl ReplicaRpc for Service {
                     verifier.message(message).map_err(|rejection| {
                         if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
                             // Best effort: under a flood the loop's queue is full and the count is enough.
-                            let _ = self.commands.try_send(Command::Observed(observation));
+                            let _ = self.commands.try_send(Command::Observed(Box::new(observation)));
                         }
                         (rejection.label(), rejection.to_string())
                     })
@@ -303,7 +303,7 @@ impl ReplicaRpc for Service {
         let observations: Vec<Observation> = found.into_iter().map(Observation::proven).collect();
         let proven = observations.iter().map(|o| o.member).collect();
         for observation in observations {
-            let _ = self.commands.send(Command::Observed(observation)).await;
+            let _ = self.commands.send(Command::Observed(Box::new(observation))).await;
         }
         Ok(Response::new(proto::ReplyEvidenceAnswer { proven }))
     }

@@ -446,10 +446,19 @@ async fn protocol_loop(
             let input = match command {
                 Command::Message(message) => {
                     let summary = MessageSummary::of(&message);
+                    let header = Evidence::header(&message);
                     match replica.step(now(), Input::Message(message)) {
                         Ok(out) => outputs.extend(out),
                         Err(rejection) => {
-                            if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
+                            let proof = match (&rejection, header) {
+                                (Rejection::Equivocation, Some(header)) => Evidence::of_equivocation(&replica, header),
+                                _ => None,
+                            };
+                            let observation = match proof {
+                                Some(proof) => Some(Observation::proven(proof)),
+                                None => Observation::of_refusal(&summary, &rejection),
+                            };
+                            if let Some(observation) = observation {
                                 history_changed |= detected(&mut history, observation, replica.id(), &metrics);
                             }
                         }
@@ -457,7 +466,7 @@ async fn protocol_loop(
                     continue;
                 }
                 Command::Observed(observation) => {
-                    history_changed |= detected(&mut history, observation, replica.id(), &metrics);
+                    history_changed |= detected(&mut history, *observation, replica.id(), &metrics);
                     continue;
                 }
                 Command::InjectFault { drill, respond } => {

@@ -427,6 +427,32 @@ impl Replica {
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
+    /// What `message`'s sender signed before for the same slot, as this replica logged it: the other half of an
+    /// equivocation it refused. PRE-PREPAREs come without their batch (their signature covers the header).
+    pub fn signed_before(&self, message: &Message) -> Option<Message> {
+        let slot = |view: View, seq: Seq| self.log.get(&seq).filter(|s| s.view == view);
+        match message {
+            Message::PrePrepare(pp) => {
+                let logged = slot(pp.body.view, pp.body.seq)?.pre_prepare.as_ref()?;
+                (logged.from == pp.from).then(|| Message::PrePrepare(without_batch(logged)))
+            }
+            Message::Prepare(p) => slot(p.body.view, p.body.seq)?
+                .prepares
+                .get(&p.from)
+                .map(|m| Message::Prepare(m.clone())),
+            Message::Commit(c) => slot(c.body.view, c.body.seq)?
+                .commits
+                .get(&c.from)
+                .map(|m| Message::Commit(m.clone())),
+            Message::Checkpoint(c) => self
+                .checkpoint_votes
+                .get(&c.body.seq)?
+                .get(&c.from)
+                .map(|m| Message::Checkpoint(m.clone())),
+            _ => None,
+        }
+    }
+
     pub fn params(&self) -> &Params {
         &self.params
     }
@@ -877,5 +903,17 @@ impl Replica {
             self.failed_views = 0;
             self.try_propose();
         }
+    }
+}
+
+/// A PRE-PREPARE's signed header alone: enough to prove what its sender signed.
+pub fn without_batch(pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
+    Signed {
+        from: pp.from,
+        body: PrePrepare {
+            batch: Vec::new(),
+            ..pp.body.clone()
+        },
+        signature: pp.signature,
     }
 }

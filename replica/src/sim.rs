@@ -628,9 +628,23 @@ impl Sim {
         let Some(core) = self.replicas[index].core.as_mut() else {
             return;
         };
+        let header = match &input {
+            Input::Message(message) => Evidence::header(message),
+            _ => None,
+        };
         match core.step(self.now, input) {
             Ok(outputs) => self.carry_out(index, outputs),
-            Err(rejection) => self.count_rejection(index, &rejection),
+            Err(rejection) => {
+                if let (crate::verify::Rejection::Equivocation, Some(header), true) =
+                    (&rejection, header, self.is_honest(index))
+                {
+                    let core = self.replicas[index].core.as_ref().expect("stepped above");
+                    if let Some(evidence) = Evidence::of_equivocation(core, header) {
+                        self.check_evidence(evidence);
+                    }
+                }
+                self.count_rejection(index, &rejection)
+            }
         }
     }
 
