@@ -12,7 +12,9 @@ use crate::config::{Membership, max_failures};
 use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
-use crate::messages::{Checkpoint, CheckpointCert, Message, ReplicaId, Reply, Seq, Signable, Signed};
+use crate::messages::{
+    Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed, batch_digest,
+};
 use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
@@ -23,6 +25,8 @@ pub enum Evidence {
     /// Two messages of one kind the member signed for one slot (view and sequence; for checkpoints, sequence),
     /// that differ. PRE-PREPAREs travel without their batch: the signature covers the header.
     Equivocation { first: Message, second: Message },
+    /// A proposal the member signed whose batch (matching the signed digest) spends the same funds twice.
+    DoubleSpend { proposal: Signed<PrePrepare> },
     /// A checkpoint the member signed, and the quorum certificate for the same sequence with another state.
     DivergentCheckpoint {
         checkpoint: Signed<Checkpoint>,
@@ -108,6 +112,17 @@ impl Evidence {
                     signed_by_sender(membership, m)?;
                 }
                 Ok((a.0, FaultType::Equivocation))
+            }
+            Evidence::DoubleSpend { proposal } => {
+                genuine(membership, proposal)?;
+                if batch_digest(&proposal.body.batch) != proposal.body.digest {
+                    return Err(EvidenceError::ProvesNothing("the batch is not the one signed".into()));
+                }
+                let mut spends = BTreeSet::new();
+                if proposal.body.batch.iter().all(|tx| spends.insert(tx.spend_key())) {
+                    return Err(EvidenceError::ProvesNothing("no funds are spent twice".into()));
+                }
+                Ok((proposal.from, FaultType::DoubleSpend))
             }
             Evidence::DivergentCheckpoint {
                 checkpoint,
@@ -318,6 +333,50 @@ mod tests {
             second: Message::Prepare(forged),
         };
         assert_eq!(framed.verify(&membership), Err(EvidenceError::BadSignature(2)));
+    }
+
+    #[test]
+    fn a_signed_proposal_spending_funds_twice_proves_a_double_spend() {
+        use crate::ledger::Transfer;
+        let (membership, keys) = cluster();
+        let payer = KeyPair::from_secret([9; 32]);
+        let spend = |amount| {
+            Transfer {
+                from: payer.public(),
+                to: keys[0].public(),
+                amount,
+                nonce: 1,
+            }
+            .sign(&payer)
+        };
+        let propose = |batch: Vec<_>| {
+            let body = PrePrepare {
+                view: 0,
+                seq: 1,
+                digest: batch_digest(&batch),
+                batch,
+            };
+            Signed::new(1, body, &keys[0])
+        };
+        let proof = Evidence::DoubleSpend {
+            proposal: propose(vec![spend(1), spend(2)]),
+        };
+        assert_eq!(proof.verify(&membership), Ok((1, FaultType::DoubleSpend)));
+        let honest = Evidence::DoubleSpend {
+            proposal: propose(vec![spend(1)]),
+        };
+        assert!(matches!(
+            honest.verify(&membership),
+            Err(EvidenceError::ProvesNothing(_))
+        ));
+        // A batch swapped under the signed digest is not the member's.
+        let mut swapped = propose(vec![spend(1)]);
+        swapped.body.batch = vec![spend(1), spend(2)];
+        let swapped = Evidence::DoubleSpend { proposal: swapped };
+        assert!(matches!(
+            swapped.verify(&membership),
+            Err(EvidenceError::ProvesNothing(_))
+        ));
     }
 
     fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {

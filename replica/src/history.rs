@@ -118,6 +118,19 @@ impl Observation {
     /// What verified evidence proves, carrying it.
     pub fn proven(proof: Evidence) -> Observation {
         let mut observation = match &proof {
+            Evidence::DoubleSpend { proposal } => Observation {
+                member: proposal.from,
+                fault: FaultType::DoubleSpend,
+                message: "pre_prepare".into(),
+                sequence: Some(proposal.body.seq),
+                transaction: None,
+                expected: "each account's funds spent once".into(),
+                received: format!(
+                    "a signed proposal of {} transfers spending funds twice",
+                    proposal.body.batch.len()
+                ),
+                proof: None,
+            },
             Evidence::Equivocation { first, second } => {
                 let digest = |m: &Message| match m {
                     Message::PrePrepare(x) => x.body.digest.to_hex(),

@@ -159,8 +159,15 @@ impl ReplicaRpc for Service {
                             kind: summary.kind.into(),
                         })
                         .inc();
-                    verifier.message(message).map_err(|rejection| {
-                        if let Some(observation) = Observation::of_refusal(&summary, &rejection) {
+                    verifier.message_or_back(message).map_err(|refused| {
+                        let (rejection, message) = *refused;
+                        let observation = match (&rejection, message) {
+                            (Rejection::ConflictingTransfers, Message::PrePrepare(proposal)) => {
+                                Some(Observation::proven(Evidence::DoubleSpend { proposal }))
+                            }
+                            _ => Observation::of_refusal(&summary, &rejection),
+                        };
+                        if let Some(observation) = observation {
                             // Best effort: under a flood the loop's queue is full and the count is enough.
                             let _ = self.commands.try_send(Command::Observed(Box::new(observation)));
                         }

@@ -24,7 +24,7 @@ use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
-use crate::verify::Verifier;
+use crate::verify::{Rejection, Verifier};
 
 /// What a Byzantine member does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -606,9 +606,17 @@ impl Sim {
                 if behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
                     self.replicas[index].seen.push(message.clone());
                 }
-                match self.replicas[index].verifier.message(message) {
+                match self.replicas[index].verifier.message_or_back(message) {
                     Ok(v) => Input::Message(v),
-                    Err(rejection) => return self.count_rejection(index, &rejection),
+                    Err(refused) => {
+                        let (rejection, message) = *refused;
+                        if let (Rejection::ConflictingTransfers, Message::PrePrepare(proposal), true) =
+                            (&rejection, message, self.is_honest(index))
+                        {
+                            self.check_evidence(Evidence::DoubleSpend { proposal });
+                        }
+                        return self.count_rejection(index, &rejection);
+                    }
                 }
             }
         };
@@ -635,9 +643,7 @@ impl Sim {
         match core.step(self.now, input) {
             Ok(outputs) => self.carry_out(index, outputs),
             Err(rejection) => {
-                if let (crate::verify::Rejection::Equivocation, Some(header), true) =
-                    (&rejection, header, self.is_honest(index))
-                {
+                if let (Rejection::Equivocation, Some(header), true) = (&rejection, header, self.is_honest(index)) {
                     let core = self.replicas[index].core.as_ref().expect("stepped above");
                     if let Some(evidence) = Evidence::of_equivocation(core, header) {
                         self.check_evidence(evidence);

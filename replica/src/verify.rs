@@ -229,16 +229,25 @@ impl Verifier {
 
     /// A message from another member. Every rejection is counted in `rejected()`.
     pub fn message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
-        let kind = message.kind();
-        let sender = message.sender();
-        let result = self.check_message(message).map_err(|rejection| match rejection {
-            Rejection::BadSignature { .. } => Rejection::BadSignature { kind, from: sender },
-            other => other,
-        });
-        if let Err(rejection) = &result {
-            *self.rejected.entry(rejection.label()).or_default() += 1;
+        self.message_or_back(message).map_err(|refused| refused.0)
+    }
+
+    /// As `message`, handing a refused message back: it may be evidence against its sender.
+    pub fn message_or_back(&mut self, message: Message) -> Result<Verified<Message>, Box<(Rejection, Message)>> {
+        match self.check_message(&message) {
+            Ok(()) => Ok(Verified(message)),
+            Err(rejection) => {
+                let rejection = match rejection {
+                    Rejection::BadSignature { .. } => Rejection::BadSignature {
+                        kind: message.kind(),
+                        from: message.sender(),
+                    },
+                    other => other,
+                };
+                *self.rejected.entry(rejection.label()).or_default() += 1;
+                Err(Box::new((rejection, message)))
+            }
         }
-        result
     }
 
     /// Rejections so far, by reason.
@@ -246,15 +255,14 @@ impl Verifier {
         &self.rejected
     }
 
-    fn check_message(&mut self, message: Message) -> Result<Verified<Message>, Rejection> {
+    fn check_message(&mut self, message: &Message) -> Result<(), Rejection> {
         let mut checks = Checks::new();
-        match &message {
+        match message {
             Message::PrePrepare(m) => {
                 self.signed(&mut checks, m)?;
                 self.pre_prepare_batch(&m.body)?;
                 self.run(checks)?;
-                self.transfers(&m.body.batch)?;
-                return Ok(Verified(message));
+                return self.transfers(&m.body.batch);
             }
             Message::Prepare(m) => self.signed(&mut checks, m)?,
             Message::Commit(m) => self.signed(&mut checks, m)?,
@@ -271,8 +279,7 @@ impl Verifier {
             }
             Message::Committed(cert) => self.committed_cert(&mut checks, cert)?,
         }
-        self.run(checks)?;
-        Ok(Verified(message))
+        self.run(checks)
     }
 
     fn run(&mut self, checks: Checks) -> Result<(), Rejection> {
