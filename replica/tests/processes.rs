@@ -161,6 +161,19 @@ async fn grpc_health(address: std::net::SocketAddr) -> i32 {
     status
 }
 
+/// The merged detection log once some entry is confirmed by F+1 replicas (polled), or as it is after 30 s.
+async fn confirmed_detections(client: &Client, n: usize) -> Vec<report::DetectionEntry> {
+    let mut log = Vec::new();
+    for _ in 0..300 {
+        log = report::detection_log(n, &client.detections().await);
+        if log.iter().any(|e| e.confirmed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log
+}
+
 fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_replica::ledger::SignedTransfer {
     let (payer, payee) = (&layout.accounts[from], &layout.accounts[to]);
     Transfer {
@@ -376,14 +389,7 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
         let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
         assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
     }
-    let mut log = Vec::new();
-    for _ in 0..300 {
-        log = report::detection_log(4, &client.detections().await);
-        if log.iter().any(|e| e.confirmed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = confirmed_detections(&client, 4).await;
     assert_eq!(log.len(), 1, "only member 4 is detected: {log:?}");
     let entry = &log[0];
     assert_eq!(
@@ -431,14 +437,7 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
         let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
         assert_eq!(session.submit(tx).await.unwrap(), TxOutcome::Applied);
     }
-    let mut log = Vec::new();
-    for _ in 0..300 {
-        log = report::detection_log(4, &client.detections().await);
-        if log.iter().any(|e| e.confirmed) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = confirmed_detections(&client, 4).await;
     assert_eq!(log.len(), 1, "{log:?}");
     let entry = &log[0];
     assert_eq!(
