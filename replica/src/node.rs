@@ -17,14 +17,14 @@ use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::evidence::Evidence;
 use crate::faults::{FaultDrill, Saboteur};
 use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
-use crate::ledger::Ledger;
-use crate::messages::{Member, ReplicaId, Reply, Signed};
+use crate::ledger::{Ledger, SignedTransfer};
+use crate::messages::{Member, Message, ReplicaId, Reply, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
 use crate::report::unix_ms;
 use crate::storage::Store;
-use crate::verify::{Rejection, Verifier};
+use crate::verify::{Rejection, Verified, Verifier};
 
 /// A member as the configuration file lists it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -302,135 +302,35 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 const GROUP_MAX: usize = 512;
 
 async fn protocol_loop(
-    mut replica: Replica,
+    replica: Replica,
     key: KeyPair,
-    mut store: Store,
+    store: Store,
     links: HashMap<ReplicaId, PeerLink>,
     commands: mpsc::Sender<Command>,
     mut inbox: mpsc::Receiver<Command>,
     metrics: Metrics,
 ) {
-    let started = Instant::now();
-    let now = || started.elapsed().as_millis() as u64;
-    let mut waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>> = HashMap::new();
-    let (mut applied, mut rejected) = (0, 0);
-    let mut view_change_waiters: Vec<oneshot::Sender<proto::ViewChangeEvent>> = Vec::new();
-    let mut view_change_reason = None;
-    // Detections and view changes, written with the next group's entries whenever they changed.
-    let mut history = store.history().clone();
-    let mut history_changed = false;
-    let mut saboteur: Option<Saboteur> = None;
-    let mut drilled = false;
-    let mut outputs = replica.start(now());
+    let mut host = Host {
+        started: Instant::now(),
+        history: store.history().clone(),
+        history_changed: false,
+        replica,
+        key,
+        store,
+        links,
+        commands,
+        metrics,
+        waiting: HashMap::new(),
+        counted: (0, 0),
+        view_change_waiters: Vec::new(),
+        view_change_reason: None,
+        saboteur: None,
+        drilled: false,
+    };
+    let mut outputs = host.replica.start(host.now());
     let mut group = Vec::with_capacity(GROUP_MAX);
     loop {
-        // Carry out the previous group: persist, then send.
-        let entries: Vec<_> = outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Persist(entry) => Some(entry.clone()),
-                _ => None,
-            })
-            .collect();
-        let changed = std::mem::take(&mut history_changed).then_some(&history);
-        // Handing the worker's other tasks away for a blocking write costs a thread hand-off: only when writing.
-        let persisted = if entries.is_empty() && changed.is_none() {
-            Ok(())
-        } else {
-            tokio::task::block_in_place(|| store.append(entries, changed))
-        };
-        if let Err(error) = persisted {
-            // Without storage the replica could sign something it later forgets: stop rather than risk it.
-            tracing::error!(%error, "cannot persist; stopping the replica");
-            std::process::exit(1);
-        }
-        for output in outputs.drain(..) {
-            match output {
-                Output::Persist(_) => {}
-                Output::Send { to, message } => {
-                    if let Some(link) = links.get(&to) {
-                        let copies = match saboteur.as_mut() {
-                            Some(saboteur) => saboteur.outgoing(&message, 1),
-                            None => vec![Some(message)],
-                        };
-                        for copy in copies.into_iter().flatten() {
-                            send(link, &copy.encode(), copy.kind(), &metrics);
-                        }
-                    }
-                }
-                Output::Broadcast(message) => match saboteur.as_mut() {
-                    None => {
-                        let bytes = message.encode();
-                        for link in links.values() {
-                            send(link, &bytes, message.kind(), &metrics);
-                        }
-                    }
-                    Some(saboteur) => {
-                        let copies = saboteur.outgoing(&message, links.len());
-                        for (link, copy) in links.values().zip(copies) {
-                            if let Some(copy) = copy {
-                                send(link, &copy.encode(), copy.kind(), &metrics);
-                            }
-                        }
-                    }
-                },
-                Output::Reply(reply) => {
-                    let reply = match saboteur.as_mut() {
-                        Some(saboteur) => saboteur.reply(reply),
-                        None => reply,
-                    };
-                    answer_waiters(&mut waiting, &reply, &metrics)
-                }
-                Output::SetTimer { timer, after_ms } => {
-                    let commands = commands.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
-                        let _ = commands.send(Command::Timer(timer)).await;
-                    });
-                }
-                Output::Event(event) => {
-                    log_event(&event);
-                    match event {
-                        Event::ViewChangeStarted { reason, .. } => {
-                            metrics.view_changes.inc();
-                            view_change_reason = Some(reason);
-                        }
-                        Event::DivergentCheckpoint {
-                            checkpoint,
-                            certificate,
-                        } => {
-                            let proof = Evidence::DivergentCheckpoint {
-                                checkpoint,
-                                certificate,
-                            };
-                            let observation = Observation::proven(proof);
-                            history_changed |= detected(&mut history, observation, replica.id(), &metrics);
-                        }
-                        event @ Event::NewViewInstalled { .. } => {
-                            let answer = view_change_event(&event, replica.membership().quorum());
-                            if let Some(answer) = answer {
-                                history.view_changed(view_change_record(&answer, view_change_reason.take()));
-                                history_changed = true;
-                                for waiter in view_change_waiters.drain(..) {
-                                    let _ = waiter.send(answer.clone());
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        update_gauges(&replica, &links, &metrics, &mut applied, &mut rejected);
-
-        // Forget clients that gave up waiting.
-        if waiting.len() > 4 * GROUP_MAX {
-            waiting.retain(|_, waiters| {
-                waiters.retain(|(w, _)| !w.is_closed());
-                !waiters.is_empty()
-            });
-        }
-
+        host.carry_out(&mut outputs);
         // Take the next group of commands.
         match inbox.recv().await {
             Some(command) => group.push(command),
@@ -443,106 +343,266 @@ async fn protocol_loop(
             }
         }
         for command in group.drain(..) {
-            let input = match command {
-                Command::Message(message) => {
-                    let summary = MessageSummary::of(&message);
-                    let header = Evidence::header(&message);
-                    match replica.step(now(), Input::Message(message)) {
-                        Ok(out) => outputs.extend(out),
-                        Err(rejection) => {
-                            let proof = match (&rejection, header) {
-                                (Rejection::Equivocation, Some(header)) => Evidence::of_equivocation(&replica, header),
-                                _ => None,
-                            };
-                            let observation = match proof {
-                                Some(proof) => Some(Observation::proven(proof)),
-                                None => Observation::of_refusal(&summary, &rejection),
-                            };
-                            if let Some(observation) = observation {
-                                history_changed |= detected(&mut history, observation, replica.id(), &metrics);
-                            }
+            host.handle(command, &mut outputs);
+        }
+    }
+}
+
+/// What the protocol loop keeps around the core: storage, links, waiting clients, the history and drills.
+struct Host {
+    replica: Replica,
+    key: KeyPair,
+    store: Store,
+    links: HashMap<ReplicaId, PeerLink>,
+    commands: mpsc::Sender<Command>,
+    metrics: Metrics,
+    started: Instant,
+    waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>>,
+    /// Transfers applied and rejected already added to the metrics.
+    counted: (u64, u64),
+    view_change_waiters: Vec<oneshot::Sender<proto::ViewChangeEvent>>,
+    view_change_reason: Option<ViewChangeReason>,
+    /// Detections and view changes, written with the next group's entries whenever they changed.
+    history: History,
+    history_changed: bool,
+    saboteur: Option<Saboteur>,
+    /// Whether any fault drill ran since the start.
+    drilled: bool,
+}
+
+impl Host {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Carries out a group's outputs: persists, then sends.
+    fn carry_out(&mut self, outputs: &mut Vec<Output>) {
+        let entries: Vec<_> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Persist(entry) => Some(entry.clone()),
+                _ => None,
+            })
+            .collect();
+        let changed = std::mem::take(&mut self.history_changed).then_some(&self.history);
+        // Handing the worker's other tasks away for a blocking write costs a thread hand-off: only when writing.
+        let persisted = if entries.is_empty() && changed.is_none() {
+            Ok(())
+        } else {
+            tokio::task::block_in_place(|| self.store.append(entries, changed))
+        };
+        if let Err(error) = persisted {
+            // Without storage the replica could sign something it later forgets: stop rather than risk it.
+            tracing::error!(%error, "cannot persist; stopping the replica");
+            std::process::exit(1);
+        }
+        for output in outputs.drain(..) {
+            self.carry_out_one(output);
+        }
+        update_gauges(&self.replica, &self.links, &self.metrics, &mut self.counted);
+        // Forget clients that gave up waiting.
+        if self.waiting.len() > 4 * GROUP_MAX {
+            self.waiting.retain(|_, waiters| {
+                waiters.retain(|(w, _)| !w.is_closed());
+                !waiters.is_empty()
+            });
+        }
+    }
+
+    fn carry_out_one(&mut self, output: Output) {
+        match output {
+            Output::Persist(_) => {}
+            Output::Send { to, message } => {
+                if let Some(link) = self.links.get(&to) {
+                    let copies = match self.saboteur.as_mut() {
+                        Some(saboteur) => saboteur.outgoing(&message, 1),
+                        None => vec![Some(message)],
+                    };
+                    for copy in copies.into_iter().flatten() {
+                        send(link, &copy.encode(), copy.kind(), &self.metrics);
+                    }
+                }
+            }
+            Output::Broadcast(message) => match self.saboteur.as_mut() {
+                None => {
+                    let bytes = message.encode();
+                    for link in self.links.values() {
+                        send(link, &bytes, message.kind(), &self.metrics);
+                    }
+                }
+                Some(saboteur) => {
+                    let copies = saboteur.outgoing(&message, self.links.len());
+                    for (link, copy) in self.links.values().zip(copies) {
+                        if let Some(copy) = copy {
+                            send(link, &copy.encode(), copy.kind(), &self.metrics);
                         }
                     }
-                    continue;
                 }
-                Command::Observed(observation) => {
-                    history_changed |= detected(&mut history, *observation, replica.id(), &metrics);
-                    continue;
-                }
-                Command::InjectFault { drill, respond } => {
-                    saboteur = drill.map(|drill| {
-                        let seed = rand::random();
-                        let max_batch = replica.params().max_batch_size;
-                        Saboteur::new(drill, replica.id(), key.clone(), seed, max_batch)
-                    });
-                    let active = saboteur.as_ref().map_or(String::new(), |s| s.drill().to_string());
-                    tracing::warn!(drill = %active, "fault drill changed");
-                    metrics.fault_drill_active.set(i64::from(saboteur.is_some()));
-                    drilled |= saboteur.is_some();
-                    let _ = respond.send(active);
-                    continue;
-                }
-                Command::Detections { respond } => {
-                    let _ = respond.send(proto::DetectionsResponse {
-                        id: replica.id(),
-                        detections: history.detections.iter().map(detection_proto).collect(),
-                    });
-                    continue;
-                }
-                Command::ViewChanges { respond } => {
-                    let _ = respond.send(proto::ViewChangesResponse {
-                        id: replica.id(),
-                        view_changes: history.view_changes.iter().map(view_change_proto).collect(),
-                    });
-                    continue;
-                }
-                Command::Timer(timer) => Input::Timer(timer),
-                Command::Submit { tx, respond } => {
-                    let digest = tx.digest();
-                    if saboteur.as_mut().is_some_and(|s| !s.admits_request()) {
-                        // Censored: never proposed here, but answered if the transfer executes anyway.
-                        waiting.entry(digest).or_default().push((respond, Instant::now()));
-                        continue;
+            },
+            Output::Reply(reply) => {
+                let reply = match self.saboteur.as_mut() {
+                    Some(saboteur) => saboteur.reply(reply),
+                    None => reply,
+                };
+                answer_waiters(&mut self.waiting, &reply, &self.metrics)
+            }
+            Output::SetTimer { timer, after_ms } => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+                    let _ = commands.send(Command::Timer(timer)).await;
+                });
+            }
+            Output::Event(event) => self.on_event(event),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        log_event(&event);
+        match event {
+            Event::ViewChangeStarted { reason, .. } => {
+                self.metrics.view_changes.inc();
+                self.view_change_reason = Some(reason);
+            }
+            Event::DivergentCheckpoint {
+                checkpoint,
+                certificate,
+            } => {
+                let proof = Evidence::DivergentCheckpoint {
+                    checkpoint,
+                    certificate,
+                };
+                self.detected(Observation::proven(proof));
+            }
+            event @ Event::NewViewInstalled { .. } => {
+                if let Some(answer) = view_change_event(&event, self.replica.membership().quorum()) {
+                    let record = view_change_record(&answer, self.view_change_reason.take());
+                    self.history.view_changed(record);
+                    self.history_changed = true;
+                    for waiter in self.view_change_waiters.drain(..) {
+                        let _ = waiter.send(answer.clone());
                     }
-                    match replica.step(now(), Input::Request(tx)) {
-                        Ok(out) => {
-                            // An already executed transfer is answered at once, from the outputs.
-                            waiting.entry(digest).or_default().push((respond, Instant::now()));
-                            outputs.extend(out);
-                        }
-                        // Already pending: this client waits for the same execution.
-                        Err(Rejection::Duplicate) => waiting.entry(digest).or_default().push((respond, Instant::now())),
-                        Err(rejection) => {
-                            metrics.refused(rejection.label());
-                            respond.refuse(rejection);
-                        }
-                    }
-                    continue;
                 }
-                Command::Status { respond } => {
-                    let drill = saboteur.as_ref().map(|s| s.drill());
-                    let _ = respond.send(status(&replica, drill, drilled));
-                    continue;
-                }
-                Command::ForceViewChange { respond } => {
-                    view_change_waiters.push(respond);
-                    Input::ForceViewChange
-                }
-                Command::Account { account, respond } => {
-                    let found = replica.ledger().account(&account);
-                    let _ = respond.send(proto::AccountResponse {
-                        exists: found.is_some(),
-                        balance: found.map_or(0, |a| a.balance),
-                        nonce: found.map_or(0, |a| a.nonce),
-                        last_executed: replica.last_executed(),
-                    });
-                    continue;
-                }
-            };
-            if let Ok(out) = replica.step(now(), input) {
-                outputs.extend(out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Steps the core with `input`; what it refuses is counted by the core.
+    fn step(&mut self, input: Input, outputs: &mut Vec<Output>) -> Result<(), Rejection> {
+        let out = self.replica.step(self.now(), input)?;
+        outputs.extend(out);
+        Ok(())
+    }
+
+    fn handle(&mut self, command: Command, outputs: &mut Vec<Output>) {
+        match command {
+            Command::Message(message) => self.on_message(message, outputs),
+            Command::Timer(timer) => {
+                let _ = self.step(Input::Timer(timer), outputs);
+            }
+            Command::Submit { tx, respond } => self.on_submit(tx, respond, outputs),
+            Command::Observed(observation) => self.detected(*observation),
+            Command::InjectFault { drill, respond } => {
+                self.saboteur = drill.map(|drill| {
+                    let max_batch = self.replica.params().max_batch_size;
+                    Saboteur::new(drill, self.replica.id(), self.key.clone(), rand::random(), max_batch)
+                });
+                let active = self.saboteur.as_ref().map_or(String::new(), |s| s.drill().to_string());
+                tracing::warn!(drill = %active, "fault drill changed");
+                self.metrics.fault_drill_active.set(i64::from(self.saboteur.is_some()));
+                self.drilled |= self.saboteur.is_some();
+                let _ = respond.send(active);
+            }
+            Command::Detections { respond } => {
+                let _ = respond.send(proto::DetectionsResponse {
+                    id: self.replica.id(),
+                    detections: self.history.detections.iter().map(detection_proto).collect(),
+                });
+            }
+            Command::ViewChanges { respond } => {
+                let _ = respond.send(proto::ViewChangesResponse {
+                    id: self.replica.id(),
+                    view_changes: self.history.view_changes.iter().map(view_change_proto).collect(),
+                });
+            }
+            Command::Status { respond } => {
+                let drill = self.saboteur.as_ref().map(|s| s.drill());
+                let _ = respond.send(status(&self.replica, drill, self.drilled));
+            }
+            Command::ForceViewChange { respond } => {
+                self.view_change_waiters.push(respond);
+                let _ = self.step(Input::ForceViewChange, outputs);
+            }
+            Command::Account { account, respond } => {
+                let found = self.replica.ledger().account(&account);
+                let _ = respond.send(proto::AccountResponse {
+                    exists: found.is_some(),
+                    balance: found.map_or(0, |a| a.balance),
+                    nonce: found.map_or(0, |a| a.nonce),
+                    last_executed: self.replica.last_executed(),
+                });
             }
         }
+    }
+
+    /// A verified peer message; a refusal that shows its sender misbehaving is logged, with proof if there is one.
+    fn on_message(&mut self, message: Verified<Message>, outputs: &mut Vec<Output>) {
+        let summary = MessageSummary::of(&message);
+        let header = Evidence::header(&message);
+        let Err(rejection) = self.step(Input::Message(message), outputs) else {
+            return;
+        };
+        let proof = match (&rejection, header) {
+            (Rejection::Equivocation, Some(header)) => Evidence::of_equivocation(&self.replica, header),
+            _ => None,
+        };
+        let observation = match proof {
+            Some(proof) => Some(Observation::proven(proof)),
+            None => Observation::of_refusal(&summary, &rejection),
+        };
+        if let Some(observation) = observation {
+            self.detected(observation);
+        }
+    }
+
+    fn on_submit(&mut self, tx: Verified<SignedTransfer>, respond: ReplyTo, outputs: &mut Vec<Output>) {
+        let digest = tx.digest();
+        if self.saboteur.as_mut().is_some_and(|s| !s.admits_request()) {
+            // Censored: never proposed here, but answered if the transfer executes anyway.
+            self.waiting.entry(digest).or_default().push((respond, Instant::now()));
+            return;
+        }
+        match self.step(Input::Request(tx), outputs) {
+            // An already executed transfer is answered at once, from the outputs; an already pending one waits
+            // for the same execution.
+            Ok(()) | Err(Rejection::Duplicate) => {
+                self.waiting.entry(digest).or_default().push((respond, Instant::now()))
+            }
+            Err(rejection) => {
+                self.metrics.refused(rejection.label());
+                respond.refuse(rejection);
+            }
+        }
+    }
+
+    /// Records an observation (never one about this replica itself: a client reports a liar's replies to every
+    /// replica, the liar included).
+    fn detected(&mut self, observation: Observation) {
+        let (member, fault) = (observation.member, observation.fault);
+        if member == self.replica.id() || !self.history.observe(observation, unix_ms()) {
+            return;
+        }
+        self.history_changed = true;
+        tracing::warn!(member, fault_type = fault.name(), "detected a misbehaving member");
+        self.metrics
+            .detections
+            .get_or_create(&FaultLabel {
+                fault_type: fault.name().into(),
+            })
+            .inc();
+        let members: std::collections::BTreeSet<_> = self.history.detections.iter().map(|d| d.first.member).collect();
+        self.metrics.members_detected.set(members.len() as i64);
     }
 }
 
@@ -567,8 +627,7 @@ fn update_gauges(
     replica: &Replica,
     links: &HashMap<ReplicaId, PeerLink>,
     metrics: &Metrics,
-    applied: &mut u64,
-    rejected: &mut u64,
+    (applied, rejected): &mut (u64, u64),
 ) {
     metrics.heartbeat();
     metrics.view.set(replica.view() as i64);
@@ -657,28 +716,6 @@ fn send(link: &PeerLink, bytes: &[u8], kind: &'static str, metrics: &Metrics) {
         .get_or_create(&KindLabel { kind: kind.into() })
         .inc();
     link.send(bytes.to_vec());
-}
-
-/// Records an observation; true when the detection log gained an entry.
-fn detected(history: &mut History, observation: Observation, own_id: ReplicaId, metrics: &Metrics) -> bool {
-    let (member, fault) = (observation.member, observation.fault);
-    if member == own_id {
-        // Evidence against itself (a client reports its lies to every replica) is not its to log.
-        return false;
-    }
-    let new = history.observe(observation, unix_ms());
-    if new {
-        tracing::warn!(member, fault_type = fault.name(), "detected a misbehaving member");
-        metrics
-            .detections
-            .get_or_create(&FaultLabel {
-                fault_type: fault.name().into(),
-            })
-            .inc();
-        let members: std::collections::BTreeSet<_> = history.detections.iter().map(|d| d.first.member).collect();
-        metrics.members_detected.set(members.len() as i64);
-    }
-    new
 }
 
 fn detection_proto(d: &Detection) -> proto::Detection {
