@@ -102,16 +102,25 @@ pub enum NodeError {
     Server(#[from] tonic::transport::Error),
 }
 
+/// A file's text, or an error naming the file.
+pub fn read_file(path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path).map_err(|error| NodeError::Read {
+        path: path.into(),
+        error,
+    })
+}
+
+/// A JSON file, or an error naming the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, NodeError> {
+    serde_json::from_str(&read_file(path)?).map_err(|error| NodeError::Parse {
+        path: path.into(),
+        error,
+    })
+}
+
 impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
-        let text = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
-            path: path.into(),
-            error,
-        })?;
-        serde_json::from_str(&text).map_err(|error| NodeError::Parse {
-            path: path.into(),
-            error,
-        })
+        read_json(path)
     }
 
     pub fn membership(&self) -> Result<Membership, NodeError> {
@@ -142,11 +151,7 @@ impl NodeConfig {
 
     fn key(&self) -> Result<KeyPair, NodeError> {
         let path = &self.key_file;
-        let pem = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
-            path: path.clone(),
-            error,
-        })?;
-        KeyPair::from_pkcs8_pem(&pem).map_err(|error| NodeError::Key {
+        KeyPair::from_pkcs8_pem(&read_file(path)?).map_err(|error| NodeError::Key {
             path: path.clone(),
             error,
         })

@@ -56,20 +56,12 @@ struct Args {
 impl Args {
     /// The configuration file's settings with the flags' on top.
     fn config(&self) -> Result<NodeConfig, NodeError> {
-        let mut config = match &self.config {
-            Some(path) => serde_json::to_value(NodeConfig::load(path)?).expect("serialisable"),
+        // The file as JSON, flags on top, then one check of the whole: a file may leave out what flags give.
+        let mut config: Value = match &self.config {
+            Some(path) => node::read_json(path)?,
             None => json!({}),
         };
-        let read_json = |path: &PathBuf| -> Result<Value, NodeError> {
-            let text = std::fs::read_to_string(path).map_err(|error| NodeError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            serde_json::from_str(&text).map_err(|error| NodeError::Parse {
-                path: path.clone(),
-                error,
-            })
-        };
+        let read_json = |path: &PathBuf| node::read_json::<Value>(path);
         let mut set = |key: &str, value: Option<Value>| {
             if let Some(value) = value {
                 config[key] = value;
