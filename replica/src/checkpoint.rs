@@ -19,7 +19,7 @@ const CATCH_UP_BATCHES_MAX: u64 = 64;
 
 impl Replica {
     pub(crate) fn take_checkpoint(&mut self, seq: Seq) {
-        let snapshot = self.ledger.snapshot();
+        let snapshot = crate::governance::state_snapshot(&self.ledger, &self.governance);
         let state_digest = Ledger::snapshot_digest(&snapshot);
         self.own_checkpoints.insert(seq, (state_digest, snapshot));
         let vote = self.sign(Checkpoint { seq, state_digest });
@@ -253,10 +253,21 @@ impl Replica {
         if checkpoint.seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
-        let ledger = Ledger::from_snapshot(&snapshot, self.supply)
+        let (ledger, governance) = crate::governance::restore_state(&snapshot, self.supply)
             .map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
         let seq = checkpoint.seq;
         self.ledger = ledger;
+        let new_epoch = governance.epoch != self.governance.epoch;
+        let removed: Vec<ReplicaId> = self
+            .membership
+            .ids()
+            .filter(|id| !governance.members.iter().any(|m| m.id == *id))
+            .collect();
+        self.governance = governance;
+        if new_epoch {
+            self.adopt_membership(seq, removed);
+        }
+
         self.last_executed = seq;
         self.next_seq = self.next_seq.max(seq);
         self.stats.state_transfers += 1;

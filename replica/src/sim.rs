@@ -21,7 +21,7 @@ use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::durable::Durable;
 use crate::evidence::Evidence;
 use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
-use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
+use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
 use crate::verify::{Rejection, Verifier};
@@ -297,6 +297,11 @@ fn key_for(seed: u64, role: u8, index: u64) -> KeyPair {
     KeyPair::from_secret(Digest::of("sim-key", &[&secret]).0)
 }
 
+/// The key that signs the simulation's reconfigurations.
+fn admin_key(seed: u64) -> KeyPair {
+    key_for(seed, 9, 0)
+}
+
 const INITIAL_BALANCE: u64 = 1_000;
 
 impl Sim {
@@ -348,7 +353,15 @@ impl Sim {
             byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
         }
 
-        let genesis_digest = Ledger::from_genesis(&genesis).expect("valid genesis").digest();
+        let genesis_digest = Config {
+            id: 1,
+            membership: membership.clone(),
+            genesis: genesis.clone(),
+            params: config.params.clone(),
+            admin: Some(admin_key(config.seed).public()),
+        }
+        .genesis_digest()
+        .expect("valid genesis");
         let replicas = keys
             .into_iter()
             .enumerate()
@@ -437,6 +450,7 @@ impl Sim {
             membership: self.membership.clone(),
             genesis: self.genesis.clone(),
             params: self.config.params.clone(),
+            admin: Some(admin_key(self.config.seed).public()),
         }
     }
 

@@ -464,6 +464,7 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
 async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     use bft_replica::crypto::{Digest, KeyPair};
     use bft_replica::messages::{Message, Prepare, Signed};
+    use bft_replica::net::Hello;
     use bft_replica::net::proto::{PeerMessage, replica_client::ReplicaClient};
 
     let cluster = Cluster::start(4, "garbage");
@@ -485,23 +486,45 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     let messages = vec![
         vec![0xff; 3],         // malformed
         badly_signed.encode(), // bad signature
-        stranger,              // not a member
+        stranger,              // in a non-member's name, on member 3's stream
         good.clone(),          // valid...
-        good,                  // ...and replayed: the protocol drops it as a duplicate
+        good.clone(),          // ...and replayed: the protocol drops it as a duplicate
     ];
-    let stream = tokio_stream::iter(messages.into_iter().map(|message| PeerMessage { message }));
+    // A stream opens with a hello signed by the sending member, addressed to the receiver.
+    let hello = |to: u32| {
+        let body = Hello {
+            to,
+            nonce: rand::random(),
+            unix_ms: report::unix_ms(),
+        };
+        postcard::to_allocvec(&Signed::new(3, body, &member_3)).unwrap()
+    };
+    let frame = |message: Vec<u8>| PeerMessage {
+        message,
+        hello: Vec::new(),
+    };
+    let opening = |hello: Vec<u8>| PeerMessage {
+        message: Vec::new(),
+        hello,
+    };
+    for refused_opening in [vec![], hello(3), vec![0xff; 3]] {
+        let stream = tokio_stream::iter([opening(refused_opening), frame(good.clone())]);
+        let status = raw.deliver(stream).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    }
+    let in_member_4s_name = Message::Prepare(Signed::new(4, vote, &member_3)).encode();
+    let frames = messages.into_iter().chain([in_member_4s_name]).map(frame);
+    let stream = tokio_stream::iter(std::iter::once(opening(hello(2))).chain(frames));
     let summary = raw.deliver(stream).await.unwrap().into_inner();
-    assert_eq!((summary.received, summary.refused), (5, 3));
+    assert_eq!((summary.received, summary.refused), (6, 4));
     let (_, metrics) = http_get(cluster.layout.configs[1].2.metrics_listen.unwrap(), "/metrics").await;
-    for reason in ["malformed", "bad_signature", "not_a_member"] {
-        let line = format!("bft_messages_refused_total{{reason=\"{reason}\"}} 1");
+    for (reason, count) in [("malformed", 1), ("bad_signature", 1), ("impersonation", 2)] {
+        let line = format!("bft_messages_refused_total{{reason=\"{reason}\"}} {count}");
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
     assert!(metrics.lines().any(|l| l == "bft_signature_failures_total 1"));
     // An oversized message ends the stream at the transport.
-    let oversized = tokio_stream::iter([PeerMessage {
-        message: vec![0; 20 << 20],
-    }]);
+    let oversized = tokio_stream::iter([opening(hello(2)), frame(vec![0; 20 << 20])]);
     assert!(raw.deliver(oversized).await.is_err());
     // The replica is alive and still commits.
     assert_eq!(
@@ -531,6 +554,7 @@ async fn a_replica_runs_from_flags_and_environment_alone() {
         ("BFT_DATA_DIR", config.data_dir.display().to_string()),
         ("BFT_LISTEN", config.listen.to_string()),
         ("BFT_VIEW_CHANGE_TIMEOUT_MS", "1000".to_string()),
+        ("BFT_ADMIN_KEY", config.admin_key.clone().unwrap()),
     ];
     let without_key = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
         .envs(environment.iter().filter(|(k, _)| *k != "BFT_KEY_FILE").cloned())
