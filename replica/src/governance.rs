@@ -177,6 +177,8 @@ pub struct Governance {
     pub pending: Option<(Reconfiguration, Seq)>,
     /// The latest time any executed operation stated: the replicated clock quarantines expire by.
     pub clock_ms: u64,
+    /// The sequence number after which the current epoch began (none for the genesis epoch).
+    pub epoch_started_at: Option<Seq>,
 }
 
 impl Governance {
@@ -191,6 +193,7 @@ impl Governance {
             accusations: BTreeMap::new(),
             pending: None,
             clock_ms: 0,
+            epoch_started_at: None,
         }
     }
 
@@ -412,9 +415,10 @@ impl Governance {
 
     /// Starts the next epoch with the pending reconfiguration. Returns the members removed.
     pub fn start_epoch(&mut self) -> Vec<ReplicaId> {
-        let Some((r, _)) = self.pending.take() else {
+        let Some((r, at)) = self.pending.take() else {
             return Vec::new();
         };
+        self.epoch_started_at = Some(at);
         self.members = self
             .next_members(&r)
             .expect("checked when it was ordered, against the same members");

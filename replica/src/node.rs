@@ -934,6 +934,7 @@ fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto:
         epoch: replica.epoch(),
         member_states: member_states(replica),
         reconfiguration_at_seq: replica.governance().pending.as_ref().map(|(_, at)| *at),
+        epoch_started_at_seq: replica.governance().epoch_started_at,
     }
 }
 

@@ -729,7 +729,10 @@ impl Replica {
                 .take(MAX_OPS_PER_BATCH)
                 .map(|(_, op, _)| op.clone())
                 .collect();
-            if batch.is_empty() && ops.is_empty() {
+            // An ordered reconfiguration waits for its checkpoint boundary: with nothing else to propose, empty
+            // batches bring the sequence there.
+            let reconfiguration_waits = self.governance.pending.as_ref().is_some_and(|(_, at)| seq <= *at);
+            if batch.is_empty() && ops.is_empty() && !reconfiguration_waits {
                 return;
             }
             self.proposed.extend(batch.iter().map(|tx| tx.digest()));

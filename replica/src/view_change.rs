@@ -82,7 +82,8 @@ pub struct Reproposal {
 impl Replica {
     /// Moves to `new_view` and asks the others to follow.
     pub(crate) fn start_view_change(&mut self, new_view: View, reason: ViewChangeReason) {
-        if new_view <= self.view {
+        // A replica that is not (or not yet) a member follows the cluster's views; it never starts one.
+        if new_view <= self.view || !self.membership.contains(self.id) {
             return;
         }
         // A quarantined member would not be heard as primary: skip its views (at most F are quarantined).

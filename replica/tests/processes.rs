@@ -660,3 +660,121 @@ async fn transfers_on_a_session_stream_get_f_plus_1_matching_replies_and_clear_r
         TxOutcome::Applied
     );
 }
+
+/// Every member's state as one replica reports it.
+fn member_state(status: &StatusResponse, member: u32) -> String {
+    status
+        .member_states
+        .iter()
+        .find(|m| m.id == member)
+        .map_or("none".into(), |m| m.state.clone())
+}
+
+/// The drill of SCENARIO.md on 7 replica processes: faults on agents 5 and 6 are detected with evidence and
+/// quarantined through consensus, agents 8 and 9 replace them by reconfiguration, agent 1 then censors and the
+/// replicas elect agent 2; 1,000 transfers commit and no honest member is ever quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
+    use bft_replica::bench::{BenchOptions, run};
+    let cluster = Cluster::start(7, "drill");
+    let dir = cluster.layout.dir.clone();
+    let client = cluster.client();
+    let honest = [1, 2, 3, 4, 7];
+    wait_executed(&client, &[1, 2, 3, 4, 5, 6, 7], 0).await;
+    let drill = |fault, probability| Some(FaultDrill { fault, probability });
+    client
+        .inject_fault(5, drill(Fault::SignatureCorruption, 0.5))
+        .await
+        .unwrap();
+    client.inject_fault(6, drill(Fault::DoubleSpend, 0.3)).await.unwrap();
+    let load = |count| BenchOptions {
+        clients: 8,
+        count: Some(count),
+        duration: None,
+        rate: None,
+        progress: false,
+        kill_primary_after: None,
+    };
+    let first = run(&dir, &load(500)).await.unwrap();
+    assert_eq!(first.committed, 500);
+
+    // Both are quarantined by every honest replica, and no honest member is.
+    let statuses = wait_until(&client, &honest, |s| {
+        member_state(s, 5) == "quarantined" && member_state(s, 6) == "quarantined"
+    })
+    .await;
+    for status in &statuses {
+        for member in honest {
+            assert_eq!(member_state(status, member), "active", "{status:?}");
+        }
+    }
+    let log = report::detection_log(7, &client.detections().await);
+    for (member, action) in [("bft-agent-5", "quarantined"), ("bft-agent-6", "quarantined")] {
+        let entry = log
+            .iter()
+            .find(|e| e.agent_id == member && e.confirmed)
+            .expect("detected");
+        assert_eq!(entry.action, action, "{entry:?}");
+        assert!(entry.quarantine_expires.is_some() && entry.detection_latency_ms.is_some());
+    }
+    assert!(
+        log.iter()
+            .all(|e| e.agent_id == "bft-agent-5" || e.agent_id == "bft-agent-6"),
+        "{log:?}"
+    );
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!(
+        (health.status.as_str(), health.false_positive_rate),
+        ("healthy", 0.0),
+        "{health:?}"
+    );
+
+    // Agents 8 and 9, with fresh keys, replace 5 and 6 through the protocol.
+    let mut children = Vec::new();
+    for id in [8, 9] {
+        let ports = free_ports(2).unwrap();
+        bft_replica::testnet::add_member(&dir, id, ports[0], ports[1]).unwrap();
+        children.push(
+            bft_replica::testnet::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_bft-replica")), &dir, id).unwrap(),
+        );
+    }
+    let (configs, _) = bft_replica::testnet::load(&dir).unwrap();
+    let client = Client::new(bft_replica::testnet::client_replicas(&configs)).unwrap();
+    let admin = bft_replica::testnet::admin_key(&dir).unwrap();
+    let add = [8, 9]
+        .map(|id| bft_replica::testnet::new_member(&dir, id).unwrap())
+        .to_vec();
+    let done = client
+        .reconfigure(&admin, vec![5, 6], add, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.epoch, 1);
+    let new_members = [1, 2, 3, 4, 7, 8, 9];
+    wait_until(&client, &new_members, |s| {
+        s.epoch == 1 && s.members == 7 && member_state(s, 5) == "removed" && member_state(s, 9) == "active"
+    })
+    .await;
+
+    // The primary censors: the replicas elect agent 2 and the rest of the 1,000 transfers commit.
+    client.inject_fault(1, drill(Fault::Censorship, 1.0)).await.unwrap();
+    let second = run(&dir, &load(500)).await.unwrap();
+    assert_eq!(second.committed, 500);
+    let statuses = wait_until(&client, &new_members, |s| s.view >= 1 && s.transfers_applied >= 1000).await;
+    assert!(statuses.iter().all(|s| s.primary != 1), "{statuses:?}");
+    let history = client.view_changes().await;
+    let (_, agent_2) = history.iter().find(|(id, _)| *id == 2).unwrap();
+    let change = agent_2.as_ref().unwrap().view_changes.last().unwrap().clone();
+    assert_eq!(
+        (change.old_primary, change.new_primary, change.quorum_met),
+        (1, 2, true),
+        "{change:?}"
+    );
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!(health.status, "healthy", "{health:?}");
+    assert_eq!(health.transactions_committed, 1000, "{health:?}");
+    assert_eq!(health.false_positive_rate, 0.0, "{health:?}");
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
