@@ -9,6 +9,7 @@
 //! against the checkpoint's quorum of signatures). This also retransmits whatever the network lost.
 
 use crate::durable::Entry;
+use crate::governance::Operation;
 use crate::ledger::Ledger;
 use crate::messages::*;
 use crate::replica::{Event, Output, Replica, Timer};
@@ -139,6 +140,20 @@ impl Replica {
             stable_seq: self.stable.seq,
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
+        // Operations still waiting to be ordered go out again: the primary may have lost them.
+        let waiting: Vec<Operation> = self
+            .pending_ops
+            .iter()
+            .filter(|(_, _, arrived_ms)| arrived_ms + self.params.status_interval_ms <= self.now_ms)
+            .map(|(_, op, _)| op.clone())
+            .collect();
+        for op in waiting {
+            let relay = Message::Operation {
+                from: self.id,
+                op: Box::new(op),
+            };
+            self.out.push(Output::Broadcast(relay));
+        }
         self.out.push(Output::SetTimer {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,

@@ -456,6 +456,12 @@ pub fn state_snapshot(ledger: &crate::ledger::Ledger, governance: &Governance) -
     postcard::to_allocvec(&(ledger.snapshot(), governance)).expect("encoding to memory cannot fail")
 }
 
+/// The membership a state snapshot holds, if it decodes and is a valid one.
+pub fn snapshot_membership(bytes: &[u8]) -> Option<Membership> {
+    let (_, governance): (Vec<u8>, Governance) = postcard::from_bytes(bytes).ok()?;
+    Membership::new(governance.members).ok()
+}
+
 /// Decodes a state snapshot, checking the ledger's supply.
 pub fn restore_state(
     bytes: &[u8],

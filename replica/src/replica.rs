@@ -1070,6 +1070,10 @@ impl Replica {
         }
         self.view_changes.retain(|id, _| membership.contains(*id));
         self.deferred.clear();
+        // Operations of the old epoch that would now be refused (a reconfiguration already applied) no longer wait.
+        let (governance, now_ms) = (&self.governance, self.now_ms);
+        self.pending_ops
+            .retain(|(_, op, _)| governance.admit(op, now_ms).is_ok());
         self.membership = membership;
         self.out.push(Output::Event(Event::EpochStarted {
             epoch: self.governance.epoch,

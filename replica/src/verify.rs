@@ -145,6 +145,12 @@ impl Checks {
         }
     }
 
+    fn append(&mut self, other: Checks) {
+        self.keys.extend(other.keys);
+        self.messages.extend(other.messages);
+        self.signatures.extend(other.signatures);
+    }
+
     fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature) {
         self.keys.push(key);
         self.messages.push(message);
@@ -329,10 +335,10 @@ impl Verifier {
             Message::NewView(m) => self.new_view(&mut checks, m)?,
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
-                self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
                 if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
+                self.state_transfer_cert(&mut checks, &m.body.checkpoint, &m.body.snapshot)?;
             }
             Message::Committed(cert) => self.committed_cert(&mut checks, cert)?,
             // An operation carries its own authority, which the protocol checks against the replicated state.
@@ -462,6 +468,11 @@ impl Verifier {
             if Some(vote.from) == excluded || !matches(&vote.body) || !signers.insert(vote.from) {
                 return Err(Rejection::BadCertificate(what));
             }
+            // A certificate made across a reconfiguration may hold a removed member's vote: it does not count.
+            if !self.membership.contains(vote.from) {
+                signers.remove(&vote.from);
+                continue;
+            }
             self.signed(checks, vote)?;
         }
         if signers.len() < needed {
@@ -489,6 +500,47 @@ impl Verifier {
             |c| *c == wanted,
             "checkpoint",
         )
+    }
+
+    /// The certificate of a state sent to a replica that is behind. Usually the membership in force signed it;
+    /// across an epoch the replica does not know yet, the membership the state itself holds must have (a quorum
+    /// of it), and F+1 members this replica knows (so at least one honest one) must be among the signers: an
+    /// honest member signs only a state it executed, membership included.
+    fn state_transfer_cert(
+        &self,
+        checks: &mut Checks,
+        cert: &CheckpointCert,
+        snapshot: &[u8],
+    ) -> Result<(), Rejection> {
+        let mut usual = Checks::new();
+        if self.checkpoint_cert(&mut usual, cert).is_ok() {
+            checks.append(usual);
+            return Ok(());
+        }
+        let bad = Rejection::BadCertificate("state transfer");
+        let next = crate::governance::snapshot_membership(snapshot).ok_or(bad.clone())?;
+        if next == *self.membership || cert.proof.len() > next.n() {
+            return Err(bad);
+        }
+        let wanted = Checkpoint {
+            seq: cert.seq,
+            state_digest: cert.state_digest,
+        };
+        let (mut signers, mut known) = (BTreeSet::new(), 0);
+        for vote in &cert.proof {
+            if vote.body != wanted || !signers.insert(vote.from) {
+                return Err(bad);
+            }
+            let key = *next.key(vote.from).ok_or(Rejection::NotAMember(vote.from))?;
+            if self.membership.key(vote.from) == Some(&key) {
+                known += 1;
+            }
+            checks.push(key, vote.signing_bytes(), vote.signature);
+        }
+        if signers.len() < next.quorum() || known <= self.membership.f() {
+            return Err(bad);
+        }
+        Ok(())
     }
 
     fn prepared_cert(&self, checks: &mut Checks, cert: &PreparedCert) -> Result<(), Rejection> {
