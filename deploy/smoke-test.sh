@@ -94,6 +94,13 @@ sys.exit(0 if all(rows[m]["status"] == "active" and rows[m]["last_executed"] >= 
 max_executed() { status_json | python3 -c 'import json, sys
 print(max(r.get("last_executed", 0) for r in json.load(sys.stdin)))'; }
 
+# A replica's /metrics, from the host through its address on the network.
+metrics_of() { # id
+    local ip
+    ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$(container "$1")")
+    curl -fsS --max-time 5 "http://$ip:9100/metrics"
+}
+
 # Runs a closed-loop bench of COUNT transfers; prints its line and fails unless all were committed.
 committed_total=0
 bench() { # count, label
@@ -182,6 +189,10 @@ docker kill "$(container "$killed")" >/dev/null
 t=$(now)
 bench 200 "bft-agent-$killed killed"
 echo "first 200 transfers after the kill committed $(since "$t") s after it (view-change timeout ${VIEW_CHANGE_TIMEOUT_MS} ms)"
+for i in $(seq 1 $N); do
+    [ "$i" = "$killed" ] && continue
+    echo "bft-agent-$i reports: $(metrics_of "$i" | grep -E '^bft_(members_reachable|quorum_healthy) ' | tr '\n' ' ')"
+done
 ctl status
 docker start "$(container "$killed")" >/dev/null
 t=$(now)
@@ -199,6 +210,11 @@ docker network disconnect "$net" "$(container "$cut")"
 t=$(now)
 bench 200 "bft-agent-$cut disconnected"
 echo "first 200 transfers after the disconnect committed $(since "$t") s after it"
+# What the others report of the cut-off member (informative: how soon a silent peer stops counting as reachable).
+for i in $(seq 1 $N); do
+    [ "$i" = "$cut" ] && continue
+    echo "bft-agent-$i reports: $(metrics_of "$i" | grep -E '^bft_(members_reachable|quorum_healthy) ' | tr '\n' ' ')"
+done
 ctl status
 docker network connect --alias "bft-agent-$cut" "$net" "$(container "$cut")"
 t=$(now)
@@ -214,7 +230,7 @@ step "4. /metrics on every container, and who runs the replicas"
 for i in $(seq 1 $N); do
     c=$(container "$i")
     ip=$(docker inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" "$c")
-    metrics=$(curl -fsS --max-time 5 "http://$ip:9100/metrics") || die "bft-agent-$i: no /metrics at $ip:9100"
+    metrics=$(metrics_of "$i") || die "bft-agent-$i: no /metrics at $ip:9100"
     grep -q '^bft_quorum_healthy 1$' <<<"$metrics" || die "bft-agent-$i: /metrics does not say bft_quorum_healthy 1"
     curl -fsS --max-time 5 "http://$ip:9100/readyz" >/dev/null || die "bft-agent-$i: /readyz is not ready"
     pid=$(docker inspect -f '{{.State.Pid}}' "$c")
