@@ -101,8 +101,11 @@ image() { # name, binaries...
     t=$(now)
     # Without the buildx plugin (Debian's docker.io) the legacy builder runs: say so, and spare its warning.
     docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
-    docker build --quiet --build-arg "BASE_IMAGE=bft-base:$TAG" \
-        -f "deploy/docker/${name#bft-}.local.Dockerfile" -t "$name:$TAG" "$context" >/dev/null
+    if ! docker build --quiet --build-arg "BASE_IMAGE=bft-base:$TAG" \
+        -f "deploy/docker/${name#bft-}.local.Dockerfile" -t "$name:$TAG" "$context" >/dev/null 2>"$stage/build.err"; then
+        cat "$stage/build.err" >&2
+        die "docker build of $name:$TAG failed"
+    fi
     echo "== $name:$TAG built in $(since "$t") s, $(mib "$(docker image inspect -f '{{.Size}}' "$name:$TAG")")"
 }
 t=$(now)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The packaging tests, one after another, and one summary line:
 #   rules       promtool check rules + promtool test rules (monitoring/alerts.test.yaml)
+#   dockerfiles deploy/check-dockerfiles.sh: the from-source and the local Dockerfiles describe the same container
 #   images      deploy/build-images.sh: bft-replica:dev (and bft-operator:dev once its binary exists), no registry
 #   smoke       deploy/smoke-test.sh: 4 containers commit through a killed and a disconnected primary, SIGTERM
 #   dashboard   monitoring/check-dashboard.sh: every queried metric is on a live replica's /metrics
@@ -46,6 +47,7 @@ rules() {
 }
 
 run rules rules
+run dockerfiles deploy/check-dockerfiles.sh
 run images deploy/build-images.sh
 if [[ " ${passed[*]} " == *" images "* ]]; then
     run smoke deploy/smoke-test.sh
