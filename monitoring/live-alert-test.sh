@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Live alert test: Debian's Prometheus, with monitoring/alerts.yaml loaded, scrapes a local testnet of REPLICAS
 # replica processes (default 4; 7 works the same) every second. Stopping F of them (SIGTERM) must make
-# BftQuorumAtRisk fire (after its `for: 1m`) and not BftQuorumLost; starting them again must clear it. Every
-# dashboard query must also evaluate on this Prometheus without an error.
+# BftQuorumAtRisk fire (after its `for: 1m`) and not BftQuorumLost, and BftReplicaDown fire for exactly the
+# stopped ones; starting them again must clear it. Every dashboard query must also evaluate on this Prometheus
+# without an error.
 #
 # Installs Debian's prometheus package when prometheus is missing (apt-get, as root). Prints how long the alert took
 # to fire and to clear. REPLICAS, BASE_PORT (default 7500) and CARGO_TARGET_DIR are honoured.
@@ -153,6 +154,14 @@ healthy=$(query "namespace_job:bft_replicas_healthy:count{job=\"$JOB\"}")
 echo "BftQuorumAtRisk pending after $pending_secs s, firing after $fire_secs s (for: 1m); healthy replicas $healthy"
 echo "alerts: $(active_alerts)"
 [ "$(alert_state BftQuorumLost)" = inactive ] || die "BftQuorumLost fired with only F replicas stopped"
+# BftReplicaDown has the same `for: 1m`: it names exactly the stopped replicas' targets.
+down_targets=$(for id in $stopped; do printf '127.0.0.1:%d ' $((BASE_PORT + 99 + id)); done)
+firing_down() {
+    curl -fsS --max-time 5 "$prom/api/v1/alerts" | python3 -c 'import json, sys
+print(" ".join(sorted(a["labels"]["instance"] for a in json.load(sys.stdin)["data"]["alerts"]
+                      if a["labels"]["alertname"] == "BftReplicaDown" and a["state"] == "firing")))'
+}
+wait_for "BftReplicaDown to fire for $down_targets" 30 is "${down_targets% }" firing_down
 
 step "start them again"
 for id in $stopped; do
