@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The reference drill of SCENARIO.md on one machine, with real replica processes talking gRPC over loopback:
 # 7 replicas (F = 2, quorum 5), 1,000 signed transfers, agent 5 corrupting signatures (p = 0.5) and agent 6
-# double-spending (p = 0.3) while they run, the detection log and the health report; then agent 1, the primary,
-# censors and the replicas elect agent 2. Step 9 (replacing members by reconfiguration) is not here yet.
+# double-spending (p = 0.3) while they run; both detected with evidence and quarantined through consensus (the
+# detection log and the health report); agents 8 and 9, with fresh keys, replace them by a reconfiguration the
+# replicas order themselves; then agent 1, the primary, censors and the replicas elect agent 2.
 #
 # DIR (default: a fresh temporary directory) keeps the cluster's keys, configurations, data and logs;
 # the replicas are stopped at the end (KEEP=1 leaves them running for `bftctl --cluster DIR ...`).
@@ -35,11 +36,18 @@ step "Step 6: agent 5 corrupts signatures (p = 0.5), agent 6 double-spends (p = 
 step "Step 5: 1,000 signed transfers from 50 clients"
 "$bftctl" bench --cluster "$dir" --count 1000 --clients 50
 
-step "Step 7: the detection log"
+step "Step 7: the detection log (each malicious member quarantined by consensus, with evidence)"
 "$bftctl" detections --cluster "$dir" --json
+"$bftctl" members --cluster "$dir"
 
 step "Step 8: consensus health"
 "$bftctl" health --cluster "$dir" --json
+
+step "Step 9: agents 8 and 9, fresh keys, replace agents 5 and 6 through the protocol (a new epoch)"
+"$bftctl" testnet add --dir "$dir" --id 8
+"$bftctl" testnet add --dir "$dir" --id 9
+"$bftctl" reconfigure --cluster "$dir" --remove 5,6 --add 8,9
+"$bftctl" members --cluster "$dir"
 
 step "Step 10: agent 1, the primary, censors (p = 1.0); the backups time out after 5 s and elect agent 2"
 "$bftctl" inject-fault --cluster "$dir" --member 1 --fault censorship --probability 1.0
