@@ -241,16 +241,25 @@ pub async fn run(
         max_message_bytes: config.max_message_bytes,
     };
     let loop_task = tokio::spawn(protocol_loop(
-        Host::new(
+        Host {
+            history: store.history().clone(),
+            history_changed: false,
             replica,
             key,
             store,
             links,
             commands,
-            metrics.clone(),
+            metrics: metrics.clone(),
+            waiting: HashMap::new(),
+            counted: (0, 0),
+            view_change_waiters: Vec::new(),
+            view_change_reason: None,
+            saboteur: None,
+            drilled: false,
             shared_membership,
             addresses,
-        ),
+            reported: HashMap::new(),
+        },
         inbox,
     ));
     // One shutdown signal for both servers.
@@ -422,38 +431,6 @@ struct Host {
 const REPORT_INTERVAL_MS: u64 = 2_000;
 
 impl Host {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        replica: Replica,
-        key: KeyPair,
-        store: Store,
-        links: HashMap<ReplicaId, PeerLink>,
-        commands: mpsc::Sender<Command>,
-        metrics: Metrics,
-        shared_membership: SharedMembership,
-        addresses: PeerAddresses,
-    ) -> Host {
-        Host {
-            history: store.history().clone(),
-            history_changed: false,
-            replica,
-            key,
-            store,
-            links,
-            commands,
-            metrics,
-            waiting: HashMap::new(),
-            counted: (0, 0),
-            view_change_waiters: Vec::new(),
-            view_change_reason: None,
-            saboteur: None,
-            drilled: false,
-            shared_membership,
-            addresses,
-            reported: HashMap::new(),
-        }
-    }
-
     /// The core's clock is the wall clock: quarantines expire at times all members share.
     fn now(&self) -> u64 {
         unix_ms()
