@@ -247,7 +247,8 @@ for i in $(seq 1 $N); do
     secs=$(since "$t")
     code=$(docker inspect -f '{{.State.ExitCode}}' "$c")
     [ "$code" = 0 ] || die "bft-agent-$i exited with $code on SIGTERM (137 is Docker's SIGKILL after ${STOP_GRACE}s)"
-    docker logs "$c" 2>&1 | grep -q "shutting down" || die "bft-agent-$i did not log its shutdown"
+    # Not `docker logs | grep -q`: under pipefail, grep quitting at the first match can fail the pipeline (SIGPIPE).
+    grep -q "shutting down" <<<"$(docker logs "$c" 2>&1)" || die "bft-agent-$i did not log its shutdown"
     echo "bft-agent-$i stopped in $secs s, exit code 0"
 done
 

@@ -39,7 +39,7 @@ if [ -z "${METRICS_URL:-}" ]; then
     # signatures, F = 1) gives refusals and detections, which the dashboard and the alerts read too.
     "$bftctl" inject-fault --cluster "$dir/testnet" --member 4 --fault signature-corruption --probability 1
     "$bftctl" bench --cluster "$dir/testnet" --count 50 --clients 8
-    detected() { for url in $METRICS_URL; do curl -fsS "$url" | grep -q '^bft_detections_total{' && return 0; done; return 1; }
+    detected() { for url in $METRICS_URL; do grep -q '^bft_detections_total{' <<<"$(curl -fsS "$url")" && return 0; done; return 1; }
     end=$((SECONDS + 30))
     until detected; do
         ((SECONDS < end)) || die "no replica detected bft-agent-4's corrupt signatures within 30s"

@@ -676,7 +676,7 @@ fn member_state(status: &StatusResponse, member: u32) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     use bft_replica::bench::{BenchOptions, run};
-    let cluster = Cluster::start(7, "drill");
+    let mut cluster = Cluster::start(7, "drill");
     let dir = cluster.layout.dir.clone();
     let client = cluster.client();
     let honest = [1, 2, 3, 4, 7];
@@ -730,13 +730,14 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     );
 
     // Agents 8 and 9, with fresh keys, replace 5 and 6 through the protocol.
-    let mut children = Vec::new();
     for id in [8, 9] {
         let ports = free_ports(2).unwrap();
         bft_replica::testnet::add_member(&dir, id, ports[0], ports[1]).unwrap();
-        children.push(
-            bft_replica::testnet::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_bft-replica")), &dir, id).unwrap(),
-        );
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_bft-replica"));
+        // Stopped with the others when the cluster is dropped, whether the test passes or not.
+        cluster
+            .children
+            .push(Some(bft_replica::testnet::spawn(binary, &dir, id).unwrap()));
     }
     let (configs, _) = bft_replica::testnet::load(&dir).unwrap();
     let client = Client::new(bft_replica::testnet::client_replicas(&configs)).unwrap();
@@ -761,20 +762,17 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     assert_eq!(second.committed, 500);
     let statuses = wait_until(&client, &new_members, |s| s.view >= 1 && s.transfers_applied >= 1000).await;
     assert!(statuses.iter().all(|s| s.primary != 1), "{statuses:?}");
+    // Agent 2 records the view change away from the censoring agent 1 (a loaded machine may add later ones).
     let history = client.view_changes().await;
     let (_, agent_2) = history.iter().find(|(id, _)| *id == 2).unwrap();
-    let change = agent_2.as_ref().unwrap().view_changes.last().unwrap().clone();
-    assert_eq!(
-        (change.old_primary, change.new_primary, change.quorum_met),
-        (1, 2, true),
-        "{change:?}"
-    );
+    let changes = &agent_2.as_ref().unwrap().view_changes;
+    let change = changes
+        .iter()
+        .find(|c| c.old_primary == 1)
+        .expect("a view change from agent 1");
+    assert_eq!((change.new_primary, change.quorum_met), (2, true), "{changes:?}");
     let health = report::health(&client.statuses().await, &client.detections().await);
     assert_eq!(health.status, "healthy", "{health:?}");
     assert_eq!(health.transactions_committed, 1000, "{health:?}");
     assert_eq!(health.false_positive_rate, 0.0, "{health:?}");
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
