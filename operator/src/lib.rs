@@ -9,6 +9,9 @@
 //! definitions, so the two cannot drift.
 
 pub mod crd;
+pub mod health;
+pub mod plan;
+pub mod resources;
 
 use bft_replica::config::{max_failures, quorum_size};
 
