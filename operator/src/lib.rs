@@ -8,10 +8,14 @@
 //! The sizing rule (how many members a cluster may lose and how many must agree) comes from the replica's own
 //! definitions, so the two cannot drift.
 
+pub mod controller;
 pub mod crd;
 pub mod health;
+pub mod leader;
 pub mod plan;
+pub mod platform;
 pub mod resources;
+pub mod telemetry;
 
 use bft_replica::config::{max_failures, quorum_size};
 
