@@ -282,6 +282,8 @@ impl Platform for LocalPlatform {
         let mut members = Vec::new();
         for id in objects.voters {
             let config = self.config(*id, &state)?;
+            // Its ports are chosen once: written now, before anyone is told the address.
+            self.write_config(&config)?;
             members.push(MemberConfig {
                 id: *id,
                 address: config.listen.to_string(),
