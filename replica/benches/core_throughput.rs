@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bft_replica::config::{Config, Membership, Params};
 use bft_replica::crypto::{Digest, KeyPair, PublicKey, SignedItem, verify_many};
-use bft_replica::ledger::{Ledger, SignedTransfer, Transfer};
+use bft_replica::ledger::{SignedTransfer, Transfer};
 use bft_replica::messages::{Member, Message, ReplicaId};
 use bft_replica::replica::{Input, Output, Replica};
 use bft_replica::verify::Verifier;
@@ -108,7 +108,15 @@ fn run(n: u32, transfers: usize) -> Result {
         max_concurrent_requests: WINDOW * 2,
         ..Params::default()
     };
-    let genesis_digest = Ledger::from_genesis(&genesis).unwrap().digest();
+    let genesis_digest = Config {
+        id: 1,
+        membership: membership.clone(),
+        genesis: genesis.clone(),
+        params: params.clone(),
+        admin: None,
+    }
+    .genesis_digest()
+    .unwrap();
     let mut replicas: Vec<Replica> = keys
         .iter()
         .zip(1..)
@@ -118,6 +126,7 @@ fn run(n: u32, transfers: usize) -> Result {
                 membership: membership.clone(),
                 genesis: genesis.clone(),
                 params: params.clone(),
+                admin: None,
             };
             Replica::new(config, key.clone()).unwrap()
         })

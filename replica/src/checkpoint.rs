@@ -9,6 +9,7 @@
 //! against the checkpoint's quorum of signatures). This also retransmits whatever the network lost.
 
 use crate::durable::Entry;
+use crate::governance::Operation;
 use crate::ledger::Ledger;
 use crate::messages::*;
 use crate::replica::{Event, Output, Replica, Timer};
@@ -19,7 +20,7 @@ const CATCH_UP_BATCHES_MAX: u64 = 64;
 
 impl Replica {
     pub(crate) fn take_checkpoint(&mut self, seq: Seq) {
-        let snapshot = self.ledger.snapshot();
+        let snapshot = crate::governance::state_snapshot(&self.ledger, &self.governance);
         let state_digest = Ledger::snapshot_digest(&snapshot);
         self.own_checkpoints.insert(seq, (state_digest, snapshot));
         let vote = self.sign(Checkpoint { seq, state_digest });
@@ -139,6 +140,20 @@ impl Replica {
             stable_seq: self.stable.seq,
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
+        // Operations still waiting to be ordered go out again: the primary may have lost them.
+        let waiting: Vec<Operation> = self
+            .pending_ops
+            .iter()
+            .filter(|(_, _, arrived_ms)| arrived_ms + self.params.status_interval_ms <= self.now_ms)
+            .map(|(_, op, _)| op.clone())
+            .collect();
+        for op in waiting {
+            let relay = Message::Operation {
+                from: self.id,
+                op: Box::new(op),
+            };
+            self.out.push(Output::Broadcast(relay));
+        }
         self.out.push(Output::SetTimer {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,
@@ -253,10 +268,21 @@ impl Replica {
         if checkpoint.seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
-        let ledger = Ledger::from_snapshot(&snapshot, self.supply)
+        let (ledger, governance) = crate::governance::restore_state(&snapshot, self.supply)
             .map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
         let seq = checkpoint.seq;
         self.ledger = ledger;
+        let new_epoch = governance.epoch != self.governance.epoch;
+        let removed: Vec<ReplicaId> = self
+            .membership
+            .ids()
+            .filter(|id| !governance.members.iter().any(|m| m.id == *id))
+            .collect();
+        self.governance = governance;
+        if new_epoch {
+            self.adopt_membership(seq, removed);
+        }
+
         self.last_executed = seq;
         self.next_seq = self.next_seq.max(seq);
         self.stats.state_transfers += 1;

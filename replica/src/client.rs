@@ -11,10 +11,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::config::max_failures;
-use crate::crypto::{Digest, PublicKey};
+use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::faults::FaultDrill;
+use crate::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
 use crate::ledger::{SignedTransfer, TxOutcome};
 use crate::messages::{ReplicaId, Reply, Signed};
+use crate::net::proto::ProposeRequest;
 use crate::net::proto::replica_client::ReplicaClient;
 use crate::net::proto::{
     self, AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest,
@@ -218,6 +220,98 @@ impl Client {
             .map_err(|status| ClientError::Refused(status.message().to_string()))
     }
 
+    /// The epoch at least F+1 replicas are in: one honest replica is, so the cluster reached it.
+    pub async fn epoch(&self) -> u64 {
+        let mut epochs: Vec<u64> = self
+            .statuses()
+            .await
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().map(|s| s.epoch))
+            .collect();
+        epochs.sort_unstable_by(|a, b| b.cmp(a));
+        epochs.get(self.f).copied().unwrap_or(0)
+    }
+
+    /// Hands a governance operation to every replica; the epoch they are in, once one holds it for ordering.
+    pub async fn propose(&self, op: &Operation) -> Result<u64, ClientError> {
+        let operation = postcard::to_allocvec(op).expect("encoding to memory cannot fail");
+        let answers = self
+            .ask_each(|mut c| {
+                let operation = operation.clone();
+                async move { c.propose(ProposeRequest { operation }).await }
+            })
+            .await;
+        if let Some(epoch) = answers.iter().find_map(|(_, a)| a.as_ref().map(|a| a.epoch)) {
+            return Ok(epoch);
+        }
+        // Every replica refused: ask one for why.
+        let (_, client) = self
+            .replicas
+            .first()
+            .ok_or(ClientError::Refused("no replicas".into()))?;
+        let reason = match client.clone().propose(ProposeRequest { operation }).await {
+            Ok(_) => "refused, then accepted".to_string(),
+            Err(status) => status.message().to_string(),
+        };
+        Err(ClientError::Refused(reason))
+    }
+
+    /// Asks the cluster to remove and add members, signed with the administrator key, and waits until the new
+    /// epoch is in force and every added member takes part in it (it reports the new epoch and has executed up to
+    /// where it began).
+    pub async fn reconfigure(
+        &self,
+        admin: &KeyPair,
+        remove: Vec<ReplicaId>,
+        add: Vec<NewMember>,
+        timeout: Duration,
+    ) -> Result<Reconfigured, ClientError> {
+        let started = std::time::Instant::now();
+        let epoch = self.epoch().await;
+        let added: Vec<ReplicaId> = add.iter().map(|m| m.id).collect();
+        let body = Reconfiguration {
+            epoch,
+            remove,
+            add,
+            at_ms: crate::report::unix_ms(),
+        };
+        let op = Operation::Reconfigure(SignedReconfiguration::sign(body, admin));
+        self.propose(&op).await?;
+        loop {
+            let statuses = self.statuses().await;
+            let in_new_epoch = statuses
+                .iter()
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.epoch > epoch))
+                .count();
+            let started_at = statuses
+                .iter()
+                .filter_map(|(_, s)| s.as_ref())
+                .filter(|s| s.epoch > epoch)
+                .filter_map(|s| s.epoch_started_at_seq)
+                .min();
+            let joined = added.iter().all(|id| {
+                statuses.iter().any(|(r, s)| {
+                    r == id
+                        && s.as_ref()
+                            .is_some_and(|s| s.epoch > epoch && started_at.is_some_and(|at| s.last_executed >= at))
+                })
+            });
+            if in_new_epoch > self.f && joined {
+                return Ok(Reconfigured {
+                    epoch: epoch + 1,
+                    took: started.elapsed(),
+                });
+            }
+            if started.elapsed() > timeout {
+                return Err(ClientError::NoQuorum(format!(
+                    "epoch {} not in force with every added member after {timeout:?} ({in_new_epoch} replicas in it)",
+                    epoch + 1
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Asks every replica in turn, each within two seconds.
     async fn ask_each<T, F, Fut>(&self, ask: F) -> Vec<(ReplicaId, Option<T>)>
     where
@@ -231,6 +325,14 @@ impl Client {
         }
         result
     }
+}
+
+/// A reconfiguration in force.
+#[derive(Clone, Debug)]
+pub struct Reconfigured {
+    pub epoch: u64,
+    /// From the request to the added members taking part.
+    pub took: Duration,
 }
 
 /// How long a transfer sent on a session waits for F+1 matching answers.

@@ -118,6 +118,8 @@ pub struct Params {
     pub max_inflight_batches: u64,
     /// The most client requests a member holds pending; beyond it, new requests are refused (back-pressure).
     pub max_concurrent_requests: usize,
+    /// How long a member proven malicious stays quarantined (its messages ignored), unless removed before.
+    pub quarantine_duration_ms: u64,
 }
 
 impl Default for Params {
@@ -131,6 +133,7 @@ impl Default for Params {
             max_batch_size: 512,
             max_inflight_batches: 4,
             max_concurrent_requests: 50,
+            quarantine_duration_ms: 3_600_000,
         }
     }
 }
@@ -161,6 +164,12 @@ impl Params {
             1,
             10_000_000,
         )?;
+        range(
+            "quarantine_duration_ms",
+            self.quarantine_duration_ms,
+            1_000,
+            30 * 24 * 3_600_000,
+        )?;
         Ok(())
     }
 }
@@ -172,6 +181,28 @@ pub struct Config {
     pub membership: Membership,
     pub genesis: Vec<(PublicKey, u64)>,
     pub params: Params,
+    /// The administrator key that signs membership changes; without one the membership never changes.
+    pub admin: Option<PublicKey>,
+}
+
+impl Config {
+    /// The genesis state: the ledger's accounts and the governance (membership, administrator key).
+    pub fn genesis_state(
+        &self,
+    ) -> Result<(crate::ledger::Ledger, crate::governance::Governance), crate::ledger::GenesisError> {
+        let ledger = crate::ledger::Ledger::from_genesis(&self.genesis)?;
+        Ok((
+            ledger,
+            crate::governance::Governance::genesis(&self.membership, self.admin),
+        ))
+    }
+
+    /// The digest of the genesis state: the checkpoint at sequence 0 that needs no signatures.
+    pub fn genesis_digest(&self) -> Result<crate::crypto::Digest, crate::ledger::GenesisError> {
+        let (ledger, governance) = self.genesis_state()?;
+        let snapshot = crate::governance::state_snapshot(&ledger, &governance);
+        Ok(crate::ledger::Ledger::snapshot_digest(&snapshot))
+    }
 }
 
 #[cfg(test)]

@@ -12,14 +12,14 @@ use crate::config::{Membership, max_failures};
 use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
-use crate::messages::{
-    Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed, batch_digest,
-};
+use crate::messages::{Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed};
 use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
 pub const MAX_EVIDENCE_REPLIES: usize = 64;
 
+// Evidence is rare and short-lived: its variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Evidence {
     /// Two messages of one kind the member signed for one slot (view and sequence; for checkpoints, sequence),
@@ -115,7 +115,7 @@ impl Evidence {
             }
             Evidence::DoubleSpend { proposal } => {
                 genuine(membership, proposal)?;
-                if batch_digest(&proposal.body.batch) != proposal.body.digest {
+                if !proposal.body.matches_digest() {
                     return Err(EvidenceError::ProvesNothing("the batch is not the one signed".into()));
                 }
                 let mut spends = BTreeSet::new();
@@ -353,8 +353,9 @@ mod tests {
             let body = PrePrepare {
                 view: 0,
                 seq: 1,
-                digest: batch_digest(&batch),
+                digest: crate::messages::batch_digest(&batch),
                 batch,
+                ops: Vec::new(),
             };
             Signed::new(1, body, &keys[0])
         };

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
-use crate::messages::{Checkpoint, Commit, Message, PrePrepare, Prepare, ReplicaId, Reply, Signed, batch_digest};
+use crate::messages::{Checkpoint, Commit, Message, PrePrepare, Prepare, ReplicaId, Reply, Signed, proposal_digest};
 
 /// A fault a member can be made to commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ impl Saboteur {
                 let mut batch = pp.body.batch.clone();
                 batch.pop();
                 let body = PrePrepare {
-                    digest: batch_digest(&batch),
+                    digest: proposal_digest(&batch, &pp.body.ops),
                     batch,
                     ..pp.body.clone()
                 };
@@ -258,7 +258,7 @@ impl Saboteur {
                     return message.clone();
                 }
                 let body = PrePrepare {
-                    digest: batch_digest(&batch),
+                    digest: proposal_digest(&batch, &pp.body.ops),
                     batch,
                     ..pp.body.clone()
                 };

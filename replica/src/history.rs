@@ -229,12 +229,41 @@ pub struct ViewChangeRecord {
     pub transfers_recovered: u64,
 }
 
+/// A quarantine consensus decided, as this replica executed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub member: ReplicaId,
+    pub fault: FaultType,
+    /// The batch that decided it.
+    pub seq: Seq,
+    /// When this replica executed that batch.
+    pub decided_unix_ms: u64,
+    pub until_unix_ms: u64,
+    /// The accusers, when accusations decided it; empty when evidence did.
+    pub accusers: Vec<ReplicaId>,
+}
+
+/// A membership change as this replica went through it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: u64,
+    /// The last sequence number of the previous epoch.
+    pub seq: Seq,
+    pub unix_ms: u64,
+    pub members: Vec<ReplicaId>,
+    pub removed: Vec<ReplicaId>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     /// Newest last; one per (member, fault type).
     pub detections: Vec<Detection>,
     /// Newest last; at most `VIEW_CHANGES_KEPT`.
     pub view_changes: Vec<ViewChangeRecord>,
+    /// Newest last; at most `VIEW_CHANGES_KEPT`.
+    pub quarantines: Vec<QuarantineRecord>,
+    /// Newest last; at most `VIEW_CHANGES_KEPT`.
+    pub epochs: Vec<EpochRecord>,
 }
 
 impl History {
@@ -271,10 +300,27 @@ impl History {
     }
 
     pub fn view_changed(&mut self, record: ViewChangeRecord) {
-        self.view_changes.push(record);
-        let excess = self.view_changes.len().saturating_sub(Self::VIEW_CHANGES_KEPT);
-        self.view_changes.drain(..excess);
+        push_bounded(&mut self.view_changes, record);
     }
+
+    pub fn quarantined(&mut self, record: QuarantineRecord) {
+        push_bounded(&mut self.quarantines, record);
+    }
+
+    pub fn epoch_started(&mut self, record: EpochRecord) {
+        push_bounded(&mut self.epochs, record);
+    }
+
+    /// The latest quarantine of `member`.
+    pub fn quarantine_of(&self, member: ReplicaId) -> Option<&QuarantineRecord> {
+        self.quarantines.iter().rev().find(|q| q.member == member)
+    }
+}
+
+fn push_bounded<T>(records: &mut Vec<T>, record: T) {
+    records.push(record);
+    let excess = records.len().saturating_sub(History::VIEW_CHANGES_KEPT);
+    records.drain(..excess);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod durable;
 pub mod evidence;
 pub mod faults;
+pub mod governance;
 pub mod history;
 pub mod ledger;
 pub mod messages;

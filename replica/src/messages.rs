@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
+use crate::governance::Operation;
 use crate::ledger::{SignedTransfer, TxOutcome};
 
 /// A member's id: `bft-agent-<id>`.
@@ -57,6 +58,17 @@ pub fn batch_digest(batch: &[SignedTransfer]) -> Digest {
     Digest::of("batch", &[digests.as_flattened()])
 }
 
+/// The digest of a proposal: its transfers and its governance operations (a batch without operations has its
+/// batch's digest).
+pub fn proposal_digest(batch: &[SignedTransfer], ops: &[Operation]) -> Digest {
+    let transfers = batch_digest(batch);
+    if ops.is_empty() {
+        return transfers;
+    }
+    let ops: Vec<[u8; 32]> = ops.iter().map(|op| op.digest().0).collect();
+    Digest::of("proposal", &[&transfers.0, ops.as_flattened()])
+}
+
 /// PRE-PREPARE: the primary of `view` assigns `seq` to the batch with `digest`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrePrepare {
@@ -64,6 +76,15 @@ pub struct PrePrepare {
     pub seq: Seq,
     pub digest: Digest,
     pub batch: Vec<SignedTransfer>,
+    /// Governance operations ordered with the batch (quarantines, accusations, reconfigurations).
+    pub ops: Vec<Operation>,
+}
+
+impl PrePrepare {
+    /// Whether the batch and operations it carries are the ones its signed digest names.
+    pub fn matches_digest(&self) -> bool {
+        proposal_digest(&self.batch, &self.ops) == self.digest
+    }
 }
 
 impl Signable for PrePrepare {
@@ -213,6 +234,11 @@ pub enum Message {
     StateTransfer(Signed<StateTransfer>),
     /// Unsigned: it carries its own proof.
     Committed(CommittedCert),
+    /// A governance operation relayed by member `from`, to be ordered; it carries its own authority.
+    Operation {
+        from: ReplicaId,
+        op: Box<Operation>,
+    },
 }
 
 impl Message {
@@ -228,6 +254,7 @@ impl Message {
             Message::Status(m) => m.from,
             Message::StateTransfer(m) => m.from,
             Message::Committed(c) => c.pre_prepare.from,
+            Message::Operation { from, .. } => *from,
         }
     }
 
@@ -239,7 +266,11 @@ impl Message {
             Message::Commit(m) => Some(m.body.seq),
             Message::Checkpoint(m) => Some(m.body.seq),
             Message::Committed(c) => Some(c.pre_prepare.body.seq),
-            Message::ViewChange(_) | Message::NewView(_) | Message::Status(_) | Message::StateTransfer(_) => None,
+            Message::ViewChange(_)
+            | Message::NewView(_)
+            | Message::Status(_)
+            | Message::StateTransfer(_)
+            | Message::Operation { .. } => None,
         }
     }
 
@@ -254,6 +285,7 @@ impl Message {
             Message::Status(_) => "status",
             Message::StateTransfer(_) => "state_transfer",
             Message::Committed(_) => "committed",
+            Message::Operation { .. } => "operation",
         }
     }
 
@@ -269,6 +301,7 @@ impl Message {
             Message::Status(m) => m.signature = m.signature.corrupted(),
             Message::StateTransfer(m) => m.signature = m.signature.corrupted(),
             Message::Committed(c) => c.pre_prepare.signature = c.pre_prepare.signature.corrupted(),
+            Message::Operation { .. } => {}
         }
     }
 
@@ -356,6 +389,7 @@ mod tests {
             seq: 1,
             digest: batch_digest(&batch),
             batch,
+            ops: Vec::new(),
         };
         let message = Message::PrePrepare(Signed::new(1, pp, &key));
         let bytes = message.encode();

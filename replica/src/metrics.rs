@@ -59,6 +59,9 @@ pub struct Metrics {
     pub detections: Family<FaultLabel, Counter>,
     pub members_detected: Gauge,
     pub fault_drill_active: Gauge,
+    pub epoch: Gauge,
+    pub quarantines: Counter,
+    pub members_quarantined: Gauge,
     pub commit_latency: Histogram,
     /// Milliseconds since the start of the process when the protocol loop last turned.
     pub loop_heartbeat_ms: Arc<AtomicU64>,
@@ -92,6 +95,9 @@ impl Metrics {
             detections: Family::default(),
             members_detected: Gauge::default(),
             fault_drill_active: Gauge::default(),
+            epoch: Gauge::default(),
+            quarantines: Counter::default(),
+            members_quarantined: Gauge::default(),
             commit_latency: Histogram::new(latency_buckets),
             loop_heartbeat_ms: Arc::new(AtomicU64::new(0)),
             ready: Arc::new(AtomicBool::new(false)),
@@ -164,6 +170,17 @@ impl Metrics {
             "fault_drill_active",
             "1 while this replica runs an injected fault drill",
             m.fault_drill_active,
+        );
+        registry.register("epoch", "The membership epoch (one more per reconfiguration)", m.epoch);
+        registry.register(
+            "quarantines",
+            "Quarantine decisions this replica executed",
+            m.quarantines,
+        );
+        registry.register(
+            "members_quarantined",
+            "Members quarantined now, as the replicated state has it",
+            m.members_quarantined,
         );
         registry.register(
             "commit_latency_seconds",

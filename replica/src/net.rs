@@ -13,12 +13,14 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::crypto::Digest;
+use crate::crypto::KeyPair;
 use crate::evidence::Evidence;
 use crate::faults::{Fault, FaultDrill};
+use crate::governance::Operation;
 use crate::history::{MessageSummary, Observation};
 use crate::ledger::SignedTransfer;
-use crate::messages::{Message, ReplicaId, Reply, Signed};
-use crate::verify::{Rejection, Verified, Verifier};
+use crate::messages::{Message, ReplicaId, Reply, Signable, Signed};
+use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
 
 pub mod proto {
     tonic::include_proto!("bft.v1");
@@ -121,6 +123,50 @@ pub enum Command {
     ViewChanges {
         respond: oneshot::Sender<proto::ViewChangesResponse>,
     },
+    /// A governance operation from a client (an administrator's reconfiguration); answered with the epoch, or why
+    /// it was refused.
+    Propose {
+        op: Box<Operation>,
+        respond: oneshot::Sender<Result<u64, Rejection>>,
+    },
+}
+
+/// The first frame of a peer's stream: who sends, to whom, when. Signed by the sender, so that messages on the
+/// stream are known to come from it: a message in its own name with a bad signature is its fault, and a message in
+/// another member's name is refused (it could be a forgery meant to frame that member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hello {
+    pub to: ReplicaId,
+    /// Random: a recorded hello cannot open a second stream.
+    pub nonce: u64,
+    pub unix_ms: u64,
+}
+
+impl Signable for Hello {
+    const DOMAIN: &'static str = "pbft/hello";
+}
+
+/// How far a hello's time may be from the receiver's clock.
+const HELLO_SKEW_MS: u64 = 60_000;
+
+/// Hellos accepted recently, so none is accepted twice.
+#[derive(Default)]
+pub struct SeenHellos(std::sync::Mutex<std::collections::VecDeque<(ReplicaId, u64, u64)>>);
+
+impl SeenHellos {
+    const KEPT: usize = 4096;
+
+    fn first_time(&self, from: ReplicaId, hello: &Hello) -> bool {
+        let mut seen = self.0.lock().expect("no panic while holding the lock");
+        if seen.iter().any(|(f, n, _)| *f == from && *n == hello.nonce) {
+            return false;
+        }
+        if seen.len() >= Self::KEPT {
+            seen.pop_front();
+        }
+        seen.push_back((from, hello.nonce, hello.unix_ms));
+        true
+    }
 }
 
 /// How long a client's submit waits for its transfer to execute before giving up.
@@ -135,8 +181,38 @@ pub struct Service {
     /// Submitted transfers on their way to be verified in batches (`verify_submits`).
     pub submits: mpsc::Sender<(SignedTransfer, ReplyTo)>,
     pub make_verifier: Box<dyn Fn() -> Verifier + Send + Sync>,
-    pub membership: crate::config::Membership,
+    /// The membership in force (it changes with each epoch).
+    pub membership: SharedMembership,
+    pub id: ReplicaId,
+    pub seen_hellos: SeenHellos,
     pub max_message_bytes: usize,
+}
+
+impl Service {
+    /// Checks a stream's hello; the member it authenticates.
+    fn authenticate(&self, hello: &[u8]) -> Result<ReplicaId, Status> {
+        let hello: Signed<Hello> = postcard::from_bytes(hello)
+            .map_err(|_| Status::unauthenticated("the stream must open with a signed hello"))?;
+        let membership = self.membership.get();
+        let key = membership
+            .key(hello.from)
+            .ok_or_else(|| Status::unauthenticated(format!("member {} is not a member", hello.from)))?;
+        if !key.verify(&hello.signing_bytes(), &hello.signature) {
+            return Err(Status::unauthenticated("the hello's signature does not verify"));
+        }
+        if hello.body.to != self.id {
+            return Err(Status::unauthenticated("the hello is addressed to another member"));
+        }
+        if hello.body.unix_ms.abs_diff(crate::report::unix_ms()) > HELLO_SKEW_MS {
+            return Err(Status::unauthenticated(
+                "the hello's time is too far from this replica's clock",
+            ));
+        }
+        if !self.seen_hellos.first_time(hello.from, &hello.body) {
+            return Err(Status::unauthenticated("the hello was used before"));
+        }
+        Ok(hello.from)
+    }
 }
 
 #[tonic::async_trait]
@@ -146,11 +222,21 @@ impl ReplicaRpc for Service {
         request: Request<tonic::Streaming<proto::PeerMessage>>,
     ) -> Result<Response<proto::DeliverSummary>, Status> {
         let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::unauthenticated("the stream must open with a signed hello"))?;
+        let peer = self.authenticate(&first.hello)?;
         let mut verifier = (self.make_verifier)();
         let (mut received, mut refused) = (0u64, 0u64);
         while let Some(item) = stream.message().await? {
             received += 1;
             let verified = match Message::decode(&item.message, self.max_message_bytes) {
+                // A committed batch's proof stands whoever relays it; anything else must be the peer's own.
+                Ok(message) if message.sender() != peer && !matches!(message, Message::Committed(_)) => Err((
+                    "impersonation",
+                    format!("member {peer} sent a message in {}'s name", message.sender()),
+                )),
                 Ok(message) => {
                     let summary = MessageSummary::of(&message);
                     self.metrics
@@ -242,6 +328,23 @@ impl ReplicaRpc for Service {
         Ok(Response::new(UnboundedReceiverStream::new(outgoing)))
     }
 
+    async fn propose(&self, request: Request<proto::ProposeRequest>) -> Result<Response<proto::ProposeAnswer>, Status> {
+        let bytes = request.into_inner().operation;
+        if bytes.len() > self.max_message_bytes {
+            return Err(Status::invalid_argument("the operation is too large"));
+        }
+        let op: Operation = postcard::from_bytes(&bytes)
+            .map_err(|e| Status::invalid_argument(format!("the operation does not decode: {e}")))?;
+        let answer = self.ask(|respond| Command::Propose {
+            op: Box::new(op),
+            respond,
+        });
+        match answer.await? {
+            Ok(epoch) => Ok(Response::new(proto::ProposeAnswer { epoch })),
+            Err(rejection) => Err(Status::failed_precondition(rejection.to_string())),
+        }
+    }
+
     async fn status(&self, _: Request<proto::StatusRequest>) -> Result<Response<proto::StatusResponse>, Status> {
         self.ask(|respond| Command::Status { respond }).await.map(Response::new)
     }
@@ -305,7 +408,8 @@ impl ReplicaRpc for Service {
             .map(|bytes| postcard::from_bytes::<Signed<Reply>>(bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(format!("malformed reply: {e}")))?;
-        let found = tokio::task::block_in_place(|| Evidence::of_replies(&self.membership, &replies))
+        let membership = self.membership.get();
+        let found = tokio::task::block_in_place(|| Evidence::of_replies(&membership, &replies))
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let observations: Vec<Observation> = found.into_iter().map(Observation::proven).collect();
         let proven = observations.iter().map(|o| o.member).collect();
@@ -410,11 +514,20 @@ pub struct PeerLink {
 impl PeerLink {
     const QUEUE: usize = 8192;
 
-    /// Starts the task that keeps a stream open to `address` (host:port).
-    pub fn start(peer: ReplicaId, address: String) -> PeerLink {
+    /// Starts the task that keeps a stream open to `address` (host:port), each opened with a hello signed as
+    /// member `me`.
+    pub fn start(peer: ReplicaId, address: String, me: ReplicaId, key: KeyPair) -> PeerLink {
         let (queue, outgoing) = mpsc::channel(Self::QUEUE);
         let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        tokio::spawn(run_link(peer, address, outgoing, connected.clone()));
+        let hello = move || {
+            let body = Hello {
+                to: peer,
+                nonce: rand::random(),
+                unix_ms: crate::report::unix_ms(),
+            };
+            postcard::to_allocvec(&Signed::new(me, body, &key)).expect("encoding to memory cannot fail")
+        };
+        tokio::spawn(run_link(peer, address, outgoing, connected.clone(), hello));
         PeerLink { queue, connected }
     }
 
@@ -433,6 +546,7 @@ async fn run_link(
     address: String,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    hello: impl Fn() -> Vec<u8> + Send + 'static,
 ) {
     use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(50);
@@ -459,6 +573,13 @@ async fn run_link(
         connected.store(true, Ordering::Relaxed);
         let mut client = ReplicaClient::new(channel).max_encoding_message_size(64 << 20);
         let (stream_tx, stream_rx) = mpsc::channel::<proto::PeerMessage>(1024);
+        let opening = proto::PeerMessage {
+            message: Vec::new(),
+            hello: hello(),
+        };
+        if stream_tx.send(opening).await.is_err() {
+            continue;
+        }
         let call = tokio::spawn(async move { client.deliver(ReceiverStream::new(stream_rx)).await });
         tracing::debug!(peer, %address, "stream to peer open");
         loop {
@@ -469,7 +590,11 @@ async fn run_link(
                     None => return, // the replica is shutting down
                 },
             };
-            if let Err(error) = stream_tx.send(proto::PeerMessage { message }).await {
+            let frame = proto::PeerMessage {
+                message,
+                hello: Vec::new(),
+            };
+            if let Err(error) = stream_tx.send(frame).await {
                 pending = Some(error.0.message);
                 break;
             }

@@ -16,15 +16,18 @@ use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::evidence::Evidence;
 use crate::faults::{FaultDrill, Saboteur};
-use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
-use crate::ledger::{Ledger, SignedTransfer};
-use crate::messages::{Member, Message, ReplicaId, Reply, Signed};
+use crate::governance::{Accusation, Decision, Operation};
+use crate::history::{
+    Detection, EpochRecord, FaultType, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord,
+};
+use crate::ledger::SignedTransfer;
+use crate::messages::{Member, Message, ReplicaId, Reply, Seq, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
 use crate::report::unix_ms;
 use crate::storage::Store;
-use crate::verify::{Rejection, Verified, Verifier};
+use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
 
 /// A member as the configuration file lists it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +68,10 @@ pub struct NodeConfig {
     /// The largest message accepted from a peer.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// The administrator's public key (hex) that signs membership changes; part of the genesis, so every member
+    /// must name the same one. Without it the membership never changes.
+    #[serde(default)]
+    pub admin_key: Option<String>,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -87,6 +94,8 @@ pub enum NodeError {
         id: ReplicaId,
         error: crate::crypto::KeyError,
     },
+    #[error("administrator key: {0}")]
+    AdminKey(crate::crypto::KeyError),
     #[error("genesis account {account}: {error}")]
     GenesisKey {
         account: String,
@@ -149,6 +158,13 @@ impl NodeConfig {
             .collect()
     }
 
+    pub fn admin(&self) -> Result<Option<PublicKey>, NodeError> {
+        self.admin_key
+            .as_deref()
+            .map(|hex| PublicKey::from_hex(hex).map_err(NodeError::AdminKey))
+            .transpose()
+    }
+
     fn key(&self) -> Result<KeyPair, NodeError> {
         let path = &self.key_file;
         KeyPair::from_pkcs8_pem(&read_file(path)?).map_err(|error| NodeError::Key {
@@ -174,19 +190,24 @@ pub async fn run(
     let store = Store::open(&config.data_dir.join("replica.redb"))?;
     let core_config = Config {
         id: config.id,
-        membership: membership.clone(),
-        genesis: genesis.clone(),
+        membership,
+        genesis,
         params: config.params.clone(),
+        admin: config.admin()?,
     };
+    let genesis_digest = core_config.genesis_digest().map_err(ConfigError::Genesis)?;
     let replica = Replica::recover(core_config, key.clone(), store.durable())?;
-    let genesis_digest = Ledger::from_genesis(&genesis).map_err(ConfigError::Genesis)?.digest();
-
-    let links: HashMap<ReplicaId, PeerLink> = config
-        .members
-        .iter()
-        .filter(|m| m.id != config.id)
-        .map(|m| (m.id, PeerLink::start(m.id, m.address.clone())))
-        .collect();
+    // The membership in force may be a later epoch's than the configured (genesis) one.
+    let membership = replica.membership().clone();
+    if !membership.contains(config.id) {
+        tracing::warn!(
+            id = config.id,
+            epoch = replica.epoch(),
+            "not a member (yet): following the cluster"
+        );
+    }
+    let addresses = PeerAddresses::new(&config.members);
+    let links = addresses.links(&replica, &key);
     let (commands, inbox) = mpsc::channel(65_536);
     let metrics = Metrics::new();
     metrics.members.set(membership.n() as i64);
@@ -199,6 +220,7 @@ pub async fn run(
         params.log_window,
         params.max_batch_size,
     );
+    let shared_membership = verifier.shared_membership();
     let make_verifier = move || verifier.sharing_cache();
     let (submits, submit_inbox) = mpsc::channel(65_536);
     tokio::spawn(crate::net::verify_submits(
@@ -213,17 +235,23 @@ pub async fn run(
         metrics: metrics.clone(),
         submits,
         make_verifier: Box::new(make_verifier),
-        membership: membership.clone(),
+        membership: shared_membership.clone(),
+        id: config.id,
+        seen_hellos: Default::default(),
         max_message_bytes: config.max_message_bytes,
     };
     let loop_task = tokio::spawn(protocol_loop(
-        replica,
-        key,
-        store,
-        links,
-        commands,
+        Host::new(
+            replica,
+            key,
+            store,
+            links,
+            commands,
+            metrics.clone(),
+            shared_membership,
+            addresses,
+        ),
         inbox,
-        metrics.clone(),
     ));
     // One shutdown signal for both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -306,32 +334,42 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 /// The most commands stepped before their outputs are persisted and sent together.
 const GROUP_MAX: usize = 512;
 
-async fn protocol_loop(
-    replica: Replica,
-    key: KeyPair,
-    store: Store,
-    links: HashMap<ReplicaId, PeerLink>,
-    commands: mpsc::Sender<Command>,
-    mut inbox: mpsc::Receiver<Command>,
-    metrics: Metrics,
-) {
-    let mut host = Host {
-        started: Instant::now(),
-        history: store.history().clone(),
-        history_changed: false,
-        replica,
-        key,
-        store,
-        links,
-        commands,
-        metrics,
-        waiting: HashMap::new(),
-        counted: (0, 0),
-        view_change_waiters: Vec::new(),
-        view_change_reason: None,
-        saboteur: None,
-        drilled: false,
-    };
+/// Where each member is reached: the configured (genesis) members, and those added by reconfiguration.
+struct PeerAddresses {
+    configured: HashMap<ReplicaId, String>,
+}
+
+impl PeerAddresses {
+    fn new(members: &[MemberConfig]) -> PeerAddresses {
+        PeerAddresses {
+            configured: members.iter().map(|m| (m.id, m.address.clone())).collect(),
+        }
+    }
+
+    fn address(&self, replica: &Replica, id: ReplicaId) -> Option<String> {
+        replica
+            .governance()
+            .addresses
+            .get(&id)
+            .or_else(|| self.configured.get(&id))
+            .cloned()
+    }
+
+    /// A link to every member in force but this replica.
+    fn links(&self, replica: &Replica, key: &KeyPair) -> HashMap<ReplicaId, PeerLink> {
+        replica
+            .membership()
+            .ids()
+            .filter(|id| *id != replica.id())
+            .filter_map(|id| {
+                let address = self.address(replica, id)?;
+                Some((id, PeerLink::start(id, address, replica.id(), key.clone())))
+            })
+            .collect()
+    }
+}
+
+async fn protocol_loop(mut host: Host, mut inbox: mpsc::Receiver<Command>) {
     let mut outputs = host.replica.start(host.now());
     let mut group = Vec::with_capacity(GROUP_MAX);
     loop {
@@ -361,7 +399,6 @@ struct Host {
     links: HashMap<ReplicaId, PeerLink>,
     commands: mpsc::Sender<Command>,
     metrics: Metrics,
-    started: Instant,
     waiting: HashMap<Digest, Vec<(ReplyTo, Instant)>>,
     /// Transfers applied and rejected already added to the metrics.
     counted: (u64, u64),
@@ -373,11 +410,53 @@ struct Host {
     saboteur: Option<Saboteur>,
     /// Whether any fault drill ran since the start.
     drilled: bool,
+    /// The membership the stream verifiers check against: changed with each epoch.
+    shared_membership: SharedMembership,
+    addresses: PeerAddresses,
+    /// When this replica last asked consensus to act on each member (accusation or evidence): at most once per
+    /// `REPORT_INTERVAL_MS`, however many faulty messages arrive.
+    reported: HashMap<(ReplicaId, FaultType), u64>,
 }
 
+/// How often one member's misbehaviour of one kind is put to consensus again while it goes on.
+const REPORT_INTERVAL_MS: u64 = 2_000;
+
 impl Host {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        replica: Replica,
+        key: KeyPair,
+        store: Store,
+        links: HashMap<ReplicaId, PeerLink>,
+        commands: mpsc::Sender<Command>,
+        metrics: Metrics,
+        shared_membership: SharedMembership,
+        addresses: PeerAddresses,
+    ) -> Host {
+        Host {
+            history: store.history().clone(),
+            history_changed: false,
+            replica,
+            key,
+            store,
+            links,
+            commands,
+            metrics,
+            waiting: HashMap::new(),
+            counted: (0, 0),
+            view_change_waiters: Vec::new(),
+            view_change_reason: None,
+            saboteur: None,
+            drilled: false,
+            shared_membership,
+            addresses,
+            reported: HashMap::new(),
+        }
+    }
+
+    /// The core's clock is the wall clock: quarantines expire at times all members share.
     fn now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        unix_ms()
     }
 
     /// Carries out a group's outputs: persists, then sends.
@@ -477,8 +556,14 @@ impl Host {
                     checkpoint,
                     certificate,
                 };
-                self.detected(Observation::proven(proof));
+                // Handled like a peer's refused message: on the loop's next turn, where it may step the core.
+                let observed = Command::Observed(Box::new(Observation::proven(proof)));
+                let _ = self.commands.try_send(observed);
             }
+            Event::Decided { seq, decision, .. } => self.decided(seq, decision),
+            Event::EpochStarted {
+                epoch, seq, removed, ..
+            } => self.epoch_started(epoch, seq, removed),
             event @ Event::NewViewInstalled { .. } => {
                 if let Some(answer) = view_change_event(&event, self.replica.membership().quorum()) {
                     let record = view_change_record(&answer, self.view_change_reason.take());
@@ -507,7 +592,11 @@ impl Host {
                 let _ = self.step(Input::Timer(timer), outputs);
             }
             Command::Submit { tx, respond } => self.on_submit(tx, respond, outputs),
-            Command::Observed(observation) => self.detected(*observation),
+            Command::Observed(observation) => self.detected(*observation, outputs),
+            Command::Propose { op, respond } => {
+                let result = self.step(Input::Operation(*op), outputs);
+                let _ = respond.send(result.map(|()| self.replica.epoch()));
+            }
             Command::InjectFault { drill, respond } => {
                 self.saboteur = drill.map(|drill| {
                     let max_batch = self.replica.params().max_batch_size;
@@ -522,7 +611,12 @@ impl Host {
             Command::Detections { respond } => {
                 let _ = respond.send(proto::DetectionsResponse {
                     id: self.replica.id(),
-                    detections: self.history.detections.iter().map(detection_proto).collect(),
+                    detections: self
+                        .history
+                        .detections
+                        .iter()
+                        .map(|d| detection_proto(d, &self.replica, &self.history))
+                        .collect(),
                 });
             }
             Command::ViewChanges { respond } => {
@@ -567,7 +661,7 @@ impl Host {
             None => Observation::of_refusal(&summary, &rejection),
         };
         if let Some(observation) = observation {
-            self.detected(observation);
+            self.detected(observation, outputs);
         }
     }
 
@@ -592,10 +686,15 @@ impl Host {
     }
 
     /// Records an observation (never one about this replica itself: a client reports a liar's replies to every
-    /// replica, the liar included).
-    fn detected(&mut self, observation: Observation) {
+    /// replica, the liar included), and puts it to consensus: evidence asks for a quarantine, a bad signature on
+    /// the member's own authenticated stream becomes this replica's signed accusation.
+    fn detected(&mut self, observation: Observation, outputs: &mut Vec<Output>) {
         let (member, fault) = (observation.member, observation.fault);
-        if member == self.replica.id() || !self.history.observe(observation, unix_ms()) {
+        if member == self.replica.id() {
+            return;
+        }
+        self.report_to_consensus(&observation, outputs);
+        if !self.history.observe(observation, unix_ms()) {
             return;
         }
         self.history_changed = true;
@@ -608,6 +707,120 @@ impl Host {
             .inc();
         let members: std::collections::BTreeSet<_> = self.history.detections.iter().map(|d| d.first.member).collect();
         self.metrics.members_detected.set(members.len() as i64);
+    }
+
+    fn report_to_consensus(&mut self, observation: &Observation, outputs: &mut Vec<Output>) {
+        let (member, fault) = (observation.member, observation.fault);
+        let now = self.now();
+        let me = self.replica.id();
+        if !self.replica.membership().contains(me) || self.replica.governance().is_quarantined(member, now) {
+            return;
+        }
+        let last = self.reported.get(&(member, fault)).copied();
+        if last.is_some_and(|at| now < at + REPORT_INTERVAL_MS) {
+            return;
+        }
+        let op = match (&observation.proof, fault) {
+            (Some(evidence), _) => Operation::Quarantine {
+                reporter: me,
+                at_ms: now,
+                evidence: Box::new(evidence.clone()),
+            },
+            (None, FaultType::SignatureMismatch) => {
+                let occurrences = self
+                    .history
+                    .detections
+                    .iter()
+                    .find(|d| d.first.member == member && d.first.fault == fault)
+                    .map_or(1, |d| d.occurrences + 1);
+                let accusation = Accusation {
+                    accused: member,
+                    fault,
+                    observed: occurrences,
+                    at_ms: now,
+                };
+                Operation::Accuse(Signed::new(me, accusation, &self.key))
+            }
+            (None, _) => return,
+        };
+        self.reported.insert((member, fault), now);
+        match self.step(Input::Operation(op), outputs) {
+            Ok(()) => tracing::info!(member, fault_type = fault.name(), "asked consensus to act"),
+            Err(rejection) => tracing::debug!(member, %rejection, "consensus need not act"),
+        }
+    }
+
+    /// A governance decision executed: quarantines go into the history (the detection log shows them).
+    fn decided(&mut self, seq: Seq, decision: Decision) {
+        match decision {
+            Decision::Quarantined {
+                member,
+                fault,
+                until_ms,
+                accusers,
+            } => {
+                tracing::warn!(
+                    member,
+                    seq,
+                    fault_type = fault.name(),
+                    until_ms,
+                    "member quarantined by consensus"
+                );
+                self.metrics.quarantines.inc();
+                self.history.quarantined(QuarantineRecord {
+                    member,
+                    fault,
+                    seq,
+                    decided_unix_ms: unix_ms(),
+                    until_unix_ms: until_ms,
+                    accusers,
+                });
+                self.history_changed = true;
+            }
+            Decision::ReconfigurationScheduled { epoch, at_seq } => {
+                tracing::info!(
+                    seq,
+                    epoch,
+                    at_seq,
+                    "reconfiguration ordered; it takes effect at the boundary"
+                )
+            }
+            Decision::Accused {
+                accused,
+                accuser,
+                accusers,
+            } => tracing::info!(seq, accused, accuser, accusers, "accusation recorded"),
+            Decision::Refused(reason) => tracing::debug!(seq, %reason, "operation refused at execution"),
+        }
+    }
+
+    /// A new membership: verifiers check against it, links follow it, the history records it.
+    fn epoch_started(&mut self, epoch: u64, seq: Seq, removed: Vec<ReplicaId>) {
+        let membership = self.replica.membership().clone();
+        tracing::warn!(epoch, seq, members = ?membership.ids().collect::<Vec<_>>(), ?removed, "new epoch");
+        self.shared_membership.set(membership.clone());
+        self.links.retain(|id, _| membership.contains(*id));
+        let me = self.replica.id();
+        for id in membership.ids().filter(|id| *id != me) {
+            if self.links.contains_key(&id) {
+                continue;
+            }
+            if let Some(address) = self.addresses.address(&self.replica, id) {
+                self.links
+                    .insert(id, PeerLink::start(id, address, me, self.key.clone()));
+            }
+        }
+        self.metrics.members.set(membership.n() as i64);
+        self.metrics.quorum_size.set(membership.quorum() as i64);
+        self.metrics.epoch.set(epoch as i64);
+        self.history.epoch_started(EpochRecord {
+            epoch,
+            seq,
+            unix_ms: unix_ms(),
+            members: membership.ids().collect(),
+            removed,
+        });
+        self.history_changed = true;
     }
 }
 
@@ -640,6 +853,12 @@ fn update_gauges(
     metrics.last_executed.set(replica.last_executed() as i64);
     metrics.stable_checkpoint.set(replica.stable_checkpoint().seq as i64);
     metrics.pending_requests.set(replica.pending_requests() as i64);
+    metrics.epoch.set(replica.epoch() as i64);
+    let quarantined = replica
+        .membership()
+        .ids()
+        .filter(|id| replica.governance().is_quarantined(*id, unix_ms()));
+    metrics.members_quarantined.set(quarantined.count() as i64);
     let stats = replica.stats();
     let label = |outcome: &str| OutcomeLabel {
         outcome: outcome.into(),
@@ -712,7 +931,39 @@ fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto:
         max_failures: crate::config::max_failures(replica.membership().n()) as u32,
         stable_state_digest: replica.stable_checkpoint().state_digest.to_hex(),
         drilled,
+        epoch: replica.epoch(),
+        member_states: member_states(replica),
+        reconfiguration_at_seq: replica.governance().pending.as_ref().map(|(_, at)| *at),
+        epoch_started_at_seq: replica.governance().epoch_started_at,
     }
+}
+
+/// Every current and removed member, with its state as the replicated governance has it.
+fn member_states(replica: &Replica) -> Vec<proto::MemberState> {
+    let governance = replica.governance();
+    let now = unix_ms();
+    let mut states: Vec<proto::MemberState> = governance
+        .members
+        .iter()
+        .map(|m| {
+            let quarantine = governance.quarantined.get(&m.id).filter(|q| q.until_ms > now);
+            proto::MemberState {
+                id: m.id,
+                public_key: m.public_key.to_hex(),
+                state: if quarantine.is_some() { "quarantined" } else { "active" }.into(),
+                quarantined_until_unix_ms: quarantine.map(|q| q.until_ms),
+                quarantine_fault: quarantine.map_or(String::new(), |q| q.fault.name().into()),
+                quarantined_at_seq: quarantine.map(|q| q.since_seq),
+                address: governance.addresses.get(&m.id).cloned().unwrap_or_default(),
+            }
+        })
+        .collect();
+    states.extend(governance.retired.iter().map(|id| proto::MemberState {
+        id: *id,
+        state: "removed".into(),
+        ..Default::default()
+    }));
+    states
 }
 
 fn send(link: &PeerLink, bytes: &[u8], kind: &'static str, metrics: &Metrics) {
@@ -723,8 +974,23 @@ fn send(link: &PeerLink, bytes: &[u8], kind: &'static str, metrics: &Metrics) {
     link.send(bytes.to_vec());
 }
 
-fn detection_proto(d: &Detection) -> proto::Detection {
+fn detection_proto(d: &Detection, replica: &Replica, history: &History) -> proto::Detection {
+    let member = d.first.member;
+    let governance = replica.governance();
+    let quarantine = governance.quarantined.get(&member);
+    let action = if governance.retired.contains(&member) {
+        "removed"
+    } else if quarantine.is_some_and(|q| q.until_ms > unix_ms()) {
+        "quarantined"
+    } else if quarantine.is_some() {
+        "quarantine_expired"
+    } else {
+        "logged"
+    };
     proto::Detection {
+        action: action.into(),
+        quarantine_expires_unix_ms: quarantine.map(|q| q.until_ms),
+        quarantined_unix_ms: history.quarantine_of(member).map(|q| q.decided_unix_ms),
         member: d.first.member,
         fault_type: d.first.fault.name().into(),
         detection_method: d.first.method().into(),
@@ -798,5 +1064,7 @@ fn log_event(event: &Event) {
             let (member, seq) = (checkpoint.from, checkpoint.body.seq);
             tracing::warn!(member, seq, "a member signed a divergent checkpoint")
         }
+        // The host logs what they did.
+        Event::Decided { .. } | Event::EpochStarted { .. } => {}
     }
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair};
 use crate::durable::{Durable, Entry};
+use crate::governance::{Decision, Governance, MAX_OPS_PER_BATCH, MAX_PENDING_OPS, Operation, Rules};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer};
 use crate::messages::*;
 use crate::verify::{Rejection, Verified};
@@ -31,6 +32,8 @@ pub enum Input {
     Timer(Timer),
     /// An operator asks for a view change (a fault drill, or a primary suspected by other means).
     ForceViewChange,
+    /// A governance operation to order (from the host's own detection, or an administrator's client).
+    Operation(Operation),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,6 +107,21 @@ pub enum Event {
         checkpoint: Signed<Checkpoint>,
         certificate: CheckpointCert,
     },
+    /// A governance operation executed at `seq`, and what it decided.
+    Decided {
+        seq: Seq,
+        op: Box<Operation>,
+        decision: Decision,
+    },
+    /// A new membership took effect after the batch at `seq` (or arrived with a state transfer).
+    EpochStarted {
+        epoch: u64,
+        seq: Seq,
+        members: Vec<Member>,
+        /// Addresses of members added by reconfiguration.
+        addresses: BTreeMap<ReplicaId, String>,
+        removed: Vec<ReplicaId>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +132,8 @@ pub enum ViewChangeReason {
     NewViewTimeout,
     /// F+1 other members moved to a higher view, so at least one honest member did.
     JoinedPeers,
+    /// The primary was quarantined: nothing it proposes counts any more.
+    PrimaryQuarantined,
     Forced,
 }
 
@@ -123,6 +143,7 @@ impl ViewChangeReason {
             ViewChangeReason::RequestTimeout => "request_timeout",
             ViewChangeReason::NewViewTimeout => "new_view_timeout",
             ViewChangeReason::JoinedPeers => "joined_peers",
+            ViewChangeReason::PrimaryQuarantined => "primary_quarantined",
             ViewChangeReason::Forced => "forced",
         }
     }
@@ -197,6 +218,13 @@ pub struct Replica {
     pub(crate) failed_views: u32,
 
     pub(crate) ledger: Ledger,
+    /// The membership, its epoch and quarantines: replicated like the ledger. `membership` is its current view.
+    pub(crate) governance: Governance,
+    /// Operations waiting to be ordered, oldest first, with when they arrived.
+    pub(crate) pending_ops: Vec<(Digest, Operation, u64)>,
+    /// PRE-PREPAREs beyond the next checkpoint boundary, held until this replica executes up to it: a
+    /// reconfiguration ordered below the boundary changes who may propose above it.
+    pub(crate) deferred: BTreeMap<Seq, Signed<PrePrepare>>,
     pub(crate) last_executed: Seq,
     /// The last sequence number this replica assigned as primary.
     pub(crate) next_seq: Seq,
@@ -237,34 +265,34 @@ impl Replica {
     /// A replica restarting from what it persisted.
     pub fn recover(config: Config, key: KeyPair, durable: &Durable) -> Result<Replica, ConfigError> {
         config.params.validate()?;
-        let member_key = config
-            .membership
-            .key(config.id)
-            .ok_or(ConfigError::NotAMember(config.id))?;
-        if *member_key != key.public() {
+        if config.membership.key(config.id).is_some_and(|k| *k != key.public()) {
             return Err(ConfigError::KeyMismatch(config.id));
         }
-        let genesis = Ledger::from_genesis(&config.genesis).map_err(ConfigError::Genesis)?;
+        let (genesis, genesis_governance) = config.genesis_state().map_err(ConfigError::Genesis)?;
         let supply = genesis.supply();
-        let (stable, stable_snapshot, ledger) = match &durable.checkpoint {
+        let (stable, stable_snapshot, ledger, governance) = match &durable.checkpoint {
             Some((cert, snapshot)) => {
-                let ledger = Ledger::from_snapshot(snapshot, supply)
+                let (ledger, governance) = crate::governance::restore_state(snapshot, supply)
                     .map_err(|error| ConfigError::StoredCheckpoint { seq: cert.seq, error })?;
-                (cert.clone(), snapshot.clone(), ledger)
+                (cert.clone(), snapshot.clone(), ledger, governance)
             }
             None => {
+                let snapshot = crate::governance::state_snapshot(&genesis, &genesis_governance);
                 let cert = CheckpointCert {
                     seq: 0,
-                    state_digest: genesis.digest(),
+                    state_digest: Ledger::snapshot_digest(&snapshot),
                     proof: Vec::new(),
                 };
-                (cert, genesis.snapshot(), genesis)
+                (cert, snapshot, genesis, genesis_governance)
             }
         };
+        // The membership in force is the replicated one; this replica may have been added or removed since
+        // the genesis (or not be a member yet: a learner catching up before it is added).
+        let membership = governance.membership();
         let mut replica = Replica {
             id: config.id,
             key,
-            membership: config.membership,
+            membership,
             params: config.params,
             supply,
             now_ms: 0,
@@ -277,6 +305,9 @@ impl Replica {
             view_changes: BTreeMap::new(),
             failed_views: 0,
             ledger,
+            governance,
+            pending_ops: Vec::new(),
+            deferred: BTreeMap::new(),
             last_executed: stable.seq,
             next_seq: stable.seq,
             log: BTreeMap::new(),
@@ -313,8 +344,8 @@ impl Replica {
         }
         if let Some(nv) = &durable.new_view {
             let (_, entries) = crate::view_change::derive_new_view(&nv.body.view_changes);
-            if let Some((seq, _, _)) = entries.last() {
-                self.next_seq = self.next_seq.max(*seq);
+            if let Some(last) = entries.last() {
+                self.next_seq = self.next_seq.max(last.seq);
             }
         }
         for message in &durable.sent {
@@ -372,6 +403,7 @@ impl Replica {
                 self.start_view_change(self.view + 1, ViewChangeReason::Forced);
                 Ok(())
             }
+            Input::Operation(op) => self.on_operation(op),
         };
         match result {
             Ok(()) => Ok(std::mem::take(&mut self.out)),
@@ -388,6 +420,10 @@ impl Replica {
         if message.sender() == self.id && !matches!(message, Message::Committed(_)) {
             return Err(Rejection::FromSelf);
         }
+        // A committed batch's proof stands whoever relays it; everything else from a quarantined member is ignored.
+        if !matches!(message, Message::Committed(_)) && self.governance.is_quarantined(message.sender(), self.now_ms) {
+            return Err(Rejection::Quarantined(message.sender()));
+        }
         match message {
             Message::PrePrepare(pp) => self.on_pre_prepare(pp),
             Message::Prepare(p) => self.on_prepare(p),
@@ -398,6 +434,7 @@ impl Replica {
             Message::Status(s) => self.on_status(s),
             Message::StateTransfer(st) => self.on_state_transfer(st),
             Message::Committed(cert) => self.on_committed(cert),
+            Message::Operation { op, .. } => self.on_operation(*op),
         }
     }
 
@@ -455,6 +492,28 @@ impl Replica {
 
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// The replicated membership state: epoch, members, quarantines, a pending reconfiguration.
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.governance.epoch
+    }
+
+    pub(crate) fn rules(&self) -> Rules {
+        Rules {
+            checkpoint_interval: self.params.checkpoint_interval,
+            quarantine_duration_ms: self.params.quarantine_duration_ms,
+        }
+    }
+
+    /// The highest sequence number this replica proposes or prepares before it has executed everything below:
+    /// the next checkpoint boundary, where a new epoch may begin.
+    pub(crate) fn next_boundary(&self) -> Seq {
+        (self.last_executed / self.params.checkpoint_interval + 1) * self.params.checkpoint_interval
     }
 
     pub fn stable_checkpoint(&self) -> &CheckpointCert {
@@ -591,6 +650,33 @@ impl Replica {
         Ok(())
     }
 
+    // ----- governance operations -----
+
+    /// Holds an operation to be ordered, if it would do something, and relays it so that every member (and so
+    /// whichever is primary) has it.
+    fn on_operation(&mut self, op: Operation) -> Result<(), Rejection> {
+        let digest = op.digest();
+        if self.pending_ops.iter().any(|(d, _, _)| *d == digest) {
+            return Err(Rejection::Duplicate);
+        }
+        self.governance
+            .admit(&op, self.now_ms)
+            .map_err(|reason| Rejection::Operation(op.kind(), reason))?;
+        if self.pending_ops.len() >= MAX_PENDING_OPS {
+            return Err(Rejection::Busy);
+        }
+        self.pending_ops.push((digest, op.clone(), self.now_ms));
+        self.out.push(Output::Broadcast(Message::Operation {
+            from: self.id,
+            op: Box::new(op),
+        }));
+        if !self.timer_armed {
+            self.arm_progress_timer();
+        }
+        self.try_propose();
+        Ok(())
+    }
+
     /// Drops pending requests whose nonce the ledger has used: they were executed where this replica did not
     /// see it (state transfer), or lost a double spend to another transfer. Waiting on them would make this
     /// replica suspect an honest primary.
@@ -620,7 +706,8 @@ impl Replica {
         loop {
             let seq = self.next_seq + 1;
             let inflight = self.next_seq.saturating_sub(self.last_executed);
-            if seq > self.high_watermark() || inflight >= self.params.max_inflight_batches {
+            if seq > self.high_watermark() || seq > self.next_boundary() || inflight >= self.params.max_inflight_batches
+            {
                 return;
             }
             let mut batch = Vec::new();
@@ -635,16 +722,28 @@ impl Replica {
                 }
                 batch.push(*tx);
             }
-            if batch.is_empty() {
+            let ops: Vec<Operation> = self
+                .pending_ops
+                .iter()
+                .filter(|(digest, _, _)| !self.proposed.contains(digest))
+                .take(MAX_OPS_PER_BATCH)
+                .map(|(_, op, _)| op.clone())
+                .collect();
+            // An ordered reconfiguration waits for its checkpoint boundary: with nothing else to propose, empty
+            // batches bring the sequence there.
+            let reconfiguration_waits = self.governance.pending.as_ref().is_some_and(|(_, at)| seq <= *at);
+            if batch.is_empty() && ops.is_empty() && !reconfiguration_waits {
                 return;
             }
             self.proposed.extend(batch.iter().map(|tx| tx.digest()));
+            self.proposed.extend(ops.iter().map(|op| op.digest()));
             self.next_seq = seq;
             let pp = self.sign(PrePrepare {
                 view: self.view,
                 seq,
-                digest: batch_digest(&batch),
+                digest: proposal_digest(&batch, &ops),
                 batch,
+                ops,
             });
             let slot = self.log.entry(seq).or_default();
             slot.enter_view(self.view);
@@ -661,6 +760,13 @@ impl Replica {
         self.check_watermarks(seq)?;
         if seq <= self.last_executed {
             return Err(Rejection::Duplicate);
+        }
+        if seq > self.next_boundary() {
+            // Who may propose it is known once everything up to the boundary has executed.
+            if self.deferred.len() < self.params.max_inflight_batches as usize * 2 {
+                self.deferred.insert(seq, pp);
+            }
+            return Ok(());
         }
         let slot = self.log.entry(seq).or_default();
         if slot.view == view {
@@ -689,6 +795,7 @@ impl Replica {
         let PrePrepare { view, seq, digest, .. } = pp.body;
         let is_primary = self.is_primary();
         self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+        self.proposed.extend(pp.body.ops.iter().map(|op| op.digest()));
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         slot.pre_prepare = Some(pp);
@@ -827,6 +934,8 @@ impl Replica {
         }
         self.proposed
             .extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
+        self.proposed
+            .extend(cert.pre_prepare.body.ops.iter().map(|op| op.digest()));
         slot.committed = Some(cert);
         self.try_execute();
         Ok(())
@@ -858,6 +967,7 @@ impl Replica {
     /// Executes committed batches in sequence order, each exactly once.
     pub(crate) fn try_execute(&mut self) {
         let mut progressed = false;
+        let mut primary_quarantined = false;
         while let Some(cert) = self
             .log
             .get(&(self.last_executed + 1))
@@ -877,6 +987,7 @@ impl Replica {
                 self.remember_executed(digest, seq);
                 outcomes.push((digest, outcome));
             }
+            primary_quarantined |= self.execute_operations(seq, &cert.pre_prepare.body.ops);
             self.last_executed = seq;
             self.stats.batches_executed += 1;
             let batch_digest = cert.pre_prepare.body.digest;
@@ -895,13 +1006,95 @@ impl Replica {
                 self.replies.insert(seq, reply.clone());
                 self.out.push(Output::Reply(reply));
             }
+            if self.governance.epoch_due(seq) {
+                self.start_epoch(seq);
+            }
             if seq % self.params.checkpoint_interval == 0 {
                 self.take_checkpoint(seq);
             }
         }
         if progressed {
             self.failed_views = 0;
+            if primary_quarantined && self.view_active {
+                self.start_view_change(self.view + 1, ViewChangeReason::PrimaryQuarantined);
+                return;
+            }
+            self.release_deferred();
             self.try_propose();
+        }
+    }
+
+    /// Applies the governance operations of the batch at `seq`. Returns whether the primary was quarantined.
+    fn execute_operations(&mut self, seq: Seq, ops: &[Operation]) -> bool {
+        let rules = self.rules();
+        let primary = self.primary();
+        let mut primary_quarantined = false;
+        for op in ops {
+            let digest = op.digest();
+            let decision = self.governance.apply(op, seq, &rules);
+            self.pending_ops.retain(|(d, _, _)| *d != digest);
+            self.proposed.remove(&digest);
+            primary_quarantined |= matches!(decision, Decision::Quarantined { member, .. } if member == primary);
+            self.out.push(Output::Event(Event::Decided {
+                seq,
+                op: Box::new(op.clone()),
+                decision,
+            }));
+        }
+        primary_quarantined
+    }
+
+    /// The ordered reconfiguration takes effect after the batch at `seq`: later sequence numbers belong to the
+    /// new membership, and votes of removed members no longer count.
+    fn start_epoch(&mut self, seq: Seq) {
+        let removed = self.governance.start_epoch();
+        self.adopt_membership(seq, removed);
+    }
+
+    /// Makes the replicated membership the one in force (after a new epoch, or a state transfer across one).
+    pub(crate) fn adopt_membership(&mut self, seq: Seq, removed: Vec<ReplicaId>) {
+        let membership = self.governance.membership();
+        for slot in self.log.values_mut() {
+            slot.prepares.retain(|id, _| membership.contains(*id));
+            slot.commits.retain(|id, _| membership.contains(*id));
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_some_and(|pp| pp.from != membership.primary(pp.body.view))
+            {
+                slot.pre_prepare = None;
+            }
+        }
+        for votes in self.checkpoint_votes.values_mut() {
+            votes.retain(|id, _| membership.contains(*id));
+        }
+        self.view_changes.retain(|id, _| membership.contains(*id));
+        self.deferred.clear();
+        // Operations of the old epoch that would now be refused (a reconfiguration already applied) no longer wait.
+        let (governance, now_ms) = (&self.governance, self.now_ms);
+        self.pending_ops
+            .retain(|(_, op, _)| governance.admit(op, now_ms).is_ok());
+        self.membership = membership;
+        self.out.push(Output::Event(Event::EpochStarted {
+            epoch: self.governance.epoch,
+            seq,
+            members: self.membership.members().to_vec(),
+            addresses: self.governance.addresses.clone(),
+            removed,
+        }));
+    }
+
+    /// PRE-PREPAREs held beyond a boundary that execution has now reached.
+    fn release_deferred(&mut self) {
+        let boundary = self.next_boundary();
+        let ready: Vec<Seq> = self.deferred.range(..=boundary).map(|(seq, _)| *seq).collect();
+        for seq in ready {
+            // Handling one may execute more and release the others on the way.
+            let Some(pp) = self.deferred.remove(&seq) else {
+                continue;
+            };
+            // Refused or not, it was handled as if it had arrived now.
+            let _ = self.on_pre_prepare(pp);
         }
     }
 }
@@ -912,6 +1105,7 @@ pub fn without_batch(pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
         from: pp.from,
         body: PrePrepare {
             batch: Vec::new(),
+            ops: Vec::new(),
             ..pp.body.clone()
         },
         signature: pp.signature,

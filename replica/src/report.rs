@@ -39,9 +39,12 @@ pub struct DetectionEntry {
     pub confirmed: bool,
     /// Whether a replica holds signed messages proving it to anyone (evidence, not only its word).
     pub proven: bool,
-    /// What was done: "logged" (quarantine comes with consensus-ordered decisions).
+    /// What consensus decided, as F+1 replicas report it: "quarantined", "removed", "quarantine_expired", or
+    /// "logged" when nothing was decided (yet).
     pub action: String,
     pub quarantine_expires: Option<String>,
+    /// From the first sighting to the earliest replica executing the quarantine.
+    pub detection_latency_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -57,6 +60,13 @@ pub struct Evidence {
 pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>)]) -> Vec<DetectionEntry> {
     let confirming = max_failures(n) + 1;
     let mut merged: BTreeMap<(ReplicaId, String), (DetectionEntry, u64)> = BTreeMap::new();
+    #[derive(Default)]
+    struct Decided {
+        actions: BTreeMap<String, usize>,
+        expires: Option<u64>,
+        quarantined: Option<u64>,
+    }
+    let mut decisions: BTreeMap<(ReplicaId, String), Decided> = BTreeMap::new();
     for (replica, answer) in answers {
         for d in answer.iter().flat_map(|a| &a.detections) {
             let (entry, first_seen) = merged.entry((d.member, d.fault_type.clone())).or_insert_with(|| {
@@ -78,9 +88,16 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
                     proven: false,
                     action: "logged".into(),
                     quarantine_expires: None,
+                    detection_latency_ms: None,
                 };
                 (entry, u64::MAX)
             });
+            let decided = decisions.entry((d.member, d.fault_type.clone())).or_default();
+            *decided.actions.entry(d.action.clone()).or_default() += 1;
+            decided.expires = decided.expires.max(d.quarantine_expires_unix_ms);
+            if let Some(at) = d.quarantined_unix_ms {
+                decided.quarantined = Some(decided.quarantined.map_or(at, |q: u64| q.min(at)));
+            }
             // The earliest sighting's evidence stands for the entry.
             if d.first_seen_unix_ms < *first_seen {
                 *first_seen = d.first_seen_unix_ms;
@@ -97,10 +114,23 @@ pub fn detection_log(n: usize, answers: &[(ReplicaId, Option<DetectionsResponse>
         }
     }
     let mut log: Vec<(u64, DetectionEntry)> = merged
-        .into_values()
-        .map(|(mut entry, first_seen)| {
+        .into_iter()
+        .map(|(key, (mut entry, first_seen))| {
             entry.timestamp = rfc3339(first_seen);
             entry.confirmed = entry.voted_by.len() >= confirming;
+            if let Some(decided) = decisions.get(&key) {
+                let agreed = decided
+                    .actions
+                    .iter()
+                    .find(|(a, n)| **n >= confirming && a.as_str() != "logged");
+                if let Some((action, _)) = agreed {
+                    entry.action = action.clone();
+                    if action == "quarantined" {
+                        entry.quarantine_expires = decided.expires.map(rfc3339);
+                    }
+                    entry.detection_latency_ms = decided.quarantined.map(|q| q.saturating_sub(first_seen));
+                }
+            }
             (first_seen, entry)
         })
         .collect();

@@ -21,7 +21,8 @@ use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::durable::Durable;
 use crate::evidence::Evidence;
 use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
-use crate::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
+use crate::governance::Operation;
+use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
 use crate::verify::{Rejection, Verifier};
@@ -113,6 +114,9 @@ pub struct SimConfig {
     pub pinned: Vec<(ReplicaId, Behaviour)>,
     /// Print every replica event to standard error (for replaying a failing seed).
     pub verbose: bool,
+    /// In the middle of the load, the administrator replaces one member (a Byzantine one if any) by a new member
+    /// N+1, through the protocol; the run is done only once the new member takes part.
+    pub reconfigure: bool,
 }
 
 impl SimConfig {
@@ -142,6 +146,7 @@ impl SimConfig {
             },
             pinned: Vec::new(),
             verbose: false,
+            reconfigure: false,
         }
     }
 }
@@ -166,6 +171,11 @@ pub struct Outcome {
     pub trace: String,
     /// Pieces of evidence honest replicas produced against each member (all verified, none against the honest).
     pub proven: BTreeMap<ReplicaId, u64>,
+    /// Members quarantined (by the replicated state of honest replicas) and when it was first executed.
+    pub quarantined: BTreeMap<ReplicaId, u64>,
+    /// The epoch honest replicas reached, and when the first of them started it.
+    pub epoch: u64,
+    pub reconfigured_at_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -183,6 +193,8 @@ enum Payload {
 #[derive(Clone, Debug)]
 enum SimEvent {
     Deliver {
+        /// The sending member (0 for a client): the network is the authenticated channel.
+        from: ReplicaId,
         to: ReplicaId,
         payload: Payload,
     },
@@ -204,6 +216,11 @@ enum SimEvent {
     Replay(ReplicaId),
     Partition(Vec<ReplicaId>),
     Heal,
+    /// The administrator replaces member `remove` with the new member `add`.
+    Reconfigure {
+        remove: ReplicaId,
+        add: ReplicaId,
+    },
 }
 
 struct Scheduled {
@@ -241,6 +258,10 @@ struct SimReplica {
     seen: Vec<Message>,
     /// What a Byzantine member (other than a replaying one) does to what it sends.
     saboteur: Option<Saboteur>,
+    /// Members this replica already asked consensus to act on.
+    reported: BTreeSet<ReplicaId>,
+    /// Not started until a reconfiguration adds it.
+    spare: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +306,8 @@ pub struct Sim {
     outcomes: BTreeMap<Seq, Vec<(Digest, TxOutcome)>>,
     partition: Option<BTreeSet<ReplicaId>>,
     healed: bool,
+    /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
+    removed: Option<ReplicaId>,
     outcome: Outcome,
     trace: sha2::Sha256,
 }
@@ -297,16 +320,22 @@ fn key_for(seed: u64, role: u8, index: u64) -> KeyPair {
     KeyPair::from_secret(Digest::of("sim-key", &[&secret]).0)
 }
 
+/// The key that signs the simulation's reconfigurations.
+fn admin_key(seed: u64) -> KeyPair {
+    key_for(seed, 9, 0)
+}
+
 const INITIAL_BALANCE: u64 = 1_000;
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
         assert!(config.replicas >= 4, "the simulator needs at least 4 replicas");
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let keys: Vec<KeyPair> = (1..=config.replicas as u64)
+        let spares = usize::from(config.reconfigure);
+        let keys: Vec<KeyPair> = (1..=(config.replicas + spares) as u64)
             .map(|i| key_for(config.seed, 1, i))
             .collect();
-        let members = keys.iter().enumerate().map(|(i, k)| Member {
+        let members = keys.iter().take(config.replicas).enumerate().map(|(i, k)| Member {
             id: i as ReplicaId + 1,
             public_key: k.public(),
         });
@@ -348,7 +377,15 @@ impl Sim {
             byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
         }
 
-        let genesis_digest = Ledger::from_genesis(&genesis).expect("valid genesis").digest();
+        let genesis_digest = Config {
+            id: 1,
+            membership: membership.clone(),
+            genesis: genesis.clone(),
+            params: config.params.clone(),
+            admin: Some(admin_key(config.seed).public()),
+        }
+        .genesis_digest()
+        .expect("valid genesis");
         let replicas = keys
             .into_iter()
             .enumerate()
@@ -383,6 +420,8 @@ impl Sim {
                         )
                         .with_accomplice(accomplice)
                     }),
+                    reported: BTreeSet::new(),
+                    spare: id as usize > config.replicas,
                 }
             })
             .collect();
@@ -399,6 +438,9 @@ impl Sim {
             sim_time_ms: 0,
             trace: String::new(),
             proven: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+            epoch: 0,
+            reconfigured_at_ms: None,
         };
         Sim {
             config,
@@ -417,6 +459,7 @@ impl Sim {
             outcomes: BTreeMap::new(),
             partition: None,
             healed: false,
+            removed: None,
             outcome,
             trace: sha2::Sha256::default(),
         }
@@ -437,6 +480,7 @@ impl Sim {
             membership: self.membership.clone(),
             genesis: self.genesis.clone(),
             params: self.config.params.clone(),
+            admin: Some(admin_key(self.config.seed).public()),
         }
     }
 
@@ -448,7 +492,16 @@ impl Sim {
         let r = &mut self.replicas[index];
         r.core = Some(core);
         r.incarnation += 1;
+        self.follow_membership(index);
         self.carry_out(index, outputs);
+    }
+
+    /// A replica's verifier checks against the membership its core has in force, as a process's does.
+    fn follow_membership(&mut self, index: usize) {
+        let r = &self.replicas[index];
+        if let Some(core) = &r.core {
+            r.verifier.shared_membership().set(core.membership().clone());
+        }
     }
 
     fn is_honest(&self, index: usize) -> bool {
@@ -458,7 +511,19 @@ impl Sim {
     /// Runs the scenario to the end and reports.
     pub fn run(mut self) -> Outcome {
         for index in 0..self.replicas.len() {
-            self.start_replica(index);
+            if !self.replicas[index].spare {
+                self.start_replica(index);
+            }
+        }
+        if self.config.reconfigure {
+            let add = self.replicas.len() as ReplicaId;
+            let remove = self
+                .outcome
+                .byzantine
+                .first()
+                .map_or(self.config.replicas as ReplicaId, |(id, _)| *id);
+            let at = self.rng.random_range(100..self.config.chaos_ms.max(101));
+            self.schedule(at, SimEvent::Reconfigure { remove, add });
         }
         for index in 0..self.replicas.len() {
             if self.replicas[index].behaviour == Some(Behaviour::Replay) {
@@ -497,7 +562,7 @@ impl Sim {
         let chaos = self.config.chaos_ms;
         if self.config.crashes {
             let honest: Vec<ReplicaId> = (0..self.replicas.len())
-                .filter(|&i| self.is_honest(i))
+                .filter(|&i| self.is_honest(i) && !self.replicas[i].spare)
                 .map(|i| self.replicas[i].id)
                 .collect();
             for _ in 0..self.rng.random_range(0..=2) {
@@ -510,9 +575,10 @@ impl Sim {
         }
         if self.config.partitions && self.rng.random_bool(0.5) {
             let mut side = BTreeSet::new();
-            let size = self.rng.random_range(1..=self.replicas.len() / 2);
+            let n = self.config.replicas;
+            let size = self.rng.random_range(1..=n / 2);
             while side.len() < size {
-                side.insert(self.rng.random_range(1..=self.replicas.len() as ReplicaId));
+                side.insert(self.rng.random_range(1..=n as ReplicaId));
             }
             let at = self.rng.random_range(0..chaos);
             self.schedule(at, SimEvent::Partition(side.into_iter().collect()));
@@ -529,7 +595,8 @@ impl Sim {
             eprintln!("{:>6} ms network: {event:?}", self.now);
         }
         match event {
-            SimEvent::Deliver { to, payload } => self.deliver(to, payload),
+            SimEvent::Deliver { from, to, payload } => self.deliver(from, to, payload),
+            SimEvent::Reconfigure { remove, add } => self.reconfigure(remove, add),
             SimEvent::Reply { client, reply } => self.client_reply(client, reply),
             SimEvent::Timer {
                 replica,
@@ -547,7 +614,7 @@ impl Sim {
                 r.incarnation += 1;
             }
             SimEvent::Restart(id) => {
-                if self.replicas[id as usize - 1].core.is_none() {
+                if self.replicas[id as usize - 1].core.is_none() && !self.replicas[id as usize - 1].spare {
                     self.start_replica(id as usize - 1);
                 }
             }
@@ -576,7 +643,7 @@ impl Sim {
                 self.healed = true;
                 self.partition = None;
                 for index in 0..self.replicas.len() {
-                    if self.replicas[index].core.is_none() {
+                    if self.replicas[index].core.is_none() && !self.replicas[index].spare {
                         self.start_replica(index);
                     }
                 }
@@ -584,7 +651,36 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, to: ReplicaId, payload: Payload) {
+    /// Starts the new member and hands every running replica the administrator's signed reconfiguration.
+    fn reconfigure(&mut self, remove: ReplicaId, add: ReplicaId) {
+        self.removed = Some(remove);
+        let index = add as usize - 1;
+        self.replicas[index].spare = false;
+        self.start_replica(index);
+        let new = crate::governance::NewMember {
+            id: add,
+            public_key: self.replicas[index].key.public(),
+            address: format!("sim-{add}"),
+        };
+        let body = crate::governance::Reconfiguration {
+            epoch: 0,
+            remove: vec![remove],
+            add: vec![new],
+            at_ms: self.now,
+        };
+        let op = Operation::Reconfigure(crate::governance::SignedReconfiguration::sign(
+            body,
+            &admin_key(self.config.seed),
+        ));
+        if self.config.verbose {
+            eprintln!("{:>6} ms administrator: replace {remove} with {add}", self.now);
+        }
+        for i in 0..self.replicas.len() {
+            self.step(i, Input::Operation(op.clone()));
+        }
+    }
+
+    fn deliver(&mut self, from: ReplicaId, to: ReplicaId, payload: Payload) {
         let index = to as usize - 1;
         if self.replicas[index].core.is_none() {
             return;
@@ -610,10 +706,16 @@ impl Sim {
                     Ok(v) => Input::Message(v),
                     Err(refused) => {
                         let (rejection, message) = *refused;
-                        if let (Rejection::ConflictingTransfers, Message::PrePrepare(proposal), true) =
-                            (&rejection, message, self.is_honest(index))
-                        {
-                            self.check_evidence(Evidence::DoubleSpend { proposal });
+                        let honest = self.is_honest(index);
+                        match (&rejection, message) {
+                            (Rejection::ConflictingTransfers, Message::PrePrepare(proposal)) if honest => {
+                                self.check_evidence(index, Evidence::DoubleSpend { proposal });
+                            }
+                            // A bad signature in the sender's own name, on its own channel: an accusation.
+                            (Rejection::BadSignature { from: named, .. }, _) if honest && *named == from => {
+                                self.accuse(index, from);
+                            }
+                            _ => {}
                         }
                         return self.count_rejection(index, &rejection);
                     }
@@ -646,7 +748,7 @@ impl Sim {
                 if let (Rejection::Equivocation, Some(header), true) = (&rejection, header, self.is_honest(index)) {
                     let core = self.replicas[index].core.as_ref().expect("stepped above");
                     if let Some(evidence) = Evidence::of_equivocation(core, header) {
-                        self.check_evidence(evidence);
+                        self.check_evidence(index, evidence);
                     }
                 }
                 self.count_rejection(index, &rejection)
@@ -673,7 +775,9 @@ impl Sim {
                             self.now
                         );
                     }
-                    let peers: Vec<ReplicaId> = self.membership.ids().filter(|&p| p != id).collect();
+                    // Everyone the simulation runs: members ignore what a non-member sends, a member added later
+                    // needs what the others send.
+                    let peers: Vec<ReplicaId> = (1..=self.replicas.len() as ReplicaId).filter(|&p| p != id).collect();
                     self.send_from(index, peers, message);
                 }
                 Output::SetTimer { timer, after_ms } => self.schedule(
@@ -714,6 +818,18 @@ impl Sim {
                     if self.config.verbose {
                         eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
                     }
+                    if let (true, Event::Decided { decision, .. }) = (honest, &event)
+                        && let crate::governance::Decision::Quarantined { member, .. } = decision
+                    {
+                        self.outcome.quarantined.entry(*member).or_insert(self.now);
+                    }
+                    if let Event::EpochStarted { .. } = &event {
+                        self.follow_membership(index);
+                    }
+                    if let (true, Event::EpochStarted { epoch, .. }) = (honest, &event) {
+                        self.outcome.epoch = self.outcome.epoch.max(*epoch);
+                        self.outcome.reconfigured_at_ms.get_or_insert(self.now);
+                    }
                     if let (
                         true,
                         Event::DivergentCheckpoint {
@@ -722,10 +838,13 @@ impl Sim {
                         },
                     ) = (honest, event)
                     {
-                        self.check_evidence(Evidence::DivergentCheckpoint {
-                            checkpoint,
-                            certificate,
-                        });
+                        self.check_evidence(
+                            index,
+                            Evidence::DivergentCheckpoint {
+                                checkpoint,
+                                certificate,
+                            },
+                        );
                     }
                 }
             }
@@ -733,9 +852,23 @@ impl Sim {
     }
 
     /// Evidence an honest replica produced must verify, and accuse a Byzantine member: proof never frames the
-    /// honest.
-    fn check_evidence(&mut self, evidence: Evidence) {
-        match evidence.verify(&self.membership) {
+    /// honest. The replica then asks consensus to quarantine the member, once.
+    fn check_evidence(&mut self, index: usize, evidence: Evidence) {
+        let membership = match &self.replicas[index].core {
+            Some(core) => core.membership().clone(),
+            None => return,
+        };
+        if let Ok((member, _)) = evidence.verify(&membership)
+            && self.replicas[index].reported.insert(member)
+        {
+            let op = Operation::Quarantine {
+                reporter: self.replicas[index].id,
+                at_ms: self.now,
+                evidence: Box::new(evidence.clone()),
+            };
+            self.step(index, Input::Operation(op));
+        }
+        match evidence.verify(&membership) {
             Ok((member, _)) if self.is_honest(member as usize - 1) => {
                 self.violation(format!("evidence accuses honest member {member}: {evidence:?}"))
             }
@@ -745,8 +878,35 @@ impl Sim {
                     eprintln!("{:>6} ms proof: member {member} {}", self.now, fault.name());
                 }
             }
+            // Evidence about what a member signed before a reconfiguration removed it proves nothing any more.
+            Err(crate::evidence::EvidenceError::NotAMember(_)) => {}
             Err(error) => self.violation(format!("an honest replica's evidence does not verify: {error}")),
         }
+    }
+
+    /// An honest replica's signed accusation of a member whose messages on its own channel have bad signatures.
+    fn accuse(&mut self, index: usize, member: ReplicaId) {
+        if !self.replicas[index].reported.insert(member) {
+            return;
+        }
+        if self
+            .replicas
+            .get(member as usize - 1)
+            .is_some_and(|r| r.behaviour.is_none())
+        {
+            self.violation(format!(
+                "replica {} sees bad signatures from honest member {member}",
+                index + 1
+            ));
+        }
+        let accusation = crate::governance::Accusation {
+            accused: member,
+            fault: crate::history::FaultType::SignatureMismatch,
+            observed: 1,
+            at_ms: self.now,
+        };
+        let signed = Signed::new(self.replicas[index].id, accusation, &self.replicas[index].key);
+        self.step(index, Input::Operation(Operation::Accuse(signed)));
     }
 
     /// Sends a member's message, through whatever its behaviour does to it.
@@ -801,6 +961,7 @@ impl Sim {
             self.schedule(
                 delay,
                 SimEvent::Deliver {
+                    from,
                     to,
                     payload: payload.clone(),
                 },
@@ -884,6 +1045,7 @@ impl Sim {
             };
             for tx in mine {
                 self.send_lossy(SimEvent::Deliver {
+                    from: 0,
                     to,
                     payload: Payload::Request(tx),
                 });
@@ -892,7 +1054,11 @@ impl Sim {
     }
 
     fn client_reply(&mut self, client: usize, reply: Signed<Reply>) {
-        let Some(key) = self.membership.key(reply.from) else {
+        let Some(key) = self
+            .replicas
+            .get((reply.from as usize).wrapping_sub(1))
+            .map(|r| r.key.public())
+        else {
             return;
         };
         if !key.verify(&reply.signing_bytes(), &reply.signature) {
@@ -1000,11 +1166,30 @@ impl Sim {
 
     fn check_invariants(&mut self) {
         let mut problems = Vec::new();
+        let honest: Vec<ReplicaId> = self
+            .replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .map(|r| r.id)
+            .collect();
         for r in &self.replicas {
             if r.behaviour.is_some() {
                 continue;
             }
             if let Some(core) = &r.core {
+                let governance = core.governance();
+                for member in &honest {
+                    if governance.is_quarantined(*member, self.now) {
+                        problems.push(format!("replica {} quarantines honest member {member}", r.id));
+                    }
+                }
+                let quarantined = core
+                    .membership()
+                    .ids()
+                    .filter(|m| governance.is_quarantined(*m, self.now));
+                if quarantined.count() > core.membership().f() {
+                    problems.push(format!("replica {} quarantines more than F members", r.id));
+                }
                 let ledger = core.ledger();
                 if ledger.total_balance() != ledger.supply() as u128 {
                     problems.push(format!(
@@ -1025,20 +1210,55 @@ impl Sim {
         self.outcome.violations.push(format!("at {} ms: {what}", self.now));
     }
 
-    /// Every client finished and every honest replica holds the state the clients were told.
+    /// Every client finished and every honest replica holds the state the clients were told; every member proven
+    /// to misbehave is quarantined (or removed) by every honest member; a reconfiguration asked for is in force
+    /// and the member it added has caught up.
     fn all_done(&self) -> bool {
         if self.clients.iter().any(|c| c.done < self.config.transfers_per_client) {
             return false;
         }
-        self.replicas.iter().filter(|r| r.behaviour.is_none()).all(|r| {
-            r.core.as_ref().is_some_and(|core| {
-                self.clients.iter().all(|c| {
-                    core.ledger()
-                        .account(&c.key.public())
-                        .is_some_and(|a| a.nonce == c.nonce)
+        let running_honest = || {
+            self.replicas
+                .iter()
+                .filter(|r| r.behaviour.is_none() && !r.spare && Some(r.id) != self.removed)
+                .filter_map(|r| r.core.as_ref())
+                .filter(|core| core.membership().contains(core.id()))
+        };
+        let shut_out = |core: &Replica, member: ReplicaId| {
+            core.governance().is_quarantined(member, self.now) || core.governance().retired.contains(&member)
+        };
+        if !self
+            .outcome
+            .proven
+            .keys()
+            .all(|member| running_honest().all(|core| shut_out(core, *member)))
+        {
+            return false;
+        }
+        if self.config.reconfigure {
+            let added = self.replicas.len() as ReplicaId;
+            let target = running_honest().map(|c| c.last_executed()).max().unwrap_or(0);
+            let new_member = self.replicas[added as usize - 1].core.as_ref();
+            if running_honest().any(|core| core.epoch() < 1)
+                || !new_member.is_some_and(|core| core.epoch() == 1 && core.last_executed() >= target)
+            {
+                return false;
+            }
+        }
+        // A member removed by the reconfiguration no longer follows the cluster.
+        let removed = |r: &SimReplica| Some(r.id) == self.removed;
+        self.replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none() && !r.spare && !removed(r))
+            .all(|r| {
+                r.core.as_ref().is_some_and(|core| {
+                    self.clients.iter().all(|c| {
+                        core.ledger()
+                            .account(&c.key.public())
+                            .is_some_and(|a| a.nonce == c.nonce)
+                    })
                 })
             })
-        })
     }
 
     fn describe_lag(&self, deadline: u64) -> String {
@@ -1054,7 +1274,13 @@ impl Sim {
             .iter()
             .filter(|r| r.behaviour.is_none())
             .map(|r| match &r.core {
-                Some(core) => format!("replica {} {}", r.id, core.describe()),
+                Some(core) => format!(
+                    "replica {} {} epoch {} quarantined {:?}",
+                    r.id,
+                    core.describe(),
+                    core.epoch(),
+                    core.governance().quarantined.keys().collect::<Vec<_>>()
+                ),
                 None => format!("replica {} down", r.id),
             })
             .collect();

@@ -1,7 +1,9 @@
 //! Lays out a cluster on one machine: keys, configuration files and genesis accounts in one directory.
 //!
-//! `DIR/replica-<id>.key` (PKCS#8 PEM, mode 0600) and `DIR/replica-<id>.json` for each member, and
-//! `DIR/accounts.json` with the genesis accounts' keys, so a client can sign transfers from them.
+//! `DIR/replica-<id>.key` (PKCS#8 PEM, mode 0600) and `DIR/replica-<id>.json` for each member,
+//! `DIR/accounts.json` with the genesis accounts' keys, so a client can sign transfers from them, and
+//! `DIR/admin.key`, the administrator key that signs membership changes. Members added later (`add_member`)
+//! get the same files; their configuration names the genesis members, and they learn the rest from the cluster.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,8 @@ impl Layout {
     ) -> std::io::Result<Layout> {
         assert_eq!(ports.len(), metrics_ports.len(), "one metrics port per replica");
         std::fs::create_dir_all(dir)?;
+        let admin = KeyPair::generate();
+        write_secret(&dir.join(ADMIN_KEY_FILE), admin.to_pkcs8_pem().as_bytes())?;
         let keys: Vec<KeyPair> = ports.iter().map(|_| KeyPair::generate()).collect();
         let members: Vec<MemberConfig> = keys
             .iter()
@@ -74,6 +78,7 @@ impl Layout {
                 // A testnet is where drills are run.
                 allow_fault_injection: true,
                 max_message_bytes: 16 << 20,
+                admin_key: Some(admin.public().to_hex()),
             };
             let path = dir.join(format!("replica-{id}.json"));
             std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
@@ -98,6 +103,61 @@ impl Layout {
         let configs: Vec<NodeConfig> = self.configs.iter().map(|(_, _, c)| c.clone()).collect();
         client_replicas(&configs)
     }
+}
+
+/// Where a testnet keeps its administrator key.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Reads a testnet's administrator key.
+pub fn admin_key(dir: &Path) -> Result<KeyPair, String> {
+    let path = dir.join(ADMIN_KEY_FILE);
+    let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    KeyPair::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes the files of a new member `id` with a fresh key, listening on `port` (metrics on `metrics_port`): the
+/// same genesis as the others, so it can check what they send it. It is not a member until a reconfiguration
+/// adds it; started before that, it waits, and then catches up by state transfer.
+pub fn add_member(dir: &Path, id: ReplicaId, port: u16, metrics_port: u16) -> Result<NodeConfig, String> {
+    let (configs, _) = load(dir)?;
+    if configs.iter().any(|c| c.id == id) {
+        return Err(format!("member {id} already has files in {}", dir.display()));
+    }
+    let key = KeyPair::generate();
+    let key_file = dir.join(format!("replica-{id}.key"));
+    write_secret(&key_file, key.to_pkcs8_pem().as_bytes()).map_err(|e| e.to_string())?;
+    let config = NodeConfig {
+        id,
+        key_file,
+        data_dir: dir.join(format!("replica-{id}")),
+        listen: format!("127.0.0.1:{port}").parse().expect("valid address"),
+        metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().expect("valid address")),
+        ..configs[0].clone()
+    };
+    let path = dir.join(format!("replica-{id}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// A testnet member as a reconfiguration adds it: id, address and public key, read from its files.
+pub fn new_member(dir: &Path, id: ReplicaId) -> Result<crate::governance::NewMember, String> {
+    let (configs, _) = load(dir)?;
+    let config = configs
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| format!("member {id} has no files in {}: add it first", dir.display()))?;
+    Ok(crate::governance::NewMember {
+        id,
+        public_key: own_public_key(config)?,
+        address: config.listen.to_string(),
+    })
+}
+
+fn own_public_key(config: &NodeConfig) -> Result<PublicKey, String> {
+    let pem = std::fs::read_to_string(&config.key_file).map_err(|e| format!("{}: {e}", config.key_file.display()))?;
+    KeyPair::from_pkcs8_pem(&pem)
+        .map(|k| k.public())
+        .map_err(|e| format!("{}: {e}", config.key_file.display()))
 }
 
 /// Reads a testnet directory written by `Layout::generate`.
@@ -127,9 +187,9 @@ pub fn load(dir: &Path) -> Result<(Vec<NodeConfig>, Vec<KeyPair>), String> {
     Ok((configs, keys))
 }
 
-/// The client's view of a cluster's members.
+/// The client's view of a cluster's members: the genesis members, and those added since.
 pub fn client_replicas(configs: &[NodeConfig]) -> Vec<client::Replica> {
-    configs[0]
+    let mut replicas: Vec<client::Replica> = configs[0]
         .members
         .iter()
         .map(|m| client::Replica {
@@ -137,7 +197,20 @@ pub fn client_replicas(configs: &[NodeConfig]) -> Vec<client::Replica> {
             address: m.address.clone(),
             public_key: PublicKey::from_hex(&m.public_key).expect("a key that loaded once"),
         })
-        .collect()
+        .collect();
+    for config in configs {
+        if replicas.iter().any(|r| r.id == config.id) {
+            continue;
+        }
+        if let Ok(public_key) = own_public_key(config) {
+            replicas.push(client::Replica {
+                id: config.id,
+                address: config.listen.to_string(),
+                public_key,
+            });
+        }
+    }
+    replicas
 }
 
 /// Starts `bft-replica` for a configuration, logging to `DIR/replica-<id>.log`, and records its pid.

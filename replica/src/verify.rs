@@ -68,6 +68,10 @@ pub enum Rejection {
     FromSelf,
     #[error("transfer refused: {0}")]
     Transfer(crate::ledger::RejectReason),
+    #[error("member {0} is quarantined")]
+    Quarantined(ReplicaId),
+    #[error("{0} operation refused: {1}")]
+    Operation(&'static str, String),
 }
 
 impl Rejection {
@@ -91,6 +95,8 @@ impl Rejection {
             Rejection::Busy => "busy",
             Rejection::FromSelf => "from_self",
             Rejection::Transfer(_) => "transfer_refused",
+            Rejection::Quarantined(_) => "quarantined",
+            Rejection::Operation(..) => "operation_refused",
         }
     }
 }
@@ -139,6 +145,12 @@ impl Checks {
         }
     }
 
+    fn append(&mut self, other: Checks) {
+        self.keys.extend(other.keys);
+        self.messages.extend(other.messages);
+        self.signatures.extend(other.signatures);
+    }
+
     fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature) {
         self.keys.push(key);
         self.messages.push(message);
@@ -146,9 +158,41 @@ impl Checks {
     }
 }
 
-/// Checks inputs against one membership.
+/// The membership in force, shared by a process's verifiers: a new epoch changes it for all of them at once.
+#[derive(Clone)]
+pub struct SharedMembership {
+    current: Arc<std::sync::RwLock<Arc<Membership>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedMembership {
+    pub fn new(membership: Membership) -> SharedMembership {
+        SharedMembership {
+            current: Arc::new(std::sync::RwLock::new(Arc::new(membership))),
+            generation: Arc::default(),
+        }
+    }
+
+    pub fn set(&self, membership: Membership) {
+        *self.current.write().expect("no panic while holding the lock") = Arc::new(membership);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn get(&self) -> Arc<Membership> {
+        self.current.read().expect("no panic while holding the lock").clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Checks inputs against the membership in force.
 pub struct Verifier {
-    membership: Membership,
+    shared: SharedMembership,
+    /// The shared membership as of `seen_generation`: re-read only when it changed.
+    membership: Arc<Membership>,
+    seen_generation: u64,
     genesis_digest: Digest,
     log_window: u64,
     max_batch_size: usize,
@@ -161,8 +205,11 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(membership: Membership, genesis_digest: Digest, log_window: u64, max_batch_size: usize) -> Verifier {
+        let shared = SharedMembership::new(membership);
         Verifier {
-            membership,
+            membership: shared.get(),
+            seen_generation: shared.generation(),
+            shared,
             genesis_digest,
             log_window,
             max_batch_size,
@@ -178,7 +225,9 @@ impl Verifier {
     /// means a backup verifies a transfer once, not again in the PRE-PREPARE that carries it.
     pub fn sharing_cache(&self) -> Verifier {
         Verifier {
-            membership: self.membership.clone(),
+            shared: self.shared.clone(),
+            membership: self.shared.get(),
+            seen_generation: self.shared.generation(),
             genesis_digest: self.genesis_digest,
             log_window: self.log_window,
             max_batch_size: self.max_batch_size,
@@ -198,6 +247,19 @@ impl Verifier {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The handle through which a new epoch's membership reaches this verifier and those sharing its cache.
+    pub fn shared_membership(&self) -> SharedMembership {
+        self.shared.clone()
+    }
+
+    fn refresh_membership(&mut self) {
+        let generation = self.shared.generation();
+        if generation != self.seen_generation {
+            self.membership = self.shared.get();
+            self.seen_generation = generation;
+        }
     }
 
     /// A client's request: the payer's signature must verify.
@@ -256,6 +318,7 @@ impl Verifier {
     }
 
     fn check_message(&mut self, message: &Message) -> Result<(), Rejection> {
+        self.refresh_membership();
         let mut checks = Checks::new();
         match message {
             Message::PrePrepare(m) => {
@@ -272,12 +335,18 @@ impl Verifier {
             Message::NewView(m) => self.new_view(&mut checks, m)?,
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
-                self.checkpoint_cert(&mut checks, &m.body.checkpoint)?;
                 if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
+                self.state_transfer_cert(&mut checks, &m.body.checkpoint, &m.body.snapshot)?;
             }
             Message::Committed(cert) => self.committed_cert(&mut checks, cert)?,
+            // An operation carries its own authority, which the protocol checks against the replicated state.
+            Message::Operation { from, .. } => {
+                if !self.membership.contains(*from) {
+                    return Err(Rejection::NotAMember(*from));
+                }
+            }
         }
         self.run(checks)
     }
@@ -360,7 +429,10 @@ impl Verifier {
         if pp.batch.len() > self.max_batch_size {
             return Err(Rejection::BatchTooLarge(pp.batch.len()));
         }
-        if batch_digest(&pp.batch) != pp.digest {
+        if pp.ops.len() > crate::governance::MAX_OPS_PER_BATCH {
+            return Err(Rejection::BatchTooLarge(pp.ops.len()));
+        }
+        if !pp.matches_digest() {
             return Err(Rejection::DigestMismatch);
         }
         let mut spends = HashSet::with_capacity(pp.batch.len());
@@ -396,6 +468,11 @@ impl Verifier {
             if Some(vote.from) == excluded || !matches(&vote.body) || !signers.insert(vote.from) {
                 return Err(Rejection::BadCertificate(what));
             }
+            // A certificate made across a reconfiguration may hold a removed member's vote: it does not count.
+            if !self.membership.contains(vote.from) {
+                signers.remove(&vote.from);
+                continue;
+            }
             self.signed(checks, vote)?;
         }
         if signers.len() < needed {
@@ -423,6 +500,47 @@ impl Verifier {
             |c| *c == wanted,
             "checkpoint",
         )
+    }
+
+    /// The certificate of a state sent to a replica that is behind. Usually the membership in force signed it;
+    /// across an epoch the replica does not know yet, the membership the state itself holds must have (a quorum
+    /// of it), and F+1 members this replica knows (so at least one honest one) must be among the signers: an
+    /// honest member signs only a state it executed, membership included.
+    fn state_transfer_cert(
+        &self,
+        checks: &mut Checks,
+        cert: &CheckpointCert,
+        snapshot: &[u8],
+    ) -> Result<(), Rejection> {
+        let mut usual = Checks::new();
+        if self.checkpoint_cert(&mut usual, cert).is_ok() {
+            checks.append(usual);
+            return Ok(());
+        }
+        let bad = Rejection::BadCertificate("state transfer");
+        let next = crate::governance::snapshot_membership(snapshot).ok_or(bad.clone())?;
+        if next == *self.membership || cert.proof.len() > next.n() {
+            return Err(bad);
+        }
+        let wanted = Checkpoint {
+            seq: cert.seq,
+            state_digest: cert.state_digest,
+        };
+        let (mut signers, mut known) = (BTreeSet::new(), 0);
+        for vote in &cert.proof {
+            if vote.body != wanted || !signers.insert(vote.from) {
+                return Err(bad);
+            }
+            let key = *next.key(vote.from).ok_or(Rejection::NotAMember(vote.from))?;
+            if self.membership.key(vote.from) == Some(&key) {
+                known += 1;
+            }
+            checks.push(key, vote.signing_bytes(), vote.signature);
+        }
+        if signers.len() < next.quorum() || known <= self.membership.f() {
+            return Err(bad);
+        }
+        Ok(())
     }
 
     fn prepared_cert(&self, checks: &mut Checks, cert: &PreparedCert) -> Result<(), Rejection> {
@@ -506,9 +624,9 @@ impl Verifier {
         if derived.len() != nv.pre_prepares.len() {
             return Err(Rejection::BadCertificate("new-view pre-prepares"));
         }
-        for ((seq, digest, _), pp) in derived.iter().zip(&nv.pre_prepares) {
-            let header_ok = pp.body.view == nv.view && pp.body.seq == *seq && pp.body.digest == *digest;
-            if !header_ok || pp.from != m.from || batch_digest(&pp.body.batch) != pp.body.digest {
+        for (derived, pp) in derived.iter().zip(&nv.pre_prepares) {
+            let header_ok = pp.body.view == nv.view && pp.body.seq == derived.seq && pp.body.digest == derived.digest;
+            if !header_ok || pp.from != m.from || !pp.body.matches_digest() {
                 return Err(Rejection::BadCertificate("new-view pre-prepares"));
             }
             self.signed(checks, pp)?;

@@ -18,9 +18,7 @@ use crate::verify::Rejection;
 
 /// The checkpoint a new view starts from, and the batches its primary must re-propose above it, derived only
 /// from the VIEW-CHANGEs so that every replica can check the primary's NEW-VIEW.
-pub fn derive_new_view(
-    view_changes: &[Signed<ViewChange>],
-) -> (CheckpointCert, Vec<(Seq, Digest, Vec<SignedTransfer>)>) {
+pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, Vec<Reproposal>) {
     let checkpoint = view_changes
         .iter()
         .map(|vc| &vc.body.checkpoint)
@@ -53,20 +51,51 @@ pub fn derive_new_view(
             match best {
                 Some(cert) => {
                     let pp = &cert.pre_prepare.body;
-                    (seq, pp.digest, pp.batch.clone())
+                    Reproposal {
+                        seq,
+                        digest: pp.digest,
+                        batch: pp.batch.clone(),
+                        ops: pp.ops.clone(),
+                    }
                 }
-                None => (seq, batch_digest(&[]), Vec::new()),
+                None => Reproposal {
+                    seq,
+                    digest: batch_digest(&[]),
+                    batch: Vec::new(),
+                    ops: Vec::new(),
+                },
             }
         })
         .collect();
     (checkpoint, entries)
 }
 
+/// A batch the new primary proposes again in its NEW-VIEW (an empty one where nothing may have committed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reproposal {
+    pub seq: Seq,
+    pub digest: Digest,
+    pub batch: Vec<SignedTransfer>,
+    pub ops: Vec<crate::governance::Operation>,
+}
+
 impl Replica {
     /// Moves to `new_view` and asks the others to follow.
     pub(crate) fn start_view_change(&mut self, new_view: View, reason: ViewChangeReason) {
-        if new_view <= self.view {
+        // A replica that is not (or not yet) a member follows the cluster's views; it never starts one.
+        if new_view <= self.view || !self.membership.contains(self.id) {
             return;
+        }
+        // A quarantined member would not be heard as primary: skip its views (at most F are quarantined).
+        let mut new_view = new_view;
+        for _ in 0..self.membership.n() {
+            if !self
+                .governance
+                .is_quarantined(self.membership.primary(new_view), self.now_ms)
+            {
+                break;
+            }
+            new_view += 1;
         }
         let from_view = self.view;
         self.view = new_view;
@@ -167,14 +196,22 @@ impl Replica {
         let (_, entries) = derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
-            .map(|(seq, digest, batch)| {
-                self.sign(PrePrepare {
-                    view,
-                    seq,
-                    digest,
-                    batch,
-                })
-            })
+            .map(
+                |Reproposal {
+                     seq,
+                     digest,
+                     batch,
+                     ops,
+                 }| {
+                    self.sign(PrePrepare {
+                        view,
+                        seq,
+                        digest,
+                        batch,
+                        ops,
+                    })
+                },
+            )
             .collect();
         let nv = self.sign(NewView {
             view,
@@ -283,11 +320,13 @@ impl Replica {
         }
         self.prune_stale_pending();
         // The oldest pending request, counted from when this view began (a new primary gets a full timeout).
-        let Some(oldest_ms) = self
-            .pending_order
-            .values()
-            .next()
-            .map(|d| self.pending[d].arrived_ms.max(self.view_started_ms))
+        let oldest_request = self.pending_order.values().next().map(|d| self.pending[d].arrived_ms);
+        let oldest_op = self.pending_ops.iter().map(|(_, _, arrived_ms)| *arrived_ms).min();
+        let Some(oldest_ms) = oldest_request
+            .into_iter()
+            .chain(oldest_op)
+            .min()
+            .map(|arrived_ms| arrived_ms.max(self.view_started_ms))
         else {
             return;
         };

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use bft_replica::config::{Config, Membership, Params};
 use bft_replica::crypto::{Digest, KeyPair, PublicKey};
 use bft_replica::durable::Durable;
-use bft_replica::ledger::{Ledger, RejectReason, SignedTransfer, Transfer, TxOutcome};
+use bft_replica::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use bft_replica::messages::*;
 use bft_replica::replica::{Event, Input, Output, Replica, Timer};
 use bft_replica::verify::{Rejection, Verifier};
@@ -58,8 +58,9 @@ impl Cluster {
             membership: membership.clone(),
             genesis: genesis.clone(),
             params: params.clone(),
+            admin: None,
         };
-        let genesis_digest = Ledger::from_genesis(&genesis).unwrap().digest();
+        let genesis_digest = config.genesis_digest().unwrap();
         let mut cluster = Cluster {
             replicas: Vec::new(),
             verifiers: (0..n)
@@ -473,6 +474,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             seq: 1,
             digest: batch_digest(&batch),
             batch: batch.clone(),
+            ops: Vec::new(),
         },
         &c.keys[1],
     );
@@ -488,6 +490,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             seq: 1,
             digest: Digest([9; 32]),
             batch: batch.clone(),
+            ops: Vec::new(),
         },
         &c.keys[0],
     );
@@ -506,6 +509,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             seq: 1,
             digest: batch_digest(&bad),
             batch: bad,
+            ops: Vec::new(),
         },
         &c.keys[0],
     );
@@ -522,6 +526,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             seq: 1,
             digest: batch_digest(&twice),
             batch: twice,
+            ops: Vec::new(),
         },
         &c.keys[0],
     );
@@ -614,6 +619,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                         seq,
                         digest,
                         batch,
+                        ops: Vec::new(),
                     },
                     key,
                 )),

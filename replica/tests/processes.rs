@@ -464,6 +464,7 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
 async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     use bft_replica::crypto::{Digest, KeyPair};
     use bft_replica::messages::{Message, Prepare, Signed};
+    use bft_replica::net::Hello;
     use bft_replica::net::proto::{PeerMessage, replica_client::ReplicaClient};
 
     let cluster = Cluster::start(4, "garbage");
@@ -485,23 +486,45 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
     let messages = vec![
         vec![0xff; 3],         // malformed
         badly_signed.encode(), // bad signature
-        stranger,              // not a member
+        stranger,              // in a non-member's name, on member 3's stream
         good.clone(),          // valid...
-        good,                  // ...and replayed: the protocol drops it as a duplicate
+        good.clone(),          // ...and replayed: the protocol drops it as a duplicate
     ];
-    let stream = tokio_stream::iter(messages.into_iter().map(|message| PeerMessage { message }));
+    // A stream opens with a hello signed by the sending member, addressed to the receiver.
+    let hello = |to: u32| {
+        let body = Hello {
+            to,
+            nonce: rand::random(),
+            unix_ms: report::unix_ms(),
+        };
+        postcard::to_allocvec(&Signed::new(3, body, &member_3)).unwrap()
+    };
+    let frame = |message: Vec<u8>| PeerMessage {
+        message,
+        hello: Vec::new(),
+    };
+    let opening = |hello: Vec<u8>| PeerMessage {
+        message: Vec::new(),
+        hello,
+    };
+    for refused_opening in [vec![], hello(3), vec![0xff; 3]] {
+        let stream = tokio_stream::iter([opening(refused_opening), frame(good.clone())]);
+        let status = raw.deliver(stream).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    }
+    let in_member_4s_name = Message::Prepare(Signed::new(4, vote, &member_3)).encode();
+    let frames = messages.into_iter().chain([in_member_4s_name]).map(frame);
+    let stream = tokio_stream::iter(std::iter::once(opening(hello(2))).chain(frames));
     let summary = raw.deliver(stream).await.unwrap().into_inner();
-    assert_eq!((summary.received, summary.refused), (5, 3));
+    assert_eq!((summary.received, summary.refused), (6, 4));
     let (_, metrics) = http_get(cluster.layout.configs[1].2.metrics_listen.unwrap(), "/metrics").await;
-    for reason in ["malformed", "bad_signature", "not_a_member"] {
-        let line = format!("bft_messages_refused_total{{reason=\"{reason}\"}} 1");
+    for (reason, count) in [("malformed", 1), ("bad_signature", 1), ("impersonation", 2)] {
+        let line = format!("bft_messages_refused_total{{reason=\"{reason}\"}} {count}");
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
     }
     assert!(metrics.lines().any(|l| l == "bft_signature_failures_total 1"));
     // An oversized message ends the stream at the transport.
-    let oversized = tokio_stream::iter([PeerMessage {
-        message: vec![0; 20 << 20],
-    }]);
+    let oversized = tokio_stream::iter([opening(hello(2)), frame(vec![0; 20 << 20])]);
     assert!(raw.deliver(oversized).await.is_err());
     // The replica is alive and still commits.
     assert_eq!(
@@ -531,6 +554,7 @@ async fn a_replica_runs_from_flags_and_environment_alone() {
         ("BFT_DATA_DIR", config.data_dir.display().to_string()),
         ("BFT_LISTEN", config.listen.to_string()),
         ("BFT_VIEW_CHANGE_TIMEOUT_MS", "1000".to_string()),
+        ("BFT_ADMIN_KEY", config.admin_key.clone().unwrap()),
     ];
     let without_key = Command::new(env!("CARGO_BIN_EXE_bft-replica"))
         .envs(environment.iter().filter(|(k, _)| *k != "BFT_KEY_FILE").cloned())
@@ -635,4 +659,122 @@ async fn transfers_on_a_session_stream_get_f_plus_1_matching_replies_and_clear_r
         session.submit(transfer(&cluster.layout, 0, 1, 5, 2)).await.unwrap(),
         TxOutcome::Applied
     );
+}
+
+/// Every member's state as one replica reports it.
+fn member_state(status: &StatusResponse, member: u32) -> String {
+    status
+        .member_states
+        .iter()
+        .find(|m| m.id == member)
+        .map_or("none".into(), |m| m.state.clone())
+}
+
+/// The drill of SCENARIO.md on 7 replica processes: faults on agents 5 and 6 are detected with evidence and
+/// quarantined through consensus, agents 8 and 9 replace them by reconfiguration, agent 1 then censors and the
+/// replicas elect agent 2; 1,000 transfers commit and no honest member is ever quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
+    use bft_replica::bench::{BenchOptions, run};
+    let cluster = Cluster::start(7, "drill");
+    let dir = cluster.layout.dir.clone();
+    let client = cluster.client();
+    let honest = [1, 2, 3, 4, 7];
+    wait_executed(&client, &[1, 2, 3, 4, 5, 6, 7], 0).await;
+    let drill = |fault, probability| Some(FaultDrill { fault, probability });
+    client
+        .inject_fault(5, drill(Fault::SignatureCorruption, 0.5))
+        .await
+        .unwrap();
+    client.inject_fault(6, drill(Fault::DoubleSpend, 0.3)).await.unwrap();
+    let load = |count| BenchOptions {
+        clients: 8,
+        count: Some(count),
+        duration: None,
+        rate: None,
+        progress: false,
+        kill_primary_after: None,
+    };
+    let first = run(&dir, &load(500)).await.unwrap();
+    assert_eq!(first.committed, 500);
+
+    // Both are quarantined by every honest replica, and no honest member is.
+    let statuses = wait_until(&client, &honest, |s| {
+        member_state(s, 5) == "quarantined" && member_state(s, 6) == "quarantined"
+    })
+    .await;
+    for status in &statuses {
+        for member in honest {
+            assert_eq!(member_state(status, member), "active", "{status:?}");
+        }
+    }
+    let log = report::detection_log(7, &client.detections().await);
+    for (member, action) in [("bft-agent-5", "quarantined"), ("bft-agent-6", "quarantined")] {
+        let entry = log
+            .iter()
+            .find(|e| e.agent_id == member && e.confirmed)
+            .expect("detected");
+        assert_eq!(entry.action, action, "{entry:?}");
+        assert!(entry.quarantine_expires.is_some() && entry.detection_latency_ms.is_some());
+    }
+    assert!(
+        log.iter()
+            .all(|e| e.agent_id == "bft-agent-5" || e.agent_id == "bft-agent-6"),
+        "{log:?}"
+    );
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!(
+        (health.status.as_str(), health.false_positive_rate),
+        ("healthy", 0.0),
+        "{health:?}"
+    );
+
+    // Agents 8 and 9, with fresh keys, replace 5 and 6 through the protocol.
+    let mut children = Vec::new();
+    for id in [8, 9] {
+        let ports = free_ports(2).unwrap();
+        bft_replica::testnet::add_member(&dir, id, ports[0], ports[1]).unwrap();
+        children.push(
+            bft_replica::testnet::spawn(std::path::Path::new(env!("CARGO_BIN_EXE_bft-replica")), &dir, id).unwrap(),
+        );
+    }
+    let (configs, _) = bft_replica::testnet::load(&dir).unwrap();
+    let client = Client::new(bft_replica::testnet::client_replicas(&configs)).unwrap();
+    let admin = bft_replica::testnet::admin_key(&dir).unwrap();
+    let add = [8, 9]
+        .map(|id| bft_replica::testnet::new_member(&dir, id).unwrap())
+        .to_vec();
+    let done = client
+        .reconfigure(&admin, vec![5, 6], add, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.epoch, 1);
+    let new_members = [1, 2, 3, 4, 7, 8, 9];
+    wait_until(&client, &new_members, |s| {
+        s.epoch == 1 && s.members == 7 && member_state(s, 5) == "removed" && member_state(s, 9) == "active"
+    })
+    .await;
+
+    // The primary censors: the replicas elect agent 2 and the rest of the 1,000 transfers commit.
+    client.inject_fault(1, drill(Fault::Censorship, 1.0)).await.unwrap();
+    let second = run(&dir, &load(500)).await.unwrap();
+    assert_eq!(second.committed, 500);
+    let statuses = wait_until(&client, &new_members, |s| s.view >= 1 && s.transfers_applied >= 1000).await;
+    assert!(statuses.iter().all(|s| s.primary != 1), "{statuses:?}");
+    let history = client.view_changes().await;
+    let (_, agent_2) = history.iter().find(|(id, _)| *id == 2).unwrap();
+    let change = agent_2.as_ref().unwrap().view_changes.last().unwrap().clone();
+    assert_eq!(
+        (change.old_primary, change.new_primary, change.quorum_met),
+        (1, 2, true),
+        "{change:?}"
+    );
+    let health = report::health(&client.statuses().await, &client.detections().await);
+    assert_eq!(health.status, "healthy", "{health:?}");
+    assert_eq!(health.transactions_committed, 1000, "{health:?}");
+    assert_eq!(health.false_positive_rate, 0.0, "{health:?}");
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -51,6 +51,13 @@ struct Args {
     max_concurrent_requests: Option<u64>,
     #[arg(long, env = "BFT_MAX_BATCH_SIZE")]
     max_batch_size: Option<u64>,
+    /// How long a member proven malicious is shut out (its messages ignored).
+    #[arg(long, env = "BFT_QUARANTINE_DURATION_MS")]
+    quarantine_duration_ms: Option<u64>,
+    /// The administrator's Ed25519 public key (hex) that signs membership changes. Part of the genesis: every
+    /// member must name the same one.
+    #[arg(long, env = "BFT_ADMIN_KEY")]
+    admin_key: Option<String>,
 }
 
 impl Args {
@@ -75,6 +82,7 @@ impl Args {
         set("listen", self.listen.map(|a| json!(a)));
         set("metrics_listen", self.metrics_listen.map(|a| json!(a)));
         set("allow_fault_injection", self.allow_fault_injection.map(Value::from));
+        set("admin_key", self.admin_key.clone().map(Value::from));
         if !config["params"].is_object() {
             config["params"] = serde_json::to_value(bft_replica::Params::default()).expect("serialisable");
         }
@@ -83,6 +91,7 @@ impl Args {
             ("checkpoint_interval", self.checkpoint_interval),
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("max_batch_size", self.max_batch_size),
+            ("quarantine_duration_ms", self.quarantine_duration_ms),
         ] {
             if let Some(value) = value {
                 config["params"][key] = value.into();

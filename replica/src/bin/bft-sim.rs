@@ -44,6 +44,9 @@ struct Args {
     /// Print every replica event of every run to standard error (to replay a failing seed).
     #[arg(long)]
     trace: bool,
+    /// In the middle of the load, replace one member (a Byzantine one if any) by a new one through the protocol.
+    #[arg(long)]
+    reconfigure: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -62,6 +65,10 @@ struct Summary {
     /// Pieces of evidence honest replicas produced, by the member they prove misbehaved (all verified; the
     /// simulator fails a seed whose evidence accuses an honest member).
     proven: std::collections::BTreeMap<ReplicaId, u64>,
+    /// Seeds in which each member was quarantined by consensus.
+    quarantined: std::collections::BTreeMap<ReplicaId, u64>,
+    /// Seeds whose reconfiguration took effect.
+    reconfigured: u64,
     /// The pinned Byzantine members and what they do.
     members: Vec<(ReplicaId, Behaviour)>,
     failing_seeds: Vec<u64>,
@@ -104,6 +111,8 @@ fn main() -> ExitCode {
         liveness_failures: 0,
         refused: Default::default(),
         proven: Default::default(),
+        quarantined: Default::default(),
+        reconfigured: 0,
         members: args.members.clone(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
@@ -115,6 +124,7 @@ fn main() -> ExitCode {
         config.verbose = args.trace;
         config.byzantine = byzantine;
         config.pinned = args.members.clone();
+        config.reconfigure = args.reconfigure;
         if args.calm {
             (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
         }
@@ -125,6 +135,10 @@ fn main() -> ExitCode {
         summary.view_changes += outcome.view_changes;
         summary.violations += outcome.violations.len() as u64;
         summary.liveness_failures += u64::from(outcome.liveness_failure.is_some());
+        for member in outcome.quarantined.keys() {
+            *summary.quarantined.entry(*member).or_default() += 1;
+        }
+        summary.reconfigured += u64::from(outcome.epoch > 0);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }

@@ -39,12 +39,31 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
-    /// The members: id, gRPC address and public key.
+    /// The membership in force: epoch, and each member's id, state (active, quarantined, removed), address and
+    /// public key, as F+1 replicas report it.
     Members {
         #[arg(long)]
         cluster: PathBuf,
         #[arg(long)]
         json: bool,
+    },
+    /// Change the membership through the protocol: remove members, add others, signed with the administrator
+    /// key. Waits until the new epoch is in force and the added members take part; prints the event (JSON).
+    Reconfigure {
+        #[arg(long)]
+        cluster: PathBuf,
+        /// Member ids to remove, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<u32>,
+        /// Members to add, comma-separated: ID (a testnet member made with `bftctl testnet add`) or
+        /// ID=HOST:PORT=PUBLIC_KEY_HEX.
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// The administrator's private key (PKCS#8 PEM); by default the testnet's DIR/admin.key.
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
     },
     /// A drill: every replica changes views now; prints the view-change event (JSON).
     ViewChange {
@@ -166,6 +185,14 @@ enum TestnetCommand {
         #[arg(long, default_value_t = 20_000)]
         max_concurrent_requests: usize,
     },
+    /// Make a new member's key and configuration in DIR and start it. It is not a member until a
+    /// reconfiguration adds it (`bftctl reconfigure --add ID`); meanwhile it waits for the cluster.
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u32,
+    },
     /// Stop the replicas started in DIR.
     Down {
         #[arg(long)]
@@ -226,7 +253,17 @@ async fn run(command: Commands) -> Result<(), String> {
             Ok(())
         }
         Commands::Status { cluster, json } => status(&cluster, json).await,
-        Commands::Members { cluster, json } => members(&cluster, json),
+        Commands::Members { cluster, json } => members(&cluster, json).await,
+        Commands::Testnet {
+            command: TestnetCommand::Add { dir, id },
+        } => testnet_add(&dir, id).await,
+        Commands::Reconfigure {
+            cluster,
+            remove,
+            add,
+            admin_key,
+            timeout_secs,
+        } => reconfigure(&cluster, remove, &add, admin_key, Duration::from_secs(timeout_secs)).await,
         Commands::ViewChange { cluster, force } => {
             if !force {
                 return Err("a view change replaces the primary: say --force".into());
@@ -548,11 +585,7 @@ async fn testnet_up(
     let metrics_ports: Vec<u16> = ports.iter().map(|p| p + 100).collect();
     Layout::generate(dir, &ports, &metrics_ports, accounts, 1_000_000_000, params)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let binary = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("bft-replica")))
-        .filter(|p| p.exists())
-        .ok_or("bft-replica is not next to bftctl: build both (cargo build --release)")?;
+    let binary = replica_binary()?;
     for id in 1..=replicas as u32 {
         testnet::spawn(&binary, dir, id).map_err(|e| format!("starting replica {id}: {e}"))?;
     }
@@ -578,22 +611,146 @@ async fn testnet_up(
     Ok(())
 }
 
-fn members(dir: &Path, json: bool) -> Result<(), String> {
+async fn members(dir: &Path, json: bool) -> Result<(), String> {
+    let (client, _, _) = connect(dir)?;
+    let statuses = client.statuses().await;
+    let epoch = client.epoch().await;
+    // The membership as the replicas in that epoch report it (one that answers is enough for a listing).
+    let status = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .find(|s| s.epoch == epoch)
+        .ok_or("no replica answers")?;
     let (configs, _) = testnet::load(dir)?;
-    let members = &configs[0].members;
-    if json {
-        let rows: Vec<serde_json::Value> = members
+    let address = |id: u32, added: &str| {
+        if !added.is_empty() {
+            return added.to_string();
+        }
+        configs
             .iter()
-            .map(|m| serde_json::json!({ "id": report::agent(m.id), "address": m.address, "public_key": m.public_key }))
+            .find(|c| c.id == id)
+            .map_or(String::new(), |c| c.listen.to_string())
+    };
+    let role = |id: u32| if status.primary == id { "primary" } else { "replica" };
+    if json {
+        let rows: Vec<serde_json::Value> = status
+            .member_states
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": report::agent(m.id), "state": m.state, "role": if m.state == "removed" { "" } else { role(m.id) },
+                    "address": address(m.id, &m.address), "public_key": m.public_key,
+                    "quarantined_until": m.quarantined_until_unix_ms.map(report::rfc3339),
+                })
+            })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+        let listing = serde_json::json!({
+            "epoch": epoch, "members": status.members, "quorum_size": status.quorum_size,
+            "max_failures": status.max_failures, "members_detail": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&listing).expect("serialisable"));
     } else {
-        println!("{:<12} {:<22} public key", "id", "address");
-        for m in members {
-            println!("{:<12} {:<22} {}", report::agent(m.id), m.address, m.public_key);
+        println!(
+            "epoch {epoch}: {} members, quorum {}, F = {}",
+            status.members, status.quorum_size, status.max_failures
+        );
+        println!(
+            "{:<12} {:<12} {:<8} {:<22} public key",
+            "id", "state", "role", "address"
+        );
+        for m in &status.member_states {
+            let role = if m.state == "removed" { "" } else { role(m.id) };
+            let key = m.public_key.get(..16).map_or(String::new(), |k| format!("{k}…"));
+            println!(
+                "{:<12} {:<12} {:<8} {:<22} {key}",
+                report::agent(m.id),
+                m.state,
+                role,
+                address(m.id, &m.address)
+            );
         }
     }
     Ok(())
+}
+
+async fn testnet_add(dir: &Path, id: u32) -> Result<(), String> {
+    let ports = testnet::free_ports(2).map_err(|e| e.to_string())?;
+    testnet::add_member(dir, id, ports[0], ports[1])?;
+    let binary = replica_binary()?;
+    testnet::spawn(&binary, dir, id).map_err(|e| format!("starting replica {id}: {e}"))?;
+    println!(
+        "{} started on 127.0.0.1:{} (metrics :{}); not a member until `bftctl reconfigure --cluster {} --add {id}`",
+        report::agent(id),
+        ports[0],
+        ports[1],
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn reconfigure(
+    dir: &Path,
+    remove: Vec<u32>,
+    add: &[String],
+    admin_key: Option<PathBuf>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let admin = match admin_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            KeyPair::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => testnet::admin_key(dir)?,
+    };
+    let add = add
+        .iter()
+        .map(|item| new_member(dir, item))
+        .collect::<Result<Vec<_>, String>>()?;
+    let (client, _, _) = connect(dir)?;
+    let from_epoch = client.epoch().await;
+    let added: Vec<String> = add.iter().map(|m| report::agent(m.id)).collect();
+    let removed: Vec<String> = remove.iter().map(|id| report::agent(*id)).collect();
+    let done = client
+        .reconfigure(&admin, remove, add, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let report = serde_json::json!({
+        "event": "reconfiguration",
+        "from_epoch": from_epoch,
+        "epoch": done.epoch,
+        "removed": removed,
+        "added": added,
+        "duration_ms": done.took.as_millis() as u64,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+    Ok(())
+}
+
+/// ID (a testnet member's files) or ID=HOST:PORT=PUBLIC_KEY_HEX.
+fn new_member(dir: &Path, item: &str) -> Result<bft_replica::governance::NewMember, String> {
+    let parts: Vec<&str> = item.split('=').collect();
+    let id: u32 = parts[0]
+        .parse()
+        .map_err(|_| format!("{item:?}: a member to add is ID or ID=HOST:PORT=PUBLIC_KEY_HEX"))?;
+    match parts[..] {
+        [_] => testnet::new_member(dir, id),
+        [_, address, key] => Ok(bft_replica::governance::NewMember {
+            id,
+            address: address.to_string(),
+            public_key: PublicKey::from_hex(key).map_err(|e| format!("{item:?}: {e}"))?,
+        }),
+        _ => Err(format!(
+            "{item:?}: a member to add is ID or ID=HOST:PORT=PUBLIC_KEY_HEX"
+        )),
+    }
+}
+
+fn replica_binary() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("bft-replica")))
+        .filter(|p| p.exists())
+        .ok_or_else(|| "bft-replica is not next to bftctl: build both (cargo build --release)".to_string())
 }
 
 async fn status(dir: &Path, json: bool) -> Result<(), String> {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The packaging tests, one after another, and one summary line:
+#   rules       promtool check rules + promtool test rules (monitoring/alerts.test.yaml)
+#   dockerfiles deploy/check-dockerfiles.sh: the from-source and the local Dockerfiles describe the same container
+#   images      deploy/build-images.sh: bft-replica:dev (and bft-operator:dev once its binary exists), no registry
+#   smoke       deploy/smoke-test.sh: 4 containers commit through a killed and a disconnected primary, SIGTERM
+#   dashboard   monitoring/check-dashboard.sh: every queried metric is on a live replica's /metrics
+#   live-alert  monitoring/live-alert-test.sh: Prometheus fires and clears BftQuorumAtRisk on a live testnet
+# Every test runs even when an earlier one failed (but the smoke test needs the images); the exit status is
+# non-zero when any failed. Needs cargo, docker, python3 and curl; installs Debian's prometheus (promtool) when
+# missing. CARGO_TARGET_DIR is honoured (default: the one .ci/run uses).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bft-validator/target}"
+
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== apt-get install prometheus (prometheus, promtool)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "scripts/test-packaging.sh: prometheus and promtool are missing: apt-get install prometheus" >&2
+        exit 1
+    fi
+fi
+
+start=$SECONDS
+passed=()
+failed=()
+skipped=()
+run() { # name, command...
+    local name=$1 t=$SECONDS
+    shift
+    printf '\n######## %s: %s\n' "$name" "$*"
+    if "$@"; then
+        passed+=("$name")
+        echo "######## $name: passed in $((SECONDS - t)) s"
+    else
+        failed+=("$name")
+        echo "######## $name: FAILED after $((SECONDS - t)) s"
+    fi
+}
+rules() {
+    promtool check rules monitoring/alerts.yaml &&
+        promtool test rules monitoring/alerts.test.yaml &&
+        echo "alerts: $(grep -c '^      - alert:' monitoring/alerts.yaml) alerts, $(grep -c 'eval_time:' monitoring/alerts.test.yaml) checks"
+}
+
+run rules rules
+run dockerfiles deploy/check-dockerfiles.sh
+run images deploy/build-images.sh
+if [[ " ${passed[*]} " == *" images "* ]]; then
+    run smoke deploy/smoke-test.sh
+else
+    skipped+=(smoke)
+fi
+run dashboard monitoring/check-dashboard.sh
+run live-alert monitoring/live-alert-test.sh
+
+total=$((${#passed[@]} + ${#failed[@]} + ${#skipped[@]}))
+echo
+echo "packaging: ${#passed[@]} of $total passed (${passed[*]:-none})${failed:+, failed: ${failed[*]}}${skipped:+, skipped: ${skipped[*]}} in $((SECONDS - start)) s"
+[ ${#failed[@]} = 0 ] && [ ${#skipped[@]} = 0 ]
