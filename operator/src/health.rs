@@ -2,9 +2,8 @@
 //! public API `bftctl` uses), merged into what the plan observes. No single replica is believed on its own: a
 //! member counts as quarantined once F+1 replicas report it, and counts are those F+1 replicas reached.
 //!
-//! Until the replicas report quarantine and membership epochs themselves (the reconfiguration work on the
-//! replica side), a member is taken as quarantined when F+1 replicas logged a detection of it, and `epoch` and
-//! `membership` stay unknown.
+//! A member counts as quarantined when F+1 replicas' replicated state says so (a quarantine ordered through
+//! consensus); the epoch and the active membership are those F+1 replicas report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,10 +52,10 @@ pub fn merge(
 ) -> Observed {
     let f = max_failures(voters);
     let mut reported: BTreeMap<MemberId, BTreeSet<ReplicaId>> = BTreeMap::new();
-    for (reporter, answer) in detections {
-        for d in answer.iter().flat_map(|a| &a.detections) {
-            if d.member != *reporter {
-                reported.entry(d.member).or_default().insert(*reporter);
+    for (reporter, status) in statuses {
+        for m in status.iter().flat_map(|s| &s.member_states) {
+            if m.state == "quarantined" && m.id != *reporter {
+                reported.entry(m.id).or_default().insert(*reporter);
             }
         }
     }
@@ -108,10 +107,26 @@ pub fn merge(
             ),
         })
         .collect();
+    // The epoch F+1 replicas reached, and the active members as the replicas in it report them.
+    let epoch = reached(|s| s.epoch);
+    let mut memberships: BTreeMap<BTreeSet<MemberId>, usize> = BTreeMap::new();
+    for s in answered
+        .iter()
+        .filter(|s| s.epoch == epoch && !s.member_states.is_empty())
+    {
+        let active = s
+            .member_states
+            .iter()
+            .filter(|m| m.state != "removed")
+            .map(|m| m.id)
+            .collect();
+        *memberships.entry(active).or_default() += 1;
+    }
+    let membership = memberships.into_iter().find(|(_, count)| *count > f).map(|(m, _)| m);
     Observed {
         members,
-        epoch: None,
-        membership: None,
+        epoch: (!answered.is_empty()).then_some(epoch),
+        membership,
         view,
         primary,
         transactions_committed: reached(|s| s.transfers_applied),
@@ -161,13 +176,29 @@ mod tests {
 
     #[test]
     fn quarantine_counts_distinct_reporters_other_than_the_member_itself() {
-        let statuses: Vec<_> = (1..=7).map(|id| status(id, 1000, 100)).collect();
-        let mut detections: Vec<_> = [1, 2, 3].iter().map(|by| detected(*by, 5)).collect();
-        // A member accusing itself, or one replica accusing twice, counts no more.
-        detections.push(detected(5, 5));
-        detections.push(detected(1, 5));
+        let mut statuses: Vec<_> = (1..=7).map(|id| status(id, 1000, 100)).collect();
+        for (id, s) in statuses.iter_mut() {
+            let s = s.as_mut().unwrap();
+            s.epoch = 1;
+            s.member_states = (1..=7)
+                .map(|m| bft_replica::net::proto::MemberState {
+                    id: m,
+                    state: if m == 5 && [1, 2, 3, 5].contains(id) {
+                        "quarantined"
+                    } else {
+                        "active"
+                    }
+                    .into(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        let detections: Vec<_> = [1, 2, 3].iter().map(|by| detected(*by, 5)).collect();
         let o = merge(&statuses, &detections, 7);
+        // 1, 2 and 3 say so; 5 saying it of itself counts for nothing.
         assert_eq!(o.members[&5].quarantined_by, 3);
+        assert_eq!(o.epoch, Some(1));
+        assert_eq!(o.membership, Some((1..=7).collect()));
         assert_eq!(o.members[&4].quarantined_by, 0);
         assert_eq!(o.detections.len(), 1, "three reporters > F = 2 confirm it");
         assert_eq!(o.detections[0].member, 5);

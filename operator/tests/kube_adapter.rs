@@ -634,7 +634,10 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
     let calls = pass_with_restart(&h).await;
     assert!(lines(&calls).contains(&format!("PATCH {STS}/drill-5")));
     let learner = find(&calls, "PATCH", &format!("{STS}/drill-5"));
-    assert!(learner.body.to_string().contains("BFT_LEARNERS_FILE"));
+    assert!(
+        learner.body.to_string().contains("drill-member-5"),
+        "the new member mounts its own, new key"
+    );
     assert!(h.exists(&format!("{SECRETS}/drill-member-5")));
     let membership = find(&calls, "PATCH", "/api/v1/namespaces/bft/configmaps/drill-membership");
     let learners: Vec<Value> =

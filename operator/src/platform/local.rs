@@ -34,8 +34,11 @@ pub struct LocalPlatform {
 struct State {
     children: BTreeMap<MemberId, Child>,
     last_spawn: BTreeMap<MemberId, Instant>,
+    /// The genesis membership: every member's configuration names it, whatever the epoch (membership changes
+    /// are ordered by the replicas, not configured).
     members: Vec<MemberConfig>,
     genesis: Vec<GenesisAccount>,
+    admin_key: Option<String>,
     last_status: Option<String>,
 }
 
@@ -112,6 +115,7 @@ impl LocalPlatform {
             metrics_listen,
             allow_fault_injection: self.spec.fault_drills.allowed,
             max_message_bytes: 16 << 20,
+            admin_key: state.admin_key.clone(),
         })
     }
 
@@ -279,6 +283,24 @@ impl Platform for LocalPlatform {
                 balance: *balance,
             })
             .collect();
+        state.admin_key = Some(objects.admin_key.to_string());
+        // The genesis membership is the one an earlier run wrote, or this one's voters when there is none.
+        if state.members.is_empty()
+            && let Some(existing) = std::fs::read_dir(&self.dir)
+                .map_err(io(self.dir.display().to_string()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .find_map(|e| NodeConfig::load(&e.path()).ok())
+        {
+            state.members = existing.members;
+        }
+        if !state.members.is_empty() {
+            for id in objects.voters.iter().chain(objects.learners) {
+                let config = self.config(*id, &state)?;
+                self.write_config(&config)?;
+            }
+            return Ok(());
+        }
         let mut members = Vec::new();
         for id in objects.voters {
             let config = self.config(*id, &state)?;

@@ -97,6 +97,9 @@ pub trait Replicas {
     ) -> impl Future<Output = Result<String, ReplicaError>> + Send;
 }
 
+/// How long a reconfiguration may take to be in force with the added members taking part.
+pub const RECONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The replicas reached over gRPC with `bft_replica::client`.
 pub struct GrpcReplicas;
 
@@ -121,17 +124,35 @@ impl Replicas for GrpcReplicas {
 
     async fn reconfigure(
         &self,
-        _targets: &[Target],
-        _admin: &KeyPair,
+        targets: &[Target],
+        admin: &KeyPair,
         remove: &[MemberId],
         add: &[Target],
     ) -> Result<u64, ReplicaError> {
-        // bft_replica::client::Client::reconfigure is being built on the replica side; until it lands the
-        // replacement stops here, recorded in status, and resumes once the call exists.
-        Err(ReplicaError::Unsupported(format!(
-            "reconfiguration (remove {remove:?}, add {:?}) needs bft_replica::client::Client::reconfigure, which this replica version does not have",
-            add.iter().map(|t| t.id).collect::<Vec<_>>()
-        )))
+        // The current members are asked; the call returns once the new epoch is in force and the added members
+        // take part in it. The reconfiguration names the epoch it was made in, so a repeat after a restart is
+        // refused by the replicas rather than applied twice.
+        let voters: Vec<Target> = targets
+            .iter()
+            .filter(|t| !add.iter().any(|a| a.id == t.id))
+            .cloned()
+            .collect();
+        let added = add
+            .iter()
+            .map(|t| {
+                Ok(bft_replica::governance::NewMember {
+                    id: t.id,
+                    public_key: PublicKey::from_hex(&t.public_key)
+                        .map_err(|_| ReplicaError::Refused(format!("member {}: bad public key", t.id)))?,
+                    address: t.address.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, ReplicaError>>()?;
+        let done = client(&voters)?
+            .reconfigure(admin, remove.to_vec(), added, RECONFIGURE_TIMEOUT)
+            .await
+            .map_err(|e| ReplicaError::Refused(e.to_string()))?;
+        Ok(done.epoch)
     }
 
     async fn force_view_change(&self, targets: &[Target]) -> Result<String, ReplicaError> {

@@ -33,7 +33,7 @@ pub fn member(cluster: &Cluster, m: &MemberWorkload) -> StatefulSet {
     let metadata = cluster.metadata(&name, &member_labels);
     let pod_labels = &metadata["labels"];
     let env = |k: &str, v: String| json!({"name": k, "value": v});
-    let mut envs = vec![
+    let envs = vec![
         env("BFT_ID", m.id.to_string()),
         env("BFT_KEY_FILE", "/keys/private-key.pem".into()),
         env("BFT_MEMBERS_FILE", format!("/config/{}", configmap::MEMBERS)),
@@ -54,11 +54,9 @@ pub fn member(cluster: &Cluster, m: &MemberWorkload) -> StatefulSet {
         ),
         env("BFT_ADMIN_KEY", m.admin_key.to_string()),
     ];
-    if m.learner {
-        // A learner is not in members.json: it fetches the stable checkpoint and follows as a non-voter until
-        // the reconfiguration that adds it takes effect.
-        envs.push(env("BFT_LEARNERS_FILE", format!("/config/{}", configmap::LEARNERS)));
-    }
+    // A learner is started like any member with the genesis membership, which does not name it: it waits until
+    // the reconfiguration that adds it is in force, then catches up by state transfer.
+    let _ = m.learner;
     let mut volumes = vec![json!({"name": "config", "configMap": {"name": cluster.membership_name()}})];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": "/config", "readOnly": true}),
