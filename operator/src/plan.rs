@@ -535,7 +535,9 @@ fn advance_replacement(
                 input
                     .observed
                     .and_then(|o| o.members.get(id))
-                    .is_some_and(|m| m.reachable && m.last_executed >= target)
+                    // Answering is enough: the replicas let a new member catch up by state transfer once the
+                    // reconfiguration adds it, and the reconfiguration call waits for that.
+                    .is_some_and(|m| m.reachable)
             });
             if caught_up {
                 r.step = ReplacementStep::Reconfiguring;
