@@ -1,7 +1,21 @@
-//! The Kubernetes operator for `ByzantineCluster` resources (issue 5 builds it out).
+//! The Kubernetes operator for `ByzantineCluster` resources.
 //!
-//! For now it holds the rule every later part of the operator depends on: how many members a cluster may
-//! lose and how many must agree. It comes from the replica's own definitions, so the two cannot drift.
+//! `crd` holds the resource's types; `plan` decides, as a pure function of the spec, the recorded status and what
+//! the replicas report, what to do next (every safety rule lives there); `resources` builds each Kubernetes
+//! object as a pure function; `platform` carries the plan out on Kubernetes or on local processes; `health`
+//! polls the replicas through their public gRPC API.
+//!
+//! The sizing rule (how many members a cluster may lose and how many must agree) comes from the replica's own
+//! definitions, so the two cannot drift.
+
+pub mod controller;
+pub mod crd;
+pub mod health;
+pub mod leader;
+pub mod plan;
+pub mod platform;
+pub mod resources;
+pub mod telemetry;
 
 use bft_replica::config::{max_failures, quorum_size};
 

@@ -1,0 +1,578 @@
+use super::*;
+use proptest::prelude::*;
+
+fn spec(replicas: u32) -> ByzantineClusterSpec {
+    serde_json::from_value(serde_json::json!({
+        "replicas": replicas,
+        "image": "bft-replica:test",
+        "genesis": {"generatedAccounts": {"count": 4, "balance": 1000}},
+    }))
+    .unwrap()
+}
+
+const T0: u64 = 1_795_539_901_000;
+
+fn keys(ids: impl IntoIterator<Item = MemberId>) -> BTreeMap<MemberId, String> {
+    ids.into_iter()
+        .map(|id| {
+            (
+                id,
+                bft_replica::crypto::KeyPair::from_secret([id as u8; 32])
+                    .public()
+                    .to_hex(),
+            )
+        })
+        .collect()
+}
+
+/// Every listed member answers, at `last_executed` 100, with quarantine reports as given.
+fn observed(ids: impl IntoIterator<Item = MemberId>, quarantined: &[(MemberId, usize)]) -> Observed {
+    let members = ids
+        .into_iter()
+        .map(|id| {
+            let by = quarantined.iter().find(|(q, _)| *q == id).map_or(0, |(_, n)| *n);
+            (
+                id,
+                ObservedMember {
+                    reachable: true,
+                    quarantined_by: by,
+                    last_executed: 100,
+                    stable_checkpoint: 100,
+                },
+            )
+        })
+        .collect();
+    Observed {
+        members,
+        epoch: Some(0),
+        membership: None,
+        view: 0,
+        primary: Some(1),
+        stable_checkpoint: 100,
+        ..Observed::default()
+    }
+}
+
+struct World {
+    spec: ByzantineClusterSpec,
+    status: ByzantineClusterStatus,
+    requests: Requests,
+    now: u64,
+}
+
+impl World {
+    fn new(spec: ByzantineClusterSpec) -> World {
+        World {
+            spec,
+            status: ByzantineClusterStatus::default(),
+            requests: Requests::default(),
+            now: T0,
+        }
+    }
+
+    /// One pass; its status is recorded as a successful reconcile would.
+    fn pass(&mut self, observed: Option<&Observed>) -> Plan {
+        let keys = keys(1..=self.status.next_member_id.max(self.spec.replicas + 1));
+        let plan = plan(&Input {
+            spec: &self.spec,
+            generation: Some(1),
+            recorded: &self.status,
+            observed,
+            keys: &keys,
+            requests: &self.requests,
+            now_ms: self.now,
+        });
+        self.status = plan.status.clone();
+        plan
+    }
+
+    fn member(&self, id: MemberId) -> &MemberStatus {
+        self.status.members.iter().find(|m| m.id == id).unwrap()
+    }
+}
+
+fn condition<'a>(status: &'a ByzantineClusterStatus, type_: &str) -> &'a Condition {
+    status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+#[test]
+fn a_new_cluster_gets_a_key_and_a_workload_per_member_and_the_cluster_objects() {
+    let mut w = World::new(spec(7));
+    let plan = w.pass(None);
+    let ensure: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::EnsureKey(_)))
+        .collect();
+    assert_eq!(ensure.len(), 7);
+    assert!(
+        plan.actions.contains(&Action::ApplyCluster {
+            voters: (1..=7).collect(),
+            learners: vec![],
+            max_unavailable: 0,
+        }),
+        "nothing answers yet: every member counts as unhealthy, so no disruption is allowed"
+    );
+    let groups: Vec<u32> = w.status.members.iter().map(|m| m.placement_group).collect();
+    assert_eq!(
+        groups,
+        vec![0, 1, 0, 1, 0, 1, 0],
+        "F = 2 groups, so at most 2 members per node"
+    );
+    assert_eq!(w.status.next_member_id, 8);
+    assert_eq!(w.status.phase, "Creating");
+    assert_eq!((w.status.quorum_size, w.status.max_failures), (5, 2));
+}
+
+#[test]
+fn a_healthy_cluster_is_ready_and_the_budget_allows_f_disruptions() {
+    let mut w = World::new(spec(7));
+    w.pass(None);
+    let plan = w.pass(Some(&observed(1..=7, &[])));
+    assert_eq!(w.status.phase, "Running");
+    assert_eq!(w.status.healthy_replicas, 7);
+    assert!(w.status.quorum_met);
+    assert_eq!(condition(&w.status, "Ready").status, "True");
+    assert_eq!(condition(&w.status, "Degraded").status, "False");
+    assert_eq!(condition(&w.status, "Ready").observed_generation, Some(1));
+    assert_eq!(w.member(1).role, MemberRole::Primary);
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCluster { max_unavailable: 2, .. }))
+    );
+    assert!(!plan.requeue_soon);
+}
+
+#[test]
+fn the_budget_shrinks_by_the_members_already_unhealthy() {
+    let mut w = World::new(spec(7));
+    w.pass(None);
+    let plan = w.pass(Some(&observed([1, 2, 3, 4, 5, 6], &[])));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCluster { max_unavailable: 1, .. }))
+    );
+    assert_eq!(w.status.phase, "Degraded");
+    assert_eq!(condition(&w.status, "Degraded").status, "True");
+    assert!(condition(&w.status, "Degraded").message.contains("bft-agent-7"));
+}
+
+#[test]
+fn conditions_keep_their_transition_time_while_unchanged() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[])));
+    let first = condition(&w.status, "Ready").last_transition_time.clone();
+    w.now += 60_000;
+    w.pass(Some(&observed(1..=4, &[])));
+    assert_eq!(condition(&w.status, "Ready").last_transition_time, first);
+    w.now += 60_000;
+    w.pass(Some(&observed(1..=3, &[])));
+    assert_ne!(condition(&w.status, "Ready").last_transition_time, first);
+}
+
+#[test]
+fn one_replicas_word_does_not_quarantine_anyone() {
+    let mut w = World::new(spec(7));
+    w.pass(None);
+    // F = 2 replicas claim agent 3 is quarantined: not enough.
+    let plan = w.pass(Some(&observed(1..=7, &[(3, 2)])));
+    assert_eq!(w.member(3).state, MemberState::Active);
+    assert!(w.status.replacement.is_none());
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Fence(_))));
+}
+
+/// The drill's step 9: agents 5 and 6 quarantined, replaced by 8 and 9 through every step.
+#[test]
+fn quarantined_members_are_fenced_replaced_and_retired_one_step_at_a_time() {
+    let mut w = World::new(spec(7));
+    w.pass(None);
+    w.pass(Some(&observed(1..=7, &[])));
+
+    let q = [(5, 5), (6, 5)];
+    let plan = w.pass(Some(&observed(1..=7, &q)));
+    let r = w.status.replacement.clone().expect("a replacement starts");
+    assert_eq!((r.remove.clone(), r.add.clone()), (vec![5, 6], vec![8, 9]));
+    assert_eq!(r.step, ReplacementStep::Fencing);
+    assert_eq!(
+        &plan.actions[..2],
+        &[Action::Fence(5), Action::Fence(6)],
+        "stopped first, in the same pass"
+    );
+    assert!(
+        !plan.actions.iter().any(|a| matches!(a, Action::WithdrawKey(_))),
+        "not before the status says fenced"
+    );
+    assert!(!plan.actions.contains(&Action::EnsureKey(5)));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Run { id: 5 | 6, .. })));
+    assert!(w.member(5).fenced && w.member(6).fenced);
+    assert_eq!(w.status.next_member_id, 10, "ids 8 and 9 are reserved");
+    assert!(plan.requeue_soon);
+    assert_eq!(w.status.phase, "Reconfiguring");
+    assert_eq!(condition(&w.status, "Reconfiguring").status, "True");
+
+    // With the fencing recorded, the keys are withdrawn.
+    let plan = w.pass(Some(&observed([1, 2, 3, 4, 7], &q)));
+    assert_eq!(
+        &plan.actions[..4],
+        &[
+            Action::Fence(5),
+            Action::Fence(6),
+            Action::WithdrawKey(5),
+            Action::WithdrawKey(6)
+        ]
+    );
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::CreatingMembers
+    );
+
+    // 5 and 6 no longer answer (fenced); 8 and 9 are created as learners.
+    let plan = w.pass(Some(&observed([1, 2, 3, 4, 7], &q)));
+    assert!(plan.actions.contains(&Action::EnsureKey(8)));
+    assert!(plan.actions.contains(&Action::Run {
+        id: 8,
+        learner: true,
+        placement_group: w.member(5).placement_group
+    }));
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCluster { learners, .. } if learners == &vec![8, 9]))
+    );
+    assert_eq!(w.member(8).state, MemberState::Joining);
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::CatchingUp);
+
+    // Not started yet: 9 does not answer.
+    let o = observed([1, 2, 3, 4, 7, 8], &q);
+    let plan = w.pass(Some(&o));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::CatchingUp);
+    assert!(
+        w.status
+            .replacement
+            .as_ref()
+            .unwrap()
+            .blocked
+            .as_ref()
+            .unwrap()
+            .contains("catching up")
+    );
+
+    // Caught up: the reconfiguration is submitted once.
+    let o = observed([1, 2, 3, 4, 7, 8, 9], &q);
+    w.pass(Some(&o));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::Reconfiguring
+    );
+    let plan = w.pass(Some(&o));
+    assert_eq!(
+        plan.actions
+            .iter()
+            .filter(|a| matches!(a, Action::Reconfigure { .. }))
+            .collect::<Vec<_>>(),
+        vec![&Action::Reconfigure {
+            remove: vec![5, 6],
+            add: vec![8, 9]
+        }]
+    );
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::AwaitingEpoch
+    );
+    let plan = w.pass(Some(&o));
+    assert!(
+        !plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })),
+        "never twice"
+    );
+
+    // The new epoch: 8 and 9 vote, 5 and 6 are removed, then retired.
+    let mut o = observed([1, 2, 3, 4, 7, 8, 9], &[]);
+    o.epoch = Some(1);
+    o.membership = Some([1, 2, 3, 4, 7, 8, 9].into());
+    w.pass(Some(&o));
+    assert_eq!(w.member(8).state, MemberState::Active);
+    assert_eq!(w.member(5).state, MemberState::Removed);
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::Retiring);
+    let plan = w.pass(Some(&o));
+    assert!(plan.actions.contains(&Action::Retire(5)) && plan.actions.contains(&Action::Retire(6)));
+    assert!(w.status.replacement.is_none());
+    assert_eq!(w.status.epoch, 1);
+    assert_eq!(w.status.phase, "Running");
+    assert_eq!(w.status.healthy_replicas, 7);
+    assert!(
+        plan.actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyCluster { voters, .. } if voters == &vec![1, 2, 3, 4, 7, 8, 9]))
+    );
+}
+
+#[test]
+fn a_reconfiguration_already_in_effect_after_a_restart_is_not_submitted_again() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(2, 3)])));
+    w.pass(Some(&observed([1, 3, 4], &[(2, 3)])));
+    w.pass(Some(&observed([1, 3, 4], &[(2, 3)])));
+    let caught_up = observed([1, 3, 4, 5], &[(2, 3)]);
+    w.pass(Some(&caught_up));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::Reconfiguring
+    );
+    // The operator submitted, crashed before recording it; the replicas already switched membership.
+    let mut o = observed([1, 3, 4, 5], &[]);
+    o.membership = Some([1, 3, 4, 5].into());
+    o.epoch = Some(1);
+    let plan = w.pass(Some(&o));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+}
+
+#[test]
+fn no_replacement_starts_without_a_healthy_quorum() {
+    let mut w = World::new(spec(7));
+    w.pass(None);
+    // 5 quarantined, and 3 and 4 do not answer: 4 healthy < quorum 5.
+    let plan = w.pass(Some(&observed([1, 2, 5, 6, 7], &[(5, 5)])));
+    assert!(w.status.replacement.is_none());
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Fence(_))));
+    assert!(plan.events.iter().any(|e| e.reason == "ReplacementHeld"));
+    assert_eq!(w.status.phase, "Failed");
+    assert_eq!(condition(&w.status, "QuorumHealthy").status, "False");
+}
+
+#[test]
+fn at_most_f_members_are_fenced_at_once() {
+    // N = 6: F = 1, quorum 4. Two members quarantined leave 4 healthy (a quorum), but only F = 1 is fenced.
+    let mut w = World::new(spec(6));
+    w.pass(None);
+    w.pass(Some(&observed(1..=6, &[(3, 2), (5, 2)])));
+    let r = w.status.replacement.as_ref().unwrap();
+    assert_eq!(r.remove, vec![3]);
+    assert_eq!(w.status.members.iter().filter(|m| m.fenced).count(), 1);
+    // While 3 is fenced and not yet removed, 5 waits, whatever the reports say.
+    for _ in 0..4 {
+        w.pass(Some(&observed([1, 2, 4, 5, 6, 7], &[(3, 2), (5, 2)])));
+        assert!(!w.member(5).fenced);
+    }
+}
+
+#[test]
+fn the_hourly_cap_holds_replacements_back() {
+    let mut s = spec(7);
+    s.replacement.max_per_hour = Some(1);
+    let mut w = World::new(s);
+    w.pass(None);
+    w.pass(Some(&observed(1..=7, &[(5, 3), (6, 3)])));
+    assert_eq!(w.status.replacement.as_ref().unwrap().remove, vec![5]);
+    assert_eq!(w.status.replacement_history.len(), 1);
+}
+
+#[test]
+fn supervised_mode_fences_at_once_but_waits_for_approval_to_replace() {
+    let mut s = spec(4);
+    s.replacement.mode = ReplacementMode::Supervised;
+    let mut w = World::new(s);
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(2, 2)])));
+    assert!(w.member(2).fenced, "fencing needs no approval");
+    w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::AwaitingApproval
+    );
+    let plan = w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    let r = w.status.replacement.clone().unwrap();
+    assert_eq!(r.step, ReplacementStep::AwaitingApproval);
+    assert!(r.blocked.unwrap().contains("bft.dev/approve-replacement=r-5"));
+    assert!(!plan.actions.contains(&Action::EnsureKey(5)));
+    w.requests.approved_replacement = Some("r-5".into());
+    w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::CreatingMembers
+    );
+}
+
+#[test]
+fn detection_disabled_never_fences() {
+    let mut s = spec(4);
+    s.detection.enabled = false;
+    let mut w = World::new(s);
+    w.pass(None);
+    let plan = w.pass(Some(&observed(1..=4, &[(2, 4)])));
+    assert_eq!(w.member(2).state, MemberState::Quarantined, "reported, not acted on");
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Fence(_))));
+}
+
+#[test]
+fn drills_need_fault_drills_allowed_and_run_once() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.requests.force_view_change = Some("1".into());
+    let plan = w.pass(Some(&observed(1..=4, &[])));
+    assert!(!plan.actions.contains(&Action::ForceViewChange));
+    assert!(plan.events.iter().any(|e| e.reason == "RequestRefused"));
+    assert!(
+        plan.actions
+            .contains(&Action::MarkHandled("force-view-change=1".into()))
+    );
+
+    w.spec.fault_drills.allowed = true;
+    w.requests.force_view_change = Some("2".into());
+    w.requests.inject_fault = Some("3:signature-corruption:0.5".into());
+    let plan = w.pass(Some(&observed(1..=4, &[])));
+    assert!(plan.actions.contains(&Action::ForceViewChange));
+    assert!(plan.actions.contains(&Action::InjectFault {
+        member: 3,
+        drill: Some(("signature-corruption".into(), 0.5))
+    }));
+    w.requests.handled = [
+        "force-view-change=2".to_string(),
+        "inject-fault=3:signature-corruption:0.5".to_string(),
+    ]
+    .into();
+    let plan = w.pass(Some(&observed(1..=4, &[])));
+    assert!(!plan.actions.contains(&Action::ForceViewChange));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::InjectFault { .. })));
+}
+
+#[test]
+fn a_member_whose_key_went_missing_gets_no_new_one_and_is_not_started() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[])));
+    let mut keys = keys(1..=4);
+    keys.remove(&3);
+    let plan = plan(&Input {
+        spec: &w.spec,
+        generation: Some(1),
+        recorded: &w.status,
+        observed: Some(&observed([1, 2, 4], &[])),
+        keys: &keys,
+        requests: &w.requests,
+        now_ms: w.now,
+    });
+    assert!(!plan.actions.contains(&Action::EnsureKey(3)));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Run { id: 3, .. })));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == "KeyMissing" && e.note.contains("bft-agent-3"))
+    );
+}
+
+#[test]
+fn fault_requests_are_parsed_strictly() {
+    assert_eq!(parse_fault_request("5:clear"), Ok((5, None)));
+    assert_eq!(
+        parse_fault_request("6:double-spend:0.3"),
+        Ok((6, Some(("double-spend".into(), 0.3))))
+    );
+    assert!(parse_fault_request("6:double-spend:1.5").is_err());
+    assert!(parse_fault_request("x:clear").is_err());
+    assert!(parse_fault_request("6").is_err());
+}
+
+/// One round of what replicas might report: which members answer and how many replicas claim each quarantined.
+fn arb_round(n: MemberId) -> impl Strategy<Value = (Vec<bool>, Vec<usize>, bool, bool)> {
+    (
+        proptest::collection::vec(proptest::bool::weighted(0.85), 12),
+        proptest::collection::vec(0..(n as usize + 1), 12),
+        any::<bool>(),
+        any::<bool>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the replicas report (forged quarantines, members coming and going, epochs moving), the plan
+    /// keeps every safety rule.
+    #[test]
+    fn safety_rules_hold_under_any_health_reports(
+        n in prop_oneof![Just(4u32), Just(7u32), Just(10u32)],
+        rounds in proptest::collection::vec(arb_round(10), 1..40),
+        per_hour in proptest::option::of(1u32..4),
+        restarts in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let mut s = spec(n);
+        s.replacement.max_per_hour = per_hour;
+        let sizing = s.sizing();
+        let (f, quorum) = (sizing.max_failures, sizing.quorum);
+        let cap = per_hour.map_or(f.max(1), |p| p as usize);
+        let mut w = World::new(s);
+        w.pass(None);
+        let mut fenced_ever: BTreeSet<MemberId> = BTreeSet::new();
+        let mut ids_seen: BTreeSet<MemberId> = w.status.members.iter().map(|m| m.id).collect();
+        let mut epoch = 0;
+        for (i, (up, quarantined_by, advance_epoch, catch_up)) in rounds.into_iter().enumerate() {
+            let live: Vec<MemberId> = w.status.members.iter().filter(|m| m.state != MemberState::Removed).map(|m| m.id).collect();
+            let mut o = Observed { epoch: Some(epoch), stable_checkpoint: 100, primary: live.first().copied(), ..Observed::default() };
+            for (k, id) in live.iter().enumerate() {
+                o.members.insert(*id, ObservedMember {
+                    reachable: up[k % up.len()],
+                    quarantined_by: quarantined_by[k % quarantined_by.len()],
+                    last_executed: if catch_up { 100 } else { 50 },
+                    stable_checkpoint: 100,
+                });
+            }
+            if advance_epoch && w.status.replacement.as_ref().is_some_and(|r| r.step == ReplacementStep::AwaitingEpoch) {
+                epoch += 1;
+                o.epoch = Some(epoch);
+            }
+            let before = w.status.clone();
+            // Healthy by this round's reports: a voter that answers, is not fenced and not quarantined by F+1.
+            let healthy_now = before
+                .members
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Active | MemberState::Quarantined) && !m.fenced)
+                .filter(|m| o.members.get(&m.id).is_some_and(|s| s.reachable && s.quarantined_by <= f))
+                .count();
+            let plan = w.pass(Some(&o));
+            // A restart: the status is lost and the pass runs again from what was recorded before.
+            if restarts[i % restarts.len()] {
+                w.status = before.clone();
+                let again = w.pass(Some(&o));
+                prop_assert_eq!(&again.actions, &plan.actions, "a repeated pass does the same, nothing more");
+            }
+            let status = &w.status;
+            // Fenced (not yet removed) members never exceed F.
+            let fenced: Vec<MemberId> = status.members.iter().filter(|m| m.fenced && m.state != MemberState::Removed).map(|m| m.id).collect();
+            prop_assert!(fenced.len() <= f, "{} fenced > F = {}", fenced.len(), f);
+            // Only members F+1 replicas reported quarantined are ever fenced.
+            for id in &fenced {
+                if !fenced_ever.contains(id) {
+                    let reported = o.members.get(id).map_or(0, |m| m.quarantined_by);
+                    prop_assert!(reported > f, "{} fenced on {} reports", agent(*id), reported);
+                    // ...and only with a healthy quorum.
+                    prop_assert!(healthy_now >= quorum);
+                }
+            }
+            fenced_ever.extend(fenced.iter().copied());
+            // A fenced member's key is never made again and its workload never started again.
+            for a in &plan.actions {
+                match a {
+                    Action::EnsureKey(id) | Action::Run { id, .. } => prop_assert!(!fenced_ever.contains(id)),
+                    Action::Reconfigure { .. } => prop_assert!(healthy_now >= quorum),
+                    _ => {}
+                }
+            }
+            // Ids are never reused.
+            for m in &status.members {
+                if !ids_seen.contains(&m.id) {
+                    prop_assert!(m.id > *ids_seen.iter().max().unwrap());
+                    ids_seen.insert(m.id);
+                }
+            }
+            // At most `cap` replacements started in the hour (the whole run fits in one).
+            prop_assert!(status.replacement_history.len() <= cap);
+            // At most one reconfiguration submitted per pass.
+            let submitted = plan.actions.iter().filter(|a| matches!(a, Action::Reconfigure { .. })).count();
+            prop_assert!(submitted <= 1, "{} reconfigurations in one pass", submitted);
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The CRD: crds/ is what the Rust types generate (CI fails when it is out of date), and the schema refuses bad
+//! resources with a clear message, checked here with the same CEL rules an API server runs.
+
+use bft_operator::crd::{self, ByzantineCluster};
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+
+const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/byzantineclusters.bft.dev.yaml");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/drill.yaml");
+
+#[test]
+fn crds_yaml_is_what_the_types_generate() {
+    let committed = std::fs::read_to_string(CRD_FILE).unwrap_or_default();
+    assert!(
+        committed == crd::crd_yaml(),
+        "crds/byzantineclusters.bft.dev.yaml is out of date: run `cargo run -p bft-operator -- crd > crds/byzantineclusters.bft.dev.yaml`"
+    );
+}
+
+fn schema() -> Value {
+    let crd = ByzantineCluster::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn drill() -> Value {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let cluster = crd::from_yaml(&text).expect("the example is valid");
+    serde_json::to_value(cluster).unwrap()
+}
+
+/// The CEL rules' messages for `object` (created, or updated from `old`).
+fn refusals(object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema(), object, old) {
+        Ok(()) => vec![],
+        Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
+    }
+}
+
+#[test]
+fn the_resource_is_namespaced_with_a_short_name_status_and_the_printer_columns() {
+    let crd = ByzantineCluster::crd();
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["bftc".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert!(version.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Replicas", "Healthy", "Quorum", "View", "Primary", "Epoch", "Phase", "Age"
+        ]
+    );
+}
+
+#[test]
+fn the_schema_carries_the_bounds_and_enums() {
+    let s = schema();
+    let spec = &s["properties"]["spec"]["properties"];
+    assert_eq!(
+        spec["replicas"]["minimum"].as_f64(),
+        Some(crd::bounds::REPLICAS_MIN as f64)
+    );
+    assert_eq!(
+        spec["replicas"]["maximum"].as_f64(),
+        Some(crd::bounds::REPLICAS_MAX as f64)
+    );
+    let protocol = &spec["protocol"]["properties"];
+    assert_eq!(
+        protocol["viewChangeTimeoutMs"]["minimum"].as_f64(),
+        Some(crd::bounds::VIEW_CHANGE_TIMEOUT_MS_MIN as f64)
+    );
+    assert_eq!(
+        protocol["viewChangeTimeoutMs"]["maximum"].as_f64(),
+        Some(crd::bounds::VIEW_CHANGE_TIMEOUT_MS_MAX as f64)
+    );
+    assert_eq!(
+        protocol["checkpointInterval"]["maximum"].as_f64(),
+        Some(crd::bounds::CHECKPOINT_INTERVAL_MAX as f64)
+    );
+    assert_eq!(
+        protocol["maxConcurrentRequests"]["maximum"].as_f64(),
+        Some(crd::bounds::MAX_CONCURRENT_REQUESTS_MAX as f64)
+    );
+    assert_eq!(protocol["signatureAlgorithm"]["enum"], json!(["ed25519"]));
+    assert_eq!(
+        spec["detection"]["properties"]["quarantineDurationMs"]["maximum"].as_f64(),
+        Some(crd::bounds::QUARANTINE_MS_MAX as f64)
+    );
+    assert_eq!(
+        spec["replacement"]["properties"]["mode"]["enum"],
+        json!(["Automatic", "Supervised", "Disabled"])
+    );
+    assert_eq!(
+        spec["genesis"]["properties"]["accounts"]["items"]["properties"]["account"]["pattern"],
+        json!("^[0-9a-f]{64}$")
+    );
+}
+
+#[test]
+fn a_valid_resource_passes_the_cel_rules() {
+    assert_eq!(refusals(&drill(), None), Vec::<String>::new());
+}
+
+#[test]
+fn a_verification_threshold_other_than_the_quorum_is_refused() {
+    let mut bad = drill();
+    bad["spec"]["protocol"]["verificationThreshold"] = json!(4);
+    let refused = refusals(&bad, None);
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.contains("verificationThreshold must be the quorum")),
+        "{refused:?}"
+    );
+    let cluster: ByzantineCluster = serde_json::from_value(bad).unwrap();
+    let error = cluster.spec.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("verificationThreshold must be the quorum ceil((N+F+1)/2) = 5 for 7 replicas, got 4"),
+        "{error}"
+    );
+}
+
+#[test]
+fn genesis_replicas_and_the_signature_algorithm_cannot_change() {
+    let old = drill();
+    let mut new = old.clone();
+    new["spec"]["genesis"]["generatedAccounts"]["balance"] = json!(5);
+    let refused = refusals(&new, Some(&old));
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.contains("genesis cannot change after creation")),
+        "{refused:?}"
+    );
+
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(10);
+    new["spec"]["protocol"]["verificationThreshold"] = json!(7);
+    let refused = refusals(&new, Some(&old));
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.contains("replicas cannot change after creation")),
+        "{refused:?}"
+    );
+
+    // What may change, changes.
+    let mut new = old.clone();
+    new["spec"]["protocol"]["viewChangeTimeoutMs"] = json!(8000);
+    assert_eq!(refusals(&new, Some(&old)), Vec::<String>::new());
+}
+
+#[test]
+fn bad_resources_get_clear_errors_where_no_api_server_checks_them() {
+    let cases = [
+        ("replicas: 7", "replicas: 3", "replicas must be between 4 and 64, got 3"),
+        (
+            "viewChangeTimeoutMs: 5000",
+            "viewChangeTimeoutMs: 1",
+            "protocol.viewChangeTimeoutMs must be between 10 and 3600000, got 1",
+        ),
+        (
+            "signatureAlgorithm: ed25519",
+            "signatureAlgorithm: rsa",
+            "unknown variant `rsa`, expected `ed25519`",
+        ),
+        (
+            "mode: Automatic",
+            "mode: Sometimes",
+            "unknown variant `Sometimes`, expected one of `Automatic`, `Supervised`, `Disabled`",
+        ),
+        (
+            "verificationThreshold: 5",
+            "verificationThreshold: 3",
+            "= 5 for 7 replicas, got 3",
+        ),
+    ];
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    for (from, to, expected) in cases {
+        assert!(text.contains(from), "{from}");
+        let error = crd::from_yaml(&text.replace(from, to)).unwrap_err();
+        assert!(error.contains(expected), "{to}: expected {expected:?} in {error:?}");
+    }
+    let error = crd::from_yaml(&text.replace("kind: ByzantineCluster", "kind: Deployment")).unwrap_err();
+    assert!(error.contains("kind ByzantineCluster"), "{error}");
+    let accounts = text.replace(
+        "    generatedAccounts:\n      count: 256\n      balance: 1000000000\n",
+        "    accounts:\n      - account: nothex\n        balance: 1\n",
+    );
+    let error = crd::from_yaml(&accounts).unwrap_err();
+    assert!(
+        error.contains("genesis.accounts[0].account must be an Ed25519 public key"),
+        "{error}"
+    );
+}
