@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalizer};
@@ -126,19 +125,34 @@ fn error_policy<R>(_object: Arc<ByzantineCluster>, error: &Error, _ctx: Arc<Cont
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, over the clusters of `namespace`, or of every namespace.
 pub async fn run<R: Replicas + Send + Sync + 'static>(
     ctx: Arc<Context<R>>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let clusters: Api<ByzantineCluster> = Api::all(ctx.client.clone());
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let clusters: Api<ByzantineCluster> = api(&ctx.client, namespace.as_deref());
     if let Err(error) = clusters.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::error!(%error, "cannot list ByzantineClusters: is the CRD installed (bft-operator crd | kubectl apply -f -)?");
         return;
     }
+    // The StatefulSets are watched so that a member's pod going away is seen at once; the genesis ConfigMap and
+    // the Secrets never change after they are made, so they are not watched.
     Controller::new(clusters, watcher::Config::default().any_semantic())
-        .owns(Api::<StatefulSet>::all(ctx.client.clone()), watcher::Config::default())
-        .owns(Api::<ConfigMap>::all(ctx.client.clone()), watcher::Config::default())
+        .owns(
+            api::<StatefulSet>(&ctx.client, namespace.as_deref()),
+            watcher::Config::default(),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

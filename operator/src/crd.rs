@@ -151,7 +151,7 @@ impl Default for ProtocolSpec {
 pub struct DetectionSpec {
     /// Whether the operator acts on members the replicas quarantine (fences and replaces them).
     pub enabled: bool,
-    /// How long a member proven malicious is shut out.
+    /// How long the replicas ignore a member proven malicious (unless it is removed first).
     #[schemars(range(min = 1_000, max = 604_800_000))]
     pub quarantine_duration_ms: u64,
 }
@@ -434,6 +434,7 @@ impl ByzantineClusterSpec {
             view_change_timeout_ms: self.protocol.view_change_timeout_ms,
             checkpoint_interval: self.protocol.checkpoint_interval,
             max_concurrent_requests: self.protocol.max_concurrent_requests as usize,
+            quarantine_duration_ms: self.detection.quarantine_duration_ms,
             ..bft_replica::Params::default()
         }
     }

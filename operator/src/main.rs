@@ -32,6 +32,10 @@ enum Command {
         /// The namespace of the leader-election Lease.
         #[arg(long, env = "BFT_OPERATOR_NAMESPACE", default_value = "bft-system")]
         lease_namespace: String,
+        /// Only the ByzantineClusters of this namespace (RBAC in that namespace is then enough); every
+        /// namespace when absent or empty.
+        #[arg(long, env = "BFT_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
     },
     /// Run a ByzantineCluster on this machine: its members as local processes, its status in DIR/status.json.
     Local {
@@ -63,7 +67,15 @@ fn main() -> ExitCode {
             Command::Run {
                 metrics_listen,
                 lease_namespace,
-            } => run(metrics_listen, lease_namespace).await,
+                watch_namespace,
+            } => {
+                run(
+                    metrics_listen,
+                    lease_namespace,
+                    watch_namespace.filter(|ns| !ns.is_empty()),
+                )
+                .await
+            }
             Command::Local {
                 file,
                 dir,
@@ -99,7 +111,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn run(metrics_listen: std::net::SocketAddr, lease_namespace: String) -> Result<(), String> {
+async fn run(
+    metrics_listen: std::net::SocketAddr,
+    lease_namespace: String,
+    watch_namespace: Option<String>,
+) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("no Kubernetes client (kubeconfig or in-cluster): {e}"))?;
@@ -134,7 +150,7 @@ async fn run(metrics_listen: std::net::SocketAddr, lease_namespace: String) -> R
     }
     tracing::info!(%identity, "leading");
     metrics.set_leader(true);
-    let controller = tokio::spawn(controller::run(ctx, shutdown_signal()));
+    let controller = tokio::spawn(controller::run(ctx, watch_namespace, shutdown_signal()));
     tokio::pin!(controller);
     let mut renewed = Instant::now();
     loop {

@@ -620,10 +620,13 @@ fn advance_replacement(
                 warning: false,
                 reason: "ReplacementDone",
                 note: format!(
-                    "{}: {} retired (volumes and detections kept), {} active",
+                    "{}: {} retired (volumes and detections kept), {} active; {} ms after the quarantine was seen",
                     r.name,
                     r.remove.iter().map(|id| agent(*id)).collect::<Vec<_>>().join(", "),
-                    r.add.iter().map(|id| agent(*id)).collect::<Vec<_>>().join(", ")
+                    r.add.iter().map(|id| agent(*id)).collect::<Vec<_>>().join(", "),
+                    input
+                        .now_ms
+                        .saturating_sub(parse_rfc3339(&r.started).unwrap_or(input.now_ms))
                 ),
             });
         }

@@ -109,9 +109,8 @@ impl Metrics {
     }
 }
 
-/// Serves /metrics, /healthz (the process is up) and /readyz (it holds the lease) on `listener`.
+/// Serves /metrics, /healthz (the process is up) and /readyz (up, as leader or standby) on `listener`.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    use axum::http::StatusCode;
     use axum::routing::get;
     let m = metrics.clone();
     let app = axum::Router::new()
@@ -123,17 +122,14 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        // Ready as leader or as standby: a standby serves its metrics and takes over when the lease is free, and a
+        // Deployment of two must see both pods ready to roll them one at a time. Who leads is
+        // `bft_operator_leader` (and this body).
         .route(
             "/readyz",
             get(move || {
                 let leader = metrics.leader.load(Ordering::SeqCst);
-                async move {
-                    if leader {
-                        (StatusCode::OK, "leader")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "standby")
-                    }
-                }
+                async move { if leader { "leader" } else { "standby" } }
             }),
         );
     axum::serve(listener, app).await

@@ -7,7 +7,7 @@ use kube::core::cel::Validator;
 use serde_json::{Value, json};
 
 const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/byzantineclusters.bft.dev.yaml");
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/drill.yaml");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/drill.yaml");
 
 #[test]
 fn crds_yaml_is_what_the_types_generate() {
@@ -208,4 +208,61 @@ fn bad_resources_get_clear_errors_where_no_api_server_checks_them() {
         error.contains("genesis.accounts[0].account must be an Ed25519 public key"),
         "{error}"
     );
+}
+
+/// Every field path of a JSON value, for finding fields a parse dropped.
+fn paths(value: &Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                paths(v, format!("{prefix}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                paths(v, format!("{prefix}/{i}"), out);
+            }
+        }
+        _ => out.push(prefix),
+    }
+}
+
+#[test]
+fn every_example_in_deploy_is_a_valid_cluster_with_no_field_the_schema_would_drop() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        let cluster = crd::from_yaml(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let parsed = serde_json::to_value(&cluster).unwrap();
+        assert_eq!(refusals(&parsed, None), Vec::<String>::new(), "{name}");
+        // A misspelt field would be pruned by the API server without a word: every field written must survive.
+        let written: Value = serde_saphyr::from_str(&text).unwrap();
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        paths(&written, String::new(), &mut want);
+        paths(&parsed, String::new(), &mut have);
+        for p in want {
+            assert!(have.contains(&p), "{name}: {p} is not a field of ByzantineCluster");
+        }
+        checked.push(name);
+    }
+    assert!(checked.iter().any(|n| n.ends_with("drill.yaml")), "{checked:?}");
+
+    // And the check bites: a misspelt field is found.
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace("checkpointInterval", "checkpointIntervall");
+    let written: Value = serde_saphyr::from_str(&text).unwrap();
+    let parsed = crd::from_yaml(&text).map(|c| serde_json::to_value(c).unwrap());
+    let (mut want, mut have) = (Vec::new(), Vec::new());
+    paths(&written, String::new(), &mut want);
+    if let Ok(parsed) = parsed {
+        paths(&parsed, String::new(), &mut have);
+    }
+    assert!(want.iter().any(|p| !have.contains(p)));
 }

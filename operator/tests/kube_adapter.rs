@@ -44,7 +44,11 @@ impl Call {
 struct ApiServer {
     objects: BTreeMap<String, Value>,
     calls: Vec<Call>,
+    /// Whether prometheus-operator's CRDs are installed (its paths answer 404 otherwise).
+    prometheus_operator: bool,
 }
+
+const MONITORING: &str = "/apis/monitoring.coreos.com/v1/namespaces/bft";
 
 fn status(code: u16, reason: &str) -> (u16, Value) {
     (
@@ -88,6 +92,9 @@ fn merge(target: &mut Value, patch: &Value) {
 impl ApiServer {
     fn handle(&mut self, call: &Call) -> (u16, Value) {
         let path = call.path.clone();
+        if path.starts_with(MONITORING) && !self.prometheus_operator {
+            return status(404, "NotFound");
+        }
         match call.method.as_str() {
             "GET" => {
                 if let Some(object) = self.objects.get(&path) {
@@ -381,11 +388,13 @@ fn steady_pass(ids: &[MemberId], run: &[MemberId]) -> Vec<String> {
     }
     expected.extend(s(&[
         "GET /api/v1/namespaces/bft/secrets/drill-accounts",
-        "PATCH /api/v1/namespaces/bft/configmaps/drill-membership",
+        "GET /api/v1/namespaces/bft/configmaps/drill-genesis",
         "PATCH /api/v1/namespaces/bft/services/drill-peers",
         "PATCH /api/v1/namespaces/bft/services/drill",
         "PATCH /apis/policy/v1/namespaces/bft/poddisruptionbudgets/drill",
         "PATCH /apis/networking.k8s.io/v1/namespaces/bft/networkpolicies/drill",
+        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/servicemonitors/drill",
+        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/prometheusrules/drill-alerts",
     ]));
     for id in run {
         expected.push(format!("PATCH {STS}/drill-{id}"));
@@ -416,11 +425,14 @@ async fn create_adds_the_finalizer_then_makes_keys_membership_services_budget_po
     expected.extend(s(&[
         "GET /api/v1/namespaces/bft/secrets/drill-accounts",
         "POST /api/v1/namespaces/bft/secrets",
-        "PATCH /api/v1/namespaces/bft/configmaps/drill-membership",
+        "GET /api/v1/namespaces/bft/configmaps/drill-genesis",
+        "POST /api/v1/namespaces/bft/configmaps",
         "PATCH /api/v1/namespaces/bft/services/drill-peers",
         "PATCH /api/v1/namespaces/bft/services/drill",
         "PATCH /apis/policy/v1/namespaces/bft/poddisruptionbudgets/drill",
         "PATCH /apis/networking.k8s.io/v1/namespaces/bft/networkpolicies/drill",
+        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/servicemonitors/drill",
+        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/prometheusrules/drill-alerts",
     ]));
     for id in 1..=4 {
         expected.push(format!("PATCH {STS}/drill-{id}"));
@@ -465,8 +477,9 @@ async fn create_adds_the_finalizer_then_makes_keys_membership_services_budget_po
             }
         }
     }
-    let membership = find(&calls, "PATCH", "/api/v1/namespaces/bft/configmaps/drill-membership");
-    let members: Vec<Value> = serde_json::from_str(membership.body["data"]["members.json"].as_str().unwrap()).unwrap();
+    let genesis = find(&calls, "POST", "/api/v1/namespaces/bft/configmaps");
+    assert_eq!(genesis.body["immutable"], true);
+    let members: Vec<Value> = serde_json::from_str(genesis.body["data"]["members.json"].as_str().unwrap()).unwrap();
     assert_eq!(members.len(), 4);
     assert_eq!(members[0]["address"], "drill-1-0.drill-peers.bft.svc:7000");
     let pdb = find(
@@ -639,10 +652,10 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
         "the new member mounts its own, new key"
     );
     assert!(h.exists(&format!("{SECRETS}/drill-member-5")));
-    let membership = find(&calls, "PATCH", "/api/v1/namespaces/bft/configmaps/drill-membership");
-    let learners: Vec<Value> =
-        serde_json::from_str(membership.body["data"]["learners.json"].as_str().unwrap()).unwrap();
-    assert_eq!(learners[0]["id"], 5);
+    assert!(
+        !calls.iter().any(|c| c.path.contains("configmaps") && c.method != "GET"),
+        "the genesis ConfigMap is never rewritten"
+    );
     assert_eq!(h.status()["replacement"]["step"], "CatchingUp");
 
     // Caught up: on to the reconfiguration.
@@ -694,7 +707,66 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
             (5, "Active".into())
         ]
     );
+    // A pod restarted now starts from the genesis the others share: members 1 to 4, with 2's public key, although
+    // its Secret is gone.
+    let genesis = h.server.lock().unwrap().objects["/api/v1/namespaces/bft/configmaps/drill-genesis"].clone();
+    let members: Vec<Value> = serde_json::from_str(genesis["data"]["members.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        members.iter().map(|m| m["id"].as_u64().unwrap()).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(members[1]["public_key"].as_str().unwrap().len(), 64);
     let _ = ReplacementStep::Retiring;
+}
+
+#[tokio::test]
+async fn monitoring_objects_follow_the_spec_and_their_absence_does_not_stop_the_cluster() {
+    let h = Harness::new();
+    let set_monitoring = |on: bool| {
+        let mut server = h.server.lock().unwrap();
+        let cluster = server.objects.get_mut(&format!("{CLUSTERS}/drill")).unwrap();
+        cluster["spec"]["monitoring"] = json!({"serviceMonitor": on, "prometheusRule": on});
+    };
+    set_monitoring(true);
+    h.reconcile().await;
+    // No prometheus-operator: a warning, and the members are created all the same.
+    let calls = h.reconcile().await;
+    assert!(lines(&calls).contains(&format!("PATCH {STS}/drill-4")));
+    let warning = calls
+        .iter()
+        .find(|c| c.path == EVENTS && c.body["reason"] == "MonitoringUnavailable")
+        .expect("a MonitoringUnavailable event");
+    assert_eq!(warning.body["type"], "Warning");
+
+    // Installed: a ServiceMonitor on the peer Service (every member, ready or not) and the scoped rules.
+    h.server.lock().unwrap().prometheus_operator = true;
+    let calls = h.reconcile().await;
+    let monitor = find(&calls, "PATCH", &format!("{MONITORING}/servicemonitors/drill"));
+    assert!(monitor.content_type.contains("apply-patch"));
+    assert_eq!(
+        monitor.body["spec"]["selector"]["matchLabels"]["bft.dev/service"],
+        "peers"
+    );
+    let peers = h.server.lock().unwrap().objects["/api/v1/namespaces/bft/services/drill-peers"].clone();
+    assert_eq!(peers["metadata"]["labels"]["bft.dev/service"], "peers");
+    assert!(
+        peers["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "metrics")
+    );
+    let rule = find(&calls, "PATCH", &format!("{MONITORING}/prometheusrules/drill-alerts"));
+    assert_eq!(rule.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    let rules = rule.body["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let quorum_lost = rules.iter().find(|r| r["alert"] == "BftQuorumLost").unwrap();
+    assert!(quorum_lost["expr"].as_str().unwrap().contains("job=\"drill\""));
+
+    // Turned off: both deleted.
+    set_monitoring(false);
+    h.reconcile().await;
+    assert!(!h.exists(&format!("{MONITORING}/servicemonitors/drill")));
+    assert!(!h.exists(&format!("{MONITORING}/prometheusrules/drill-alerts")));
 }
 
 #[tokio::test]

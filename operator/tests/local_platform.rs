@@ -219,7 +219,80 @@ fn the_local_platform_runs_a_cluster_reports_status_and_fences_a_member_caught_m
         "{events}"
     );
 
-    // 4. Stopping the operator stops its members.
+    // 4. The replacement carried through by the replicas: member 5 is caught up and added, member 4 removed, in
+    //    epoch 1; then member 4's workload is retired and its data kept.
+    let s = wait_for(&dir, Duration::from_secs(90), "the replacement done in epoch 1", |s| {
+        s["epoch"] == 1 && s["replacement"].is_null() && s["healthyReplicas"] == 4
+    });
+    println!(
+        "quarantine to the replacement member taking part (epoch 1): {:?}",
+        quarantined_at.elapsed()
+    );
+    let state = |id: u64| {
+        s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| {
+                (
+                    m["state"].as_str().unwrap().to_string(),
+                    m["role"].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(state(4).0, "Removed");
+    assert_eq!(state(5).0, "Active");
+    assert_ne!(state(5).1, "Learner");
+    assert!(
+        dir.join("replica-4").exists(),
+        "the removed member's data stays for forensics"
+    );
+    let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+    assert!(
+        events.contains("Reconfigured") && events.contains("ReplacementDone"),
+        "{events}"
+    );
+    // Every member's configuration still names the genesis membership (1 to 4): the new epoch is the replicas'.
+    let (configs, _) = testnet::load(&dir).expect("DIR loads as a testnet");
+    for config in &configs {
+        let ids: Vec<u32> = config.members.iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4], "replica {}", config.id);
+    }
+    // The new membership commits, with the new member executing too.
+    let client = Client::new(
+        testnet::client_replicas(&configs)
+            .into_iter()
+            .filter(|r| r.id != 4)
+            .collect(),
+    )
+    .unwrap();
+    // From an account not used yet: the transfers above may or may not all have committed around the fencing.
+    let fresh = Transfer {
+        from: accounts[2].public(),
+        to: accounts[3].public(),
+        amount: 1,
+        nonce: 1,
+    }
+    .sign(&accounts[2]);
+    assert_eq!(runtime.block_on(client.submit(fresh)).unwrap(), TxOutcome::Applied);
+    wait_for(
+        &dir,
+        Duration::from_secs(20),
+        "member 5 executing the new transfer",
+        |s| {
+            let committed = s["transactionsCommitted"].as_u64().unwrap_or(0);
+            committed >= 2
+                && s["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["id"] == 5 && m["reachable"] == true && m["lastExecuted"].as_u64().unwrap_or(0) > 0)
+        },
+    );
+
+    // 5. Stopping the operator stops its members.
     let pid = operator.child.id();
     Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
     let exit = operator.child.wait().unwrap();

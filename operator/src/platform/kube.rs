@@ -1,15 +1,17 @@
-//! The Kubernetes platform: members as StatefulSets, keys in Secrets, the membership in a ConfigMap, everything
-//! applied server-side with one field manager and owned by its ByzantineCluster.
+//! The Kubernetes platform: members as StatefulSets, keys in Secrets, the genesis membership in a ConfigMap, the
+//! rest applied server-side with one field manager; everything owned by its ByzantineCluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use bft_replica::crypto::KeyPair;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -19,7 +21,8 @@ use super::{ClusterObjects, Platform, PlatformError};
 use crate::crd::{ByzantineCluster, ByzantineClusterStatus, annotations};
 use crate::plan::{MemberId, PlanEvent};
 use crate::resources::{
-    self, Cluster, FIELD_MANAGER, LABEL_CLUSTER, configmap, networkpolicy, pdb, secret, services, statefulset,
+    self, Cluster, FIELD_MANAGER, LABEL_CLUSTER, configmap, monitoring, networkpolicy, pdb, secret, services,
+    statefulset,
 };
 
 pub struct KubePlatform<'a> {
@@ -84,9 +87,17 @@ impl<'a> KubePlatform<'a> {
         Ok(())
     }
 
-    /// The Secret `name`, created from `make` if it does not exist; never overwritten.
-    async fn secret_once(&self, name: &str, make: impl FnOnce() -> Secret) -> Result<Secret, PlatformError> {
-        let api = self.api::<Secret>();
+    /// The object `name`, created from `make` if it does not exist; never overwritten.
+    async fn create_once<K>(&self, name: &str, make: impl FnOnce() -> K) -> Result<K, PlatformError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Serialize
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+        K::DynamicType: Default,
+    {
+        let api = self.api::<K>();
         if let Some(existing) = api.get_opt(name).await? {
             return Ok(existing);
         }
@@ -124,6 +135,45 @@ impl<'a> KubePlatform<'a> {
             .as_ref()
             .and_then(|s| s.members.iter().find(|m| m.id == id))
             .map_or(0, |m| m.placement_group)
+    }
+
+    /// A prometheus-operator object: applied when `wanted`, deleted when not. Without prometheus-operator's CRDs
+    /// in the cluster the rest of the cluster still runs; a warning event says what is missing.
+    async fn monitoring(
+        &self,
+        kind: &str,
+        plural: &str,
+        name: &str,
+        wanted: bool,
+        make: impl FnOnce() -> serde_json::Value,
+    ) -> Result<(), PlatformError> {
+        let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            self.cluster.namespace,
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        );
+        let result = if wanted {
+            api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(make()))
+                .await
+                .map(|_| ())
+        } else {
+            return delete_ok(api.delete(name, &DeleteParams::default()).await);
+        };
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                self.publish(&PlanEvent {
+                    warning: true,
+                    reason: "MonitoringUnavailable",
+                    note: format!(
+                        "no {kind} created: prometheus-operator's CRDs are not installed ({API})",
+                        API = monitoring::API_VERSION
+                    ),
+                })
+                .await
+            }
+            other => Ok(other?),
+        }
     }
 
     /// What deleting the cluster leaves to the operator: its volumes (everything else has an owner reference).
@@ -189,7 +239,7 @@ impl Platform for KubePlatform<'_> {
     async fn ensure_key(&self, id: MemberId) -> Result<String, PlatformError> {
         let name = self.cluster.key_secret_name(id);
         let s = self
-            .secret_once(&name, || secret::member_key(&self.cluster, id, &KeyPair::generate()))
+            .create_once(&name, || secret::member_key(&self.cluster, id, &KeyPair::generate()))
             .await?;
         secret::public_key(&s).ok_or_else(|| PlatformError::Other(format!("Secret {name} holds no valid public-key")))
     }
@@ -197,7 +247,7 @@ impl Platform for KubePlatform<'_> {
     async fn admin_key(&self) -> Result<KeyPair, PlatformError> {
         let name = self.cluster.admin_secret_name();
         let s = self
-            .secret_once(&name, || secret::admin_key(&self.cluster, &KeyPair::generate()))
+            .create_once(&name, || secret::admin_key(&self.cluster, &KeyPair::generate()))
             .await?;
         let pem = s
             .data
@@ -220,7 +270,7 @@ impl Platform for KubePlatform<'_> {
         if let Some(generated) = &spec.genesis.generated_accounts {
             let name = self.cluster.accounts_secret_name();
             let s = self
-                .secret_once(&name, || {
+                .create_once(&name, || {
                     let keys: Vec<KeyPair> = (0..generated.count).map(|_| KeyPair::generate()).collect();
                     secret::accounts(&self.cluster, &keys)
                 })
@@ -234,21 +284,34 @@ impl Platform for KubePlatform<'_> {
 
     async fn apply_cluster(&self, objects: &ClusterObjects<'_>) -> Result<(), PlatformError> {
         let c = &self.cluster;
-        let membership: ConfigMap = configmap::membership(
-            c,
-            objects.voters,
-            objects.learners,
-            objects.keys,
-            objects.genesis,
-            objects.admin_key,
-        );
-        self.apply(&membership).await?;
+        // The genesis membership, written once: a replacement changes the membership through the replicas, never
+        // here (a pod restarted later must start from the same genesis as the others).
+        self.create_once(&c.genesis_name(), || {
+            configmap::genesis(c, objects.voters, objects.keys, objects.genesis, objects.admin_key)
+        })
+        .await?;
         self.apply::<Service>(&services::peers(c)).await?;
         self.apply::<Service>(&services::client(c)).await?;
         self.apply::<PodDisruptionBudget>(&pdb::budget(c, objects.max_unavailable))
             .await?;
         self.apply::<NetworkPolicy>(&networkpolicy::policy(c)).await?;
-        Ok(())
+        let monitoring = &c.spec.monitoring;
+        self.monitoring(
+            "ServiceMonitor",
+            "servicemonitors",
+            c.name,
+            monitoring.service_monitor,
+            || monitoring::service_monitor(c),
+        )
+        .await?;
+        self.monitoring(
+            "PrometheusRule",
+            "prometheusrules",
+            &format!("{}-alerts", c.name),
+            monitoring.prometheus_rule,
+            || monitoring::prometheus_rule(c),
+        )
+        .await
     }
 
     async fn run(

@@ -129,14 +129,10 @@ impl Replicas for GrpcReplicas {
         remove: &[MemberId],
         add: &[Target],
     ) -> Result<u64, ReplicaError> {
-        // The current members are asked; the call returns once the new epoch is in force and the added members
-        // take part in it. The reconfiguration names the epoch it was made in, so a repeat after a restart is
-        // refused by the replicas rather than applied twice.
-        let voters: Vec<Target> = targets
-            .iter()
-            .filter(|t| !add.iter().any(|a| a.id == t.id))
-            .cloned()
-            .collect();
+        // Every member is asked, the added ones too: the call returns once F+1 replicas are in the new epoch and
+        // each added member has executed up to where it began, which only the added members can tell. The
+        // reconfiguration names the epoch it was made in, so a repeat after a restart is refused by the replicas
+        // rather than applied twice.
         let added = add
             .iter()
             .map(|t| {
@@ -148,7 +144,7 @@ impl Replicas for GrpcReplicas {
                 })
             })
             .collect::<Result<Vec<_>, ReplicaError>>()?;
-        let done = client(&voters)?
+        let done = client(targets)?
             .reconfigure(admin, remove.to_vec(), added, RECONFIGURE_TIMEOUT)
             .await
             .map_err(|e| ReplicaError::Refused(e.to_string()))?;

@@ -1,5 +1,7 @@
-//! The membership ConfigMap: the voting members with their addresses and public keys, the learners, the genesis
-//! accounts and the administrator's public key. Public material only: every replica mounts it.
+//! The genesis ConfigMap: the first membership (ids, addresses, public keys), the genesis accounts and the
+//! administrator's public key. Public material only: every replica mounts it. It is created once and immutable:
+//! later memberships are ordered by the replicas themselves (reconfigurations), and a replica restarted after one
+//! must still start from the genesis it shares with the others, or it could not verify the chain of epochs.
 
 use std::collections::BTreeMap;
 
@@ -10,15 +12,14 @@ use super::{Cluster, typed};
 use crate::plan::MemberId;
 
 pub const MEMBERS: &str = "members.json";
-pub const LEARNERS: &str = "learners.json";
 pub const GENESIS: &str = "genesis.json";
 pub const ADMIN_KEY: &str = "admin-key";
 
-/// `keys`: each member's public key (hex); `genesis`: (account public key hex, balance).
-pub fn membership(
+/// `voters`: the genesis members; `keys`: each member's public key (hex); `genesis`: (account public key hex,
+/// balance).
+pub fn genesis(
     cluster: &Cluster,
     voters: &[MemberId],
-    learners: &[MemberId],
     keys: &BTreeMap<MemberId, String>,
     genesis: &[(String, u64)],
     admin_key: &str,
@@ -31,7 +32,6 @@ pub fn membership(
         })
     };
     let members: Vec<_> = voters.iter().map(entry).collect();
-    let learners: Vec<_> = learners.iter().map(entry).collect();
     let genesis: Vec<_> = genesis
         .iter()
         .map(|(account, balance)| json!({"account": account, "balance": balance}))
@@ -39,10 +39,10 @@ pub fn membership(
     typed(json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": cluster.metadata(&cluster.membership_name(), &[]),
+        "metadata": cluster.metadata(&cluster.genesis_name(), &[]),
+        "immutable": true,
         "data": {
             MEMBERS: serde_json::to_string_pretty(&members).expect("serialisable"),
-            LEARNERS: serde_json::to_string_pretty(&learners).expect("serialisable"),
             GENESIS: serde_json::to_string_pretty(&genesis).expect("serialisable"),
             ADMIN_KEY: admin_key,
         }
@@ -55,7 +55,7 @@ mod tests {
     use crate::resources::tests::{cluster, spec};
 
     #[test]
-    fn the_membership_lists_voters_and_learners_with_their_public_keys_and_the_replica_reads_it() {
+    fn the_genesis_lists_the_members_with_their_public_keys_and_the_replica_reads_it() {
         let spec = spec(4);
         let keys: BTreeMap<MemberId, String> = (1..=5)
             .map(|id| {
@@ -68,15 +68,14 @@ mod tests {
             })
             .collect();
         let genesis = vec![(keys[&1].clone(), 100)];
-        let cm = membership(&cluster(&spec), &[1, 2, 3, 4], &[5], &keys, &genesis, "ab");
+        let cm = super::genesis(&cluster(&spec), &[1, 2, 3, 4], &keys, &genesis, "ab");
+        assert_eq!(cm.immutable, Some(true));
         let data = cm.data.unwrap();
         // The replica's own types read what the operator writes (bft-replica --members-file).
         let members: Vec<bft_replica::node::MemberConfig> = serde_json::from_str(&data[MEMBERS]).unwrap();
         assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(members[1].public_key, keys[&2]);
         assert_eq!(members[1].address, "drill-2-0.drill-peers.bft.svc:7000");
-        let learners: Vec<bft_replica::node::MemberConfig> = serde_json::from_str(&data[LEARNERS]).unwrap();
-        assert_eq!(learners[0].id, 5);
         let genesis: Vec<bft_replica::node::GenesisAccount> = serde_json::from_str(&data[GENESIS]).unwrap();
         assert_eq!(genesis[0].balance, 100);
         assert!(

@@ -3,6 +3,7 @@
 //! fails the builder's tests rather than the API server.
 
 pub mod configmap;
+pub mod monitoring;
 pub mod networkpolicy;
 pub mod pdb;
 pub mod secret;
@@ -89,8 +90,8 @@ impl Cluster<'_> {
         format!("{}-accounts", self.name)
     }
 
-    pub fn membership_name(&self) -> String {
-        format!("{}-membership", self.name)
+    pub fn genesis_name(&self) -> String {
+        format!("{}-genesis", self.name)
     }
 
     pub fn peers_service(&self) -> String {

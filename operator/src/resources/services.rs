@@ -1,21 +1,27 @@
 //! Two Services: a headless one that gives each member a stable DNS name for its peers (ready or not, so a
-//! member that is catching up can be reached), and a client one in front of the ready members.
+//! member that is catching up can be reached, and scraped), and a client one in front of the ready members.
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
 use super::{Cluster, GRPC_PORT, LABEL_CLUSTER, METRICS_PORT, typed};
 
+/// Tells the two Services apart (the ServiceMonitor selects the peer one).
+pub const LABEL_SERVICE: &str = "bft.dev/service";
+
 pub fn peers(cluster: &Cluster) -> Service {
     typed(json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": cluster.metadata(&cluster.peers_service(), &[]),
+        "metadata": cluster.metadata(&cluster.peers_service(), &[(LABEL_SERVICE, "peers".to_string())]),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": true,
             "selector": {LABEL_CLUSTER: cluster.name},
-            "ports": [{"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT}],
+            "ports": [
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+            ],
         }
     }))
 }

@@ -52,12 +52,16 @@ pub fn member(cluster: &Cluster, m: &MemberWorkload) -> StatefulSet {
             "BFT_MAX_CONCURRENT_REQUESTS",
             spec.protocol.max_concurrent_requests.to_string(),
         ),
+        env(
+            "BFT_QUARANTINE_DURATION_MS",
+            spec.detection.quarantine_duration_ms.to_string(),
+        ),
         env("BFT_ADMIN_KEY", m.admin_key.to_string()),
     ];
     // A learner is started like any member with the genesis membership, which does not name it: it waits until
     // the reconfiguration that adds it is in force, then catches up by state transfer.
     let _ = m.learner;
-    let mut volumes = vec![json!({"name": "config", "configMap": {"name": cluster.membership_name()}})];
+    let mut volumes = vec![json!({"name": "config", "configMap": {"name": cluster.genesis_name()}})];
     let mut mounts = vec![
         json!({"name": "config", "mountPath": "/config", "readOnly": true}),
         json!({"name": "data", "mountPath": "/data"}),
