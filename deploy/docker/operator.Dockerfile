@@ -14,6 +14,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY replica replica
 COPY operator operator
+# The operator embeds the alert rules it puts in each cluster's PrometheusRule (include_str! in
+# operator/src/resources/monitoring.rs).
+COPY monitoring monitoring
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p bft-operator --bin bft-operator \
