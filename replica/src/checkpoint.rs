@@ -75,7 +75,10 @@ impl Replica {
         };
         let quorum = self.membership.quorum();
         let mut by_digest: std::collections::BTreeMap<_, Vec<Signed<Checkpoint>>> = Default::default();
-        for vote in votes.values() {
+        // Only the members in force certify: a member removed at this boundary still takes the checkpoint and
+        // votes for it, but a certificate counting its vote is one the new epoch refuses (in VIEW-CHANGEs, and
+        // in state transfers to the members that would then hold it).
+        for vote in votes.values().filter(|vote| self.membership.contains(vote.from)) {
             by_digest.entry(vote.body.state_digest).or_default().push(vote.clone());
         }
         let Some(state_digest) = by_digest.iter().find(|(_, v)| v.len() >= quorum).map(|(d, _)| *d) else {
@@ -270,9 +273,24 @@ impl Replica {
         }
         let (ledger, governance) = crate::governance::restore_state(&snapshot, self.supply)
             .map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
+        let new_epoch = governance.epoch != self.governance.epoch;
+        // The certificate becomes this replica's stable checkpoint, which its VIEW-CHANGEs carry: across an epoch
+        // it must be one the new membership made. One the previous membership made (it verified against that)
+        // would make every VIEW-CHANGE of this replica refused; another peer sends a usable one.
+        if new_epoch {
+            let next = governance.membership();
+            let signers: std::collections::BTreeSet<ReplicaId> = checkpoint
+                .proof
+                .iter()
+                .map(|vote| vote.from)
+                .filter(|id| next.contains(*id))
+                .collect();
+            if signers.len() < next.quorum() {
+                return Err(Rejection::BadCertificate("state transfer from an earlier epoch"));
+            }
+        }
         let seq = checkpoint.seq;
         self.ledger = ledger;
-        let new_epoch = governance.epoch != self.governance.epoch;
         let removed: Vec<ReplicaId> = self
             .membership
             .ids()

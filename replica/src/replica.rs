@@ -405,6 +405,9 @@ impl Replica {
             }
             Input::Operation(op) => self.on_operation(op),
         };
+        if result.is_ok() {
+            self.send_held_view_change();
+        }
         match result {
             Ok(()) => Ok(std::mem::take(&mut self.out)),
             Err(rejection) => {

@@ -102,6 +102,59 @@ impl Replica {
         self.view_active = false;
         self.view_change_started_ms.get_or_insert(self.now_ms);
         self.stats.view_changes += 1;
+        self.out.push(Output::Event(Event::ViewChangeStarted {
+            from_view,
+            to_view: new_view,
+            reason,
+        }));
+        // The request timer is void now; the new-view timer starts once a quorum is changing views too.
+        self.timer_armed = false;
+        self.timer_generation += 1;
+        self.failed_views = self.failed_views.saturating_add(1);
+        self.send_view_change();
+        self.arm_new_view_timer();
+        self.try_new_view();
+    }
+
+    /// Whether a VIEW-CHANGE from this replica would be one the current membership can check.
+    ///
+    /// Peers verify a VIEW-CHANGE against the membership in force. Certificates made before the current epoch
+    /// began (the stable checkpoint below the epoch's first one, the prepared certificates between them) may
+    /// rest on a removed member's votes or on another primary: they would be refused by every member, and a
+    /// replica that sent one would never count towards the new view (a cluster where several did stalled for
+    /// good). Such a replica has executed up to the epoch's first checkpoint (that is how it entered the
+    /// epoch) and signed it; it waits for that checkpoint to become stable, which the CHECKPOINT exchange
+    /// brings whatever the view, and only then sends its VIEW-CHANGE (`send_held_view_change`).
+    fn view_change_checkable(&self) -> bool {
+        self.stable.seq >= self.governance.epoch_started_at.unwrap_or(0)
+    }
+
+    /// Whether this replica is changing views and has not sent its VIEW-CHANGE for the view it changes to.
+    fn view_change_unsent(&self) -> bool {
+        !self.view_active
+            && self.membership.contains(self.id)
+            && self
+                .view_changes
+                .get(&self.id)
+                .is_none_or(|vc| vc.body.new_view < self.view)
+    }
+
+    /// After each input: a VIEW-CHANGE held back until the epoch's first checkpoint became stable goes out now.
+    pub(crate) fn send_held_view_change(&mut self) {
+        if self.view_change_unsent() && self.view_change_checkable() {
+            self.send_view_change();
+            self.arm_new_view_timer();
+            self.try_new_view();
+        }
+    }
+
+    /// Signs and broadcasts this replica's VIEW-CHANGE for the view it is changing to, once it can be checked
+    /// (and only once per view).
+    fn send_view_change(&mut self) {
+        if !self.view_change_unsent() || !self.view_change_checkable() {
+            return;
+        }
+        let new_view = self.view;
         let prepared: Vec<PreparedCert> = self
             .log
             .range(self.stable.seq + 1..)
@@ -114,17 +167,6 @@ impl Replica {
         });
         self.view_changes.insert(self.id, vc.clone());
         self.persist_and_broadcast(Message::ViewChange(vc));
-        self.out.push(Output::Event(Event::ViewChangeStarted {
-            from_view,
-            to_view: new_view,
-            reason,
-        }));
-        // The request timer is void now; the new-view timer starts once a quorum is changing views too.
-        self.timer_armed = false;
-        self.timer_generation += 1;
-        self.failed_views = self.failed_views.saturating_add(1);
-        self.arm_new_view_timer();
-        self.try_new_view();
     }
 
     /// PBFT's rule: a replica waits for NEW-VIEW against the clock only once a quorum sent VIEW-CHANGE for

@@ -21,11 +21,16 @@ struct Cluster {
     network: VecDeque<(ReplicaId, Message)>,
     /// Messages from these members are dropped.
     muted: Vec<ReplicaId>,
+    /// These members neither send nor receive (crashed, or cut off).
+    down: Vec<ReplicaId>,
     timers: Vec<(ReplicaId, Timer)>,
     replies: Vec<Signed<Reply>>,
     events: Vec<(ReplicaId, Event)>,
     accounts: Vec<KeyPair>,
+    /// Signs reconfigurations.
+    admin: KeyPair,
     config: Config,
+    genesis_digest: Digest,
     now: u64,
 }
 
@@ -53,12 +58,13 @@ impl Cluster {
         let membership = Membership::new(members).unwrap();
         let accounts: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_secret([100 + i; 32])).collect();
         let genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
+        let admin = KeyPair::from_secret([99; 32]);
         let config = Config {
             id: 1,
             membership: membership.clone(),
             genesis: genesis.clone(),
             params: params.clone(),
-            admin: None,
+            admin: Some(admin.public()),
         };
         let genesis_digest = config.genesis_digest().unwrap();
         let mut cluster = Cluster {
@@ -77,11 +83,14 @@ impl Cluster {
             keys,
             network: VecDeque::new(),
             muted: Vec::new(),
+            down: Vec::new(),
             timers: Vec::new(),
             replies: Vec::new(),
             events: Vec::new(),
             accounts,
+            admin,
             config,
+            genesis_digest,
             now: 0,
         };
         for id in 1..=n {
@@ -91,6 +100,43 @@ impl Cluster {
             cluster.carry_out(id, outputs);
         }
         cluster
+    }
+
+    /// Starts one more replica, not a member yet: a reconfiguration may add it.
+    fn add_spare(&mut self) -> ReplicaId {
+        let id = self.replicas.len() as ReplicaId + 1;
+        let key = KeyPair::from_secret([id as u8; 32]);
+        let params = &self.config.params;
+        self.verifiers.push(Verifier::new(
+            self.config.membership.clone(),
+            self.genesis_digest,
+            params.log_window,
+            params.max_batch_size,
+        ));
+        self.durables.push(Durable::default());
+        self.replicas
+            .push(Replica::new(self.config_for(id), key.clone()).unwrap());
+        self.keys.push(key);
+        let outputs = self.replicas[id as usize - 1].start(self.now);
+        self.carry_out(id, outputs);
+        id
+    }
+
+    fn step(&mut self, id: ReplicaId, input: Input) -> Result<(), Rejection> {
+        let outputs = self.replicas[id as usize - 1].step(self.now, input)?;
+        self.carry_out(id, outputs);
+        Ok(())
+    }
+
+    /// Every replica that is up sends its STATUS (a status interval later), and the answers are delivered.
+    fn status_round(&mut self) {
+        self.now += self.config.params.status_interval_ms;
+        for id in 1..=self.replicas.len() as ReplicaId {
+            if !self.down.contains(&id) {
+                self.step(id, Input::Timer(Timer::Status)).unwrap();
+            }
+        }
+        self.settle();
     }
 
     fn config_for(&self, id: ReplicaId) -> Config {
@@ -111,6 +157,9 @@ impl Cluster {
     }
 
     fn carry_out(&mut self, id: ReplicaId, outputs: Vec<Output>) {
+        if self.down.contains(&id) {
+            return;
+        }
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
@@ -130,7 +179,14 @@ impl Cluster {
                 Output::Persist(entry) => self.durables[id as usize - 1].apply(entry),
                 Output::Reply(reply) => self.replies.push(reply),
                 Output::SetTimer { timer, .. } => self.timers.push((id, timer)),
-                Output::Event(event) => self.events.push((id, event)),
+                Output::Event(event) => {
+                    // A host's verifier checks against the membership its core has in force.
+                    if let Event::EpochStarted { .. } = event {
+                        let membership = self.replicas[id as usize - 1].membership().clone();
+                        self.verifiers[id as usize - 1].shared_membership().set(membership);
+                    }
+                    self.events.push((id, event))
+                }
             }
         }
     }
@@ -161,6 +217,9 @@ impl Cluster {
     fn settle(&mut self) {
         let mut steps = 0;
         while let Some((to, message)) = self.network.pop_front() {
+            if self.down.contains(&to) {
+                continue;
+            }
             let _ = self.deliver(to, message);
             steps += 1;
             assert!(steps < 100_000, "the network does not settle");
@@ -415,6 +474,90 @@ fn a_replica_behind_the_stable_checkpoint_catches_up_by_state_transfer() {
             .iter()
             .any(|(id, e)| *id == 4 && matches!(e, Event::StateTransferred { .. }))
     );
+}
+
+/// Regression (simulation seeds that stalled): a view change right after a reconfiguration. A stayer and the added
+/// member are down while the cluster orders and executes the reconfiguration, so the epoch's first checkpoint is
+/// signed by two members of the new membership and by the removed member. The removed member must not certify it with its own
+/// vote (that certificate, state-transferred to the others, made their VIEW-CHANGEs refused), and members whose
+/// stable checkpoint predates the epoch must not send VIEW-CHANGEs that rest on the previous epoch's certificates
+/// (refused as well): they hold them back until the epoch's first checkpoint is stable. The view change completes.
+#[test]
+fn a_view_change_right_after_a_reconfiguration_completes() {
+    use bft_replica::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
+    let mut c = Cluster::new(4, params());
+    let added = c.add_spare();
+    c.down.extend([3, added]);
+    let body = Reconfiguration {
+        epoch: 0,
+        remove: vec![4],
+        add: vec![NewMember {
+            id: added,
+            public_key: c.keys[added as usize - 1].public(),
+            address: "replica-5".into(),
+        }],
+        at_ms: c.now,
+    };
+    let op = Operation::Reconfigure(SignedReconfiguration::sign(body, &c.admin));
+    for id in [1, 2, 4] {
+        c.step(id, Input::Operation(op.clone())).unwrap();
+    }
+    c.settle();
+    // The epoch began after sequence 2, a checkpoint boundary, at the members that executed it.
+    for id in [1, 2, 4] {
+        let r = &c.replicas[id - 1];
+        assert_eq!((r.epoch(), r.last_executed()), (1, 2), "replica {id}");
+    }
+    let removed = &c.replicas[3];
+    assert!(!removed.membership().contains(4));
+    assert_eq!(
+        removed.stable_checkpoint().seq,
+        0,
+        "the removed member counted its own vote towards the new epoch's first checkpoint"
+    );
+
+    // The stayers that executed it change views before that checkpoint is stable: nothing they could send yet
+    // would be accepted, so nothing is sent.
+    for id in [1, 2] {
+        c.step(id, Input::ForceViewChange).unwrap();
+    }
+    assert!(
+        !c.network.iter().any(|(_, m)| matches!(m, Message::ViewChange(_))),
+        "a VIEW-CHANGE resting on the previous epoch's certificates was sent"
+    );
+    c.settle();
+
+    // Replica 3 comes back; it and the added member catch up, sign the epoch's first checkpoint, and the held
+    // VIEW-CHANGEs go out. Replica 3 and the added member follow into view 1, whose primary is 2.
+    c.down.clear();
+    for _ in 0..3 {
+        c.status_round();
+    }
+    let members = [1, 2, 3, added];
+    for id in members {
+        let r = &c.replicas[id as usize - 1];
+        assert_eq!(
+            (r.epoch(), r.view(), r.view_active(), r.primary()),
+            (1, 1, true, 2),
+            "replica {id}: {}",
+            r.describe()
+        );
+        let cert = r.stable_checkpoint();
+        assert!(cert.seq >= 2, "replica {id}: {}", r.describe());
+        assert!(
+            cert.proof.iter().all(|vote| r.membership().contains(vote.from)),
+            "replica {id} holds a stable checkpoint signed by a removed member"
+        );
+    }
+    // And the new view orders requests.
+    let tx = c.transfer(0, 1, 10, 1);
+    for id in members {
+        let _ = c.request(id, tx);
+    }
+    c.settle();
+    for id in members {
+        assert_eq!(c.outcome_from(id, &tx), Some(TxOutcome::Applied), "replica {id}");
+    }
 }
 
 #[test]

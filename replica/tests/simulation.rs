@@ -142,14 +142,11 @@ fn proven_members_are_quarantined_and_honest_ones_never_are() {
 }
 
 /// A member replaced in the middle of the load, through the protocol: the safety invariants hold in every seed,
-/// the new epoch takes effect everywhere and the new member catches up.
-///
-/// Known bug: in a few seeds a view change right after the epoch begins does not complete (the cluster stalls in
-/// view changes); those seeds are listed and checked to stay safe. Fixing it is the next step.
+/// the new epoch takes effect everywhere, the new member catches up, and every transfer is decided. Seeds 1 and
+/// 33 (N = 4, all honest) and 34 (N = 4, one Byzantine) once stalled in a view change right after the epoch began.
 #[test]
 fn a_reconfiguration_in_the_middle_of_load() {
-    let known_stalls = [(4, 1, 34), (4, 0, 1), (4, 0, 33)];
-    for (replicas, byzantine, seeds) in [(4, 1, 0..60), (4, 0, 0..60), (7, 2, 0..40)] {
+    for (replicas, byzantine, seeds) in [(4, 1, 0..100), (4, 0, 0..100), (7, 2, 0..40)] {
         let outcomes: Vec<Outcome> = seeds
             .map(|seed| {
                 let mut config = SimConfig::new(seed, replicas, byzantine);
@@ -157,13 +154,15 @@ fn a_reconfiguration_in_the_middle_of_load() {
                 sim::run(config)
             })
             .collect();
-        let (stalled, live): (Vec<Outcome>, Vec<Outcome>) = outcomes
-            .into_iter()
-            .partition(|o| known_stalls.contains(&(replicas, byzantine, o.seed)));
-        assert_all_ok(&live);
-        assert!(live.iter().all(|o| o.epoch == 1 && o.committed == 24));
-        for o in &stalled {
-            assert!(o.violations.is_empty(), "seed {}: {:?}", o.seed, o.violations);
+        assert_all_ok(&outcomes);
+        for o in &outcomes {
+            assert!(
+                o.epoch == 1 && o.committed == 24,
+                "N = {replicas}, seed {}: epoch {}, {} of 24 transfers committed",
+                o.seed,
+                o.epoch,
+                o.committed
+            );
         }
     }
 }
