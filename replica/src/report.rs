@@ -161,11 +161,44 @@ pub struct Health {
     pub unreachable_agents: Vec<String>,
 }
 
+/// The members of the newest epoch that F+1 of its own members report alike (so at least one honest replica
+/// does); `None` when no replica reports a membership (every replica asked is then taken as a member).
+fn current_members(statuses: &[(ReplicaId, Option<StatusResponse>)]) -> Option<BTreeSet<ReplicaId>> {
+    let mut votes: BTreeMap<(u64, BTreeSet<ReplicaId>), usize> = BTreeMap::new();
+    for (id, s) in statuses {
+        let Some(s) = s else { continue };
+        let members: BTreeSet<ReplicaId> = s
+            .member_states
+            .iter()
+            .filter(|m| m.state != "removed")
+            .map(|m| m.id)
+            .collect();
+        if members.contains(id) {
+            *votes.entry((s.epoch, members)).or_default() += 1;
+        }
+    }
+    votes
+        .into_iter()
+        // F+1 of the larger of that membership and the replicas asked: a lone liar cannot shrink the membership
+        // to one it alone vouches for.
+        .filter(|((_, members), count)| *count > max_failures(members.len().max(statuses.len())))
+        .max_by_key(|((epoch, _), _)| *epoch)
+        .map(|((_, members), _)| members)
+}
+
+/// The consensus-health report over the current membership: members removed by a reconfiguration (and replicas
+/// the client knows that are not members yet) count neither as agents nor as unreachable, but what they were
+/// detected doing stays in the counts of detected members.
 pub fn health(
     statuses: &[(ReplicaId, Option<StatusResponse>)],
     detections: &[(ReplicaId, Option<DetectionsResponse>)],
 ) -> Health {
-    let n = statuses.len();
+    let members = current_members(statuses);
+    let is_member = |id: &ReplicaId| members.as_ref().is_none_or(|m| m.contains(id));
+    let all = statuses;
+    let statuses: Vec<(ReplicaId, Option<StatusResponse>)> =
+        all.iter().filter(|(id, _)| is_member(id)).cloned().collect();
+    let n = members.as_ref().map_or(statuses.len(), |m| m.len());
     let f = max_failures(n);
     let quorum = quorum_size(n);
     let log = detection_log(n, detections);
@@ -188,9 +221,11 @@ pub fn health(
         values.get(f).copied().unwrap_or(0)
     };
 
-    let honest: BTreeSet<String> = statuses
+    // Honest: replicas that answer and ran no fault drill, members or not. A replica that does not answer (a
+    // fenced one is stopped) cannot say whether it ran one, so it is left out of the rate rather than guessed.
+    let honest: BTreeSet<String> = all
         .iter()
-        .filter(|(_, s)| s.as_ref().is_none_or(|s| !s.drilled))
+        .filter(|(_, s)| s.as_ref().is_some_and(|s| !s.drilled))
         .map(|(id, _)| agent(*id))
         .collect();
     let false_positives = detected.intersection(&honest).count();
@@ -201,7 +236,7 @@ pub fn health(
     };
 
     let mut states: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
-    for (id, s) in statuses {
+    for (id, s) in &statuses {
         if let Some(s) = s
             && !detected.contains(&agent(*id))
         {
@@ -268,7 +303,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::proto::Detection;
+    use crate::net::proto::{Detection, MemberState};
 
     fn status(id: ReplicaId, applied: u64, digest: &str, drilled: bool) -> (ReplicaId, Option<StatusResponse>) {
         let s = StatusResponse {
@@ -354,6 +389,53 @@ mod tests {
         assert_eq!(report.healthy_agents, 2);
         assert!(!report.quorum_met);
         assert_eq!(report.status, "critical");
-        assert_eq!(report.false_positive_rate, 0.25);
+        assert_eq!(
+            report.false_positive_rate,
+            1.0 / 3.0,
+            "of the three that answer, one is detected"
+        );
+    }
+
+    #[test]
+    fn after_a_reconfiguration_the_report_is_over_the_new_membership() {
+        // Genesis 1..=7; 5 and 6 removed (fenced: they do not answer), 8 and 9 added.
+        let membership: Vec<MemberState> = (1..=9)
+            .map(|id| MemberState {
+                id,
+                state: if id == 5 || id == 6 { "removed" } else { "active" }.into(),
+                ..Default::default()
+            })
+            .collect();
+        let statuses: Vec<_> = (1..=9)
+            .map(|id| {
+                let (id, mut s) = status(id, 1000, "aa", false);
+                if id == 5 || id == 6 {
+                    return (id, None);
+                }
+                let s = s.as_mut().unwrap();
+                s.epoch = 1;
+                s.member_states = membership.clone();
+                (id, Some(s.clone()))
+            })
+            .collect();
+        let answers: Vec<_> = [1, 2, 3, 4, 7].iter().map(|id| detections(*id, &[5, 6])).collect();
+        let report = health(&statuses, &answers);
+        assert_eq!(report.total_agents, 7);
+        assert_eq!(report.quorum_threshold, 5);
+        assert_eq!(
+            report.malicious_detected, 2,
+            "what the removed members did stays counted"
+        );
+        assert_eq!(report.healthy_agents, 7);
+        assert!(report.unreachable_agents.is_empty(), "{:?}", report.unreachable_agents);
+        assert_eq!(report.false_positive_rate, 0.0);
+        assert_eq!(report.status, "healthy");
+
+        // A single replica claiming a newer epoch is not believed.
+        let mut lying = statuses.clone();
+        let s = lying[0].1.as_mut().unwrap();
+        s.epoch = 2;
+        s.member_states.retain(|m| m.id < 4);
+        assert_eq!(health(&lying, &answers).total_agents, 7);
     }
 }
