@@ -716,6 +716,24 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
         vec![1, 2, 3, 4]
     );
     assert_eq!(members[1]["public_key"].as_str().unwrap().len(), 64);
+
+    // Deleted by hand now, it is not made up again from the current members: a warning says what to do.
+    h.server
+        .lock()
+        .unwrap()
+        .objects
+        .remove("/api/v1/namespaces/bft/configmaps/drill-genesis");
+    let calls = h.reconcile().await;
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == "POST" && c.path.contains("configmaps"))
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.path == EVENTS && c.body["reason"] == "GenesisMissing")
+    );
     let _ = ReplacementStep::Retiring;
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bft_replica::crypto::KeyPair;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{
@@ -24,6 +24,24 @@ use crate::resources::{
     self, Cluster, FIELD_MANAGER, LABEL_CLUSTER, configmap, monitoring, networkpolicy, pdb, secret, services,
     statefulset,
 };
+
+/// A namespaced Kubernetes object the adapter reads and writes.
+trait Object:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    + Serialize
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+{
+}
+impl<K> Object for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+{
+}
 
 pub struct KubePlatform<'a> {
     client: Client,
@@ -74,11 +92,7 @@ impl<'a> KubePlatform<'a> {
 
     async fn apply<K>(&self, object: &K) -> Result<(), PlatformError>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Serialize
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
+        K: Object,
         K::DynamicType: Default,
     {
         let name = object.meta().name.clone().unwrap_or_default();
@@ -90,11 +104,7 @@ impl<'a> KubePlatform<'a> {
     /// The object `name`, created from `make` if it does not exist; never overwritten.
     async fn create_once<K>(&self, name: &str, make: impl FnOnce() -> K) -> Result<K, PlatformError>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Serialize
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
+        K: Object,
         K::DynamicType: Default,
     {
         let api = self.api::<K>();
@@ -285,11 +295,26 @@ impl Platform for KubePlatform<'_> {
     async fn apply_cluster(&self, objects: &ClusterObjects<'_>) -> Result<(), PlatformError> {
         let c = &self.cluster;
         // The genesis membership, written once: a replacement changes the membership through the replicas, never
-        // here (a pod restarted later must start from the same genesis as the others).
-        self.create_once(&c.genesis_name(), || {
-            configmap::genesis(c, objects.voters, objects.keys, objects.genesis, objects.admin_key)
-        })
-        .await?;
+        // here (a pod restarted later must start from the same genesis as the others). Once a reconfiguration has
+        // happened the voters are no longer the genesis, so a ConfigMap deleted since is not made up again.
+        let reconfigured = self.object.status.as_ref().is_some_and(|s| s.epoch > 0);
+        let name = c.genesis_name();
+        if reconfigured && self.api::<ConfigMap>().get_opt(&name).await?.is_none() {
+            self.publish(&PlanEvent {
+                warning: true,
+                reason: "GenesisMissing",
+                note: format!(
+                    "ConfigMap {name} was deleted after epoch 0 and cannot be rebuilt from the current members: \
+                     restore it from a backup before any member pod restarts"
+                ),
+            })
+            .await?;
+        } else {
+            self.create_once(&name, || {
+                configmap::genesis(c, objects.voters, objects.keys, objects.genesis, objects.admin_key)
+            })
+            .await?;
+        }
         self.apply::<Service>(&services::peers(c)).await?;
         self.apply::<Service>(&services::client(c)).await?;
         self.apply::<PodDisruptionBudget>(&pdb::budget(c, objects.max_unavailable))
