@@ -393,8 +393,6 @@ fn steady_pass(ids: &[MemberId], run: &[MemberId]) -> Vec<String> {
         "PATCH /api/v1/namespaces/bft/services/drill",
         "PATCH /apis/policy/v1/namespaces/bft/poddisruptionbudgets/drill",
         "PATCH /apis/networking.k8s.io/v1/namespaces/bft/networkpolicies/drill",
-        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/servicemonitors/drill",
-        "DELETE /apis/monitoring.coreos.com/v1/namespaces/bft/prometheusrules/drill-alerts",
     ]));
     for id in run {
         expected.push(format!("PATCH {STS}/drill-{id}"));
@@ -744,6 +742,8 @@ async fn monitoring_objects_follow_the_spec_and_their_absence_does_not_stop_the_
         let mut server = h.server.lock().unwrap();
         let cluster = server.objects.get_mut(&format!("{CLUSTERS}/drill")).unwrap();
         cluster["spec"]["monitoring"] = json!({"serviceMonitor": on, "prometheusRule": on});
+        // As the API server does on a change of spec.
+        cluster["metadata"]["generation"] = json!(cluster["metadata"]["generation"].as_i64().unwrap() + 1);
     };
     set_monitoring(true);
     h.reconcile().await;
@@ -780,9 +780,19 @@ async fn monitoring_objects_follow_the_spec_and_their_absence_does_not_stop_the_
     let quorum_lost = rules.iter().find(|r| r["alert"] == "BftQuorumLost").unwrap();
     assert!(quorum_lost["expr"].as_str().unwrap().contains("job=\"drill\""));
 
-    // Turned off: both deleted.
+    // Unchanged spec: applied again, nothing deleted.
+    let calls = h.reconcile().await;
+    assert!(lines(&calls).contains(&format!("PATCH {MONITORING}/servicemonitors/drill")));
+
+    // Turned off: both deleted, once; the passes after it send no delete.
     set_monitoring(false);
     h.reconcile().await;
+    let calls = h.reconcile().await;
+    assert!(
+        !calls.iter().any(|c| c.path.starts_with(MONITORING)),
+        "{:?}",
+        lines(&calls)
+    );
     assert!(!h.exists(&format!("{MONITORING}/servicemonitors/drill")));
     assert!(!h.exists(&format!("{MONITORING}/prometheusrules/drill-alerts")));
 }

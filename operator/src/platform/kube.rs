@@ -148,7 +148,9 @@ impl<'a> KubePlatform<'a> {
     }
 
     /// A prometheus-operator object: applied when `wanted`, deleted when not. Without prometheus-operator's CRDs
-    /// in the cluster the rest of the cluster still runs; a warning event says what is missing.
+    /// in the cluster the rest of the cluster still runs; a warning event says what is missing. Only a spec the
+    /// operator has not recorded a pass of yet can have turned one off, so only then is the delete sent (not on
+    /// every poll of every cluster, where monitoring is off by default).
     async fn monitoring(
         &self,
         kind: &str,
@@ -163,6 +165,11 @@ impl<'a> KubePlatform<'a> {
             self.cluster.namespace,
             &ApiResource::from_gvk_with_plural(&gvk, plural),
         );
+        let spec_changed =
+            self.object.status.as_ref().and_then(|s| s.observed_generation) != self.object.metadata.generation;
+        if !wanted && !spec_changed {
+            return Ok(());
+        }
         let result = if wanted {
             api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(make()))
                 .await

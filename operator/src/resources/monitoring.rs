@@ -27,10 +27,15 @@ pub fn service_monitor(cluster: &Cluster) -> Value {
     })
 }
 
-pub fn prometheus_rule(cluster: &Cluster) -> Value {
+/// ALERTS parsed once: the rule is rebuilt on every pass of a cluster that asks for it.
+static ALERT_GROUPS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
     let file: Value = serde_saphyr::from_str(ALERTS).expect("monitoring/alerts.yaml is valid YAML");
+    file["groups"].clone()
+});
+
+pub fn prometheus_rule(cluster: &Cluster) -> Value {
     let selector = format!("namespace=\"{}\",job=\"{}\"", cluster.namespace, cluster.name);
-    let mut groups = file["groups"].clone();
+    let mut groups = ALERT_GROUPS.clone();
     for group in groups.as_array_mut().expect("alerts.yaml has groups") {
         group["name"] = json!(format!("{}-{}", group["name"].as_str().unwrap_or("bft"), cluster.name));
         for rule in group["rules"].as_array_mut().expect("every group has rules") {
