@@ -135,14 +135,20 @@ impl Replica {
         self.out.push(Output::Event(Event::CheckpointStable { seq }));
     }
 
-    pub(crate) fn on_status_timer(&mut self) {
+    /// Tells every peer how far this replica is, and whether it suspects the primary of its view.
+    pub(crate) fn broadcast_status(&mut self) {
         let status = self.sign(Status {
             view: self.view,
             view_active: self.view_active,
             last_executed: self.last_executed,
             stable_seq: self.stable.seq,
+            suspects: self.suspects(),
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
+    }
+
+    pub(crate) fn on_status_timer(&mut self) {
+        self.broadcast_status();
         // Operations still waiting to be ordered go out again: the primary may have lost them.
         let waiting: Vec<Operation> = self
             .pending_ops
@@ -161,6 +167,8 @@ impl Replica {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,
         });
+        // An idle primary still has a reason to propose when a quarantine has run out by its clock.
+        self.try_propose();
     }
 
     /// Answers a peer's STATUS with what it is missing. At most one answer per peer per half status interval,
@@ -168,11 +176,20 @@ impl Replica {
     pub(crate) fn on_status(&mut self, s: Signed<Status>) -> Result<(), Rejection> {
         let peer = s.from;
         let s = s.body;
+        // A suspicion counts whenever it arrives; what is served in answer is rate-limited below.
+        let suspicion_changed = self.note_suspicion(peer, &s);
+        if suspicion_changed {
+            self.check_suspicions();
+        }
         let min_gap = self.params.status_interval_ms / 2;
         if let Some(last) = self.last_status_served.get(&peer)
             && self.now_ms < last + min_gap
         {
-            return Err(Rejection::Duplicate);
+            return if suspicion_changed {
+                Ok(())
+            } else {
+                Err(Rejection::Duplicate)
+            };
         }
         self.last_status_served.insert(peer, self.now_ms);
 

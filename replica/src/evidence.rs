@@ -356,6 +356,7 @@ mod tests {
                 digest: crate::messages::batch_digest(&batch),
                 batch,
                 ops: Vec::new(),
+                at_ms: 0,
             };
             Signed::new(1, body, &keys[0])
         };

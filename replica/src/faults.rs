@@ -202,7 +202,7 @@ impl Saboteur {
                 let mut batch = pp.body.batch.clone();
                 batch.pop();
                 let body = PrePrepare {
-                    digest: proposal_digest(&batch, &pp.body.ops),
+                    digest: proposal_digest(&batch, &pp.body.ops, pp.body.at_ms),
                     batch,
                     ..pp.body.clone()
                 };
@@ -258,7 +258,7 @@ impl Saboteur {
                     return message.clone();
                 }
                 let body = PrePrepare {
-                    digest: proposal_digest(&batch, &pp.body.ops),
+                    digest: proposal_digest(&batch, &pp.body.ops, pp.body.at_ms),
                     batch,
                     ..pp.body.clone()
                 };

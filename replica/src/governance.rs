@@ -11,6 +11,11 @@
 //! A quarantined member's messages are ignored until the quarantine expires or the member is removed; never more
 //! than F members are quarantined at once, so a quorum of members always remains. Suspicion (a slow primary)
 //! never quarantines anyone: it only changes views.
+//!
+//! Quarantines expire by the replicated clock, never by a replica's own: the clock is the time the primary stamped
+//! on each executed batch (backups refuse a stamp more than `MAX_CLOCK_SKEW_MS` ahead of their own clock), so every
+//! honest replica lets a member back in after the same batch. An operation's own stated time does not move it:
+//! a quarantine's reporter signs nothing, so its time is the proposer's to choose.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -175,7 +180,7 @@ pub struct Governance {
     pub accusations: BTreeMap<ReplicaId, BTreeMap<ReplicaId, u64>>,
     /// An ordered reconfiguration and the sequence number after which it takes effect.
     pub pending: Option<(Reconfiguration, Seq)>,
-    /// The latest time any executed operation stated: the replicated clock quarantines expire by.
+    /// The latest time stamped on an executed batch: the replicated clock quarantines expire by.
     pub clock_ms: u64,
     /// The sequence number after which the current epoch began (none for the genesis epoch).
     pub epoch_started_at: Option<Seq>,
@@ -201,9 +206,25 @@ impl Governance {
         Membership::new(self.members.clone()).expect("the replicated membership was validated when it was decided")
     }
 
-    /// Whether `member`'s messages are to be ignored at time `now_ms` (the local clock).
-    pub fn is_quarantined(&self, member: ReplicaId, now_ms: u64) -> bool {
-        self.quarantined.get(&member).is_some_and(|q| q.until_ms > now_ms)
+    /// Whether `member`'s messages are to be ignored, by the replicated clock: the same answer on every honest
+    /// replica that executed the same batches.
+    pub fn is_quarantined(&self, member: ReplicaId) -> bool {
+        self.quarantined
+            .get(&member)
+            .is_some_and(|q| q.until_ms > self.clock_ms)
+    }
+
+    /// Whether a quarantine in force by the replicated clock has run out by `now_ms` (a replica's own clock): the
+    /// primary of an idle cluster then proposes a batch, whose time stamp lets the member back in.
+    pub fn quarantine_overdue(&self, now_ms: u64) -> bool {
+        self.quarantined
+            .values()
+            .any(|q| q.until_ms > self.clock_ms && q.until_ms <= now_ms)
+    }
+
+    /// Moves the replicated clock to the time stamped on the batch being executed (never backwards).
+    pub fn advance_clock(&mut self, at_ms: u64) {
+        self.clock_ms = self.clock_ms.max(at_ms);
     }
 
     /// Quarantines still in force by the replicated clock.
@@ -245,17 +266,14 @@ impl Governance {
     /// Executes an ordered operation at `seq`. Deterministic: every honest replica decides the same.
     pub fn apply(&mut self, op: &Operation, seq: Seq, rules: &Rules) -> Decision {
         match self.decide(op, seq, rules) {
-            Ok(decision) => {
-                self.clock_ms = self.clock_ms.max(op.at_ms());
-                decision
-            }
+            Ok(decision) => decision,
             Err(reason) => Decision::Refused(reason),
         }
     }
 
     fn decide(&mut self, op: &Operation, seq: Seq, rules: &Rules) -> Result<Decision, String> {
         let membership = self.membership();
-        let clock = self.clock_ms.max(op.at_ms());
+        let clock = self.clock_ms;
         match op {
             Operation::Quarantine { evidence, .. } => {
                 let (member, fault) = evidence.verify(&membership).map_err(|e| e.to_string())?;
@@ -519,13 +537,20 @@ mod tests {
             let d = g.apply(&accuse(&keys, accuser, 5, 1000), 10, &RULES);
             assert!(matches!(d, Decision::Accused { accused: 5, .. }), "{d:?}");
         }
-        assert!(!g.is_quarantined(5, 1000));
+        g.advance_clock(1000);
+        assert!(!g.is_quarantined(5));
         // The same accuser twice still counts once.
         assert!(g.admit(&accuse(&keys, 4, 5, 1000), 1000).is_err());
         let d = g.apply(&accuse(&keys, 6, 5, 1001), 11, &RULES);
         assert!(matches!(d, Decision::Quarantined { member: 5, .. }), "{d:?}");
-        assert!(g.is_quarantined(5, 2000));
-        assert!(!g.is_quarantined(5, 1001 + 3_600_000));
+        g.advance_clock(2000);
+        assert!(g.is_quarantined(5));
+        // The quarantine began at the replicated clock's time (1000), whatever the accusations state.
+        assert!(!g.quarantine_overdue(1000 + 3_600_000 - 1));
+        assert!(g.quarantine_overdue(1000 + 3_600_000));
+        // Only an executed batch's time lets the member back in.
+        g.advance_clock(1000 + 3_600_000);
+        assert!(!g.is_quarantined(5));
     }
 
     /// Evidence that `member` signed a proposal spending one account's funds twice.
@@ -547,6 +572,7 @@ mod tests {
             digest: crate::messages::batch_digest(&batch),
             batch,
             ops: Vec::new(),
+            at_ms: 0,
         };
         Operation::Quarantine {
             reporter: 1,
@@ -571,14 +597,17 @@ mod tests {
         let d = g.apply(&double_spend(&keys, 7), 11, &RULES);
         assert!(matches!(&d, Decision::Refused(r) if r.contains("F = 2")), "{d:?}");
         assert_eq!(g.quarantined_now(), 2);
-        assert!(!g.is_quarantined(7, 1000));
-        // Once a quarantine expires (by the replicated clock), another may begin.
+        assert!(!g.is_quarantined(7));
+        // An operation stating a later time does not move the replicated clock: its reporter signed nothing.
         let mut later = double_spend(&keys, 7);
         if let Operation::Quarantine { at_ms, .. } = &mut later {
-            *at_ms = 1000 + RULES.quarantine_duration_ms;
+            *at_ms = RULES.quarantine_duration_ms + 1;
         }
+        assert!(matches!(g.apply(&later, 12, &RULES), Decision::Refused(_)));
+        // Once a quarantine expires by the replicated clock (a batch's time), another may begin.
+        g.advance_clock(RULES.quarantine_duration_ms + 1);
         assert!(matches!(
-            g.apply(&later, 12, &RULES),
+            g.apply(&later, 13, &RULES),
             Decision::Quarantined { member: 7, .. }
         ));
     }

@@ -126,9 +126,10 @@ pub struct Account {
     pub balance: u64,
     /// The nonce of the last executed transfer from this account (0 before the first).
     pub nonce: u64,
-    /// That transfer and its outcome. It is part of the replicated state (as PBFT keeps each client's last
-    /// reply) so that a replica that skipped its execution by state transfer can still answer the payer.
-    pub last: Option<(Digest, TxOutcome)>,
+    /// That transfer, its outcome and the sequence number of the batch it executed in. It is part of the
+    /// replicated state (as PBFT keeps each client's last reply) so that a replica that skipped its execution by
+    /// state transfer can still answer the payer truthfully.
+    pub last: Option<(Digest, TxOutcome, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -251,8 +252,9 @@ impl Ledger {
     /// Executes an ordered transfer whose signature was verified before it was ordered. A transfer that
     /// carries the payer's next nonce consumes it even when it is rejected, so a rejection is final: the
     /// same signed transfer can never execute later.
-    pub fn apply(&mut self, tx: &SignedTransfer) -> TxOutcome {
-        let outcome = self.execute(tx);
+    /// `seq` is the sequence number of the batch being executed, remembered with the payer's last transfer.
+    pub fn apply(&mut self, tx: &SignedTransfer, seq: u64) -> TxOutcome {
+        let outcome = self.execute(tx, seq);
         match outcome {
             TxOutcome::Applied => self.executed.applied += 1,
             TxOutcome::Rejected(_) => self.executed.rejected += 1,
@@ -260,7 +262,7 @@ impl Ledger {
         outcome
     }
 
-    fn execute(&mut self, tx: &SignedTransfer) -> TxOutcome {
+    fn execute(&mut self, tx: &SignedTransfer, seq: u64) -> TxOutcome {
         let transfer = &tx.transfer;
         let result = self.check(transfer);
         let outcome = match result {
@@ -272,7 +274,7 @@ impl Ledger {
         }
         let payer = self.accounts.get_mut(&transfer.from).expect("checked above");
         payer.nonce = transfer.nonce;
-        payer.last = Some((tx.digest(), outcome));
+        payer.last = Some((tx.digest(), outcome, seq));
         if result.is_err() {
             return outcome;
         }
@@ -355,11 +357,11 @@ mod tests {
         let k = keys(2);
         let mut l = ledger(&k, 100);
         let t = transfer(&k[0], &k[1], 30, 1);
-        assert_eq!(l.apply(&t), TxOutcome::Applied);
+        assert_eq!(l.apply(&t, 1), TxOutcome::Applied);
         let payer = Account {
             balance: 70,
             nonce: 1,
-            last: Some((t.digest(), TxOutcome::Applied)),
+            last: Some((t.digest(), TxOutcome::Applied, 1)),
         };
         assert_eq!(l.account(&k[0].public()), Some(payer));
         assert_eq!(l.account(&k[1].public()), Some(account(130, 0)));
@@ -384,7 +386,7 @@ mod tests {
             (transfer(&stranger, &k[1], 10, 1), RejectReason::UnknownPayer),
         ];
         for (t, reason) in cases {
-            assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
+            assert_eq!(l.apply(&t, 1), TxOutcome::Rejected(reason), "{t:?}");
         }
         assert!(l.accounts().eq(before.accounts()), "no account changed");
         assert_eq!(
@@ -414,17 +416,17 @@ mod tests {
         ];
         for (t, reason) in cases {
             let mut l = ledger(&k, 100);
-            assert_eq!(l.apply(&t), TxOutcome::Rejected(reason), "{t:?}");
+            assert_eq!(l.apply(&t, 1), TxOutcome::Rejected(reason), "{t:?}");
             let payer = Account {
                 balance: 100,
                 nonce: 1,
-                last: Some((t.digest(), TxOutcome::Rejected(reason))),
+                last: Some((t.digest(), TxOutcome::Rejected(reason), 1)),
             };
             assert_eq!(l.account(&k[0].public()), Some(payer));
             assert_eq!(l.account(&k[1].public()), Some(account(100, 0)));
             // Final: the same transfer can never execute later.
             assert_eq!(
-                l.apply(&t),
+                l.apply(&t, 1),
                 TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 })
             );
         }
@@ -435,9 +437,9 @@ mod tests {
         let k = keys(2);
         let mut l = ledger(&k, 100);
         let t = transfer(&k[0], &k[1], 10, 1);
-        assert_eq!(l.apply(&t), TxOutcome::Applied);
+        assert_eq!(l.apply(&t, 1), TxOutcome::Applied);
         assert_eq!(
-            l.apply(&t),
+            l.apply(&t, 1),
             TxOutcome::Rejected(RejectReason::NonceReused { got: 1, last: 1 })
         );
     }
@@ -459,7 +461,7 @@ mod tests {
         let k = keys(3);
         let mut l = ledger(&k, 50);
         let d0 = l.digest();
-        l.apply(&transfer(&k[0], &k[2], 5, 1));
+        l.apply(&transfer(&k[0], &k[2], 5, 1), 1);
         assert_ne!(l.digest(), d0);
         let restored = Ledger::from_snapshot(&l.snapshot(), 150).unwrap();
         assert_eq!(restored, l);

@@ -58,15 +58,16 @@ pub fn batch_digest(batch: &[SignedTransfer]) -> Digest {
     Digest::of("batch", &[digests.as_flattened()])
 }
 
-/// The digest of a proposal: its transfers and its governance operations (a batch without operations has its
-/// batch's digest).
-pub fn proposal_digest(batch: &[SignedTransfer], ops: &[Operation]) -> Digest {
+/// The digest of a proposal: its transfers, its governance operations and its time stamp. Votes name a proposal by
+/// this digest alone, so everything execution depends on is in it. (The empty proposal a new view fills a gap with,
+/// with no operations and no time, has the empty batch's digest.)
+pub fn proposal_digest(batch: &[SignedTransfer], ops: &[Operation], at_ms: u64) -> Digest {
     let transfers = batch_digest(batch);
-    if ops.is_empty() {
+    if ops.is_empty() && at_ms == 0 {
         return transfers;
     }
     let ops: Vec<[u8; 32]> = ops.iter().map(|op| op.digest().0).collect();
-    Digest::of("proposal", &[&transfers.0, ops.as_flattened()])
+    Digest::of("proposal", &[&transfers.0, ops.as_flattened(), &at_ms.to_le_bytes()])
 }
 
 /// PRE-PREPARE: the primary of `view` assigns `seq` to the batch with `digest`.
@@ -78,12 +79,15 @@ pub struct PrePrepare {
     pub batch: Vec<SignedTransfer>,
     /// Governance operations ordered with the batch (quarantines, accusations, reconfigurations).
     pub ops: Vec<Operation>,
+    /// The primary's clock when it proposed (unix ms): executing the batch moves the replicated clock, by which
+    /// quarantines expire, to this time. Backups refuse a time too far ahead of their own clock.
+    pub at_ms: u64,
 }
 
 impl PrePrepare {
-    /// Whether the batch and operations it carries are the ones its signed digest names.
+    /// Whether the batch, operations and time it carries are the ones its signed digest names.
     pub fn matches_digest(&self) -> bool {
-        proposal_digest(&self.batch, &self.ops) == self.digest
+        proposal_digest(&self.batch, &self.ops, self.at_ms) == self.digest
     }
 }
 
@@ -191,6 +195,10 @@ pub struct Status {
     pub view_active: bool,
     pub last_executed: Seq,
     pub stable_seq: Seq,
+    /// The sender suspects the primary of `view`: a request it holds waited longer than the view-change timeout.
+    /// A suspicion alone changes nothing; F+1 members suspecting one view (so at least one honest member) move
+    /// every member that hears them to the next view.
+    pub suspects: bool,
 }
 
 impl Signable for Status {
@@ -390,6 +398,7 @@ mod tests {
             digest: batch_digest(&batch),
             batch,
             ops: Vec::new(),
+            at_ms: 0,
         };
         let message = Message::PrePrepare(Signed::new(1, pp, &key));
         let bytes = message.encode();

@@ -690,7 +690,7 @@ impl Host {
         let (member, fault) = (observation.member, observation.fault);
         let now = self.now();
         let me = self.replica.id();
-        if !self.replica.membership().contains(me) || self.replica.governance().is_quarantined(member, now) {
+        if !self.replica.membership().contains(me) || self.replica.governance().is_quarantined(member) {
             return;
         }
         let last = self.reported.get(&(member, fault)).copied();
@@ -834,7 +834,7 @@ fn update_gauges(
     let quarantined = replica
         .membership()
         .ids()
-        .filter(|id| replica.governance().is_quarantined(*id, unix_ms()));
+        .filter(|id| replica.governance().is_quarantined(*id));
     metrics.members_quarantined.set(quarantined.count() as i64);
     let stats = replica.stats();
     let label = |outcome: &str| OutcomeLabel {
@@ -918,12 +918,14 @@ fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto:
 /// Every current and removed member, with its state as the replicated governance has it.
 fn member_states(replica: &Replica) -> Vec<proto::MemberState> {
     let governance = replica.governance();
-    let now = unix_ms();
     let mut states: Vec<proto::MemberState> = governance
         .members
         .iter()
         .map(|m| {
-            let quarantine = governance.quarantined.get(&m.id).filter(|q| q.until_ms > now);
+            let quarantine = governance
+                .quarantined
+                .get(&m.id)
+                .filter(|_| governance.is_quarantined(m.id));
             proto::MemberState {
                 id: m.id,
                 public_key: m.public_key.to_hex(),
@@ -957,7 +959,7 @@ fn detection_proto(d: &Detection, replica: &Replica, history: &History) -> proto
     let quarantine = governance.quarantined.get(&member);
     let action = if governance.retired.contains(&member) {
         "removed"
-    } else if quarantine.is_some_and(|q| q.until_ms > unix_ms()) {
+    } else if governance.is_quarantined(member) {
         "quarantined"
     } else if quarantine.is_some() {
         "quarantine_expired"

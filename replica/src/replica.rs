@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair};
 use crate::durable::{Durable, Entry};
-use crate::governance::{Decision, Governance, MAX_OPS_PER_BATCH, MAX_PENDING_OPS, Operation, Rules};
+use crate::governance::{
+    Decision, Governance, MAX_CLOCK_SKEW_MS, MAX_OPS_PER_BATCH, MAX_PENDING_OPS, Operation, Rules,
+};
 use crate::ledger::{Ledger, RejectReason, SignedTransfer};
 use crate::messages::*;
 use crate::verify::{Rejection, Verified};
@@ -216,6 +218,10 @@ pub struct Replica {
     pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
     /// View changes since something last executed; the timeout doubles with each.
     pub(crate) failed_views: u32,
+    /// For each member (this one included), the view whose primary it said, in its latest STATUS, it suspects, and
+    /// whether that view was active there (a primary that stalls) or still changing (a NEW-VIEW that never came).
+    /// One entry per member, so a peer cannot grow it. See `view_change.rs` for why suspicion comes first.
+    pub(crate) suspicions: BTreeMap<ReplicaId, (View, bool)>,
 
     pub(crate) ledger: Ledger,
     /// The membership, its epoch and quarantines: replicated like the ledger. `membership` is its current view.
@@ -304,6 +310,7 @@ impl Replica {
             new_view: durable.new_view.clone(),
             view_changes: BTreeMap::new(),
             failed_views: 0,
+            suspicions: BTreeMap::new(),
             ledger,
             governance,
             pending_ops: Vec::new(),
@@ -400,7 +407,10 @@ impl Replica {
                 Ok(())
             }
             Input::ForceViewChange => {
-                self.start_view_change(self.view + 1, ViewChangeReason::Forced);
+                // Asked of every member at once; one already changing views is on its way already.
+                if self.view_active {
+                    self.start_view_change(self.view + 1, ViewChangeReason::Forced);
+                }
                 Ok(())
             }
             Input::Operation(op) => self.on_operation(op),
@@ -424,7 +434,7 @@ impl Replica {
             return Err(Rejection::FromSelf);
         }
         // A committed batch's proof stands whoever relays it; everything else from a quarantined member is ignored.
-        if !matches!(message, Message::Committed(_)) && self.governance.is_quarantined(message.sender(), self.now_ms) {
+        if !matches!(message, Message::Committed(_)) && self.governance.is_quarantined(message.sender()) {
             return Err(Rejection::Quarantined(message.sender()));
         }
         match message {
@@ -603,6 +613,15 @@ impl Replica {
         self.out.push(Output::SetTimer { timer, after_ms });
     }
 
+    /// Starts timing a request that just arrived, in an active view only: while views change the timer is the
+    /// new-view timer, which `arm_new_view_timer` arms only once a quorum is changing too. A request arriving then
+    /// must not arm it behind that gate, or a replica cut off from the others would climb views alone.
+    fn arm_request_timer(&mut self) {
+        if !self.timer_armed && self.view_active {
+            self.arm_progress_timer();
+        }
+    }
+
     // ----- client requests -----
 
     fn on_request(&mut self, tx: SignedTransfer) -> Result<(), Rejection> {
@@ -620,10 +639,12 @@ impl Replica {
         if let Err(reason @ RejectReason::NonceReused { .. }) = self.ledger.check(&tx.transfer) {
             let last = self.ledger.account(&tx.transfer.from).and_then(|a| a.last);
             return match last {
-                Some((last_digest, outcome)) if last_digest == digest => {
+                Some((last_digest, outcome, seq)) if last_digest == digest => {
+                    // Signed: it must name where the transfer executed, or it is a false claim peers can hold
+                    // against this replica.
                     let reply = self.sign(Reply {
                         view: self.view,
-                        seq: self.last_executed,
+                        seq,
                         outcomes: vec![(digest, outcome)],
                     });
                     self.out.push(Output::Reply(reply));
@@ -646,9 +667,7 @@ impl Replica {
             },
         );
         self.pending_order.insert(order, digest);
-        if !self.timer_armed {
-            self.arm_progress_timer();
-        }
+        self.arm_request_timer();
         self.try_propose();
         Ok(())
     }
@@ -673,9 +692,7 @@ impl Replica {
             from: self.id,
             op: Box::new(op),
         }));
-        if !self.timer_armed {
-            self.arm_progress_timer();
-        }
+        self.arm_request_timer();
         self.try_propose();
         Ok(())
     }
@@ -735,18 +752,23 @@ impl Replica {
             // An ordered reconfiguration waits for its checkpoint boundary: with nothing else to propose, empty
             // batches bring the sequence there.
             let reconfiguration_waits = self.governance.pending.as_ref().is_some_and(|(_, at)| seq <= *at);
-            if batch.is_empty() && ops.is_empty() && !reconfiguration_waits {
+            // Likewise a quarantine that ran out by this clock ends only when a batch's time says so.
+            let idle = self.next_seq == self.last_executed;
+            let quarantine_ends = idle && self.governance.quarantine_overdue(self.now_ms);
+            if batch.is_empty() && ops.is_empty() && !reconfiguration_waits && !quarantine_ends {
                 return;
             }
             self.proposed.extend(batch.iter().map(|tx| tx.digest()));
             self.proposed.extend(ops.iter().map(|op| op.digest()));
             self.next_seq = seq;
+            let at_ms = self.now_ms;
             let pp = self.sign(PrePrepare {
                 view: self.view,
                 seq,
-                digest: proposal_digest(&batch, &ops),
+                digest: proposal_digest(&batch, &ops, at_ms),
                 batch,
                 ops,
+                at_ms,
             });
             let slot = self.log.entry(seq).or_default();
             slot.enter_view(self.view);
@@ -763,6 +785,14 @@ impl Replica {
         self.check_watermarks(seq)?;
         if seq <= self.last_executed {
             return Err(Rejection::Duplicate);
+        }
+        // The time a primary stamps moves the replicated clock forward for good: bound how far it may run ahead.
+        let latest_ms = self.now_ms.saturating_add(MAX_CLOCK_SKEW_MS);
+        if pp.body.at_ms > latest_ms {
+            return Err(Rejection::TimeAhead {
+                at_ms: pp.body.at_ms,
+                latest_ms,
+            });
         }
         if seq > self.next_boundary() {
             // Who may propose it is known once everything up to the boundary has executed.
@@ -977,10 +1007,11 @@ impl Replica {
             .and_then(|slot| slot.committed.clone())
         {
             let seq = self.last_executed + 1;
+            self.governance.advance_clock(cert.pre_prepare.body.at_ms);
             let mut outcomes = Vec::with_capacity(cert.pre_prepare.body.batch.len());
             for tx in &cert.pre_prepare.body.batch {
                 let digest = tx.digest();
-                let outcome = self.ledger.apply(tx);
+                let outcome = self.ledger.apply(tx, seq);
                 match outcome {
                     crate::ledger::TxOutcome::Applied => self.stats.transfers_applied += 1,
                     crate::ledger::TxOutcome::Rejected(_) => self.stats.transfers_rejected += 1,
@@ -1018,6 +1049,9 @@ impl Replica {
         }
         if progressed {
             self.failed_views = 0;
+            if self.pending.is_empty() && self.pending_ops.is_empty() {
+                self.suspicions.remove(&self.id);
+            }
             if primary_quarantined && self.view_active {
                 self.start_view_change(self.view + 1, ViewChangeReason::PrimaryQuarantined);
                 return;
@@ -1072,6 +1106,7 @@ impl Replica {
             votes.retain(|id, _| membership.contains(*id));
         }
         self.view_changes.retain(|id, _| membership.contains(*id));
+        self.suspicions.retain(|id, _| membership.contains(*id));
         self.deferred.clear();
         // Operations of the old epoch that would now be refused (a reconfiguration already applied) no longer wait.
         let (governance, now_ms) = (&self.governance, self.now_ms);
@@ -1109,6 +1144,7 @@ pub fn without_batch(pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
         body: PrePrepare {
             batch: Vec::new(),
             ops: Vec::new(),
+            at_ms: 0,
             ..pp.body.clone()
         },
         signature: pp.signature,

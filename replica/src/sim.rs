@@ -306,6 +306,8 @@ pub struct Sim {
     outcomes: BTreeMap<Seq, Vec<(Digest, TxOutcome)>>,
     partition: Option<BTreeSet<ReplicaId>>,
     healed: bool,
+    /// Since when each honest member has been outside the view most honest members are active in, once healed.
+    lagging: BTreeMap<ReplicaId, u64>,
     /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
     removed: Option<ReplicaId>,
     outcome: Outcome,
@@ -459,6 +461,7 @@ impl Sim {
             outcomes: BTreeMap::new(),
             partition: None,
             healed: false,
+            lagging: BTreeMap::new(),
             removed: None,
             outcome,
             trace: sha2::Sha256::default(),
@@ -1179,14 +1182,11 @@ impl Sim {
             if let Some(core) = &r.core {
                 let governance = core.governance();
                 for member in &honest {
-                    if governance.is_quarantined(*member, self.now) {
+                    if governance.is_quarantined(*member) {
                         problems.push(format!("replica {} quarantines honest member {member}", r.id));
                     }
                 }
-                let quarantined = core
-                    .membership()
-                    .ids()
-                    .filter(|m| governance.is_quarantined(*m, self.now));
+                let quarantined = core.membership().ids().filter(|m| governance.is_quarantined(*m));
                 if quarantined.count() > core.membership().f() {
                     problems.push(format!("replica {} quarantines more than F members", r.id));
                 }
@@ -1203,6 +1203,65 @@ impl Sim {
         }
         for p in problems {
             self.violation(p);
+        }
+        self.check_views_converge();
+    }
+
+    /// Honest members that run and are members of the membership they know, with their cores.
+    fn voting_honest(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none() && !r.spare && Some(r.id) != self.removed)
+            .filter_map(|r| r.core.as_ref())
+            .filter(|core| core.membership().contains(core.id()))
+    }
+
+    /// The view that most running honest members are active in, if there is one (none while views change).
+    fn cluster_view(&self) -> Option<View> {
+        let mut active: BTreeMap<View, usize> = BTreeMap::new();
+        let mut running = 0;
+        for core in self.voting_honest() {
+            running += 1;
+            if core.view_active() {
+                *active.entry(core.view()).or_default() += 1;
+            }
+        }
+        active
+            .into_iter()
+            .find(|(_, count)| 2 * count > running)
+            .map(|(view, _)| view)
+    }
+
+    /// Once the network healed, every honest member is back in the view the cluster works in within two
+    /// view-change timeouts: a member cut off must not have climbed views on its own.
+    fn check_views_converge(&mut self) {
+        if !self.healed {
+            return;
+        }
+        let Some(view) = self.cluster_view() else {
+            self.lagging.clear();
+            return;
+        };
+        let outside: BTreeSet<ReplicaId> = self
+            .voting_honest()
+            .filter(|core| core.view() != view || !core.view_active())
+            .map(|core| core.id())
+            .collect();
+        self.lagging.retain(|id, _| outside.contains(id));
+        let bound_ms = 2 * self.config.params.view_change_timeout_ms;
+        let mut late = Vec::new();
+        for id in outside {
+            let since = *self.lagging.entry(id).or_insert(self.now);
+            if self.now > since + bound_ms {
+                let core = self.replicas[id as usize - 1].core.as_ref().expect("running");
+                late.push(format!(
+                    "views do not converge: replica {id} is outside the cluster's view {view} since {since} ms: {}",
+                    core.describe()
+                ));
+            }
+        }
+        for problem in late {
+            self.violation(problem);
         }
     }
 
@@ -1225,7 +1284,7 @@ impl Sim {
                 .filter(|core| core.membership().contains(core.id()))
         };
         let shut_out = |core: &Replica, member: ReplicaId| {
-            core.governance().is_quarantined(member, self.now) || core.governance().retired.contains(&member)
+            core.governance().is_quarantined(member) || core.governance().retired.contains(&member)
         };
         if !self
             .outcome
@@ -1244,6 +1303,14 @@ impl Sim {
             {
                 return false;
             }
+        }
+        // Every running honest member is active in the cluster's view.
+        match self.cluster_view() {
+            Some(view)
+                if self
+                    .voting_honest()
+                    .all(|core| core.view() == view && core.view_active()) => {}
+            _ => return false,
         }
         // A member removed by the reconfiguration no longer follows the cluster.
         let removed = |r: &SimReplica| Some(r.id) == self.removed;

@@ -64,6 +64,8 @@ pub enum Rejection {
     ViewChangeInProgress,
     #[error("too many pending requests")]
     Busy,
+    #[error("proposal time {at_ms} ms is ahead of the latest this replica accepts ({latest_ms} ms)")]
+    TimeAhead { at_ms: u64, latest_ms: u64 },
     #[error("a member does not send this to itself")]
     FromSelf,
     #[error("transfer refused: {0}")]
@@ -93,6 +95,7 @@ impl Rejection {
             Rejection::Equivocation => "equivocation",
             Rejection::ViewChangeInProgress => "view_change_in_progress",
             Rejection::Busy => "busy",
+            Rejection::TimeAhead { .. } => "time_ahead",
             Rejection::FromSelf => "from_self",
             Rejection::Transfer(_) => "transfer_refused",
             Rejection::Quarantined(_) => "quarantined",
@@ -158,28 +161,40 @@ impl Checks {
     }
 }
 
-/// The membership in force, shared by a process's verifiers: a new epoch changes it for all of them at once.
+type CurrentAndPrevious = (Arc<Membership>, Option<Arc<Membership>>);
+
+/// The membership in force and the one before it, shared by a process's verifiers: a new epoch changes them for
+/// all of them at once.
 #[derive(Clone)]
 pub struct SharedMembership {
-    current: Arc<std::sync::RwLock<Arc<Membership>>>,
+    current: Arc<std::sync::RwLock<CurrentAndPrevious>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedMembership {
     pub fn new(membership: Membership) -> SharedMembership {
         SharedMembership {
-            current: Arc::new(std::sync::RwLock::new(Arc::new(membership))),
+            current: Arc::new(std::sync::RwLock::new((Arc::new(membership), None))),
             generation: Arc::default(),
         }
     }
 
     pub fn set(&self, membership: Membership) {
-        *self.current.write().expect("no panic while holding the lock") = Arc::new(membership);
+        let mut both = self.current.write().expect("no panic while holding the lock");
+        if *both.0 != membership {
+            let before = std::mem::replace(&mut both.0, Arc::new(membership));
+            both.1 = Some(before);
+        }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     pub fn get(&self) -> Arc<Membership> {
-        self.current.read().expect("no panic while holding the lock").clone()
+        self.current.read().expect("no panic while holding the lock").0.clone()
+    }
+
+    /// The membership of the epoch before the current one, if this process saw it.
+    fn previous(&self) -> Option<Arc<Membership>> {
+        self.current.read().expect("no panic while holding the lock").1.clone()
     }
 
     fn generation(&self) -> u64 {
@@ -332,7 +347,7 @@ impl Verifier {
             Message::Checkpoint(m) => self.signed(&mut checks, m)?,
             Message::Status(m) => self.signed(&mut checks, m)?,
             Message::ViewChange(m) => self.view_change(&mut checks, m)?,
-            Message::NewView(m) => self.new_view(&mut checks, m)?,
+            Message::NewView(m) => return self.new_view_of_either_epoch(m),
             Message::StateTransfer(m) => {
                 self.signed(&mut checks, m)?;
                 if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
@@ -598,6 +613,26 @@ impl Verifier {
             self.prepared_cert(checks, cert)?;
         }
         Ok(())
+    }
+
+    /// A NEW-VIEW made by the membership in force, or by the one before it. The view a member added by a
+    /// reconfiguration must join may have been installed before the epoch began: only the previous membership can
+    /// vouch for it then. Nothing it re-proposes lies above the epoch's first checkpoint (nothing is prepared there
+    /// before the epoch begins), so it only tells a new member which view the cluster works in.
+    fn new_view_of_either_epoch(&mut self, m: &Signed<NewView>) -> Result<(), Rejection> {
+        let mut checks = Checks::new();
+        let current = self.new_view(&mut checks, m).and_then(|()| self.run(checks));
+        let Err(refusal) = current else {
+            return Ok(());
+        };
+        let Some(previous) = self.shared.previous() else {
+            return Err(refusal);
+        };
+        let in_force = std::mem::replace(&mut self.membership, previous);
+        let mut checks = Checks::new();
+        let before = self.new_view(&mut checks, m).and_then(|()| self.run(checks));
+        self.membership = in_force;
+        before.map_err(|_| refusal)
     }
 
     fn new_view(&self, checks: &mut Checks, m: &Signed<NewView>) -> Result<(), Rejection> {

@@ -8,6 +8,14 @@
 //! empty batch where there is none. Any batch that committed was prepared by a quorum, which intersects
 //! every quorum of VIEW-CHANGEs in an honest member, so it is re-proposed at the same sequence number.
 //! A view that does not install in time is abandoned for the next one, with the timeout doubled.
+//!
+//! Leaving a view takes F+1 members' support, so that at least one honest member wants it. A backup whose request
+//! timed out first only *suspects* the primary: it says so in its STATUS and keeps working in its view. Once F+1
+//! members suspect the primary of the view (or F+1 others are in higher views), a member leaves it for the next;
+//! past v+1 the new-view timer runs only once a quorum is changing views. A replica cut off from the others can
+//! therefore never climb views alone: when the network heals it is still in the view the cluster works in, and
+//! votes at once. (A VIEW-CHANGE cannot serve as the suspicion: once sent, it may be part of the next NEW-VIEW, so
+//! its sender must stop preparing in the old view, or a batch committed there could be missed.)
 
 use crate::crypto::Digest;
 use crate::durable::Entry;
@@ -56,6 +64,7 @@ pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, 
                         digest: pp.digest,
                         batch: pp.batch.clone(),
                         ops: pp.ops.clone(),
+                        at_ms: pp.at_ms,
                     }
                 }
                 None => Reproposal {
@@ -63,6 +72,7 @@ pub fn derive_new_view(view_changes: &[Signed<ViewChange>]) -> (CheckpointCert, 
                     digest: batch_digest(&[]),
                     batch: Vec::new(),
                     ops: Vec::new(),
+                    at_ms: 0,
                 },
             }
         })
@@ -77,6 +87,8 @@ pub struct Reproposal {
     pub digest: Digest,
     pub batch: Vec<SignedTransfer>,
     pub ops: Vec<crate::governance::Operation>,
+    /// The time the batch was first proposed with: it is part of what may have committed.
+    pub at_ms: u64,
 }
 
 impl Replica {
@@ -89,10 +101,7 @@ impl Replica {
         // A quarantined member would not be heard as primary: skip its views (at most F are quarantined).
         let mut new_view = new_view;
         for _ in 0..self.membership.n() {
-            if !self
-                .governance
-                .is_quarantined(self.membership.primary(new_view), self.now_ms)
-            {
+            if !self.governance.is_quarantined(self.membership.primary(new_view)) {
                 break;
             }
             new_view += 1;
@@ -244,6 +253,7 @@ impl Replica {
                      digest,
                      batch,
                      ops,
+                     at_ms,
                  }| {
                     self.sign(PrePrepare {
                         view,
@@ -251,6 +261,7 @@ impl Replica {
                         digest,
                         batch,
                         ops,
+                        at_ms,
                     })
                 },
             )
@@ -357,7 +368,9 @@ impl Replica {
         }
         self.timer_armed = false;
         if !self.view_active {
-            self.start_view_change(self.view + 1, ViewChangeReason::NewViewTimeout);
+            // The NEW-VIEW is overdue here; it may have been installed elsewhere (peers answer this replica's
+            // STATUS with it), so this too is only a suspicion until F+1 members share it.
+            self.suspect_primary();
             return;
         }
         self.prune_stale_pending();
@@ -374,8 +387,9 @@ impl Replica {
         };
         let waited = self.now_ms.saturating_sub(oldest_ms);
         if waited >= self.params.view_change_timeout_ms {
-            self.start_view_change(self.view + 1, ViewChangeReason::RequestTimeout);
+            self.suspect_primary();
         } else {
+            self.suspicions.remove(&self.id);
             self.timer_generation += 1;
             self.timer_armed = true;
             let timer = crate::replica::Timer::Progress {
@@ -386,6 +400,62 @@ impl Replica {
                 timer,
                 after_ms: self.params.view_change_timeout_ms - waited,
             });
+        }
+    }
+}
+
+impl Replica {
+    /// A request waited too long in this view: suspect its primary, tell the others at once, and look again after
+    /// another timeout (the suspicion is withdrawn once nothing is overdue).
+    fn suspect_primary(&mut self) {
+        let here = (self.view, self.view_active);
+        let first = self.suspicions.insert(self.id, here) != Some(here);
+        if first {
+            self.broadcast_status();
+        }
+        // In an active view, look again after another timeout; a view change's timer is re-armed by its gate.
+        if self.view_active {
+            self.arm_progress_timer();
+        } else {
+            self.arm_new_view_timer();
+        }
+        self.check_suspicions();
+    }
+
+    /// Whether this replica suspects the primary of the view it is in (and in the state it is in).
+    pub(crate) fn suspects(&self) -> bool {
+        self.suspicions.get(&self.id) == Some(&(self.view, self.view_active))
+    }
+
+    /// Records what a peer's STATUS says about its suspicion. Returns whether it changed.
+    pub(crate) fn note_suspicion(&mut self, peer: ReplicaId, status: &Status) -> bool {
+        let before = self.suspicions.get(&peer).copied();
+        if status.suspects {
+            self.suspicions.insert(peer, (status.view, status.view_active));
+        } else {
+            self.suspicions.remove(&peer);
+        }
+        before != self.suspicions.get(&peer).copied()
+    }
+
+    /// F+1 members suspecting the primary of the current view, in the state this replica is in, include an honest
+    /// one: move to the next view. (Suspicions from members still changing to a view that is active here are
+    /// answered with its NEW-VIEW instead, and suspicions from an active view do not count while it installs.)
+    pub(crate) fn check_suspicions(&mut self) {
+        let here = (self.view, self.view_active);
+        let suspecting = self
+            .suspicions
+            .iter()
+            .filter(|(id, s)| **s == here && self.membership.contains(**id))
+            .filter(|(id, _)| !self.governance.is_quarantined(**id))
+            .count();
+        if suspecting > self.membership.f() {
+            let reason = match (self.view_active, self.suspects()) {
+                (true, true) => ViewChangeReason::RequestTimeout,
+                (false, true) => ViewChangeReason::NewViewTimeout,
+                (_, false) => ViewChangeReason::JoinedPeers,
+            };
+            self.start_view_change(self.view + 1, reason);
         }
     }
 }

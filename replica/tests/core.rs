@@ -23,6 +23,9 @@ struct Cluster {
     muted: Vec<ReplicaId>,
     /// These members neither send nor receive (crashed, or cut off).
     down: Vec<ReplicaId>,
+    /// These members are cut off from the other members (no peer message in or out), but clients still reach
+    /// them and their timers still fire: a network partition.
+    cut: Vec<ReplicaId>,
     timers: Vec<(ReplicaId, Timer)>,
     replies: Vec<Signed<Reply>>,
     events: Vec<(ReplicaId, Event)>,
@@ -84,6 +87,7 @@ impl Cluster {
             network: VecDeque::new(),
             muted: Vec::new(),
             down: Vec::new(),
+            cut: Vec::new(),
             timers: Vec::new(),
             replies: Vec::new(),
             events: Vec::new(),
@@ -163,12 +167,12 @@ impl Cluster {
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
-                    if !self.muted.contains(&id) {
+                    if !self.muted.contains(&id) && !self.cut.contains(&id) {
                         self.network.push_back((to, message));
                     }
                 }
                 Output::Broadcast(message) => {
-                    if !self.muted.contains(&id) {
+                    if !self.muted.contains(&id) && !self.cut.contains(&id) {
                         for to in 1..=self.replicas.len() as ReplicaId {
                             if to != id {
                                 self.network.push_back((to, message.clone()));
@@ -217,7 +221,7 @@ impl Cluster {
     fn settle(&mut self) {
         let mut steps = 0;
         while let Some((to, message)) = self.network.pop_front() {
-            if self.down.contains(&to) {
+            if self.down.contains(&to) || self.cut.contains(&to) {
                 continue;
             }
             let _ = self.deliver(to, message);
@@ -379,6 +383,214 @@ fn a_silent_primary_is_replaced_and_the_request_commits_in_the_new_view() {
         .iter()
         .filter(|(id, e)| *id != 1 && matches!(e, Event::NewViewInstalled { view: 1, .. }));
     assert_eq!(installed.count(), 3);
+}
+
+/// A backup cut off from the other members while clients keep reaching it suspects the primary, but a suspicion
+/// alone moves no one: it stays in the view the cluster works in, and once the network heals it votes there at
+/// once (before the fix it climbed one view per timeout, and the cluster it came back to could not use its votes).
+#[test]
+fn a_cut_off_replica_never_changes_views_alone_and_votes_as_soon_as_it_is_back() {
+    let mut c = Cluster::new(4, params());
+    c.cut.push(4);
+    for nonce in 1..=5 {
+        let tx = c.transfer(0, 1, 1, nonce);
+        c.submit(tx);
+        c.settle();
+        c.time_out();
+    }
+    for r in &c.replicas {
+        assert_eq!(
+            (r.view(), r.view_active()),
+            (0, true),
+            "replica {} after five timeouts cut off: {}",
+            r.id(),
+            r.describe()
+        );
+    }
+    assert_eq!(c.replicas[0].last_executed(), 5);
+    assert_eq!(c.replicas[3].last_executed(), 0);
+    assert!(
+        !c.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ViewChangeStarted { .. })),
+        "no view change started"
+    );
+    // Healed: a STATUS exchange brings replica 4 up to date; then, with replica 3 silent, no quorum forms
+    // without replica 4's votes.
+    c.cut.clear();
+    c.status_round();
+    assert_eq!(c.replicas[3].last_executed(), 5, "{}", c.replicas[3].describe());
+    c.muted.push(3);
+    let tx = c.transfer(1, 2, 1, 1);
+    c.submit(tx);
+    c.settle();
+    for id in [1, 2, 4] {
+        assert_eq!(c.replicas[id - 1].last_executed(), 6, "replica {id}");
+    }
+}
+
+/// F+1 members suspecting the primary move the others along even if their own requests have not timed out yet,
+/// and F suspicions (which could all be Byzantine) move no one.
+#[test]
+fn f_plus_1_suspicions_change_the_view_and_f_do_not() {
+    let mut c = Cluster::new(4, params());
+    let suspicion = |c: &Cluster, from: ReplicaId| {
+        let status = Status {
+            view: 0,
+            view_active: true,
+            last_executed: 0,
+            stable_seq: 0,
+            suspects: true,
+        };
+        Message::Status(Signed::new(from, status, &c.keys[from as usize - 1]))
+    };
+    let lone = suspicion(&c, 4);
+    for to in 1..=3 {
+        c.deliver(to, lone.clone()).unwrap();
+    }
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.view() == 0 && r.view_active()));
+    let second = suspicion(&c, 3);
+    for to in [1, 2, 4] {
+        c.deliver(to, second.clone()).unwrap();
+    }
+    c.settle();
+    for r in &c.replicas {
+        assert_eq!(
+            (r.view(), r.view_active(), r.primary()),
+            (1, true, 2),
+            "replica {}",
+            r.id()
+        );
+    }
+}
+
+/// The reply to a retransmission of a payer's last transfer, by a replica that learnt it from a state transfer,
+/// names the sequence number where the transfer executed (it once named the replica's last executed one: a
+/// signed false claim).
+#[test]
+fn a_reply_to_a_retransmission_names_where_the_transfer_executed() {
+    let mut c = Cluster::new(4, params());
+    c.down.push(4);
+    let first = c.transfer(0, 1, 5, 1);
+    let submit_to_three = |c: &mut Cluster, tx: SignedTransfer| {
+        for id in 1..=3 {
+            let _ = c.request(id, tx);
+        }
+        c.settle();
+    };
+    submit_to_three(&mut c, first);
+    for nonce in 1..=6 {
+        let tx = c.transfer(2, 3, 1, nonce);
+        submit_to_three(&mut c, tx);
+    }
+    let executed_at = c
+        .replies
+        .iter()
+        .find(|r| r.from == 1 && r.body.outcomes.iter().any(|(d, _)| *d == first.digest()))
+        .map(|r| r.body.seq)
+        .expect("replica 1 answered the first transfer");
+    assert!(c.replicas[0].last_executed() > executed_at);
+    c.down.clear();
+    c.status_round();
+    assert_eq!(c.replicas[3].last_executed(), c.replicas[0].last_executed());
+    c.replies.clear();
+    c.request(4, first).unwrap();
+    let reply = c
+        .replies
+        .iter()
+        .find(|r| r.from == 4)
+        .expect("replica 4 answers the retransmission");
+    assert_eq!(reply.body.outcomes, vec![(first.digest(), TxOutcome::Applied)]);
+    assert_eq!(reply.body.seq, executed_at);
+}
+
+/// A quarantine ends by the replicated clock (the time on executed batches), at one sequence number everywhere:
+/// a replica whose own clock says the quarantine is over still ignores the member until that batch executes.
+#[test]
+fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
+    use bft_replica::evidence::Evidence;
+    use bft_replica::governance::Operation;
+    let mut c = Cluster::new(
+        4,
+        Params {
+            quarantine_duration_ms: 10_000,
+            ..params()
+        },
+    );
+    c.now = 1_000;
+    let payer = KeyPair::from_secret([77; 32]);
+    let spend = |amount| {
+        Transfer {
+            from: payer.public(),
+            to: c.accounts[0].public(),
+            amount,
+            nonce: 1,
+        }
+        .sign(&payer)
+    };
+    let batch = vec![spend(1), spend(2)];
+    let proposal = PrePrepare {
+        view: 0,
+        seq: 1,
+        digest: batch_digest(&batch),
+        batch,
+        ops: Vec::new(),
+        at_ms: 0,
+    };
+    let op = Operation::Quarantine {
+        reporter: 2,
+        at_ms: c.now,
+        evidence: Box::new(Evidence::DoubleSpend {
+            proposal: Signed::new(4, proposal, &c.keys[3]),
+        }),
+    };
+    c.step(2, Input::Operation(op)).unwrap();
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.governance().is_quarantined(4)));
+    let quarantined_at = c.replicas[0].last_executed();
+
+    // Past the quarantine by every replica's own clock, but no batch says so yet.
+    c.now += 20_000;
+    let status = Status {
+        view: 0,
+        view_active: true,
+        last_executed: quarantined_at,
+        stable_seq: 0,
+        suspects: false,
+    };
+    let from_4 = Message::Status(Signed::new(4, status, &c.keys[3]));
+    assert_eq!(c.deliver(2, from_4.clone()), Err(Rejection::Quarantined(4)));
+
+    // The idle primary proposes a batch stamped with its time; executing it ends the quarantine everywhere.
+    c.status_round();
+    let ended_at = quarantined_at + 1;
+    for r in &c.replicas[..3] {
+        assert_eq!(r.last_executed(), ended_at, "replica {}", r.id());
+        assert!(!r.governance().is_quarantined(4), "replica {}", r.id());
+        assert_eq!(r.governance().clock_ms, c.replicas[0].governance().clock_ms);
+    }
+    c.now += 1_000;
+    c.deliver(2, from_4).unwrap();
+}
+
+/// A primary may not push the replicated clock (and so the end of quarantines) far ahead of the backups' clocks.
+#[test]
+fn a_proposal_stamped_far_in_the_future_is_refused() {
+    let mut c = Cluster::new(4, params());
+    let batch = vec![c.transfer(0, 1, 1, 1)];
+    let at_ms = c.now + 3_600_000;
+    let proposal = PrePrepare {
+        view: 0,
+        seq: 1,
+        digest: proposal_digest(&batch, &[], at_ms),
+        batch,
+        ops: Vec::new(),
+        at_ms,
+    };
+    let pp = Message::PrePrepare(Signed::new(1, proposal, &c.keys[0]));
+    assert!(matches!(c.deliver(2, pp), Err(Rejection::TimeAhead { .. })));
+    assert_eq!(c.replicas[1].log_len(), 0);
 }
 
 #[test]
@@ -618,6 +830,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             digest: batch_digest(&batch),
             batch: batch.clone(),
             ops: Vec::new(),
+            at_ms: 0,
         },
         &c.keys[1],
     );
@@ -634,6 +847,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             digest: Digest([9; 32]),
             batch: batch.clone(),
             ops: Vec::new(),
+            at_ms: 0,
         },
         &c.keys[0],
     );
@@ -653,6 +867,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             digest: batch_digest(&bad),
             batch: bad,
             ops: Vec::new(),
+            at_ms: 0,
         },
         &c.keys[0],
     );
@@ -670,6 +885,7 @@ fn bad_messages_are_refused_and_counted_without_changing_anything() {
             digest: batch_digest(&twice),
             batch: twice,
             ops: Vec::new(),
+            at_ms: 0,
         },
         &c.keys[0],
     );
@@ -721,6 +937,7 @@ fn a_peer_claiming_absurd_progress_does_not_break_a_replica() {
         view_active: true,
         last_executed: u64::MAX,
         stable_seq: u64::MAX,
+        suspects: true,
     };
     for _ in 0..3 {
         c.now += 1000;
@@ -763,6 +980,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                         digest,
                         batch,
                         ops: Vec::new(),
+                        at_ms: 0,
                     },
                     key,
                 )),
@@ -788,6 +1006,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                         view_active: good_digest,
                         last_executed,
                         stable_seq,
+                        suspects: txs_len == 1,
                     };
                     Message::Status(Signed::new(from, status, key))
                 }
