@@ -9,6 +9,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The partition test among the process tests cuts a replica off with iptables rules on loopback: as root (as CI
+# runs) install it when the machine lacks it; the test itself fails loudly under CI=true when it cannot use it.
+if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing iptables (the partition test needs it)"
+    apt-get install -y --no-install-recommends iptables >/dev/null 2>&1 \
+        || { apt-get update >/dev/null && apt-get install -y --no-install-recommends iptables; }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"

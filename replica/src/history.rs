@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::evidence::Evidence;
 use crate::messages::{Message, ReplicaId, Seq, View};
-use crate::verify::Rejection;
 
 /// The kinds of misbehaviour a replica can see in what a member sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -74,43 +73,6 @@ impl MessageSummary {
             kind: message.kind(),
             seq: message.seq(),
         }
-    }
-}
-
-impl Observation {
-    /// What a refusal of `message` proves or shows about its sender, if anything. Only refusals that no honest
-    /// member causes count: a bad signature in a member's name, a batch spending funds twice, a second signed
-    /// message for one slot. Refusals an honest member causes too (late, duplicate, wrong view) do not.
-    pub fn of_refusal(message: &MessageSummary, rejection: &Rejection) -> Option<Observation> {
-        let (fault, expected, received) = match rejection {
-            // Only the message's own signature: one inside a certificate may have been spoiled by whoever relayed it.
-            Rejection::BadSignature { from, .. } if *from == message.sender && message.kind != "committed" => (
-                FaultType::SignatureMismatch,
-                "a valid Ed25519 signature by the sender",
-                "a signature that does not verify",
-            ),
-            Rejection::ConflictingTransfers => (
-                FaultType::DoubleSpend,
-                "each account's funds spent once",
-                "a proposal spending the same funds twice",
-            ),
-            Rejection::Equivocation => (
-                FaultType::Equivocation,
-                "one signed message per slot",
-                "a second, conflicting signed message",
-            ),
-            _ => return None,
-        };
-        Some(Observation {
-            member: message.sender,
-            fault,
-            message: message.kind.into(),
-            sequence: message.seq,
-            transaction: None,
-            expected: expected.into(),
-            received: received.into(),
-            proof: None,
-        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod detection;
 pub mod durable;
 pub mod evidence;
 pub mod faults;

@@ -232,8 +232,7 @@ impl ReplicaRpc for Service {
         while let Some(item) = stream.message().await? {
             received += 1;
             let verified = match Message::decode(&item.message, self.max_message_bytes) {
-                // A committed batch's proof stands whoever relays it; anything else must be the peer's own.
-                Ok(message) if message.sender() != peer && !matches!(message, Message::Committed(_)) => Err((
+                Ok(message) if !crate::detection::may_carry(peer, &message) => Err((
                     "impersonation",
                     format!("member {peer} sent a message in {}'s name", message.sender()),
                 )),
@@ -247,13 +246,10 @@ impl ReplicaRpc for Service {
                         .inc();
                     verifier.message_or_back(message).map_err(|refused| {
                         let (rejection, message) = *refused;
-                        let observation = match (&rejection, message) {
-                            (Rejection::ConflictingTransfers, Message::PrePrepare(proposal)) => {
-                                Some(Observation::proven(Evidence::DoubleSpend { proposal }))
-                            }
-                            _ => Observation::of_refusal(&summary, &rejection),
-                        };
-                        if let Some(observation) = observation {
+                        let refusal = crate::detection::Refusal::Verification(message);
+                        if let Some(observation) =
+                            crate::detection::observation_of_refusal(&summary, &rejection, refusal)
+                        {
                             // Best effort: under a flood the loop's queue is full and the count is enough.
                             let _ = self.commands.try_send(Command::Observed(Box::new(observation)));
                         }

@@ -14,17 +14,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::detection::{Detector, Refusal, observation_of_refusal};
 use crate::evidence::Evidence;
 use crate::faults::{FaultDrill, Saboteur};
-use crate::governance::{Accusation, Decision, Operation};
-use crate::history::{
-    Detection, EpochRecord, FaultType, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord,
-};
+use crate::governance::Decision;
+use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
 use crate::ledger::SignedTransfer;
 use crate::messages::{Member, Message, ReplicaId, Reply, Seq, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
 use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
-use crate::replica::{Event, Input, Output, Replica, ViewChangeReason};
+use crate::replica::{Event, Input, Output, Replica};
 use crate::report::unix_ms;
 use crate::storage::Store;
 use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
@@ -242,8 +241,7 @@ pub async fn run(
     };
     let loop_task = tokio::spawn(protocol_loop(
         Host {
-            history: store.history().clone(),
-            history_changed: false,
+            detector: Detector::new(store.history().clone()),
             replica,
             key,
             store,
@@ -253,12 +251,10 @@ pub async fn run(
             waiting: HashMap::new(),
             counted: (0, 0),
             view_change_waiters: Vec::new(),
-            view_change_reason: None,
             saboteur: None,
             drilled: false,
             shared_membership,
             addresses,
-            reported: HashMap::new(),
         },
         inbox,
     ));
@@ -412,23 +408,16 @@ struct Host {
     /// Transfers applied and rejected already added to the metrics.
     counted: (u64, u64),
     view_change_waiters: Vec<oneshot::Sender<proto::ViewChangeEvent>>,
-    view_change_reason: Option<ViewChangeReason>,
-    /// Detections and view changes, written with the next group's entries whenever they changed.
-    history: History,
-    history_changed: bool,
+    /// The detection policy, shared with the simulator, and the history it keeps: detections, quarantines, epochs
+    /// and view changes, written with the next group's entries whenever they changed.
+    detector: Detector,
     saboteur: Option<Saboteur>,
     /// Whether any fault drill ran since the start.
     drilled: bool,
     /// The membership the stream verifiers check against: changed with each epoch.
     shared_membership: SharedMembership,
     addresses: PeerAddresses,
-    /// When this replica last asked consensus to act on each member (accusation or evidence): at most once per
-    /// `REPORT_INTERVAL_MS`, however many faulty messages arrive.
-    reported: HashMap<(ReplicaId, FaultType), u64>,
 }
-
-/// How often one member's misbehaviour of one kind is put to consensus again while it goes on.
-const REPORT_INTERVAL_MS: u64 = 2_000;
 
 impl Host {
     /// The core's clock is the wall clock: quarantines expire at times all members share.
@@ -445,7 +434,7 @@ impl Host {
                 _ => None,
             })
             .collect();
-        let changed = std::mem::take(&mut self.history_changed).then_some(&self.history);
+        let changed = self.detector.take_changed().then_some(self.detector.history());
         // Handing the worker's other tasks away for a blocking write costs a thread hand-off: only when writing.
         let persisted = if entries.is_empty() && changed.is_none() {
             Ok(())
@@ -520,22 +509,14 @@ impl Host {
 
     fn on_event(&mut self, event: Event) {
         log_event(&event);
+        let observed = self.detector.on_event(&self.replica, &event, self.now());
+        if let Some(observation) = observed {
+            // Handled like a peer's refused message: on the loop's next turn, where it may step the core.
+            let _ = self.commands.try_send(Command::Observed(Box::new(observation)));
+        }
         match event {
-            Event::ViewChangeStarted { reason, .. } => {
+            Event::ViewChangeStarted { .. } => {
                 self.metrics.view_changes.inc();
-                self.view_change_reason = Some(reason);
-            }
-            Event::DivergentCheckpoint {
-                checkpoint,
-                certificate,
-            } => {
-                let proof = Evidence::DivergentCheckpoint {
-                    checkpoint,
-                    certificate,
-                };
-                // Handled like a peer's refused message: on the loop's next turn, where it may step the core.
-                let observed = Command::Observed(Box::new(Observation::proven(proof)));
-                let _ = self.commands.try_send(observed);
             }
             Event::Decided { seq, decision, .. } => self.decided(seq, decision),
             Event::EpochStarted {
@@ -543,9 +524,6 @@ impl Host {
             } => self.epoch_started(epoch, seq, removed),
             event @ Event::NewViewInstalled { .. } => {
                 if let Some(answer) = view_change_event(&event, self.replica.membership().quorum()) {
-                    let record = view_change_record(&answer, self.view_change_reason.take());
-                    self.history.view_changed(record);
-                    self.history_changed = true;
                     for waiter in self.view_change_waiters.drain(..) {
                         let _ = waiter.send(answer.clone());
                     }
@@ -589,17 +567,24 @@ impl Host {
                 let _ = respond.send(proto::DetectionsResponse {
                     id: self.replica.id(),
                     detections: self
-                        .history
+                        .detector
+                        .history()
                         .detections
                         .iter()
-                        .map(|d| detection_proto(d, &self.replica, &self.history))
+                        .map(|d| detection_proto(d, &self.replica, self.detector.history()))
                         .collect(),
                 });
             }
             Command::ViewChanges { respond } => {
                 let _ = respond.send(proto::ViewChangesResponse {
                     id: self.replica.id(),
-                    view_changes: self.history.view_changes.iter().map(view_change_proto).collect(),
+                    view_changes: self
+                        .detector
+                        .history()
+                        .view_changes
+                        .iter()
+                        .map(view_change_proto)
+                        .collect(),
                 });
             }
             Command::Status { respond } => {
@@ -629,15 +614,11 @@ impl Host {
         let Err(rejection) = self.step(Input::Message(message), outputs) else {
             return;
         };
-        let proof = match (&rejection, header) {
-            (Rejection::Equivocation, Some(header)) => Evidence::of_equivocation(&self.replica, header),
-            _ => None,
+        let refusal = Refusal::Core {
+            header,
+            replica: &self.replica,
         };
-        let observation = match proof {
-            Some(proof) => Some(Observation::proven(proof)),
-            None => Observation::of_refusal(&summary, &rejection),
-        };
-        if let Some(observation) = observation {
+        if let Some(observation) = observation_of_refusal(&summary, &rejection, refusal) {
             self.detected(observation, outputs);
         }
     }
@@ -662,19 +643,20 @@ impl Host {
         }
     }
 
-    /// Records an observation (never one about this replica itself: a client reports a liar's replies to every
-    /// replica, the liar included), and puts it to consensus: evidence asks for a quarantine, a bad signature on
-    /// the member's own authenticated stream becomes this replica's signed accusation.
+    /// Hands an observation to the detection policy; puts what it decides to consensus, logs and counts it.
     fn detected(&mut self, observation: Observation, outputs: &mut Vec<Output>) {
         let (member, fault) = (observation.member, observation.fault);
-        if member == self.replica.id() {
+        let now = self.now();
+        let detected = self.detector.observed(&self.replica, &self.key, observation, now);
+        if let Some(op) = detected.operation {
+            match self.step(Input::Operation(op), outputs) {
+                Ok(()) => tracing::info!(member, fault_type = fault.name(), "asked consensus to act"),
+                Err(rejection) => tracing::debug!(member, %rejection, "consensus need not act"),
+            }
+        }
+        if !detected.logged {
             return;
         }
-        self.report_to_consensus(&observation, outputs);
-        if !self.history.observe(observation, unix_ms()) {
-            return;
-        }
-        self.history_changed = true;
         tracing::warn!(member, fault_type = fault.name(), "detected a misbehaving member");
         self.metrics
             .detections
@@ -682,59 +664,19 @@ impl Host {
                 fault_type: fault.name().into(),
             })
             .inc();
-        let members: std::collections::BTreeSet<_> = self.history.detections.iter().map(|d| d.first.member).collect();
+        let detections = &self.detector.history().detections;
+        let members: std::collections::BTreeSet<_> = detections.iter().map(|d| d.first.member).collect();
         self.metrics.members_detected.set(members.len() as i64);
     }
 
-    fn report_to_consensus(&mut self, observation: &Observation, outputs: &mut Vec<Output>) {
-        let (member, fault) = (observation.member, observation.fault);
-        let now = self.now();
-        let me = self.replica.id();
-        if !self.replica.membership().contains(me) || self.replica.governance().is_quarantined(member) {
-            return;
-        }
-        let last = self.reported.get(&(member, fault)).copied();
-        if last.is_some_and(|at| now < at + REPORT_INTERVAL_MS) {
-            return;
-        }
-        let op = match (&observation.proof, fault) {
-            (Some(evidence), _) => Operation::Quarantine {
-                reporter: me,
-                at_ms: now,
-                evidence: Box::new(evidence.clone()),
-            },
-            (None, FaultType::SignatureMismatch) => {
-                let occurrences = self
-                    .history
-                    .detections
-                    .iter()
-                    .find(|d| d.first.member == member && d.first.fault == fault)
-                    .map_or(1, |d| d.occurrences + 1);
-                let accusation = Accusation {
-                    accused: member,
-                    fault,
-                    observed: occurrences,
-                    at_ms: now,
-                };
-                Operation::Accuse(Signed::new(me, accusation, &self.key))
-            }
-            (None, _) => return,
-        };
-        self.reported.insert((member, fault), now);
-        match self.step(Input::Operation(op), outputs) {
-            Ok(()) => tracing::info!(member, fault_type = fault.name(), "asked consensus to act"),
-            Err(rejection) => tracing::debug!(member, %rejection, "consensus need not act"),
-        }
-    }
-
-    /// A governance decision executed: quarantines go into the history (the detection log shows them).
+    /// A governance decision executed (the detector recorded quarantines in the history): logged and counted.
     fn decided(&mut self, seq: Seq, decision: Decision) {
         match decision {
             Decision::Quarantined {
                 member,
                 fault,
                 until_ms,
-                accusers,
+                ..
             } => {
                 tracing::warn!(
                     member,
@@ -744,15 +686,6 @@ impl Host {
                     "member quarantined by consensus"
                 );
                 self.metrics.quarantines.inc();
-                self.history.quarantined(QuarantineRecord {
-                    member,
-                    fault,
-                    seq,
-                    decided_unix_ms: unix_ms(),
-                    until_unix_ms: until_ms,
-                    accusers,
-                });
-                self.history_changed = true;
             }
             Decision::ReconfigurationScheduled { epoch, at_seq } => {
                 tracing::info!(
@@ -771,7 +704,7 @@ impl Host {
         }
     }
 
-    /// A new membership: verifiers check against it, links follow it, the history records it.
+    /// A new membership: verifiers check against it, links follow it (the detector recorded it in the history).
     fn epoch_started(&mut self, epoch: u64, seq: Seq, removed: Vec<ReplicaId>) {
         let membership = self.replica.membership().clone();
         tracing::warn!(epoch, seq, members = ?membership.ids().collect::<Vec<_>>(), ?removed, "new epoch");
@@ -790,14 +723,6 @@ impl Host {
         self.metrics.members.set(membership.n() as i64);
         self.metrics.quorum_size.set(membership.quorum() as i64);
         self.metrics.epoch.set(epoch as i64);
-        self.history.epoch_started(EpochRecord {
-            epoch,
-            seq,
-            unix_ms: unix_ms(),
-            members: membership.ids().collect(),
-            removed,
-        });
-        self.history_changed = true;
     }
 }
 
@@ -982,23 +907,6 @@ fn detection_proto(d: &Detection, replica: &Replica, history: &History) -> proto
         first_seen_unix_ms: d.first_seen_unix_ms,
         last_seen_unix_ms: d.last_seen_unix_ms,
         occurrences: d.occurrences,
-    }
-}
-
-/// The durable record of a view change, from its report (durations are turned into wall-clock times).
-fn view_change_record(event: &proto::ViewChangeEvent, reason: Option<ViewChangeReason>) -> ViewChangeRecord {
-    let installed = unix_ms();
-    ViewChangeRecord {
-        view: event.view,
-        old_primary: event.old_primary,
-        new_primary: event.new_primary,
-        started_unix_ms: reason.map(|_| installed.saturating_sub(event.duration_ms)),
-        installed_unix_ms: installed,
-        reason: reason.map(|r| r.name().to_string()),
-        triggered_by: event.triggered_by.clone(),
-        quorum_met: event.quorum_met,
-        batches_recovered: event.batches_recovered,
-        transfers_recovered: event.transfers_recovered,
     }
 }
 

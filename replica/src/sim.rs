@@ -18,14 +18,16 @@ use serde::Serialize;
 
 use crate::config::{Config, Membership, Params};
 use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::detection::{Detector, Refusal, may_carry, observation_of_refusal};
 use crate::durable::Durable;
 use crate::evidence::Evidence;
 use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
 use crate::governance::Operation;
+use crate::history::{History, MessageSummary, Observation};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::*;
 use crate::replica::{Event, Input, Output, Replica, Timer};
-use crate::verify::{Rejection, Verifier};
+use crate::verify::Verifier;
 
 /// What a Byzantine member does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -171,6 +173,8 @@ pub struct Outcome {
     pub trace: String,
     /// Pieces of evidence honest replicas produced against each member (all verified, none against the honest).
     pub proven: BTreeMap<ReplicaId, u64>,
+    /// Signed accusations honest replicas' detection policy put to consensus, by accused member.
+    pub accused: BTreeMap<ReplicaId, u64>,
     /// Members quarantined (by the replicated state of honest replicas) and when it was first executed.
     pub quarantined: BTreeMap<ReplicaId, u64>,
     /// The epoch honest replicas reached, and when the first of them started it.
@@ -214,6 +218,12 @@ enum SimEvent {
         attempt: u64,
     },
     Replay(ReplicaId),
+    /// What a replica's detector made of an event, handed back to it on a later turn, as a process does.
+    Observed {
+        replica: ReplicaId,
+        incarnation: u64,
+        observation: Box<Observation>,
+    },
     Partition(Vec<ReplicaId>),
     Heal,
     /// The administrator replaces member `remove` with the new member `add`.
@@ -258,8 +268,8 @@ struct SimReplica {
     seen: Vec<Message>,
     /// What a Byzantine member (other than a replaying one) does to what it sends.
     saboteur: Option<Saboteur>,
-    /// Members this replica already asked consensus to act on.
-    reported: BTreeSet<ReplicaId>,
+    /// The detection policy the process runs (honest members only), with the history it keeps across restarts.
+    detector: Detector,
     /// Not started until a reconfiguration adds it.
     spare: bool,
 }
@@ -422,7 +432,7 @@ impl Sim {
                         )
                         .with_accomplice(accomplice)
                     }),
-                    reported: BTreeSet::new(),
+                    detector: Detector::new(History::default()),
                     spare: id as usize > config.replicas,
                 }
             })
@@ -440,6 +450,7 @@ impl Sim {
             sim_time_ms: 0,
             trace: String::new(),
             proven: BTreeMap::new(),
+            accused: BTreeMap::new(),
             quarantined: BTreeMap::new(),
             epoch: 0,
             reconfigured_at_ms: None,
@@ -495,6 +506,8 @@ impl Sim {
         let r = &mut self.replicas[index];
         r.core = Some(core);
         r.incarnation += 1;
+        // A process keeps its history on disk and forgets when it last reported.
+        r.detector = Detector::new(r.detector.history().clone());
         self.follow_membership(index);
         self.carry_out(index, outputs);
     }
@@ -611,6 +624,16 @@ impl Sim {
                     self.step(index, Input::Timer(timer));
                 }
             }
+            SimEvent::Observed {
+                replica,
+                incarnation,
+                observation,
+            } => {
+                let index = replica as usize - 1;
+                if self.replicas[index].incarnation == incarnation {
+                    self.observed(index, *observation);
+                }
+            }
             SimEvent::Crash(id) => {
                 let r = &mut self.replicas[id as usize - 1];
                 r.core = None;
@@ -705,20 +728,24 @@ impl Sim {
                 if behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
                     self.replicas[index].seen.push(message.clone());
                 }
+                // The network is the members' authenticated channel: as a process's stream, it carries only what
+                // the sending member signed itself (or a committed batch).
+                if !may_carry(from, &message) {
+                    if self.is_honest(index) {
+                        *self.outcome.rejections.entry("impersonation").or_default() += 1;
+                    }
+                    return;
+                }
+                let summary = MessageSummary::of(&message);
                 match self.replicas[index].verifier.message_or_back(message) {
                     Ok(v) => Input::Message(v),
                     Err(refused) => {
                         let (rejection, message) = *refused;
-                        let honest = self.is_honest(index);
-                        match (&rejection, message) {
-                            (Rejection::ConflictingTransfers, Message::PrePrepare(proposal)) if honest => {
-                                self.check_evidence(index, Evidence::DoubleSpend { proposal });
-                            }
-                            // A bad signature in the sender's own name, on its own channel: an accusation.
-                            (Rejection::BadSignature { from: named, .. }, _) if honest && *named == from => {
-                                self.accuse(index, from);
-                            }
-                            _ => {}
+                        let refusal = Refusal::Verification(message);
+                        if self.is_honest(index)
+                            && let Some(observation) = observation_of_refusal(&summary, &rejection, refusal)
+                        {
+                            self.observed(index, observation);
                         }
                         return self.count_rejection(index, &rejection);
                     }
@@ -741,17 +768,19 @@ impl Sim {
         let Some(core) = self.replicas[index].core.as_mut() else {
             return;
         };
-        let header = match &input {
-            Input::Message(message) => Evidence::header(message),
+        // A peer's message the core refuses goes to the detection policy, as in a process.
+        let refused = match &input {
+            Input::Message(message) => Some((MessageSummary::of(message), Evidence::header(message))),
             _ => None,
         };
         match core.step(self.now, input) {
             Ok(outputs) => self.carry_out(index, outputs),
             Err(rejection) => {
-                if let (Rejection::Equivocation, Some(header), true) = (&rejection, header, self.is_honest(index)) {
-                    let core = self.replicas[index].core.as_ref().expect("stepped above");
-                    if let Some(evidence) = Evidence::of_equivocation(core, header) {
-                        self.check_evidence(index, evidence);
+                if let (Some((summary, header)), true) = (refused, self.is_honest(index)) {
+                    let replica = self.replicas[index].core.as_ref().expect("stepped above");
+                    let refusal = Refusal::Core { header, replica };
+                    if let Some(observation) = observation_of_refusal(&summary, &rejection, refusal) {
+                        self.observed(index, observation);
                     }
                 }
                 self.count_rejection(index, &rejection)
@@ -821,6 +850,26 @@ impl Sim {
                     if self.config.verbose {
                         eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
                     }
+                    if honest {
+                        let now = self.now;
+                        let r = &mut self.replicas[index];
+                        let observed = match &r.core {
+                            Some(core) => r.detector.on_event(core, &event, now),
+                            None => None,
+                        };
+                        if let Some(observation) = observed {
+                            let observation = Box::new(observation);
+                            let replica = id;
+                            self.schedule(
+                                0,
+                                SimEvent::Observed {
+                                    replica,
+                                    incarnation,
+                                    observation,
+                                },
+                            );
+                        }
+                    }
                     if let (true, Event::Decided { decision, .. }) = (honest, &event)
                         && let crate::governance::Decision::Quarantined { member, .. } = decision
                     {
@@ -833,46 +882,60 @@ impl Sim {
                         self.outcome.epoch = self.outcome.epoch.max(*epoch);
                         self.outcome.reconfigured_at_ms.get_or_insert(self.now);
                     }
-                    if let (
-                        true,
-                        Event::DivergentCheckpoint {
-                            checkpoint,
-                            certificate,
-                        },
-                    ) = (honest, event)
-                    {
-                        self.check_evidence(
-                            index,
-                            Evidence::DivergentCheckpoint {
-                                checkpoint,
-                                certificate,
-                            },
-                        );
-                    }
                 }
             }
         }
     }
 
-    /// Evidence an honest replica produced must verify, and accuse a Byzantine member: proof never frames the
-    /// honest. The replica then asks consensus to quarantine the member, once.
-    fn check_evidence(&mut self, index: usize, evidence: Evidence) {
-        let membership = match &self.replicas[index].core {
-            Some(core) => core.membership().clone(),
-            None => return,
+    /// An honest replica's observation goes through the detection policy the process runs; what it puts to
+    /// consensus is stepped into its core. The simulator checks on top that the observation frames no honest member.
+    fn observed(&mut self, index: usize, observation: Observation) {
+        self.check_observation(index, &observation);
+        let now = self.now;
+        let SimReplica {
+            core, detector, key, ..
+        } = &mut self.replicas[index];
+        let Some(core) = core.as_ref() else {
+            return;
         };
-        if let Ok((member, _)) = evidence.verify(&membership)
-            && self.replicas[index].reported.insert(member)
-        {
-            let op = Operation::Quarantine {
-                reporter: self.replicas[index].id,
-                at_ms: self.now,
-                evidence: Box::new(evidence.clone()),
-            };
+        let detected = detector.observed(core, key, observation, now);
+        if let Some(op) = detected.operation {
+            if let Operation::Accuse(accusation) = &op {
+                *self.outcome.accused.entry(accusation.body.accused).or_default() += 1;
+            }
+            if self.config.verbose {
+                eprintln!("{:>6} ms replica {}: puts to consensus {}", now, index + 1, op.kind());
+            }
             self.step(index, Input::Operation(op));
         }
+    }
+
+    /// What an honest replica observes about another member must be true of a Byzantine one: evidence must
+    /// verify and prove a Byzantine member wrong (proof never frames the honest), and even an observation that is
+    /// only the replica's word (a bad signature, logged and maybe an accusation) never names an honest member.
+    fn check_observation(&mut self, index: usize, observation: &Observation) {
+        let me = self.replicas[index].id;
+        let Some(membership) = self.replicas[index].core.as_ref().map(|c| c.membership().clone()) else {
+            return;
+        };
+        let honest = |sim: &Sim, member: ReplicaId| {
+            sim.replicas
+                .get((member as usize).wrapping_sub(1))
+                .is_some_and(|r| r.behaviour.is_none())
+        };
+        let Some(evidence) = &observation.proof else {
+            let member = observation.member;
+            if member != me && honest(self, member) {
+                self.violation(format!(
+                    "replica {me} observes honest member {member}: {} in a {}",
+                    observation.fault.name(),
+                    observation.message
+                ));
+            }
+            return;
+        };
         match evidence.verify(&membership) {
-            Ok((member, _)) if self.is_honest(member as usize - 1) => {
+            Ok((member, _)) if honest(self, member) => {
                 self.violation(format!("evidence accuses honest member {member}: {evidence:?}"))
             }
             Ok((member, fault)) => {
@@ -885,31 +948,6 @@ impl Sim {
             Err(crate::evidence::EvidenceError::NotAMember(_)) => {}
             Err(error) => self.violation(format!("an honest replica's evidence does not verify: {error}")),
         }
-    }
-
-    /// An honest replica's signed accusation of a member whose messages on its own channel have bad signatures.
-    fn accuse(&mut self, index: usize, member: ReplicaId) {
-        if !self.replicas[index].reported.insert(member) {
-            return;
-        }
-        if self
-            .replicas
-            .get(member as usize - 1)
-            .is_some_and(|r| r.behaviour.is_none())
-        {
-            self.violation(format!(
-                "replica {} sees bad signatures from honest member {member}",
-                index + 1
-            ));
-        }
-        let accusation = crate::governance::Accusation {
-            accused: member,
-            fault: crate::history::FaultType::SignatureMismatch,
-            observed: 1,
-            at_ms: self.now,
-        };
-        let signed = Signed::new(self.replicas[index].id, accusation, &self.replicas[index].key);
-        self.step(index, Input::Operation(Operation::Accuse(signed)));
     }
 
     /// Sends a member's message, through whatever its behaviour does to it.

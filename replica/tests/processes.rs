@@ -1,4 +1,5 @@
-//! Real `bft-replica` processes on loopback gRPC, with real files: commits, kill -9 and restart.
+//! Real `bft-replica` processes on loopback gRPC, with real files: commits, kill -9 and restart, and a real
+//! network partition (iptables).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,6 +16,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 struct Cluster {
     layout: Layout,
     children: Vec<Option<Child>>,
+    /// When set, replica `i` (1-based) runs with group id `base + i`, so iptables can tell its traffic apart
+    /// (`-m owner --gid-owner`) from the other replicas' and from this test's clients (group 0).
+    group_base: Option<u32>,
 }
 
 impl Cluster {
@@ -37,11 +41,16 @@ impl Cluster {
             adjust(config);
             std::fs::write(path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
         }
+        Cluster::launch(layout, None)
+    }
+
+    fn launch(layout: Layout, group_base: Option<u32>) -> Cluster {
         let mut cluster = Cluster {
             layout,
             children: Vec::new(),
+            group_base,
         };
-        for i in 0..n {
+        for i in 0..cluster.layout.configs.len() {
             let child = cluster.spawn(i);
             cluster.children.push(Some(child));
         }
@@ -51,7 +60,12 @@ impl Cluster {
     fn spawn(&self, index: usize) -> Child {
         let (_, config, _) = &self.layout.configs[index];
         let log = std::fs::File::create(self.layout.dir.join(format!("replica-{}.log", index + 1))).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_bft-replica"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bft-replica"));
+        if let Some(base) = self.group_base {
+            use std::os::unix::process::CommandExt;
+            command.gid(base + index as u32 + 1);
+        }
+        command
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
@@ -775,4 +789,380 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     assert_eq!(health.status, "healthy", "{health:?}");
     assert_eq!(health.transactions_committed, 1000, "{health:?}");
     assert_eq!(health.false_positive_rate, 0.0, "{health:?}");
+}
+
+/// iptables rules that cut one replica off from its peers, in a chain named after this test process (parallel
+/// runs do not collide), jumped to from OUTPUT: on loopback every packet is locally generated, so OUTPUT sees
+/// both directions. Removed on drop, whether the test passes or not.
+struct Partition {
+    chain: String,
+}
+
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let output = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "iptables {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+impl Partition {
+    /// An empty chain in force; an error says why iptables cannot be used here (not installed, not permitted,
+    /// no owner match).
+    fn new() -> Result<Partition, String> {
+        let chain = format!("bft-partition-{}", std::process::id());
+        iptables(&["-N", &chain])?;
+        let partition = Partition { chain };
+        let probe = [
+            "-A",
+            &partition.chain,
+            "-m",
+            "owner",
+            "--gid-owner",
+            "1",
+            "-j",
+            "RETURN",
+        ];
+        iptables(&probe)?;
+        iptables(&["-F", &partition.chain])?;
+        iptables(&["-I", "OUTPUT", "-j", &partition.chain])?;
+        Ok(partition)
+    }
+
+    /// Cuts replica `isolated` off from every other replica, both ways, leaving this test's clients (group 0)
+    /// able to reach every replica. Rejected with a TCP reset rather than dropped, so a link notices at once and
+    /// a connection attempt fails fast, as to a crashed peer; messages sent meanwhile are lost either way.
+    fn isolate(&self, cluster: &Cluster, isolated: usize) -> Result<(), String> {
+        let base = cluster.group_base.expect("a cluster started with group ids");
+        let port = |i: usize| cluster.layout.configs[i].2.listen.port().to_string();
+        let n = cluster.layout.configs.len();
+        let (own, replicas) = (
+            (base + isolated as u32 + 1).to_string(),
+            format!("{}-{}", base + 1, base + n as u32),
+        );
+        let reject = ["-j", "REJECT", "--reject-with", "tcp-reset"];
+        // Its own connections to every peer.
+        for peer in (0..n).filter(|i| *i != isolated) {
+            let peer_port = port(peer);
+            let rule = [
+                "-A",
+                &self.chain,
+                "-p",
+                "tcp",
+                "-m",
+                "owner",
+                "--gid-owner",
+                &own,
+                "--dport",
+                &peer_port,
+            ];
+            iptables(&[&rule[..], &reject[..]].concat())?;
+        }
+        // Every replica's connections to it (its own included, which it never makes).
+        let own_port = port(isolated);
+        let rule = [
+            "-A",
+            &self.chain,
+            "-p",
+            "tcp",
+            "-m",
+            "owner",
+            "--gid-owner",
+            &replicas,
+            "--dport",
+            &own_port,
+        ];
+        iptables(&[&rule[..], &reject[..]].concat())
+    }
+
+    fn heal(&self) -> Result<(), String> {
+        iptables(&["-F", &self.chain])
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // Each step on its own: the jump may never have been added.
+        let _ = iptables(&["-D", "OUTPUT", "-j", &self.chain]);
+        let removed = iptables(&["-F", &self.chain]).and_then(|()| iptables(&["-X", &self.chain]));
+        if let Err(error) = removed {
+            eprintln!("PARTITION RULES LEFT BEHIND in chain {}: {error}", self.chain);
+        }
+    }
+}
+
+/// One line per replica: its view, whether active, its primary and progress.
+fn describe(statuses: &[(u32, Option<StatusResponse>)]) -> String {
+    statuses
+        .iter()
+        .map(|(id, s)| match s {
+            Some(s) => format!(
+                "replica {id}: view {} {}, primary {}, executed {}, stable {}",
+                s.view,
+                if s.view_active { "active" } else { "CHANGING" },
+                s.primary,
+                s.last_executed,
+                s.stable_checkpoint
+            ),
+            None => format!("replica {id}: no answer"),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The view a quorum of replicas is active in, if there is one.
+fn active_view(statuses: &[(u32, Option<StatusResponse>)], quorum: usize) -> Option<u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for s in statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.view_active)
+    {
+        *counts.entry(s.view).or_insert(0) += 1;
+    }
+    counts
+        .into_iter()
+        .find(|(_, count)| *count >= quorum)
+        .map(|(view, _)| view)
+}
+
+/// A replica's balance and nonce of `account`, as its Account RPC reports them.
+async fn account_at(address: std::net::SocketAddr, account: &bft_replica::crypto::PublicKey) -> (u64, u64) {
+    use bft_replica::net::proto::{AccountRequest, replica_client::ReplicaClient};
+    let mut replica = ReplicaClient::connect(format!("http://{address}")).await.unwrap();
+    let request = AccountRequest {
+        account: account.as_bytes().to_vec(),
+    };
+    let answer = replica.account(request).await.unwrap().into_inner();
+    assert!(answer.exists);
+    (answer.balance, answer.nonce)
+}
+
+/// Member 7 of 7 is cut off from its peers by a real network partition (iptables on loopback) for five view-change
+/// timeouts while clients keep paying, and then reconnected. The six others (a quorum) go on committing; the
+/// isolated one times out and changes views alone. After healing: every replica holds the same ledger at the same
+/// sequence and stable checkpoint, money is conserved, every transfer acknowledged by F+1 replicas is applied
+/// everywhere, and every replica is back in the cluster's active view within two view-change timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_replica_rejoins_the_active_view_after_the_partition_heals() {
+    const N: usize = 7;
+    const TIMEOUT_MS: u64 = 1000;
+    const ISOLATED: usize = 6; // member 7: a backup, and not the next primary
+    const ACCOUNTS: usize = 8;
+    const BALANCE: u64 = 1_000_000;
+    let partition = match Partition::new() {
+        Ok(partition) => partition,
+        Err(error) => {
+            let message = format!(
+                "THE PARTITION TEST CANNOT RUN: iptables is missing or not permitted here ({error}); it needs root \
+                 and iptables (scripts/test.sh installs it when missing)"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{message}");
+            eprintln!("SKIPPED: {message}");
+            return;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("bft-partition-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let params = Params {
+        view_change_timeout_ms: TIMEOUT_MS,
+        status_interval_ms: 100,
+        // The isolated replica misses more than a log window: it must catch up from a stable checkpoint.
+        checkpoint_interval: 4,
+        ..Params::default()
+    };
+    let ports = free_ports(2 * N).unwrap();
+    let layout = Layout::generate(&dir, &ports[..N], &ports[N..], ACCOUNTS, BALANCE, params).unwrap();
+    // Group ids nobody uses, different for concurrent runs (the rules also name this run's ports).
+    let cluster = Cluster::launch(layout, Some(3_000_000 + (std::process::id() % 100_000) * 16));
+    let client = cluster.client();
+    let all: Vec<u32> = (1..=N as u32).collect();
+    wait_executed(&client, &all, 0).await;
+
+    // Every account pays the next one, one transfer after another, until told to stop; each retries its current
+    // transfer (the same signed bytes: it executes at most once) until F+1 replicas acknowledge it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for from in 0..ACCOUNTS {
+        let (client, stop) = (client.clone(), stop.clone());
+        let layout_txs: Vec<_> = (1..=10_000)
+            .map(|nonce| transfer(&cluster.layout, from, (from + 1) % ACCOUNTS, 1, nonce))
+            .collect();
+        load.spawn(async move {
+            let mut acknowledged = 0u64;
+            for tx in layout_txs {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                loop {
+                    match client.submit(tx).await {
+                        Ok(outcome) => {
+                            assert_eq!(
+                                outcome,
+                                TxOutcome::Applied,
+                                "account {from} nonce {}",
+                                tx.transfer.nonce
+                            );
+                            break;
+                        }
+                        Err(error) => {
+                            eprintln!("account {from}: {error}; again");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                acknowledged += 1;
+            }
+            (from, acknowledged)
+        });
+    }
+    wait_until(&client, &all, |s| s.last_executed >= 4).await;
+
+    // The partition: several view-change timeouts long (the scenario's duration, not a synchronisation).
+    partition.isolate(&cluster, ISOLATED).unwrap();
+    let cut_at = client.statuses().await;
+    tokio::time::sleep(Duration::from_millis(5 * TIMEOUT_MS)).await;
+    let during = client.statuses().await;
+    let majority: Vec<u32> = all.iter().copied().filter(|id| *id != ISOLATED as u32 + 1).collect();
+    let progress = |statuses: &[(u32, Option<StatusResponse>)], id: u32| {
+        statuses
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, s)| s.as_ref())
+            .map_or(0, |s| s.last_executed)
+    };
+    eprintln!("cut off:  {}", describe(&cut_at));
+    eprintln!("isolated: {}", describe(&during));
+    // The six others went on committing; the isolated one did not execute anything meanwhile.
+    assert!(
+        majority
+            .iter()
+            .all(|id| progress(&during, *id) > progress(&cut_at, *id)),
+        "the majority stalled during the partition: {}",
+        describe(&during)
+    );
+    // The isolated one fell behind; its clients' pending transfers made it time out and suspect the primary, but
+    // alone it must not leave the view (the convergence check below sees it if it did).
+    let isolated_id = ISOLATED as u32 + 1;
+    let slowest = majority.iter().map(|id| progress(&during, *id)).min().unwrap();
+    let alone = during
+        .iter()
+        .find(|(id, _)| *id == isolated_id)
+        .and_then(|(_, s)| s.clone());
+    assert!(
+        alone.is_some_and(|s| s.last_executed < slowest),
+        "the partition did not cut replica {isolated_id} off: {}",
+        describe(&during)
+    );
+
+    // Heal, with the load still running: the cluster's active view must include every replica within two
+    // view-change timeouts.
+    partition.heal().unwrap();
+    let healed = std::time::Instant::now();
+    let quorum = (N + (N - 1) / 3 + 1).div_ceil(2);
+    let converged = loop {
+        let statuses = client.statuses().await;
+        let view = active_view(&statuses, quorum);
+        let everyone_in = view.is_some_and(|view| {
+            statuses
+                .iter()
+                .all(|(_, s)| s.as_ref().is_some_and(|s| s.view == view && s.view_active))
+        });
+        if everyone_in {
+            eprintln!(
+                "converged {:?} after healing: {}",
+                healed.elapsed(),
+                describe(&statuses)
+            );
+            break Ok(healed.elapsed());
+        }
+        if healed.elapsed() > Duration::from_millis(2 * TIMEOUT_MS) {
+            break Err(format!(
+                "{:?} after healing, the cluster's active view is {view:?} (held by a quorum of {quorum}) but not \
+                 every replica is in it: {}",
+                healed.elapsed(),
+                describe(&statuses)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // Safety, whatever the views: stop the load, then every replica holds the same ledger at the same point.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = [0u64; ACCOUNTS];
+    while let Some(done) = load.join_next().await {
+        let (from, acknowledged) = done.unwrap();
+        sent[from] = acknowledged;
+    }
+    let total: u64 = sent.iter().sum();
+    let mut last = Vec::new();
+    let mut agreed = None;
+    for _ in 0..300 {
+        last = client.statuses().await;
+        let answered: Vec<&StatusResponse> = last.iter().filter_map(|(_, s)| s.as_ref()).collect();
+        let first = answered[0];
+        if answered.len() == N
+            && first.transfers_applied == total
+            && answered.iter().all(|s| {
+                (
+                    s.last_executed,
+                    s.stable_checkpoint,
+                    &s.stable_state_digest,
+                    s.transfers_applied,
+                ) == (
+                    first.last_executed,
+                    first.stable_checkpoint,
+                    &first.stable_state_digest,
+                    total,
+                )
+            })
+        {
+            agreed = Some(first.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let agreed = agreed.unwrap_or_else(|| {
+        panic!(
+            "30 s after the load stopped ({total} transfers acknowledged), the replicas do not agree; converged: \
+             {converged:?}; now: {}",
+            describe(&last)
+        )
+    });
+    assert!(agreed.stable_checkpoint > 0, "{agreed:?}");
+    // Every acknowledged transfer applied on every replica, nothing else: exact balances and nonces; their sum is
+    // the genesis supply.
+    for (_, _, config) in &cluster.layout.configs {
+        let mut sum = 0;
+        for (i, account) in cluster.layout.accounts.iter().enumerate() {
+            let received = sent[(i + ACCOUNTS - 1) % ACCOUNTS];
+            let (balance, nonce) = account_at(config.listen, &account.public()).await;
+            assert_eq!(
+                (balance, nonce),
+                (BALANCE - sent[i] + received, sent[i]),
+                "replica {} account {i}",
+                config.id
+            );
+            sum += balance;
+        }
+        assert_eq!(sum, BALANCE * ACCOUNTS as u64, "replica {}", config.id);
+    }
+    eprintln!(
+        "{total} transfers acknowledged and applied everywhere, up to sequence {}",
+        agreed.last_executed
+    );
+    // Liveness of the view change: checked last, so that the safety checks above report on their own.
+    if let Err(failure) = converged {
+        panic!("VIEW CONVERGENCE: {failure}");
+    }
+    drop(partition);
 }

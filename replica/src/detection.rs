@@ -1,0 +1,407 @@
+//! The detection policy: what a replica makes of the misbehaviour it sees, shared by the process (`node`) and the
+//! simulator (`sim`), so that every simulated seed runs the policy that ships.
+//!
+//! Pure: no tokio, no files, no clock of its own (the time comes in as an argument). Given the core, a refusal or
+//! an event and the time, it decides the observation, what to put to consensus (quarantine evidence, a signed
+//! accusation) and what the durable history records (detections, quarantines, epochs, view changes). The caller
+//! carries that out: the node persists, logs and counts; the simulator also checks its invariants on it.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::KeyPair;
+use crate::evidence::Evidence;
+use crate::governance::{Accusation, Decision, Operation};
+use crate::history::{
+    EpochRecord, FaultType, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord,
+};
+use crate::messages::{Message, ReplicaId, Signed};
+use crate::replica::{Event, Replica, ViewChangeReason};
+use crate::verify::Rejection;
+
+/// How often one member's misbehaviour of one kind is put to consensus again while it goes on.
+pub const REPORT_INTERVAL_MS: u64 = 2_000;
+
+/// Whether a member's authenticated stream may carry `message`: only what it signed itself, but for a committed
+/// batch, whose proof stands whoever relays it. What a stream carries in another's name is refused before it is
+/// verified, so a bad signature in the sender's name is the peer's own doing: what makes it worth an accusation.
+pub fn may_carry(peer: ReplicaId, message: &Message) -> bool {
+    message.sender() == peer || matches!(message, Message::Committed(_))
+}
+
+/// Where a peer's message was refused, and what is left of it there.
+pub enum Refusal<'a> {
+    /// By the stateless verifier, which hands the message back whole.
+    Verification(Message),
+    /// By the core, which consumed the message: its header (`Evidence::header`), and the core, which knows what
+    /// the sender signed before for the slot.
+    Core {
+        header: Option<Message>,
+        replica: &'a Replica,
+    },
+}
+
+/// Which refusal of a peer's message justifies which observation about its sender: the one place this is decided.
+/// Only refusals that no honest member causes count: a bad signature in the sender's own name, a batch spending
+/// funds twice, a second signed message for one slot when the core holds the first (proof). Refusals an honest
+/// member causes too (late, duplicate, wrong view) do not, nor does an equivocation without proof: the core also
+/// refuses as `Equivocation` a proposal that conflicts with another member's for the slot (after an epoch moved
+/// the primary) or with this replica's own vote, which honest members cause (the simulator saw it).
+pub fn observation_of_refusal(
+    summary: &MessageSummary,
+    rejection: &Rejection,
+    refusal: Refusal<'_>,
+) -> Option<Observation> {
+    let proof = match (rejection, refusal) {
+        (Rejection::ConflictingTransfers, Refusal::Verification(Message::PrePrepare(proposal))) => {
+            Some(Evidence::DoubleSpend { proposal })
+        }
+        (
+            Rejection::Equivocation,
+            Refusal::Core {
+                header: Some(header),
+                replica,
+            },
+        ) => Evidence::of_equivocation(replica, header),
+        _ => None,
+    };
+    if let Some(proof) = proof {
+        return Some(Observation::proven(proof));
+    }
+    let (fault, expected, received) = match rejection {
+        // Only the message's own signature: one inside a certificate may have been spoiled by whoever relayed it.
+        Rejection::BadSignature { from, .. } if *from == summary.sender && summary.kind != "committed" => (
+            FaultType::SignatureMismatch,
+            "a valid Ed25519 signature by the sender",
+            "a signature that does not verify",
+        ),
+        Rejection::ConflictingTransfers => (
+            FaultType::DoubleSpend,
+            "each account's funds spent once",
+            "a proposal spending the same funds twice",
+        ),
+        _ => return None,
+    };
+    Some(Observation {
+        member: summary.sender,
+        fault,
+        message: summary.kind.into(),
+        sequence: summary.seq,
+        transaction: None,
+        expected: expected.into(),
+        received: received.into(),
+        proof: None,
+    })
+}
+
+/// What the caller carries out after the policy looked at an observation.
+#[derive(Debug, Default)]
+pub struct Detected {
+    /// The detection log gained an entry (the first of its member and kind, or its first proof): log and count it.
+    pub logged: bool,
+    /// What to put to consensus: quarantine evidence or this replica's signed accusation.
+    pub operation: Option<Operation>,
+}
+
+/// One replica's detection policy and the history it keeps.
+pub struct Detector {
+    history: History,
+    /// The history changed since `take_changed` last said so: it must be persisted.
+    changed: bool,
+    /// When this replica last asked consensus to act on each member and kind of fault: at most once per
+    /// `REPORT_INTERVAL_MS`, however many faulty messages arrive. Not durable: after a restart it reports again.
+    reported: BTreeMap<(ReplicaId, FaultType), u64>,
+    /// Why the view change under way started, for the record of the view it installs.
+    view_change_reason: Option<ViewChangeReason>,
+}
+
+impl Detector {
+    /// A detector over the history kept so far (empty on a first start).
+    pub fn new(history: History) -> Detector {
+        Detector {
+            history,
+            changed: false,
+            reported: BTreeMap::new(),
+            view_change_reason: None,
+        }
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Whether the history changed since the last call (and so must be persisted).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Records an observation (never one about this replica itself: a client reports a liar's replies to every
+    /// replica, the liar included) and decides what to put to consensus: evidence asks for a quarantine, a bad
+    /// signature on the member's own authenticated stream becomes this replica's signed accusation.
+    pub fn observed(&mut self, replica: &Replica, key: &KeyPair, observation: Observation, now_ms: u64) -> Detected {
+        if observation.member == replica.id() {
+            return Detected::default();
+        }
+        let operation = self.report(replica, key, &observation, now_ms);
+        let logged = self.history.observe(observation, now_ms);
+        self.changed |= logged;
+        Detected { logged, operation }
+    }
+
+    /// What to put to consensus about `observation`, if anything, and when: not when this replica is no member
+    /// (its word counts for nothing), not about a member already quarantined, at most once per interval.
+    fn report(&mut self, replica: &Replica, key: &KeyPair, observation: &Observation, now: u64) -> Option<Operation> {
+        let (member, fault) = (observation.member, observation.fault);
+        let me = replica.id();
+        if !replica.membership().contains(me) || replica.governance().is_quarantined(member) {
+            return None;
+        }
+        if self
+            .reported
+            .get(&(member, fault))
+            .is_some_and(|at| now < at + REPORT_INTERVAL_MS)
+        {
+            return None;
+        }
+        let operation = match (&observation.proof, fault) {
+            (Some(evidence), _) => Operation::Quarantine {
+                reporter: me,
+                at_ms: now,
+                evidence: Box::new(evidence.clone()),
+            },
+            (None, FaultType::SignatureMismatch) => {
+                let occurrences = self
+                    .history
+                    .detections
+                    .iter()
+                    .find(|d| d.first.member == member && d.first.fault == fault)
+                    .map_or(1, |d| d.occurrences + 1);
+                let accusation = Accusation {
+                    accused: member,
+                    fault,
+                    observed: occurrences,
+                    at_ms: now,
+                };
+                Operation::Accuse(Signed::new(me, accusation, key))
+            }
+            // Only this replica's word about something other than signatures: logged, not acted on.
+            (None, _) => return None,
+        };
+        self.reported.insert((member, fault), now);
+        Some(operation)
+    }
+
+    /// Records what an event of the core means for the history. A divergent checkpoint is proof against its
+    /// signer: the observation is returned for the caller to hand to `observed` once it may step the core again.
+    pub fn on_event(&mut self, replica: &Replica, event: &Event, now_ms: u64) -> Option<Observation> {
+        match event {
+            Event::ViewChangeStarted { reason, .. } => self.view_change_reason = Some(*reason),
+            Event::NewViewInstalled {
+                view,
+                primary,
+                old_primary,
+                started_ms,
+                installed_ms,
+                view_changes_from,
+                batches_recovered,
+                transfers_recovered,
+            } => {
+                let reason = self.view_change_reason.take();
+                let duration = started_ms.map_or(0, |s| installed_ms.saturating_sub(s));
+                self.history.view_changed(ViewChangeRecord {
+                    view: *view,
+                    old_primary: *old_primary,
+                    new_primary: *primary,
+                    started_unix_ms: reason.map(|_| now_ms.saturating_sub(duration)),
+                    installed_unix_ms: now_ms,
+                    reason: reason.map(|r| r.name().to_string()),
+                    triggered_by: view_changes_from.clone(),
+                    quorum_met: view_changes_from.len() >= replica.membership().quorum(),
+                    batches_recovered: *batches_recovered as u64,
+                    transfers_recovered: *transfers_recovered as u64,
+                });
+                self.changed = true;
+            }
+            Event::DivergentCheckpoint {
+                checkpoint,
+                certificate,
+            } => {
+                return Some(Observation::proven(Evidence::DivergentCheckpoint {
+                    checkpoint: checkpoint.clone(),
+                    certificate: certificate.clone(),
+                }));
+            }
+            Event::Decided {
+                seq,
+                decision:
+                    Decision::Quarantined {
+                        member,
+                        fault,
+                        until_ms,
+                        accusers,
+                    },
+                ..
+            } => {
+                self.history.quarantined(QuarantineRecord {
+                    member: *member,
+                    fault: *fault,
+                    seq: *seq,
+                    decided_unix_ms: now_ms,
+                    until_unix_ms: *until_ms,
+                    accusers: accusers.clone(),
+                });
+                self.changed = true;
+            }
+            Event::EpochStarted {
+                epoch,
+                seq,
+                members,
+                removed,
+                ..
+            } => {
+                self.history.epoch_started(EpochRecord {
+                    epoch: *epoch,
+                    seq: *seq,
+                    unix_ms: now_ms,
+                    members: members.iter().map(|m| m.id).collect(),
+                    removed: removed.clone(),
+                });
+                self.changed = true;
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Membership, Params};
+    use crate::crypto::Digest;
+    use crate::messages::{Member, Prepare};
+
+    fn keys() -> Vec<KeyPair> {
+        (1..=5u8).map(|i| KeyPair::from_secret([i; 32])).collect()
+    }
+
+    /// Replica `id` of the members 1..=4 (5 is no member).
+    fn replica(id: ReplicaId) -> (Replica, KeyPair) {
+        let keys = keys();
+        let members = (1..=4)
+            .map(|i| Member {
+                id: i,
+                public_key: keys[i as usize - 1].public(),
+            })
+            .collect();
+        let config = Config {
+            id,
+            membership: Membership::new(members).unwrap(),
+            genesis: vec![(KeyPair::from_secret([9; 32]).public(), 100)],
+            params: Params::default(),
+            admin: None,
+        };
+        let key = keys[id as usize - 1].clone();
+        (Replica::new(config, key.clone()).unwrap(), key)
+    }
+
+    fn prepare(from: ReplicaId) -> Message {
+        let vote = Prepare {
+            view: 0,
+            seq: 1,
+            digest: Digest([7; 32]),
+        };
+        Message::Prepare(Signed::new(from, vote, &keys()[from as usize - 1]))
+    }
+
+    fn bad_signature(signer: ReplicaId, message: Message) -> Option<Observation> {
+        let summary = MessageSummary::of(&message);
+        let rejection = Rejection::BadSignature {
+            kind: summary.kind,
+            from: signer,
+        };
+        observation_of_refusal(&summary, &rejection, Refusal::Verification(message))
+    }
+
+    fn accused(detected: &Detected) -> Option<(ReplicaId, u64, u64)> {
+        match &detected.operation {
+            Some(Operation::Accuse(a)) => Some((a.body.accused, a.body.observed, a.body.at_ms)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_a_bad_signature_in_the_senders_own_name_is_an_observation() {
+        let observation = bad_signature(2, prepare(2)).expect("the sender's own signature");
+        assert_eq!(
+            (observation.member, observation.fault),
+            (2, FaultType::SignatureMismatch)
+        );
+        assert!(observation.proof.is_none());
+        // A signature by another member inside what the sender relays: not the sender's doing.
+        assert_eq!(bad_signature(3, prepare(2)), None);
+        let summary = MessageSummary::of(&prepare(2));
+        let duplicate = observation_of_refusal(&summary, &Rejection::Duplicate, Refusal::Verification(prepare(2)));
+        assert_eq!(duplicate, None, "an honest member sends duplicates too");
+    }
+
+    #[test]
+    fn a_member_is_accused_at_most_once_per_interval_while_every_occurrence_is_counted() {
+        let (replica, key) = replica(1);
+        let mut detector = Detector::new(History::default());
+        let seen = || bad_signature(2, prepare(2)).unwrap();
+        let first = detector.observed(&replica, &key, seen(), 10_000);
+        assert!(first.logged);
+        assert_eq!(accused(&first), Some((2, 1, 10_000)));
+        assert!(detector.take_changed() && !detector.take_changed());
+        // Within the interval: counted in the log, not put to consensus again.
+        let again = detector.observed(&replica, &key, seen(), 10_000 + REPORT_INTERVAL_MS - 1);
+        assert!(!again.logged && again.operation.is_none());
+        assert_eq!(detector.history().detections[0].occurrences, 2);
+        // Another member is not held back by the first one's interval.
+        let other = detector.observed(&replica, &key, bad_signature(3, prepare(3)).unwrap(), 10_001);
+        assert_eq!(accused(&other), Some((3, 1, 10_001)));
+        // Once the interval passed, accused again, saying how often it was seen.
+        let later = detector.observed(&replica, &key, seen(), 10_000 + REPORT_INTERVAL_MS);
+        assert_eq!(accused(&later), Some((2, 3, 10_000 + REPORT_INTERVAL_MS)));
+    }
+
+    #[test]
+    fn never_about_itself_and_never_a_report_when_not_a_member() {
+        let (replica_1, key_1) = replica(1);
+        let mut detector = Detector::new(History::default());
+        let about_itself = detector.observed(&replica_1, &key_1, bad_signature(1, prepare(1)).unwrap(), 5);
+        assert!(!about_itself.logged && about_itself.operation.is_none());
+        assert!(detector.history().detections.is_empty() && !detector.take_changed());
+
+        // A replica that is no member (yet) logs what it sees, but its word counts for nothing: no accusation.
+        let (outsider, key_5) = replica(5);
+        assert!(!outsider.membership().contains(5));
+        let mut detector = Detector::new(History::default());
+        for at in [5, 5 + REPORT_INTERVAL_MS] {
+            let seen = detector.observed(&outsider, &key_5, bad_signature(2, prepare(2)).unwrap(), at);
+            assert!(seen.operation.is_none(), "{:?}", seen.operation);
+        }
+        assert_eq!(detector.history().detections.len(), 1);
+    }
+
+    #[test]
+    fn an_equivocation_counts_only_with_proof_and_other_unproven_faults_are_logged_not_acted_on() {
+        let (replica, key) = replica(1);
+        let summary = MessageSummary::of(&prepare(2));
+        let core = |header| Refusal::Core {
+            header,
+            replica: &replica,
+        };
+        // The core holds nothing member 2 signed for the slot: the conflict is not provably its own.
+        let unproven = observation_of_refusal(&summary, &Rejection::Equivocation, core(Some(prepare(2))));
+        assert_eq!(unproven, None);
+        let mut detector = Detector::new(History::default());
+        let observation = observation_of_refusal(&summary, &Rejection::ConflictingTransfers, core(None)).unwrap();
+        assert_eq!(
+            (observation.fault, observation.proof.is_none()),
+            (FaultType::DoubleSpend, true)
+        );
+        let detected = detector.observed(&replica, &key, observation, 5);
+        assert!(detected.logged && detected.operation.is_none());
+    }
+}
