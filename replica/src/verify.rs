@@ -634,3 +634,120 @@ impl Verifier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{KeyPair, crafted};
+    use crate::ledger::Transfer;
+    use crate::messages::Member;
+
+    fn members(n: u8) -> (Vec<KeyPair>, Membership) {
+        let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i; 32])).collect();
+        let members = keys
+            .iter()
+            .zip(1..)
+            .map(|(k, id)| Member {
+                id,
+                public_key: k.public(),
+            })
+            .collect();
+        (keys, Membership::new(members).unwrap())
+    }
+
+    fn transfer(from: PublicKey, nonce: u64) -> Transfer {
+        Transfer {
+            from,
+            to: KeyPair::from_secret([99; 32]).public(),
+            amount: 1,
+            nonce,
+        }
+    }
+
+    /// Client transfers with crafted signatures, named, each as it would arrive.
+    fn crafted_transfers() -> Vec<(String, SignedTransfer)> {
+        let mut txs = Vec::new();
+        // Orders 8 and 2; the crypto tests go through all the kinds.
+        for t in [1, 4] {
+            let secret = [120 + t as u8; 32];
+            let tx = transfer(KeyPair::from_secret(secret).public(), 1);
+            let signature = crafted::torsion_in_r(secret, &tx.signing_bytes(), t);
+            txs.push((
+                format!("torsion {t} in R"),
+                SignedTransfer {
+                    transfer: tx,
+                    signature,
+                },
+            ));
+            // The key is part of what is signed, so the transfer is built for the key before it is signed.
+            let (key, _) = crafted::torsion_in_key(secret, b"", t);
+            let tx = transfer(key, 1);
+            let (_, signature) = crafted::torsion_in_key(secret, &tx.signing_bytes(), t);
+            txs.push((
+                format!("torsion {t} in the key"),
+                SignedTransfer {
+                    transfer: tx,
+                    signature,
+                },
+            ));
+            let honest = transfer(KeyPair::from_secret(secret).public(), 2).sign(&KeyPair::from_secret(secret));
+            let signature = crafted::shifted_r(&honest.signature, t);
+            txs.push((
+                format!("R shifted by torsion {t}"),
+                SignedTransfer { signature, ..honest },
+            ));
+        }
+        txs
+    }
+
+    /// Through the verifier, with some signatures already in its cache and some not, a crafted client signature
+    /// gets the verdict of its single check whatever it is batched with and wherever it stands, both as a
+    /// request and inside a proposal.
+    #[test]
+    fn verdicts_do_not_depend_on_the_batch_or_the_cache() {
+        let (keys, membership) = members(4);
+        let primary = membership.primary(0);
+        let payers: Vec<KeyPair> = (0..16).map(|i| KeyPair::from_secret([60 + i; 32])).collect();
+        let honest: Vec<SignedTransfer> = payers.iter().map(|p| transfer(p.public(), 1).sign(p)).collect();
+        for (what, crafted) in crafted_transfers() {
+            let alone = crafted.verify();
+            for n in 1..=16 {
+                for position in 0..n {
+                    let mut batch = honest[..n - 1].to_vec();
+                    batch.insert(position, crafted);
+                    let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+                    for tx in honest.iter().step_by(3) {
+                        verifier.request(*tx).unwrap();
+                    }
+                    let verdicts: Vec<bool> = verifier.requests(batch.clone()).iter().map(Result::is_ok).collect();
+                    let singles: Vec<bool> = batch.iter().map(SignedTransfer::verify).collect();
+                    assert_eq!(verdicts, singles, "{what} at {position} of {n} requests");
+
+                    let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+                    for tx in honest.iter().skip(1).step_by(2) {
+                        verifier.request(*tx).unwrap();
+                    }
+                    let proposal = PrePrepare {
+                        view: 0,
+                        seq: 1,
+                        digest: batch_digest(&batch),
+                        batch,
+                        ops: Vec::new(),
+                    };
+                    let proposal = Signed::new(primary, proposal, &keys[primary as usize - 1]);
+                    let verdict = verifier.message(Message::PrePrepare(proposal));
+                    let expected = if alone {
+                        Ok(())
+                    } else {
+                        Err(Rejection::BadTransferSignature)
+                    };
+                    assert_eq!(
+                        verdict.map(|_| ()),
+                        expected,
+                        "{what} at {position} of {n} in a proposal"
+                    );
+                }
+            }
+        }
+    }
+}
