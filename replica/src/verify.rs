@@ -36,8 +36,19 @@ impl<T> std::ops::Deref for Verified<T> {
 pub enum Rejection {
     #[error("sender {0} is not a member")]
     NotAMember(ReplicaId),
+    /// The sender's own signature on the message does not verify: on its authenticated stream, only the sender
+    /// can have sent that, so this alone may ground an accusation against `from`.
     #[error("signature of {kind} from {from} does not verify")]
     BadSignature { kind: &'static str, from: ReplicaId },
+    /// A signature inside what the sender relayed (an embedded VIEW-CHANGE, a certificate's vote) does not
+    /// verify. It names the member it claims to be by, but proves nothing against anyone: the relay may have
+    /// spoiled it, or received it so. Never grounds an accusation, neither of the relay nor of `signer`.
+    #[error("a {inner} signature in the name of {signer} inside a {kind} does not verify")]
+    BadRelayedSignature {
+        kind: &'static str,
+        inner: &'static str,
+        signer: ReplicaId,
+    },
     #[error("a client transfer in the batch has a bad signature")]
     BadTransferSignature,
     #[error("the batch does not match its digest")]
@@ -82,6 +93,7 @@ impl Rejection {
         match self {
             Rejection::NotAMember(_) => "not_a_member",
             Rejection::BadSignature { .. } => "bad_signature",
+            Rejection::BadRelayedSignature { .. } => "bad_relayed_signature",
             Rejection::BadTransferSignature => "bad_transfer_signature",
             Rejection::DigestMismatch => "digest_mismatch",
             Rejection::BatchTooLarge(_) => "batch_too_large",
@@ -132,11 +144,23 @@ impl SignatureCache {
     }
 }
 
+/// Whose signature a check is: who is named when it fails.
+#[derive(Clone, Copy)]
+enum Signer {
+    /// The sender's own signature on the message it sent.
+    Sender(ReplicaId),
+    /// A member's signature on a `what` (its signing domain) inside what the sender relayed.
+    Relayed { member: ReplicaId, what: &'static str },
+    /// A client's signature on a transfer.
+    Client,
+}
+
 /// Signature checks gathered from one input, made together so they can be batched.
 struct Checks {
     keys: Vec<PublicKey>,
     messages: Vec<Vec<u8>>,
     signatures: Vec<Signature>,
+    signers: Vec<Signer>,
 }
 
 impl Checks {
@@ -145,6 +169,7 @@ impl Checks {
             keys: Vec::new(),
             messages: Vec::new(),
             signatures: Vec::new(),
+            signers: Vec::new(),
         }
     }
 
@@ -152,12 +177,14 @@ impl Checks {
         self.keys.extend(other.keys);
         self.messages.extend(other.messages);
         self.signatures.extend(other.signatures);
+        self.signers.extend(other.signers);
     }
 
-    fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature) {
+    fn push(&mut self, key: PublicKey, message: Vec<u8>, signature: Signature, signer: Signer) {
         self.keys.push(key);
         self.messages.push(message);
         self.signatures.push(signature);
+        self.signers.push(signer);
     }
 }
 
@@ -280,7 +307,12 @@ impl Verifier {
     /// A client's request: the payer's signature must verify.
     pub fn request(&mut self, tx: SignedTransfer) -> Result<Verified<SignedTransfer>, Rejection> {
         let mut checks = Checks::new();
-        checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+        checks.push(
+            tx.transfer.from,
+            tx.transfer.signing_bytes(),
+            tx.signature,
+            Signer::Client,
+        );
         self.run(checks).map_err(|_| Rejection::BadTransferSignature)?;
         Ok(Verified(tx))
     }
@@ -292,7 +324,12 @@ impl Verifier {
         for chunk in txs.chunks(BATCH) {
             let mut checks = Checks::new();
             for tx in chunk {
-                checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+                checks.push(
+                    tx.transfer.from,
+                    tx.transfer.signing_bytes(),
+                    tx.signature,
+                    Signer::Client,
+                );
             }
             if self.run(checks).is_ok() {
                 results.extend(chunk.iter().map(|tx| Ok(Verified(*tx))));
@@ -314,10 +351,16 @@ impl Verifier {
         match self.check_message(&message) {
             Ok(()) => Ok(Verified(message)),
             Err(rejection) => {
+                // Who signed stays as found; only the kind of message it came in is filled in here.
                 let rejection = match rejection {
-                    Rejection::BadSignature { .. } => Rejection::BadSignature {
+                    Rejection::BadSignature { from, .. } => Rejection::BadSignature {
                         kind: message.kind(),
-                        from: message.sender(),
+                        from,
+                    },
+                    Rejection::BadRelayedSignature { inner, signer, .. } => Rejection::BadRelayedSignature {
+                        kind: message.kind(),
+                        inner,
+                        signer,
                     },
                     other => other,
                 };
@@ -337,19 +380,19 @@ impl Verifier {
         let mut checks = Checks::new();
         match message {
             Message::PrePrepare(m) => {
-                self.signed(&mut checks, m)?;
+                self.own(&mut checks, m)?;
                 self.pre_prepare_batch(&m.body)?;
                 self.run(checks)?;
                 return self.transfers(&m.body.batch);
             }
-            Message::Prepare(m) => self.signed(&mut checks, m)?,
-            Message::Commit(m) => self.signed(&mut checks, m)?,
-            Message::Checkpoint(m) => self.signed(&mut checks, m)?,
-            Message::Status(m) => self.signed(&mut checks, m)?,
-            Message::ViewChange(m) => self.view_change(&mut checks, m)?,
+            Message::Prepare(m) => self.own(&mut checks, m)?,
+            Message::Commit(m) => self.own(&mut checks, m)?,
+            Message::Checkpoint(m) => self.own(&mut checks, m)?,
+            Message::Status(m) => self.own(&mut checks, m)?,
+            Message::ViewChange(m) => self.view_change(&mut checks, m, true)?,
             Message::NewView(m) => return self.new_view_of_either_epoch(m),
             Message::StateTransfer(m) => {
-                self.signed(&mut checks, m)?;
+                self.own(&mut checks, m)?;
                 if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
@@ -367,12 +410,19 @@ impl Verifier {
     }
 
     fn run(&mut self, checks: Checks) -> Result<(), Rejection> {
-        let mut keys = Vec::with_capacity(checks.keys.len());
-        for key in &checks.keys {
-            keys.push(self.decoded_key(key).ok_or(Rejection::BadSignature {
+        // Named by who signed, not by who sent: `message_or_back` fills in the kind.
+        let refusal = |signer: Signer| match signer {
+            Signer::Sender(from) => Rejection::BadSignature { kind: "message", from },
+            Signer::Relayed { member, what } => Rejection::BadRelayedSignature {
                 kind: "message",
-                from: 0,
-            })?);
+                inner: what,
+                signer: member,
+            },
+            Signer::Client => Rejection::BadTransferSignature,
+        };
+        let mut keys = Vec::with_capacity(checks.keys.len());
+        for (key, signer) in checks.keys.iter().zip(&checks.signers) {
+            keys.push(self.decoded_key(key).ok_or(refusal(*signer))?);
         }
         let unchecked: Vec<(SignedItem<'_>, Digest)> = keys
             .iter()
@@ -388,21 +438,19 @@ impl Verifier {
             })
             .collect();
         // The lock is held for the look-up only, not the verification.
-        let (items, cache_keys): (Vec<SignedItem<'_>>, Vec<Digest>) = {
+        let (items, (cache_keys, signers)): (Vec<SignedItem<'_>>, (Vec<Digest>, Vec<Signer>)) = {
             let cache = self.cache.lock().expect("no panic while holding the lock");
-            unchecked.into_iter().filter(|(_, key)| !cache.contains(key)).unzip()
+            unchecked
+                .into_iter()
+                .zip(&checks.signers)
+                .filter(|((_, key), _)| !cache.contains(key))
+                .map(|((item, key), signer)| (item, (key, *signer)))
+                .unzip()
         };
         self.signatures_verified += items.len() as u64;
         let results = verify_many(&items);
         if let Some(bad) = results.iter().position(|ok| !ok) {
-            let key = VerifyingKey::to_bytes(items[bad].key);
-            let from = self
-                .membership
-                .members()
-                .iter()
-                .find(|m| *m.public_key.as_bytes() == key)
-                .map_or(0, |m| m.id);
-            return Err(Rejection::BadSignature { kind: "message", from });
+            return Err(refusal(signers[bad]));
         }
         let mut cache = self.cache.lock().expect("no panic while holding the lock");
         for key in cache_keys {
@@ -424,9 +472,23 @@ impl Verifier {
         Some(decoded)
     }
 
+    /// A member's signature inside what the sender relayed.
     fn signed<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>) -> Result<(), Rejection> {
+        let signer = Signer::Relayed {
+            member: m.from,
+            what: T::DOMAIN,
+        };
+        self.signed_by(checks, m, signer)
+    }
+
+    /// The sender's own signature on the message it sent.
+    fn own<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>) -> Result<(), Rejection> {
+        self.signed_by(checks, m, Signer::Sender(m.from))
+    }
+
+    fn signed_by<T: Signable>(&self, checks: &mut Checks, m: &Signed<T>, signer: Signer) -> Result<(), Rejection> {
         let key = *self.membership.key(m.from).ok_or(Rejection::NotAMember(m.from))?;
-        checks.push(key, m.signing_bytes(), m.signature);
+        checks.push(key, m.signing_bytes(), m.signature, signer);
         Ok(())
     }
 
@@ -434,7 +496,12 @@ impl Verifier {
     fn transfers(&mut self, batch: &[SignedTransfer]) -> Result<(), Rejection> {
         let mut checks = Checks::new();
         for tx in batch {
-            checks.push(tx.transfer.from, tx.transfer.signing_bytes(), tx.signature);
+            checks.push(
+                tx.transfer.from,
+                tx.transfer.signing_bytes(),
+                tx.signature,
+                Signer::Client,
+            );
         }
         self.run(checks).map_err(|_| Rejection::BadTransferSignature)
     }
@@ -550,7 +617,11 @@ impl Verifier {
             if self.membership.key(vote.from) == Some(&key) {
                 known += 1;
             }
-            checks.push(key, vote.signing_bytes(), vote.signature);
+            let signer = Signer::Relayed {
+                member: vote.from,
+                what: Checkpoint::DOMAIN,
+            };
+            checks.push(key, vote.signing_bytes(), vote.signature, signer);
         }
         if signers.len() < next.quorum() || known <= self.membership.f() {
             return Err(bad);
@@ -595,8 +666,13 @@ impl Verifier {
         )
     }
 
-    fn view_change(&self, checks: &mut Checks, m: &Signed<ViewChange>) -> Result<(), Rejection> {
-        self.signed(checks, m)?;
+    /// `own`: the VIEW-CHANGE is the message itself, not one embedded in a NEW-VIEW.
+    fn view_change(&self, checks: &mut Checks, m: &Signed<ViewChange>, own: bool) -> Result<(), Rejection> {
+        if own {
+            self.own(checks, m)?;
+        } else {
+            self.signed(checks, m)?;
+        }
         let vc = &m.body;
         self.checkpoint_cert(checks, &vc.checkpoint)?;
         let low = vc.checkpoint.seq;
@@ -640,7 +716,7 @@ impl Verifier {
         if m.from != self.membership.primary(nv.view) {
             return Err(Rejection::NotFromPrimary("new-view"));
         }
-        self.signed(checks, m)?;
+        self.own(checks, m)?;
         if nv.view_changes.len() > self.membership.n() {
             return Err(Rejection::BadCertificate("new-view"));
         }
@@ -649,7 +725,7 @@ impl Verifier {
             if vc.body.new_view != nv.view || !senders.insert(vc.from) {
                 return Err(Rejection::BadCertificate("new-view"));
             }
-            self.view_change(checks, vc)?;
+            self.view_change(checks, vc, false)?;
         }
         if senders.len() < self.membership.quorum() {
             return Err(Rejection::BadCertificate("new-view quorum"));
@@ -667,5 +743,288 @@ impl Verifier {
             self.signed(checks, pp)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{KeyPair, crafted};
+    use crate::history::{FaultType, MessageSummary, Observation};
+    use crate::ledger::Transfer;
+    use crate::messages::Member;
+
+    fn members(n: u8) -> (Vec<KeyPair>, Membership) {
+        let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i; 32])).collect();
+        let members = keys
+            .iter()
+            .zip(1..)
+            .map(|(k, id)| Member {
+                id,
+                public_key: k.public(),
+            })
+            .collect();
+        (keys, Membership::new(members).unwrap())
+    }
+
+    fn transfer(from: PublicKey, nonce: u64) -> Transfer {
+        Transfer {
+            from,
+            to: KeyPair::from_secret([99; 32]).public(),
+            amount: 1,
+            nonce,
+        }
+    }
+
+    /// Client transfers with crafted signatures, named, each as it would arrive.
+    fn crafted_transfers() -> Vec<(String, SignedTransfer)> {
+        let mut txs = Vec::new();
+        // Orders 8 and 2; the crypto tests go through all the kinds.
+        for t in [1, 4] {
+            let secret = [120 + t as u8; 32];
+            let tx = transfer(KeyPair::from_secret(secret).public(), 1);
+            let signature = crafted::torsion_in_r(secret, &tx.signing_bytes(), t);
+            txs.push((
+                format!("torsion {t} in R"),
+                SignedTransfer {
+                    transfer: tx,
+                    signature,
+                },
+            ));
+            // The key is part of what is signed, so the transfer is built for the key before it is signed.
+            let (key, _) = crafted::torsion_in_key(secret, b"", t);
+            let tx = transfer(key, 1);
+            let (_, signature) = crafted::torsion_in_key(secret, &tx.signing_bytes(), t);
+            txs.push((
+                format!("torsion {t} in the key"),
+                SignedTransfer {
+                    transfer: tx,
+                    signature,
+                },
+            ));
+            let honest = transfer(KeyPair::from_secret(secret).public(), 2).sign(&KeyPair::from_secret(secret));
+            let signature = crafted::shifted_r(&honest.signature, t);
+            txs.push((
+                format!("R shifted by torsion {t}"),
+                SignedTransfer { signature, ..honest },
+            ));
+        }
+        txs
+    }
+
+    /// Through the verifier, with some signatures already in its cache and some not, a crafted client signature
+    /// gets the verdict of its single check whatever it is batched with and wherever it stands, both as a
+    /// request and inside a proposal.
+    #[test]
+    fn verdicts_do_not_depend_on_the_batch_or_the_cache() {
+        let (keys, membership) = members(4);
+        let primary = membership.primary(0);
+        let payers: Vec<KeyPair> = (0..16).map(|i| KeyPair::from_secret([60 + i; 32])).collect();
+        let honest: Vec<SignedTransfer> = payers.iter().map(|p| transfer(p.public(), 1).sign(p)).collect();
+        for (what, crafted) in crafted_transfers() {
+            let alone = crafted.verify();
+            for n in 1..=16 {
+                for position in 0..n {
+                    let mut batch = honest[..n - 1].to_vec();
+                    batch.insert(position, crafted);
+                    let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+                    for tx in honest.iter().step_by(3) {
+                        verifier.request(*tx).unwrap();
+                    }
+                    let verdicts: Vec<bool> = verifier.requests(batch.clone()).iter().map(Result::is_ok).collect();
+                    let singles: Vec<bool> = batch.iter().map(SignedTransfer::verify).collect();
+                    assert_eq!(verdicts, singles, "{what} at {position} of {n} requests");
+
+                    let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+                    for tx in honest.iter().skip(1).step_by(2) {
+                        verifier.request(*tx).unwrap();
+                    }
+                    let proposal = PrePrepare {
+                        view: 0,
+                        seq: 1,
+                        digest: batch_digest(&batch),
+                        batch,
+                        ops: Vec::new(),
+                        at_ms: 0,
+                    };
+                    let proposal = Signed::new(primary, proposal, &keys[primary as usize - 1]);
+                    let verdict = verifier.message(Message::PrePrepare(proposal));
+                    let expected = if alone {
+                        Ok(())
+                    } else {
+                        Err(Rejection::BadTransferSignature)
+                    };
+                    assert_eq!(
+                        verdict.map(|_| ()),
+                        expected,
+                        "{what} at {position} of {n} in a proposal"
+                    );
+                }
+            }
+        }
+    }
+
+    fn view_change(
+        keys: &[KeyPair],
+        from: ReplicaId,
+        checkpoint: CheckpointCert,
+        prepared: Vec<PreparedCert>,
+    ) -> Signed<ViewChange> {
+        let body = ViewChange {
+            new_view: 1,
+            checkpoint,
+            prepared,
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    fn genesis() -> CheckpointCert {
+        CheckpointCert {
+            seq: 0,
+            state_digest: Digest::default(),
+            proof: Vec::new(),
+        }
+    }
+
+    /// Refuses `message` and says what the accusation policy makes of it.
+    fn refuse(verifier: &mut Verifier, message: Message) -> (Rejection, Option<Observation>) {
+        let summary = MessageSummary::of(&message);
+        let rejection = verifier.message(message.clone()).unwrap_err();
+        let refusal = crate::detection::Refusal::Verification(message);
+        let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
+        (rejection, observation)
+    }
+
+    /// An honest primary's NEW-VIEW that carries a VIEW-CHANGE with a spoiled signature is refused, naming the
+    /// VIEW-CHANGE's signer, and accuses no one; the primary's own signature spoiled is the primary's.
+    #[test]
+    fn a_bad_signature_inside_a_new_view_is_not_the_primarys() {
+        let (keys, membership) = members(4);
+        let primary = membership.primary(1);
+        let senders: Vec<ReplicaId> = membership.ids().filter(|id| *id != primary).collect();
+        let clean: Vec<_> = senders
+            .iter()
+            .map(|id| view_change(&keys, *id, genesis(), Vec::new()))
+            .collect();
+        let new_view = |view_changes: Vec<Signed<ViewChange>>| {
+            let body = NewView {
+                view: 1,
+                view_changes,
+                pre_prepares: Vec::new(),
+            };
+            Signed::new(primary, body, &keys[primary as usize - 1])
+        };
+        let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+        // Unspoiled it is valid, so what is refused below is the signature alone.
+        verifier.message(Message::NewView(new_view(clean.clone()))).unwrap();
+
+        let mut spoiled = clean.clone();
+        spoiled[1].signature = spoiled[1].signature.corrupted();
+        let (rejection, accusation) = refuse(&mut verifier, Message::NewView(new_view(spoiled)));
+        let expected = Rejection::BadRelayedSignature {
+            kind: "new_view",
+            inner: ViewChange::DOMAIN,
+            signer: senders[1],
+        };
+        assert_eq!(rejection, expected);
+        assert_eq!(accusation, None);
+
+        let mut own = new_view(clean);
+        own.signature = own.signature.corrupted();
+        let (rejection, accusation) = refuse(&mut verifier, Message::NewView(own));
+        assert_eq!(
+            rejection,
+            Rejection::BadSignature {
+                kind: "new_view",
+                from: primary
+            }
+        );
+        let accusation = accusation.expect("a bad signature of the sender's own is an accusation");
+        assert_eq!(
+            (accusation.member, accusation.fault),
+            (primary, FaultType::SignatureMismatch)
+        );
+    }
+
+    /// A VIEW-CHANGE whose checkpoint proof or prepared certificate holds a spoiled vote names the vote's signer
+    /// and accuses no one, least of all the VIEW-CHANGE's sender.
+    #[test]
+    fn a_bad_vote_inside_a_view_change_is_not_its_senders() {
+        let (keys, membership) = members(4);
+        let sender = 3;
+        let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+
+        let wanted = Checkpoint {
+            seq: 10,
+            state_digest: Digest([7; 32]),
+        };
+        let mut proof: Vec<_> = [1, 2, 4]
+            .iter()
+            .map(|id| Signed::new(*id, wanted, &keys[*id as usize - 1]))
+            .collect();
+        let checkpoint = |proof| CheckpointCert {
+            seq: 10,
+            state_digest: wanted.state_digest,
+            proof,
+        };
+        verifier
+            .message(Message::ViewChange(view_change(
+                &keys,
+                sender,
+                checkpoint(proof.clone()),
+                Vec::new(),
+            )))
+            .unwrap();
+        proof[2].signature = proof[2].signature.corrupted();
+        let message = Message::ViewChange(view_change(&keys, sender, checkpoint(proof), Vec::new()));
+        let (rejection, accusation) = refuse(&mut verifier, message);
+        let expected = Rejection::BadRelayedSignature {
+            kind: "view_change",
+            inner: Checkpoint::DOMAIN,
+            signer: 4,
+        };
+        assert_eq!((rejection, accusation), (expected, None));
+
+        let old_primary = membership.primary(0);
+        let proposal = PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: batch_digest(&[]),
+            batch: Vec::new(),
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        let pre_prepare = Signed::new(old_primary, proposal.clone(), &keys[old_primary as usize - 1]);
+        let vote = Prepare {
+            view: 0,
+            seq: 1,
+            digest: proposal.digest,
+        };
+        let voters: Vec<ReplicaId> = membership.ids().filter(|id| *id != old_primary).take(2).collect();
+        let mut prepares: Vec<_> = voters
+            .iter()
+            .map(|id| Signed::new(*id, vote, &keys[*id as usize - 1]))
+            .collect();
+        let cert = |prepares| PreparedCert {
+            pre_prepare: pre_prepare.clone(),
+            prepares,
+        };
+        verifier
+            .message(Message::ViewChange(view_change(
+                &keys,
+                sender,
+                genesis(),
+                vec![cert(prepares.clone())],
+            )))
+            .unwrap();
+        prepares[0].signature = prepares[0].signature.corrupted();
+        let message = Message::ViewChange(view_change(&keys, sender, genesis(), vec![cert(prepares)]));
+        let (rejection, accusation) = refuse(&mut verifier, message);
+        let expected = Rejection::BadRelayedSignature {
+            kind: "view_change",
+            inner: Prepare::DOMAIN,
+            signer: voters[0],
+        };
+        assert_eq!((rejection, accusation), (expected, None));
     }
 }
