@@ -222,6 +222,8 @@ impl Replica {
         if higher.len() > self.membership.f() {
             let lowest = *higher.iter().min().expect("not empty");
             self.start_view_change(lowest, ViewChangeReason::JoinedPeers);
+        } else {
+            self.check_suspicions();
         }
         self.arm_new_view_timer();
         self.try_new_view();
@@ -438,16 +440,21 @@ impl Replica {
         before != self.suspicions.get(&peer).copied()
     }
 
-    /// F+1 members suspecting the primary of the current view, in the state this replica is in, include an honest
-    /// one: move to the next view. (Suspicions from members still changing to a view that is active here are
-    /// answered with its NEW-VIEW instead, and suspicions from an active view do not count while it installs.)
+    /// F+1 members that suspect the primary of the current view (in the state this replica is in) or have already
+    /// left it for a higher one include an honest one: move to the next view. (Suspicions from members still
+    /// changing to a view that is active here are answered with its NEW-VIEW instead, and suspicions from an active
+    /// view do not count while it installs.) Counting those that left matters: once some members moved on, the
+    /// suspicions they had of this view are no longer in their STATUS, and the rest must still be able to follow.
     pub(crate) fn check_suspicions(&mut self) {
         let here = (self.view, self.view_active);
         let suspecting = self
-            .suspicions
-            .iter()
-            .filter(|(id, s)| **s == here && self.membership.contains(**id))
-            .filter(|(id, _)| !self.governance.is_quarantined(**id))
+            .membership
+            .ids()
+            .filter(|id| !self.governance.is_quarantined(*id))
+            .filter(|id| {
+                self.suspicions.get(id) == Some(&here)
+                    || self.view_changes.get(id).is_some_and(|vc| vc.body.new_view > self.view)
+            })
             .count();
         if suspecting > self.membership.f() {
             let reason = match (self.view_active, self.suspects()) {
