@@ -30,6 +30,9 @@ pub mod bounds {
     pub const VIEW_CHANGE_TIMEOUT_MS_MAX: u64 = 3_600_000;
     pub const CHECKPOINT_INTERVAL_MIN: u64 = 1;
     pub const CHECKPOINT_INTERVAL_MAX: u64 = 1_000_000;
+    /// The replica's pipeline depth (`max_inflight_batches`, not set by the spec): the log window holds at least it.
+    pub const LOG_WINDOW_MIN: u64 = 4;
+    pub const LOG_WINDOW_MAX: u64 = 10_000_000;
     pub const MAX_CONCURRENT_REQUESTS_MIN: u64 = 1;
     pub const MAX_CONCURRENT_REQUESTS_MAX: u64 = 10_000_000;
     pub const QUARANTINE_MS_MIN: u64 = 1_000;
@@ -61,6 +64,7 @@ pub mod bounds {
 )]
 #[x_kube(
     validation = Rule::new("!has(self.protocol) || !has(self.protocol.verificationThreshold) || self.protocol.verificationThreshold == (self.replicas + (self.replicas - 1) / 3 + 2) / 2").message("protocol.verificationThreshold must be the quorum ceil((N+F+1)/2), F = floor((N-1)/3): 3 for 4 replicas, 5 for 7, 7 for 10"),
+    validation = Rule::new("!has(self.protocol) || !has(self.protocol.logWindow) || self.protocol.logWindow >= 2 * (has(self.protocol.checkpointInterval) ? self.protocol.checkpointInterval : 100)").message("protocol.logWindow must be at least twice protocol.checkpointInterval (leave it out to get exactly that)"),
     validation = Rule::new("!has(self.genesis.generatedAccounts) || !has(self.genesis.accounts) || size(self.genesis.accounts) + self.genesis.generatedAccounts.count <= 100000").message("genesis: at most 100000 accounts in all")
 )]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +132,11 @@ pub struct ProtocolSpec {
     /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected.
     #[schemars(range(min = 1, max = 1_000_000))]
     pub checkpoint_interval: u64,
+    /// How far above the stable checkpoint sequence numbers may be assigned (PBFT's L). Optional: twice the
+    /// checkpoint interval when left out; when given, at least that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4, max = 10_000_000))]
+    pub log_window: Option<u64>,
     /// In-flight client requests each replica admits at once (back-pressure beyond).
     #[schemars(range(min = 1, max = 10_000_000))]
     pub max_concurrent_requests: u64,
@@ -141,6 +150,7 @@ impl Default for ProtocolSpec {
             verification_threshold: None,
             view_change_timeout_ms: params.view_change_timeout_ms,
             checkpoint_interval: params.checkpoint_interval,
+            log_window: None,
             max_concurrent_requests: params.max_concurrent_requests as u64,
         }
     }
@@ -428,14 +438,19 @@ impl ByzantineClusterSpec {
         })
     }
 
-    /// The replica's protocol parameters this spec asks for.
+    /// The replica's protocol parameters this spec asks for; the log window follows the checkpoint interval
+    /// unless the spec gives one.
     pub fn params(&self) -> bft_replica::Params {
-        bft_replica::Params {
+        let params = bft_replica::Params {
             view_change_timeout_ms: self.protocol.view_change_timeout_ms,
-            checkpoint_interval: self.protocol.checkpoint_interval,
             max_concurrent_requests: self.protocol.max_concurrent_requests as usize,
             quarantine_duration_ms: self.detection.quarantine_duration_ms,
             ..bft_replica::Params::default()
+        }
+        .with_checkpoint_interval(self.protocol.checkpoint_interval);
+        bft_replica::Params {
+            log_window: self.protocol.log_window.unwrap_or(params.log_window),
+            ..params
         }
     }
 
@@ -467,6 +482,9 @@ impl ByzantineClusterSpec {
             CHECKPOINT_INTERVAL_MIN,
             CHECKPOINT_INTERVAL_MAX,
         );
+        if let Some(window) = p.log_window {
+            range("protocol.logWindow", window, LOG_WINDOW_MIN, LOG_WINDOW_MAX);
+        }
         range(
             "protocol.maxConcurrentRequests",
             p.max_concurrent_requests,
@@ -503,6 +521,14 @@ impl ByzantineClusterSpec {
         }
         if self.image.is_empty() {
             errors.push("image must not be empty".into());
+        }
+        if p.log_window
+            .is_some_and(|window| window < p.checkpoint_interval.saturating_mul(2))
+        {
+            errors.push(
+                "protocol.logWindow must be at least twice protocol.checkpointInterval (leave it out to get exactly that)"
+                    .into(),
+            );
         }
         if let Some(threshold) = p.verification_threshold {
             let quorum = bft_replica::config::quorum_size(self.replicas as usize);

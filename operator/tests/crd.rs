@@ -137,6 +137,34 @@ fn a_verification_threshold_other_than_the_quorum_is_refused() {
 }
 
 #[test]
+fn a_log_window_below_twice_the_checkpoint_interval_is_refused_at_apply_time() {
+    let with = |interval: u64, window: Option<u64>| {
+        let mut object = drill();
+        object["spec"]["protocol"]["checkpointInterval"] = json!(interval);
+        if let Some(window) = window {
+            object["spec"]["protocol"]["logWindow"] = json!(window);
+        }
+        object
+    };
+    let message = "protocol.logWindow must be at least twice protocol.checkpointInterval";
+    for (interval, window) in [(500, 999), (1_000_000, 1_999_999)] {
+        let bad = with(interval, Some(window));
+        let refused = refusals(&bad, None);
+        assert!(refused.iter().any(|m| m.contains(message)), "{refused:?}");
+        let cluster: ByzantineCluster = serde_json::from_value(bad).unwrap();
+        let error = cluster.spec.validate().unwrap_err().to_string();
+        assert!(error.contains(message), "{error}");
+    }
+    for (interval, window) in [(500, None), (500, Some(1000)), (1_000_000, Some(10_000_000))] {
+        let good = with(interval, window);
+        assert_eq!(refusals(&good, None), Vec::<String>::new(), "{interval} {window:?}");
+        let cluster: ByzantineCluster = serde_json::from_value(good).unwrap();
+        assert_eq!(cluster.spec.validate(), Ok(()));
+        assert_eq!(cluster.spec.params().validate(), Ok(()));
+    }
+}
+
+#[test]
 fn genesis_replicas_and_the_signature_algorithm_cannot_change() {
     let old = drill();
     let mut new = old.clone();

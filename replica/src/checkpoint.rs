@@ -7,10 +7,24 @@
 //! is ahead answers with what it lacks: the NEW-VIEW of a later view, proofs of committed batches, its own
 //! votes for batches not yet committed, or the ledger at its stable checkpoint (state transfer, verified
 //! against the checkpoint's quorum of signatures). This also retransmits whatever the network lost.
+//!
+//! State transfer goes in chunks, because a ledger of a few hundred thousand accounts is larger than any one
+//! message may be. The state digest a checkpoint signs is that of the snapshot's `Manifest`: the small head (the
+//! governance), the body's length and the digest of each `STATE_CHUNK_BYTES` chunk of the body (the accounts).
+//! Each StateTransfer message carries the certificate, the manifest and one chunk: the verifier checks the
+//! signatures and that the manifest is the certified one; the core checks the chunk against the manifest before
+//! keeping it, so a wrong chunk is refused and changes nothing. The lagging member drives it: its STATUS names the
+//! first chunk it lacks, and each peer that is ahead answers with `STATE_CHUNKS_PER_ANSWER` chunks from there,
+//! each peer a different run of them (by its rank), so a round of STATUS brings up to (N-1) x that many. It keeps
+//! one transfer under way, for one certified checkpoint, in one buffer of that state's size: a peer cannot make
+//! it hold anything a quorum did not certify (a later certified checkpoint replaces it). Once every chunk is in,
+//! the assembled snapshot is adopted exactly as a whole one was: the cross-epoch rules below, then `make_stable`.
+//! The manifest is a flat list rather than a Merkle tree, because 32 bytes per MiB of state fits every message
+//! whole (see `ledger::Manifest`), and then a chunk needs no proof of its own.
 
 use crate::durable::Entry;
-use crate::governance::Operation;
-use crate::ledger::Ledger;
+use crate::governance::{Governance, Operation};
+use crate::ledger::{Ledger, Manifest};
 use crate::messages::*;
 use crate::replica::{Event, Output, Replica, Timer};
 use crate::verify::Rejection;
@@ -18,7 +32,55 @@ use crate::verify::Rejection;
 /// The most committed batches sent to one lagging peer per STATUS, so one answer stays bounded.
 const CATCH_UP_BATCHES_MAX: u64 = 64;
 
+/// The most state-transfer chunks (each one message of at most `STATE_CHUNK_BYTES` of state) one peer sends a
+/// lagging one per STATUS: 4 MiB an answer, so an answer never crowds out the protocol's other messages for long.
+pub const STATE_CHUNKS_PER_ANSWER: usize = 4;
+
+// A chunk, its manifest and certificate always fit in a message every member accepts: the manifest takes 32 bytes
+// per MiB of state, so even a TiB of state leaves room.
+const _: () = assert!(crate::ledger::STATE_CHUNK_BYTES * 4 <= MAX_MESSAGE_BYTES);
+
+/// The membership a state's head (its governance) holds, if it decodes and is a valid one.
+pub(crate) fn head_membership(head: &[u8]) -> Option<crate::config::Membership> {
+    let governance: Governance = postcard::from_bytes(head).ok()?;
+    crate::config::Membership::new(governance.members).ok()
+}
+
+/// The state-transfer side of a replica: the one transfer it is fetching, and the manifest of the state it serves.
+#[derive(Default)]
+pub(crate) struct StateTransfers {
+    fetching: Option<Fetch>,
+    /// The manifest of the stable checkpoint's snapshot, computed once per checkpoint, not per answer.
+    serving: Option<(Seq, Manifest)>,
+}
+
+/// A state transfer under way: a certified checkpoint and its snapshot as far as it arrived.
+struct Fetch {
+    checkpoint: CheckpointCert,
+    manifest: Manifest,
+    /// Length prefix and head in place; each chunk is written where it belongs in the body.
+    snapshot: Vec<u8>,
+    held: Vec<bool>,
+    missing: usize,
+}
+
+impl Fetch {
+    fn wanted(&self) -> ChunksWanted {
+        let first = self.held.iter().position(|held| !held).unwrap_or(0);
+        ChunksWanted {
+            seq: self.checkpoint.seq,
+            first: first as u32,
+        }
+    }
+}
+
 impl Replica {
+    /// The state transfer under way: the checkpoint it is for, and how many of its chunks arrived of how many.
+    pub fn state_transfer_progress(&self) -> Option<(Seq, usize, usize)> {
+        let f = self.state_transfers.fetching.as_ref()?;
+        Some((f.checkpoint.seq, f.held.len() - f.missing, f.held.len()))
+    }
+
     pub(crate) fn take_checkpoint(&mut self, seq: Seq) {
         let snapshot = crate::governance::state_snapshot(&self.ledger, &self.governance);
         let state_digest = Ledger::snapshot_digest(&snapshot);
@@ -143,11 +205,21 @@ impl Replica {
             last_executed: self.last_executed,
             stable_seq: self.stable.seq,
             suspects: self.suspects(),
+            fetching: self.state_transfers.fetching.as_ref().map(Fetch::wanted),
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
     }
 
     pub(crate) fn on_status_timer(&mut self) {
+        // A transfer overtaken (the replica executed that far by other means) is dropped, and its memory with it.
+        if self
+            .state_transfers
+            .fetching
+            .as_ref()
+            .is_some_and(|f| f.checkpoint.seq <= self.last_executed)
+        {
+            self.state_transfers.fetching = None;
+        }
         self.broadcast_status();
         // Operations still waiting to be ordered go out again: the primary may have lost them.
         let waiting: Vec<Operation> = self
@@ -213,15 +285,17 @@ impl Replica {
         // then proofs that the batches above it committed.
         if s.last_executed < self.last_executed {
             let mut from = s.last_executed;
+            let mut state_complete = true;
             if s.last_executed < self.stable.seq {
-                let transfer = self.sign(StateTransfer {
-                    checkpoint: self.stable.clone(),
-                    snapshot: self.stable_snapshot.clone(),
-                });
-                self.send(peer, Message::StateTransfer(transfer));
+                state_complete = self.send_state_chunks(peer, s.fetching);
                 from = self.stable.seq;
             }
-            let upto = self.last_executed.min(from + CATCH_UP_BATCHES_MAX);
+            // Proofs of the batches above the checkpoint are of use only once the peer has the state below them.
+            let upto = if state_complete {
+                self.last_executed.min(from + CATCH_UP_BATCHES_MAX)
+            } else {
+                from
+            };
             for seq in from + 1..=upto {
                 if let Some(cert) = self.log.get(&seq).and_then(|slot| slot.committed.clone()) {
                     self.send(peer, Message::Committed(cert));
@@ -282,30 +356,147 @@ impl Replica {
         self.out.push(Output::Send { to, message });
     }
 
-    /// The ledger at a stable checkpoint this replica has not reached.
+    /// Sends a lagging peer the next chunks of the stable checkpoint's state: from the first it lacks, this
+    /// replica's run of `STATE_CHUNKS_PER_ANSWER` among the peers that answer. Whether the run reaches the end.
+    fn send_state_chunks(&mut self, peer: ReplicaId, wanted: Option<ChunksWanted>) -> bool {
+        if self
+            .state_transfers
+            .serving
+            .as_ref()
+            .is_none_or(|(seq, _)| *seq != self.stable.seq)
+        {
+            // Every state snapshot has one (`governance::state_snapshot` makes them all).
+            let Some(manifest) = Manifest::of(&self.stable_snapshot) else {
+                return true;
+            };
+            self.state_transfers.serving = Some((self.stable.seq, manifest));
+        }
+        let Some((_, manifest)) = self.state_transfers.serving.as_ref() else {
+            return true;
+        };
+        let count = manifest.chunks.len();
+        let first = match wanted {
+            Some(w) if w.seq == self.stable.seq => (w.first as usize).min(count - 1),
+            _ => 0,
+        };
+        // Peers other than the lagging one, in membership order: each sends a different run.
+        let rank = self
+            .membership
+            .ids()
+            .filter(|id| *id != peer)
+            .position(|id| id == self.id)
+            .unwrap_or(0);
+        let mut start = first + rank * STATE_CHUNKS_PER_ANSWER;
+        if start >= count {
+            start = first;
+        }
+        let end = (start + STATE_CHUNKS_PER_ANSWER).min(count);
+        let offset = manifest.body_offset();
+        let transfers: Vec<StateTransfer> = (start..end)
+            .map(|index| {
+                let range = manifest.chunk_range(index);
+                StateTransfer {
+                    checkpoint: self.stable.clone(),
+                    manifest: manifest.clone(),
+                    index: index as u32,
+                    chunk: self.stable_snapshot[offset + range.start..offset + range.end].to_vec(),
+                }
+            })
+            .collect();
+        for transfer in transfers {
+            let signed = self.sign(transfer);
+            self.send(peer, Message::StateTransfer(signed));
+        }
+        end == count
+    }
+
+    /// A chunk of the state at a stable checkpoint this replica has not reached. The verifier checked the
+    /// signatures and that the manifest is the certified one; the chunk is checked here, against the manifest,
+    /// before anything is kept. The last chunk in completes the snapshot, which is then adopted.
     pub(crate) fn on_state_transfer(&mut self, st: Signed<StateTransfer>) -> Result<(), Rejection> {
-        let StateTransfer { checkpoint, snapshot } = st.body;
+        let StateTransfer {
+            checkpoint,
+            manifest,
+            index,
+            chunk,
+        } = st.body;
         if checkpoint.seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
-        let (ledger, governance) = crate::governance::restore_state(&snapshot, self.supply)
-            .map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
-        let new_epoch = governance.epoch != self.governance.epoch;
-        // The certificate becomes this replica's stable checkpoint, which its VIEW-CHANGEs carry: across an epoch
-        // it must be one the new membership made. One the previous membership made (it verified against that)
-        // would make every VIEW-CHANGE of this replica refused; another peer sends a usable one.
-        if new_epoch {
-            let next = governance.membership();
-            let signers: std::collections::BTreeSet<ReplicaId> = checkpoint
-                .proof
-                .iter()
-                .map(|vote| vote.from)
-                .filter(|id| next.contains(*id))
-                .collect();
-            if signers.len() < next.quorum() {
-                return Err(Rejection::BadCertificate("state transfer from an earlier epoch"));
+        let index = index as usize;
+        if !manifest.is_consistent() || index >= manifest.chunks.len() {
+            return Err(Rejection::StateChunk("no such chunk in the manifest"));
+        }
+        let range = manifest.chunk_range(index);
+        if chunk.len() != range.len() || Manifest::chunk_digest(&chunk) != manifest.chunks[index] {
+            return Err(Rejection::StateChunk(
+                "the chunk does not match its digest in the certified manifest",
+            ));
+        }
+        let governance: Governance =
+            postcard::from_bytes(&manifest.head).map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
+        self.check_transfer_epoch(&checkpoint, &governance)?;
+        match &self.state_transfers.fetching {
+            Some(f) if f.checkpoint.seq == checkpoint.seq && f.checkpoint.state_digest == checkpoint.state_digest => {
+                if f.held[index] {
+                    return Err(Rejection::Duplicate);
+                }
+            }
+            // One transfer at a time: an earlier checkpoint's chunks (or a contradicting one's) wait, a later
+            // certified one replaces it (the cluster moved on; its state is the one to fetch).
+            Some(f) if f.checkpoint.seq >= checkpoint.seq => {
+                return Err(Rejection::StateChunk("a transfer of another checkpoint is under way"));
+            }
+            _ => {
+                let count = manifest.chunks.len();
+                self.state_transfers.fetching = Some(Fetch {
+                    snapshot: manifest.empty_snapshot(),
+                    checkpoint: checkpoint.clone(),
+                    manifest,
+                    held: vec![false; count],
+                    missing: count,
+                });
             }
         }
+        let fetch = self.state_transfers.fetching.as_mut().expect("set above");
+        let offset = fetch.manifest.body_offset();
+        fetch.snapshot[offset + range.start..offset + range.end].copy_from_slice(&chunk);
+        fetch.held[index] = true;
+        fetch.missing -= 1;
+        if fetch.missing > 0 {
+            return Ok(());
+        }
+        let fetch = self.state_transfers.fetching.take().expect("complete");
+        debug_assert_eq!(Ledger::snapshot_digest(&fetch.snapshot), fetch.checkpoint.state_digest);
+        self.adopt_state(checkpoint, fetch.snapshot)
+    }
+
+    /// The certificate becomes this replica's stable checkpoint, which its VIEW-CHANGEs carry: across an epoch it
+    /// must be one the new membership made. One the previous membership made (it verified against that) would make
+    /// every VIEW-CHANGE of this replica refused; another peer sends a usable one.
+    fn check_transfer_epoch(&self, checkpoint: &CheckpointCert, governance: &Governance) -> Result<(), Rejection> {
+        if governance.epoch == self.governance.epoch {
+            return Ok(());
+        }
+        let next = governance.membership();
+        let signers: std::collections::BTreeSet<ReplicaId> = checkpoint
+            .proof
+            .iter()
+            .map(|vote| vote.from)
+            .filter(|id| next.contains(*id))
+            .collect();
+        if signers.len() < next.quorum() {
+            return Err(Rejection::BadCertificate("state transfer from an earlier epoch"));
+        }
+        Ok(())
+    }
+
+    /// Takes the state of a certified checkpoint, assembled whole, as this replica's.
+    fn adopt_state(&mut self, checkpoint: CheckpointCert, snapshot: Vec<u8>) -> Result<(), Rejection> {
+        let (ledger, governance) = crate::governance::restore_state(&snapshot, self.supply)
+            .map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
+        self.check_transfer_epoch(&checkpoint, &governance)?;
+        let new_epoch = governance.epoch != self.governance.epoch;
         let seq = checkpoint.seq;
         self.ledger = ledger;
         let removed: Vec<ReplicaId> = self

@@ -99,8 +99,10 @@ impl Membership {
 }
 
 /// Protocol parameters. The defaults are those of the reference drill; a configuration names only what it changes.
+/// A configuration that leaves out `log_window` gets `Params::log_window_for` its checkpoint interval, so raising
+/// the interval alone never makes a configuration invalid.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(from = "GivenParams")]
 pub struct Params {
     /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected.
     pub checkpoint_interval: u64,
@@ -138,7 +140,73 @@ impl Default for Params {
     }
 }
 
+/// `Params` as a configuration gives them: every field optional, the log window following the checkpoint interval.
+#[derive(Deserialize)]
+#[serde(default)]
+struct GivenParams {
+    checkpoint_interval: u64,
+    log_window: Option<u64>,
+    view_change_timeout_ms: u64,
+    view_change_backoff_max: u32,
+    status_interval_ms: u64,
+    max_batch_size: usize,
+    max_inflight_batches: u64,
+    max_concurrent_requests: usize,
+    quarantine_duration_ms: u64,
+}
+
+impl Default for GivenParams {
+    fn default() -> Self {
+        let p = Params::default();
+        GivenParams {
+            checkpoint_interval: p.checkpoint_interval,
+            log_window: None,
+            view_change_timeout_ms: p.view_change_timeout_ms,
+            view_change_backoff_max: p.view_change_backoff_max,
+            status_interval_ms: p.status_interval_ms,
+            max_batch_size: p.max_batch_size,
+            max_inflight_batches: p.max_inflight_batches,
+            max_concurrent_requests: p.max_concurrent_requests,
+            quarantine_duration_ms: p.quarantine_duration_ms,
+        }
+    }
+}
+
+impl From<GivenParams> for Params {
+    fn from(g: GivenParams) -> Params {
+        Params {
+            checkpoint_interval: g.checkpoint_interval,
+            log_window: g
+                .log_window
+                .unwrap_or_else(|| Params::log_window_for(g.checkpoint_interval, g.max_inflight_batches)),
+            view_change_timeout_ms: g.view_change_timeout_ms,
+            view_change_backoff_max: g.view_change_backoff_max,
+            status_interval_ms: g.status_interval_ms,
+            max_batch_size: g.max_batch_size,
+            max_inflight_batches: g.max_inflight_batches,
+            max_concurrent_requests: g.max_concurrent_requests,
+            quarantine_duration_ms: g.quarantine_duration_ms,
+        }
+    }
+}
+
 impl Params {
+    /// The log window when none is given: two checkpoint intervals (the least `validate` accepts: the log must
+    /// hold a whole interval above the stable checkpoint while the next one becomes stable), and never less
+    /// than the pipeline depth.
+    pub fn log_window_for(checkpoint_interval: u64, max_inflight_batches: u64) -> u64 {
+        checkpoint_interval.saturating_mul(2).max(max_inflight_batches)
+    }
+
+    /// These parameters with another checkpoint interval, and the log window that follows from it.
+    pub fn with_checkpoint_interval(self, checkpoint_interval: u64) -> Params {
+        Params {
+            checkpoint_interval,
+            log_window: Params::log_window_for(checkpoint_interval, self.max_inflight_batches),
+            ..self
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn range(name: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
             if value < min || value > max {
@@ -247,6 +315,30 @@ mod tests {
         let mut dup_key = members(4);
         dup_key[3].public_key = dup_key[0].public_key;
         assert!(matches!(Membership::new(dup_key), Err(ConfigError::DuplicateKey(_))));
+    }
+
+    #[test]
+    fn a_left_out_log_window_follows_the_checkpoint_interval() {
+        let parse = |json: &str| serde_json::from_str::<Params>(json).unwrap();
+        assert_eq!(parse("{}"), Params::default());
+        let p = parse(r#"{"checkpoint_interval": 500}"#);
+        assert_eq!((p.log_window, p.validate()), (1000, Ok(())));
+        // The pipeline depth bounds it from below: an interval of 1 alone would give a window of 2 < 4 batches.
+        let p = parse(r#"{"checkpoint_interval": 1}"#);
+        assert_eq!((p.log_window, p.validate()), (4, Ok(())));
+        let p = parse(r#"{"checkpoint_interval": 1000000}"#);
+        assert_eq!((p.log_window, p.validate()), (2_000_000, Ok(())));
+        // Given, it is taken as given, and checked.
+        let p = parse(r#"{"checkpoint_interval": 500, "log_window": 5000}"#);
+        assert_eq!(p.log_window, 5000);
+        let p = parse(r#"{"checkpoint_interval": 500, "log_window": 200}"#);
+        assert!(matches!(
+            p.validate(),
+            Err(ConfigError::OutOfRange { name: "log_window", .. })
+        ));
+        // What a replica writes it reads back the same.
+        let p = Params::default().with_checkpoint_interval(300);
+        assert_eq!(parse(&serde_json::to_string(&p).unwrap()), p);
     }
 
     #[test]

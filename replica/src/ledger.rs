@@ -291,8 +291,13 @@ impl Ledger {
     }
 
     /// The state digest a snapshot certifies: what CHECKPOINTs sign and state transfers are checked against.
+    /// For a state snapshot it is the digest of its `Manifest`, so that each chunk of a state transfer can be
+    /// checked on arrival; other bytes (a bare ledger's) get a plain digest under another domain.
     pub fn snapshot_digest(snapshot: &[u8]) -> Digest {
-        Digest::of("ledger-state", &[snapshot])
+        match Manifest::of(snapshot) {
+            Some(manifest) => manifest.digest(),
+            None => Digest::of("unstructured-state", &[snapshot]),
+        }
     }
 
     /// The whole state as bytes, for checkpoints and state transfer.
@@ -321,9 +326,150 @@ impl Ledger {
     }
 }
 
+/// The bytes of one chunk of a state snapshot's body (the last one may be shorter). A state transfer sends one
+/// chunk per message, so that a message stays far below `messages::MAX_MESSAGE_BYTES` whatever the ledger's size.
+pub const STATE_CHUNK_BYTES: usize = 1 << 20;
+
+/// How a state snapshot is cut for its digest and for state transfer.
+///
+/// A state snapshot (`governance::state_snapshot`) is a body, the ledger's accounts, length-prefixed, followed by a
+/// head, the governance (membership, epoch, quarantines): a few kilobytes however many accounts there are. The
+/// state digest covers the head whole, the body's length, and the digest of every `STATE_CHUNK_BYTES` chunk of the
+/// body. Every state-transfer message carries the manifest, so a replica checks it against the certified digest,
+/// reads the membership from the head (across an epoch it verifies the certificate with it), and checks the one
+/// chunk the message brings, all before keeping anything. The chunk digests travel as a flat list rather than as a
+/// Merkle tree: 32 bytes per MiB of state (32 KiB for a GiB) is small enough to send whole with each chunk, and
+/// then each chunk needs no proof of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub head: Vec<u8>,
+    pub body_len: u64,
+    pub chunks: Vec<Digest>,
+}
+
+impl Manifest {
+    /// The manifest of a state snapshot; `None` for bytes that are not one (no length-prefixed body, or a
+    /// prefix not in its shortest form, which would let two byte strings share a manifest).
+    pub fn of(snapshot: &[u8]) -> Option<Manifest> {
+        let (body, head): (&[u8], &[u8]) = postcard::take_from_bytes(snapshot).ok()?;
+        if snapshot.len() != varint(body.len() as u64).len() + body.len() + head.len() {
+            return None;
+        }
+        let mut chunks: Vec<Digest> = body.chunks(STATE_CHUNK_BYTES).map(Manifest::chunk_digest).collect();
+        if chunks.is_empty() {
+            chunks.push(Manifest::chunk_digest(&[]));
+        }
+        Some(Manifest {
+            head: head.to_vec(),
+            body_len: body.len() as u64,
+            chunks,
+        })
+    }
+
+    /// The state digest this manifest stands for.
+    pub fn digest(&self) -> Digest {
+        let chunks: Vec<[u8; 32]> = self.chunks.iter().map(|d| d.0).collect();
+        Digest::of(
+            "ledger-state",
+            &[&self.head, &self.body_len.to_le_bytes(), chunks.as_flattened()],
+        )
+    }
+
+    pub fn chunk_digest(chunk: &[u8]) -> Digest {
+        Digest::of("state-chunk", &[chunk])
+    }
+
+    /// How many chunks a body of `body_len` bytes has: at least one (an empty body is one empty chunk).
+    pub fn chunk_count(body_len: u64) -> usize {
+        (body_len.div_ceil(STATE_CHUNK_BYTES as u64) as usize).max(1)
+    }
+
+    /// Whether the list of chunk digests has the length the body's length says.
+    pub fn is_consistent(&self) -> bool {
+        self.chunks.len() == Manifest::chunk_count(self.body_len)
+    }
+
+    /// Where chunk `index` lies in the body (`index` must be below the chunk count).
+    pub fn chunk_range(&self, index: usize) -> std::ops::Range<usize> {
+        let start = index * STATE_CHUNK_BYTES;
+        start..(start + STATE_CHUNK_BYTES).min(self.body_len as usize)
+    }
+
+    /// Where the body starts in the snapshot: after its length prefix.
+    pub fn body_offset(&self) -> usize {
+        varint(self.body_len).len()
+    }
+
+    /// A snapshot of this manifest's size with the length prefix and head in place and the body zeroed, for the
+    /// chunks to be written into.
+    pub fn empty_snapshot(&self) -> Vec<u8> {
+        let mut snapshot = varint(self.body_len);
+        snapshot.resize(snapshot.len() + self.body_len as usize, 0);
+        snapshot.extend_from_slice(&self.head);
+        snapshot
+    }
+}
+
+/// `n` as postcard encodes a length: LEB128, seven bits a byte, least significant first.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(10);
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            bytes.push(low);
+            return bytes;
+        }
+        bytes.push(low | 0x80);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_cuts_a_snapshot_into_chunks_and_puts_it_back_together() {
+        for body_len in [
+            0,
+            1,
+            STATE_CHUNK_BYTES - 1,
+            STATE_CHUNK_BYTES,
+            2 * STATE_CHUNK_BYTES + 5,
+        ] {
+            let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+            let snapshot = postcard::to_allocvec(&(body.clone(), (7u64, "head"))).unwrap();
+            let manifest = Manifest::of(&snapshot).unwrap();
+            assert!(manifest.is_consistent());
+            assert_eq!(manifest.chunks.len(), body_len.div_ceil(STATE_CHUNK_BYTES).max(1));
+            let mut rebuilt = manifest.empty_snapshot();
+            let offset = manifest.body_offset();
+            for (index, digest) in manifest.chunks.iter().enumerate() {
+                let range = manifest.chunk_range(index);
+                assert_eq!(Manifest::chunk_digest(&body[range.clone()]), *digest);
+                rebuilt[offset + range.start..offset + range.end].copy_from_slice(&body[range]);
+            }
+            assert_eq!(rebuilt, snapshot, "body of {body_len} bytes");
+            assert_eq!(Ledger::snapshot_digest(&rebuilt), manifest.digest());
+        }
+    }
+
+    #[test]
+    fn the_state_digest_covers_every_chunk_and_the_head() {
+        let body = vec![1u8; 3 * STATE_CHUNK_BYTES];
+        let snapshot = postcard::to_allocvec(&(body.clone(), 1u8)).unwrap();
+        let digest = Ledger::snapshot_digest(&snapshot);
+        let mut other_chunk = body.clone();
+        other_chunk[2 * STATE_CHUNK_BYTES + 9] ^= 1;
+        let other_head = postcard::to_allocvec(&(body, 2u8)).unwrap();
+        for other in [postcard::to_allocvec(&(other_chunk, 1u8)).unwrap(), other_head] {
+            assert_ne!(Ledger::snapshot_digest(&other), digest);
+        }
+        // A length prefix in a longer form than needed is not a state snapshot.
+        let padded = [&[0x83, 0x80, 0x00][..], &[9, 9, 9]].concat();
+        assert_eq!(Manifest::of(&padded), None);
+        assert!(Manifest::of(&[3, 9, 9, 9, 4]).is_some());
+    }
 
     fn keys(n: u8) -> Vec<KeyPair> {
         (1..=n).map(|i| KeyPair::from_secret([i; 32])).collect()

@@ -8,7 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
 use crate::governance::Operation;
-use crate::ledger::{SignedTransfer, TxOutcome};
+use crate::ledger::{Manifest, SignedTransfer, TxOutcome};
+
+/// The largest message a member sends, and the least every member accepts (a node may be configured to accept
+/// more, never less). The largest a protocol answer builds is a state-transfer chunk: `ledger::STATE_CHUNK_BYTES`
+/// plus its manifest and certificate, a small fraction of this.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// A member's id: `bft-agent-<id>`.
 pub type ReplicaId = u32;
@@ -199,17 +204,29 @@ pub struct Status {
     /// A suspicion alone changes nothing; F+1 members suspecting one view (so at least one honest member) move
     /// every member that hears them to the next view.
     pub suspects: bool,
+    /// The state transfer under way, if any: what the member still lacks of it.
+    pub fetching: Option<ChunksWanted>,
+}
+
+/// The chunks a member lacks of the state at the stable checkpoint `seq`: `first` and (possibly) those after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunksWanted {
+    pub seq: Seq,
+    pub first: u32,
 }
 
 impl Signable for Status {
     const DOMAIN: &'static str = "pbft/status";
 }
 
-/// The ledger at a stable checkpoint, for a member that is behind.
+/// One chunk of the state at a stable checkpoint, for a member that is behind. The manifest is checked against the
+/// certificate's state digest, the chunk against the manifest's digest for `index` (see `ledger::Manifest`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateTransfer {
     pub checkpoint: CheckpointCert,
-    pub snapshot: Vec<u8>,
+    pub manifest: Manifest,
+    pub index: u32,
+    pub chunk: Vec<u8>,
 }
 
 impl Signable for StateTransfer {

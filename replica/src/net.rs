@@ -19,7 +19,7 @@ use crate::faults::{Fault, FaultDrill};
 use crate::governance::Operation;
 use crate::history::{MessageSummary, Observation};
 use crate::ledger::SignedTransfer;
-use crate::messages::{Message, ReplicaId, Reply, Signable, Signed};
+use crate::messages::{MAX_MESSAGE_BYTES, Message, ReplicaId, Reply, Signable, Signed};
 use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
 
 pub mod proto {
@@ -171,6 +171,11 @@ impl SeenHellos {
 
 /// How long a client's submit waits for its transfer to execute before giving up.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a gRPC frame adds around one protocol message (the hello, field tags and lengths): the transport's limits
+/// are the message limit plus this, so that the protocol's own check (`Message::decode`), which refuses one message
+/// and keeps the stream, is the one that applies.
+pub const PEER_FRAME_BYTES: usize = 64 << 10;
 
 pub struct Service {
     pub commands: mpsc::Sender<Command>,
@@ -533,6 +538,16 @@ impl PeerLink {
     }
 
     pub fn send(&self, message: Vec<u8>) {
+        // A message peers would refuse is not sent: on the stream it would end the stream, and everything queued
+        // behind it with it. The core builds none (its largest, a state chunk, is bounded well below).
+        if message.len() > MAX_MESSAGE_BYTES {
+            tracing::warn!(
+                bytes = message.len(),
+                max = MAX_MESSAGE_BYTES,
+                "not sending an oversized message"
+            );
+            return;
+        }
         let _ = self.queue.try_send(message);
     }
 }
@@ -567,7 +582,7 @@ async fn run_link(
         };
         backoff = Duration::from_millis(50);
         connected.store(true, Ordering::Relaxed);
-        let mut client = ReplicaClient::new(channel).max_encoding_message_size(64 << 20);
+        let mut client = ReplicaClient::new(channel).max_encoding_message_size(MAX_MESSAGE_BYTES + PEER_FRAME_BYTES);
         let (stream_tx, stream_rx) = mpsc::channel::<proto::PeerMessage>(1024);
         let opening = proto::PeerMessage {
             message: Vec::new(),

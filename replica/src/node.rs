@@ -64,7 +64,7 @@ pub struct NodeConfig {
     /// Whether fault drills (a forced view change, injected faults) are accepted. Off in production.
     #[serde(default)]
     pub allow_fault_injection: bool,
-    /// The largest message accepted from a peer.
+    /// The largest message accepted from a peer: at least `messages::MAX_MESSAGE_BYTES`, the largest one sends.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
     /// The administrator's public key (hex) that signs membership changes; part of the genesis, so every member
@@ -74,7 +74,7 @@ pub struct NodeConfig {
 }
 
 fn default_max_message_bytes() -> usize {
-    16 << 20
+    crate::messages::MAX_MESSAGE_BYTES
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +182,15 @@ pub async fn run(
     let membership = config.membership()?;
     let genesis = config.genesis()?;
     config.params.validate()?;
+    if config.max_message_bytes < crate::messages::MAX_MESSAGE_BYTES {
+        return Err(ConfigError::OutOfRange {
+            name: "max_message_bytes",
+            value: config.max_message_bytes as u64,
+            min: crate::messages::MAX_MESSAGE_BYTES as u64,
+            max: u64::MAX,
+        }
+        .into());
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|error| NodeError::DataDir {
         path: config.data_dir.clone(),
         error,
@@ -314,8 +323,8 @@ pub async fn run(
         .add_service(health_service)
         .add_service(
             proto::replica_server::ReplicaServer::new(service)
-                .max_decoding_message_size(config.max_message_bytes)
-                .max_encoding_message_size(config.max_message_bytes),
+                .max_decoding_message_size(config.max_message_bytes + crate::net::PEER_FRAME_BYTES)
+                .max_encoding_message_size(config.max_message_bytes + crate::net::PEER_FRAME_BYTES),
         )
         .serve_with_shutdown(config.listen, until_stopped());
     // A graceful shutdown waits for every open call, and peers' streams never end by themselves: after a short

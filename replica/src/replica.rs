@@ -237,6 +237,7 @@ pub struct Replica {
     pub(crate) log: BTreeMap<Seq, Slot>,
     pub(crate) stable: CheckpointCert,
     pub(crate) stable_snapshot: Vec<u8>,
+    pub(crate) state_transfers: crate::checkpoint::StateTransfers,
     /// This replica's own checkpoint state digests and snapshots above the stable one.
     pub(crate) own_checkpoints: BTreeMap<Seq, (Digest, Vec<u8>)>,
     pub(crate) checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Signed<Checkpoint>>>,
@@ -320,6 +321,7 @@ impl Replica {
             log: BTreeMap::new(),
             stable,
             stable_snapshot,
+            state_transfers: Default::default(),
             own_checkpoints: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
             pending: HashMap::new(),

@@ -77,7 +77,7 @@ impl Layout {
                 metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().expect("valid address")),
                 // A testnet is where drills are run.
                 allow_fault_injection: true,
-                max_message_bytes: 16 << 20,
+                max_message_bytes: crate::messages::MAX_MESSAGE_BYTES,
                 admin_key: Some(admin.public().to_hex()),
             };
             let path = dir.join(format!("replica-{id}.json"));

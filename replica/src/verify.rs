@@ -85,6 +85,8 @@ pub enum Rejection {
     Quarantined(ReplicaId),
     #[error("{0} operation refused: {1}")]
     Operation(&'static str, String),
+    #[error("state transfer chunk refused: {0}")]
+    StateChunk(&'static str),
 }
 
 impl Rejection {
@@ -112,6 +114,7 @@ impl Rejection {
             Rejection::Transfer(_) => "transfer_refused",
             Rejection::Quarantined(_) => "quarantined",
             Rejection::Operation(..) => "operation_refused",
+            Rejection::StateChunk(_) => "state_chunk_refused",
         }
     }
 }
@@ -391,12 +394,13 @@ impl Verifier {
             Message::Status(m) => self.own(&mut checks, m)?,
             Message::ViewChange(m) => self.view_change(&mut checks, m, true)?,
             Message::NewView(m) => return self.new_view_of_either_epoch(m),
+            // The manifest must be the certified one; the chunk is checked against it by the core.
             Message::StateTransfer(m) => {
                 self.own(&mut checks, m)?;
-                if crate::ledger::Ledger::snapshot_digest(&m.body.snapshot) != m.body.checkpoint.state_digest {
+                if m.body.manifest.digest() != m.body.checkpoint.state_digest {
                     return Err(Rejection::DigestMismatch);
                 }
-                self.state_transfer_cert(&mut checks, &m.body.checkpoint, &m.body.snapshot)?;
+                self.state_transfer_cert(&mut checks, &m.body.checkpoint, &m.body.manifest.head)?;
             }
             Message::Committed(cert) => self.committed_cert(&mut checks, cert)?,
             // An operation carries its own authority, which the protocol checks against the replicated state.
@@ -587,20 +591,16 @@ impl Verifier {
     /// The certificate of a state sent to a replica that is behind. Usually the membership in force signed it;
     /// across an epoch the replica does not know yet, the membership the state itself holds must have (a quorum
     /// of it), and F+1 members this replica knows (so at least one honest one) must be among the signers: an
-    /// honest member signs only a state it executed, membership included.
-    fn state_transfer_cert(
-        &self,
-        checks: &mut Checks,
-        cert: &CheckpointCert,
-        snapshot: &[u8],
-    ) -> Result<(), Rejection> {
+    /// honest member signs only a state it executed, membership included. The membership is read from the state's
+    /// head (its governance), which every chunk carries and the state digest covers.
+    fn state_transfer_cert(&self, checks: &mut Checks, cert: &CheckpointCert, head: &[u8]) -> Result<(), Rejection> {
         let mut usual = Checks::new();
         if self.checkpoint_cert(&mut usual, cert).is_ok() {
             checks.append(usual);
             return Ok(());
         }
         let bad = Rejection::BadCertificate("state transfer");
-        let next = crate::governance::snapshot_membership(snapshot).ok_or(bad.clone())?;
+        let next = crate::checkpoint::head_membership(head).ok_or(bad.clone())?;
         if next == *self.membership || cert.proof.len() > next.n() {
             return Err(bad);
         }

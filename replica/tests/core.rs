@@ -35,6 +35,10 @@ struct Cluster {
     config: Config,
     genesis_digest: Digest,
     now: u64,
+    /// When set, every message crosses the wire as bytes, and one larger than this is refused as a peer would.
+    wire_limit: Option<usize>,
+    /// What the wire refused.
+    wire_refusals: Vec<DecodeError>,
 }
 
 fn params() -> Params {
@@ -49,6 +53,11 @@ fn params() -> Params {
 
 impl Cluster {
     fn new(n: u32, params: Params) -> Cluster {
+        Cluster::with_accounts(n, params, Vec::new())
+    }
+
+    /// A cluster whose genesis holds `extra` accounts besides the four the tests pay from.
+    fn with_accounts(n: u32, params: Params, extra: Vec<(PublicKey, u64)>) -> Cluster {
         let keys: Vec<KeyPair> = (1..=n).map(|i| KeyPair::from_secret([i as u8; 32])).collect();
         let members = keys
             .iter()
@@ -60,7 +69,8 @@ impl Cluster {
             .collect();
         let membership = Membership::new(members).unwrap();
         let accounts: Vec<KeyPair> = (0..4).map(|i| KeyPair::from_secret([100 + i; 32])).collect();
-        let genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
+        let mut genesis: Vec<(PublicKey, u64)> = accounts.iter().map(|k| (k.public(), 1000)).collect();
+        genesis.extend(extra);
         let admin = KeyPair::from_secret([99; 32]);
         let config = Config {
             id: 1,
@@ -96,6 +106,8 @@ impl Cluster {
             config,
             genesis_digest,
             now: 0,
+            wire_limit: None,
+            wire_refusals: Vec::new(),
         };
         for id in 1..=n {
             let replica = Replica::new(cluster.config_for(id), cluster.keys[id as usize - 1].clone()).unwrap();
@@ -211,6 +223,16 @@ impl Cluster {
 
     fn deliver(&mut self, to: ReplicaId, message: Message) -> Result<(), Rejection> {
         let i = to as usize - 1;
+        let message = match self.wire_limit {
+            None => message,
+            Some(limit) => match Message::decode(&message.encode(), limit) {
+                Ok(message) => message,
+                Err(refused) => {
+                    self.wire_refusals.push(refused);
+                    return Ok(());
+                }
+            },
+        };
         let verified = self.verifiers[i].message(message)?;
         let outputs = self.replicas[i].step(self.now, Input::Message(verified))?;
         self.carry_out(to, outputs);
@@ -441,6 +463,7 @@ fn f_plus_1_suspicions_change_the_view_and_f_do_not() {
             last_executed: 0,
             stable_seq: 0,
             suspects: true,
+            fetching: None,
         };
         Message::Status(Signed::new(from, status, &c.keys[from as usize - 1]))
     };
@@ -558,6 +581,7 @@ fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
         last_executed: quarantined_at,
         stable_seq: 0,
         suspects: false,
+        fetching: None,
     };
     let from_4 = Message::Status(Signed::new(4, status, &c.keys[3]));
     assert_eq!(c.deliver(2, from_4.clone()), Err(Rejection::Quarantined(4)));
@@ -686,6 +710,123 @@ fn a_replica_behind_the_stable_checkpoint_catches_up_by_state_transfer() {
             .iter()
             .any(|(id, e)| *id == 4 && matches!(e, Event::StateTransferred { .. }))
     );
+}
+
+/// `n` accounts with distinct keys. Only bytes: the ledger never decodes a key it does not verify with, and making
+/// a million real key pairs would take longer than the test.
+fn many_accounts(n: u32) -> Vec<(PublicKey, u64)> {
+    (0..n)
+        .map(|i| {
+            let mut bytes = [0xA5u8; 32];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            (postcard::from_bytes(&bytes).unwrap(), 1 + i as u64 % 1000)
+        })
+        .collect()
+}
+
+/// Commits `batches` transfers while replica 4 is down, so that it is behind the others' stable checkpoint.
+fn leave_replica_4_behind(c: &mut Cluster, batches: u64) {
+    c.down.push(4);
+    for nonce in 1..=batches {
+        let tx = c.transfer(0, 1, 1, nonce);
+        for id in 1..=3 {
+            let _ = c.request(id, tx);
+        }
+        c.settle();
+    }
+    c.down.clear();
+    assert_eq!(c.replicas[3].last_executed(), 0);
+    assert!(c.replicas[0].stable_checkpoint().seq >= 4);
+}
+
+/// A ledger of a million accounts is far larger than one message may be (its snapshot is some 40 MB, the limit
+/// 16 MiB). A replica that missed a few checkpoints still catches up, over the wire limit every peer enforces, and
+/// adopts exactly the state the quorum certified.
+#[test]
+fn a_replica_catches_up_a_million_account_ledger_in_chunks_that_fit_the_message_limit() {
+    let started = std::time::Instant::now();
+    let mut c = Cluster::with_accounts(4, params(), many_accounts(1_000_000));
+    c.wire_limit = Some(MAX_MESSAGE_BYTES);
+    leave_replica_4_behind(&mut c, 6);
+    let built = started.elapsed();
+    let ahead = c.replicas[0].last_executed();
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    while c.replicas[3].last_executed() < ahead && rounds < 40 {
+        c.status_round();
+        rounds += 1;
+    }
+    let took = started.elapsed();
+    assert!(c.wire_refusals.is_empty(), "{:?}", c.wire_refusals);
+    assert_eq!(
+        c.replicas[3].last_executed(),
+        ahead,
+        "caught up in {rounds} status rounds"
+    );
+    assert_eq!(c.replicas[3].ledger().digest(), c.replicas[0].ledger().digest());
+    assert_eq!(c.replicas[3].ledger().accounts().count(), 1_000_004);
+    assert_eq!(
+        c.replicas[3].stable_checkpoint().state_digest,
+        c.replicas[0].stable_checkpoint().state_digest
+    );
+    println!(
+        "1,000,004 accounts: caught up in {took:?} over {rounds} status rounds (cluster built and run ahead in {built:?})"
+    );
+}
+
+/// A member that sends a chunk whose bytes are not the certified ones (under its own valid signature, with a valid
+/// certificate and manifest) has it refused with the reason, and the transfer under way keeps exactly what it had;
+/// the honest peers' chunks complete it.
+#[test]
+fn a_corrupted_state_chunk_is_refused_and_the_transfer_completes_from_honest_peers() {
+    // Some 2 MB of accounts: three chunks.
+    let mut c = Cluster::with_accounts(4, params(), many_accounts(60_000));
+    leave_replica_4_behind(&mut c, 6);
+    let ahead = c.replicas[0].last_executed();
+    let stable = c.replicas[0].stable_checkpoint().seq;
+    c.now += c.config.params.status_interval_ms;
+    let outputs = c.replicas[3].step(c.now, Input::Timer(Timer::Status)).unwrap();
+    c.carry_out(4, outputs);
+    let (mut refused, mut corrupted) = (Vec::new(), 0);
+    while let Some((to, message)) = c.network.pop_front() {
+        match message {
+            Message::StateTransfer(st) if to == 4 && st.from == 1 && st.body.index == 1 => {
+                let before = c.replicas[3].state_transfer_progress();
+                assert_eq!(before, Some((stable, 1, 3)), "replica 1's first chunk was kept");
+                let mut body = st.body;
+                body.chunk[100] ^= 0x40;
+                let lie = Message::StateTransfer(Signed::new(1, body, &c.keys[0]));
+                refused.push(c.deliver(4, lie).unwrap_err());
+                assert_eq!(
+                    c.replicas[3].state_transfer_progress(),
+                    before,
+                    "the refused chunk changed nothing"
+                );
+                assert_eq!(c.replicas[3].last_executed(), 0);
+                corrupted += 1;
+            }
+            message => {
+                let _ = c.deliver(to, message);
+            }
+        }
+    }
+    assert_eq!(corrupted, 1);
+    assert_eq!(
+        refused,
+        [Rejection::StateChunk(
+            "the chunk does not match its digest in the certified manifest"
+        )]
+    );
+    for _ in 0..10 {
+        if c.replicas[3].last_executed() == ahead {
+            break;
+        }
+        c.status_round();
+    }
+    assert_eq!(c.replicas[3].last_executed(), ahead);
+    assert_eq!(c.replicas[3].state_transfer_progress(), None);
+    assert_eq!(c.replicas[3].ledger().digest(), c.replicas[0].ledger().digest());
+    assert_eq!(c.replicas[3].stats().rejected.get("state_chunk_refused"), Some(&1));
 }
 
 /// Regression (simulation seeds that stalled): a view change right after a reconfiguration. A stayer and the added
@@ -938,6 +1079,7 @@ fn a_peer_claiming_absurd_progress_does_not_break_a_replica() {
         last_executed: u64::MAX,
         stable_seq: u64::MAX,
         suspects: true,
+        fetching: None,
     };
     for _ in 0..3 {
         c.now += 1000;
@@ -1007,6 +1149,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                         last_executed,
                         stable_seq,
                         suspects: txs_len == 1,
+                        fetching: None,
                     };
                     Message::Status(Signed::new(from, status, key))
                 }

@@ -114,7 +114,7 @@ impl LocalPlatform {
             listen,
             metrics_listen,
             allow_fault_injection: self.spec.fault_drills.allowed,
-            max_message_bytes: 16 << 20,
+            max_message_bytes: bft_replica::messages::MAX_MESSAGE_BYTES,
             admin_key: state.admin_key.clone(),
         })
     }

@@ -48,6 +48,8 @@ pub fn member(cluster: &Cluster, m: &MemberWorkload) -> StatefulSet {
             spec.protocol.view_change_timeout_ms.to_string(),
         ),
         env("BFT_CHECKPOINT_INTERVAL", spec.protocol.checkpoint_interval.to_string()),
+        // Always the pair, as `params()` derives it: the replica never has to guess one from the other.
+        env("BFT_LOG_WINDOW", spec.params().log_window.to_string()),
         env(
             "BFT_MAX_CONCURRENT_REQUESTS",
             spec.protocol.max_concurrent_requests.to_string(),
@@ -210,6 +212,72 @@ mod tests {
         assert!(env.contains(&("BFT_VIEW_CHANGE_TIMEOUT_MS".into(), "5000".into())));
         assert!(env.contains(&("BFT_ALLOW_FAULT_INJECTION".into(), "false".into())));
         assert_eq!(s.service_name.as_deref(), Some("drill-peers"));
+    }
+
+    /// Regression: the schema accepted checkpointInterval up to 1,000,000 while the replica refused any above 100
+    /// (its log window stayed at the default 200 < 2 x interval), so such a cluster crash-looped every pod. Every
+    /// extreme the spec accepts must give a replica parameters it starts with, read from the pod's environment the
+    /// way `bft-replica` reads it (its flags' variables into `params`, whatever is left out defaulted).
+    #[test]
+    fn every_protocol_setting_the_spec_accepts_starts_a_replica() {
+        use crate::crd::bounds::*;
+        // The variables `bft-replica` reads into its parameters.
+        let variables = [
+            ("BFT_VIEW_CHANGE_TIMEOUT_MS", "view_change_timeout_ms"),
+            ("BFT_CHECKPOINT_INTERVAL", "checkpoint_interval"),
+            ("BFT_LOG_WINDOW", "log_window"),
+            ("BFT_MAX_CONCURRENT_REQUESTS", "max_concurrent_requests"),
+            ("BFT_MAX_BATCH_SIZE", "max_batch_size"),
+            ("BFT_QUARANTINE_DURATION_MS", "quarantine_duration_ms"),
+        ];
+        let intervals = [CHECKPOINT_INTERVAL_MIN, 2, 100, 101, 5_000, CHECKPOINT_INTERVAL_MAX];
+        let windows = [
+            None,
+            Some(LOG_WINDOW_MIN),
+            Some(201),
+            Some(2_000_000),
+            Some(LOG_WINDOW_MAX),
+        ];
+        let (mut accepted, mut refused) = (0, 0);
+        for replicas in [REPLICAS_MIN, REPLICAS_MAX] {
+            for interval in intervals {
+                for window in windows {
+                    for timeout in [VIEW_CHANGE_TIMEOUT_MS_MIN, VIEW_CHANGE_TIMEOUT_MS_MAX] {
+                        for requests in [MAX_CONCURRENT_REQUESTS_MIN, MAX_CONCURRENT_REQUESTS_MAX] {
+                            for quarantine in [QUARANTINE_MS_MIN, QUARANTINE_MS_MAX] {
+                                let mut spec = spec(replicas);
+                                spec.protocol.checkpoint_interval = interval;
+                                spec.protocol.log_window = window;
+                                spec.protocol.view_change_timeout_ms = timeout;
+                                spec.protocol.max_concurrent_requests = requests;
+                                spec.detection.quarantine_duration_ms = quarantine;
+                                if spec.validate().is_err() {
+                                    refused += 1;
+                                    continue;
+                                }
+                                accepted += 1;
+                                let what = format!("{:?}", spec.protocol);
+                                assert_eq!(spec.params().validate(), Ok(()), "{what}");
+                                let sts = member(&cluster(&spec), &workload(1, false));
+                                let pod = sts.spec.unwrap().template.spec.unwrap();
+                                let mut params = json!({});
+                                for var in pod.containers[0].env.iter().flatten() {
+                                    if let Some((_, key)) = variables.iter().find(|(name, _)| *name == var.name) {
+                                        let value: u64 = var.value.as_deref().unwrap().parse().unwrap();
+                                        params[*key] = value.into();
+                                    }
+                                }
+                                let read: bft_replica::Params = serde_json::from_value(params).unwrap();
+                                assert_eq!(read, spec.params(), "{what}");
+                                assert_eq!(read.validate(), Ok(()), "{what}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Only windows below twice the interval are refused, and the test saw both kinds.
+        assert!(accepted > 0 && refused > 0, "{accepted} accepted, {refused} refused");
     }
 
     #[test]

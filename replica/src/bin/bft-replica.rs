@@ -47,6 +47,10 @@ struct Args {
     view_change_timeout_ms: Option<u64>,
     #[arg(long, env = "BFT_CHECKPOINT_INTERVAL")]
     checkpoint_interval: Option<u64>,
+    /// How far above the stable checkpoint sequence numbers may be assigned; at least twice the checkpoint
+    /// interval. Left out (here and in the file), it is twice the checkpoint interval.
+    #[arg(long, env = "BFT_LOG_WINDOW")]
+    log_window: Option<u64>,
     #[arg(long, env = "BFT_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: Option<u64>,
     #[arg(long, env = "BFT_MAX_BATCH_SIZE")]
@@ -63,6 +67,13 @@ struct Args {
 impl Args {
     /// The configuration file's settings with the flags' on top.
     fn config(&self) -> Result<NodeConfig, NodeError> {
+        let config = self.config_value()?;
+        let source = self.config.clone().unwrap_or_else(|| "flags and environment".into());
+        serde_json::from_value(config).map_err(|error| NodeError::Parse { path: source, error })
+    }
+
+    /// The configuration as JSON, before it is read as a whole.
+    fn config_value(&self) -> Result<Value, NodeError> {
         // The file as JSON, flags on top, then one check of the whole: a file may leave out what flags give.
         let mut config: Value = match &self.config {
             Some(path) => node::read_json(path)?,
@@ -83,12 +94,15 @@ impl Args {
         set("metrics_listen", self.metrics_listen.map(|a| json!(a)));
         set("allow_fault_injection", self.allow_fault_injection.map(Value::from));
         set("admin_key", self.admin_key.clone().map(Value::from));
+        // Only what the file or a flag gives: whatever is left out takes its default when the whole is read, the log
+        // window following the checkpoint interval (filling in the defaults here would pin it at the default's).
         if !config["params"].is_object() {
-            config["params"] = serde_json::to_value(bft_replica::Params::default()).expect("serialisable");
+            config["params"] = json!({});
         }
         for (key, value) in [
             ("view_change_timeout_ms", self.view_change_timeout_ms),
             ("checkpoint_interval", self.checkpoint_interval),
+            ("log_window", self.log_window),
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("max_batch_size", self.max_batch_size),
             ("quarantine_duration_ms", self.quarantine_duration_ms),
@@ -97,8 +111,7 @@ impl Args {
                 config["params"][key] = value.into();
             }
         }
-        let source = self.config.clone().unwrap_or_else(|| "flags and environment".into());
-        serde_json::from_value(config).map_err(|error| NodeError::Parse { path: source, error })
+        Ok(config)
     }
 }
 
@@ -138,5 +151,42 @@ fn main() -> ExitCode {
             eprintln!("bft-replica: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(flags: &[&str]) -> bft_replica::Params {
+        let base = [
+            "bft-replica",
+            "--id",
+            "1",
+            "--key-file",
+            "k",
+            "--data-dir",
+            "d",
+            "--listen",
+            "127.0.0.1:1",
+        ];
+        let args = Args::try_parse_from(base.iter().chain(flags)).unwrap();
+        let mut config = args.config_value().unwrap();
+        // The membership and genesis come from files; the parameters are all this test is about.
+        config["members"] = json!([]);
+        config["genesis"] = json!([]);
+        serde_json::from_value::<NodeConfig>(config).unwrap().params
+    }
+
+    #[test]
+    fn a_checkpoint_interval_alone_gives_a_valid_log_window() {
+        // Regression: the defaults filled in before the flags pinned the log window at 200, so any interval above
+        // 100 made every replica refuse to start.
+        let p = params(&["--checkpoint-interval", "5000"]);
+        assert_eq!((p.checkpoint_interval, p.log_window), (5000, 10_000));
+        assert_eq!(p.validate(), Ok(()));
+        let p = params(&["--checkpoint-interval", "5000", "--log-window", "30000"]);
+        assert_eq!((p.log_window, p.validate()), (30_000, Ok(())));
+        assert_eq!(params(&[]), bft_replica::Params::default());
     }
 }
