@@ -275,7 +275,9 @@ impl Replica {
             {
                 self.send(peer, Message::ViewChange(vc.clone()));
             }
-        } else if s.view < self.view || (s.view == self.view && !s.view_active) {
+        } else if s.view < self.view || !s.view_active {
+            // Behind, or changing views (possibly past this one, having given up on its NEW-VIEW just before it
+            // arrived): the NEW-VIEW of the view this replica works in.
             if let Some(nv) = self.new_view.clone().filter(|nv| nv.body.view == self.view) {
                 self.send(peer, Message::NewView(nv));
             }

@@ -888,6 +888,7 @@ impl Replica {
     /// Prepared: the PRE-PREPARE and a quorum minus one of matching PREPAREs from other members.
     fn check_prepared(&mut self, seq: Seq) {
         let quorum = self.membership.quorum();
+        let commits_withheld = self.left_for_a_later_view();
         let Some(slot) = self.log.get_mut(&seq) else {
             return;
         };
@@ -915,6 +916,11 @@ impl Replica {
         };
         slot.prepared = Some(cert.clone());
         slot.prepared_in_view = true;
+        if commits_withheld {
+            self.out.push(Output::Persist(Entry::Prepared(cert)));
+            self.check_committed(seq);
+            return;
+        }
         let commit = Signed::new(
             self.id,
             Commit {
@@ -1107,7 +1113,19 @@ impl Replica {
         for votes in self.checkpoint_votes.values_mut() {
             votes.retain(|id, _| membership.contains(*id));
         }
-        self.view_changes.retain(|id, _| membership.contains(*id));
+        // VIEW-CHANGEs were checked against the old membership and may rest on certificates the new one refuses (a
+        // removed member's votes, another primary for a view): a NEW-VIEW built on one would be refused. Forget them:
+        // members send theirs again in answer to STATUS, and this replica, if it is changing views, signs a fresh
+        // one once the new membership can check it (`send_held_view_change`). Only its own VIEW-CHANGE for a later
+        // view stays while it works in this one, as the reason it still withholds COMMITs (`left_for_a_later_view`).
+        let withholding = self
+            .view_changes
+            .remove(&self.id)
+            .filter(|vc| self.view_active && vc.body.new_view > self.view);
+        self.view_changes.clear();
+        if let Some(vc) = withholding {
+            self.view_changes.insert(self.id, vc);
+        }
         self.suspicions.retain(|id, _| membership.contains(*id));
         self.deferred.clear();
         // Operations of the old epoch that would now be refused (a reconfiguration already applied) no longer wait.

@@ -138,6 +138,16 @@ impl Replica {
         self.stable.seq >= self.governance.epoch_started_at.unwrap_or(0)
     }
 
+    /// Whether this replica has a VIEW-CHANGE out for a view above the one it is in: it went back to a NEW-VIEW
+    /// that arrived after it had given up on it. That VIEW-CHANGE may still go into a later NEW-VIEW without what
+    /// this replica prepares now, so until it moves past it, it sends no COMMIT: no batch that commits counts on
+    /// it, and every commit quorum keeps an honest member whose VIEW-CHANGE is current. Its PREPAREs still help.
+    pub(crate) fn left_for_a_later_view(&self) -> bool {
+        self.view_changes
+            .get(&self.id)
+            .is_some_and(|vc| vc.body.new_view > self.view)
+    }
+
     /// Whether this replica is changing views and has not sent its VIEW-CHANGE for the view it changes to.
     fn view_change_unsent(&self) -> bool {
         !self.view_active
@@ -279,7 +289,17 @@ impl Replica {
 
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) -> Result<(), Rejection> {
         let view = nv.body.view;
-        if view < self.view || (view == self.view && self.view_active) {
+        // A replica that left this view, or gave up waiting for its NEW-VIEW, with F+1 suspicions may find that the
+        // others stayed (the request committed after all, the NEW-VIEW arrived just after): it goes back, as a
+        // member that prepares but does not commit (`left_for_a_later_view`). Never the view's own primary, whose
+        // NEW-VIEW fixes what it proposed, and only that view's primary in this epoch: a NEW-VIEW from before a
+        // reconfiguration may name another primary for the same view number.
+        let overtaken = !self.view_active
+            && view < self.view
+            && view >= self.last_active_view
+            && self.membership.primary(view) == nv.from
+            && nv.from != self.id;
+        if !overtaken && (view < self.view || (view == self.view && self.view_active)) {
             return Err(Rejection::WrongView {
                 got: view,
                 current: self.view,
@@ -440,12 +460,18 @@ impl Replica {
         before != self.suspicions.get(&peer).copied()
     }
 
-    /// F+1 members that suspect the primary of the current view (in the state this replica is in) or have already
-    /// left it for a higher one include an honest one: move to the next view. (Suspicions from members still
-    /// changing to a view that is active here are answered with its NEW-VIEW instead, and suspicions from an active
-    /// view do not count while it installs.) Counting those that left matters: once some members moved on, the
-    /// suspicions they had of this view are no longer in their STATUS, and the rest must still be able to follow.
+    /// A replica that suspects the primary of its view itself, with F more members that suspect it too (in the
+    /// same state) or have already left it for a higher view, moves to the next view: F+1 include an honest one.
+    /// (Suspicions from members still changing to a view that is active here are answered with its NEW-VIEW
+    /// instead, and suspicions from an active view do not count while it installs.) Counting those that left
+    /// matters: once some members moved on, the suspicions they had of this view are no longer in their STATUS,
+    /// and the rest must still be able to follow. Others' suspicions alone move no one: a suspicion is withdrawn
+    /// when the request commits after all, and a member that left on the word of others who then stayed would be
+    /// stranded; F+1 VIEW-CHANGEs (`on_view_change`) are what bring along a member that suspects nothing.
     pub(crate) fn check_suspicions(&mut self) {
+        if !self.suspects() {
+            return;
+        }
         let here = (self.view, self.view_active);
         let suspecting = self
             .membership
@@ -457,10 +483,10 @@ impl Replica {
             })
             .count();
         if suspecting > self.membership.f() {
-            let reason = match (self.view_active, self.suspects()) {
-                (true, true) => ViewChangeReason::RequestTimeout,
-                (false, true) => ViewChangeReason::NewViewTimeout,
-                (_, false) => ViewChangeReason::JoinedPeers,
+            let reason = if self.view_active {
+                ViewChangeReason::RequestTimeout
+            } else {
+                ViewChangeReason::NewViewTimeout
             };
             self.start_view_change(self.view + 1, reason);
         }
