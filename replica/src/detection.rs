@@ -21,17 +21,26 @@ use crate::verify::Rejection;
 /// How often one member's misbehaviour of one kind is put to consensus again while it goes on.
 pub const REPORT_INTERVAL_MS: u64 = 2_000;
 
-/// Whether a member's authenticated stream may carry `message`: only what it signed itself, but for a committed
-/// batch, whose proof stands whoever relays it. What a stream carries in another's name is refused before it is
-/// verified, so a bad signature in the sender's name is the peer's own doing: what makes it worth an accusation.
+/// Whether a member's authenticated stream may carry `message`: only what it signed itself, but for the messages
+/// whose proof stands whoever relays them (`relayable`). What a stream carries in another's name is refused before
+/// it is verified, so a bad signature in the sender's name is the peer's own doing: what makes it worth an
+/// accusation.
 pub fn may_carry(peer: ReplicaId, message: &Message) -> bool {
-    message.sender() == peer || matches!(message, Message::Committed(_))
+    message.sender() == peer || relayable(message.kind())
+}
+
+/// A committed batch (the PRE-PREPARE and a quorum of COMMITs) and a NEW-VIEW (its primary's signature over a
+/// quorum of VIEW-CHANGEs) prove themselves, so any member may pass them on: a replica that fell behind learns the
+/// batches, and the view the cluster works in, from whoever answers its STATUS, even when the primary that made
+/// the NEW-VIEW has failed since. A bad signature in one accuses nobody but on its signer's own stream.
+fn relayable(kind: &str) -> bool {
+    matches!(kind, "committed" | "new_view")
 }
 
 /// Where a peer's message was refused, and what is left of it there.
 pub enum Refusal<'a> {
-    /// By the stateless verifier, which hands the message back whole.
-    Verification(Message),
+    /// By the stateless verifier, which hands the message back whole, with the member whose stream carried it.
+    Verification { message: Message, carrier: ReplicaId },
     /// By the core, which consumed the message: its header (`Evidence::header`), and the core, which knows what
     /// the sender signed before for the slot.
     Core {
@@ -51,10 +60,19 @@ pub fn observation_of_refusal(
     rejection: &Rejection,
     refusal: Refusal<'_>,
 ) -> Option<Observation> {
+    // A relayed message's own signature may have been spoiled by the relay: only its signer's stream makes it theirs.
+    let own_stream = match &refusal {
+        Refusal::Verification { carrier, .. } => *carrier == summary.sender,
+        Refusal::Core { .. } => false,
+    };
     let proof = match (rejection, refusal) {
-        (Rejection::ConflictingTransfers, Refusal::Verification(Message::PrePrepare(proposal))) => {
-            Some(Evidence::DoubleSpend { proposal })
-        }
+        (
+            Rejection::ConflictingTransfers,
+            Refusal::Verification {
+                message: Message::PrePrepare(proposal),
+                ..
+            },
+        ) => Some(Evidence::DoubleSpend { proposal }),
         (
             Rejection::Equivocation,
             Refusal::Core {
@@ -69,11 +87,15 @@ pub fn observation_of_refusal(
     }
     let (fault, expected, received) = match rejection {
         // Only the message's own signature: one inside a certificate may have been spoiled by whoever relayed it.
-        Rejection::BadSignature { from, .. } if *from == summary.sender && summary.kind != "committed" => (
-            FaultType::SignatureMismatch,
-            "a valid Ed25519 signature by the sender",
-            "a signature that does not verify",
-        ),
+        Rejection::BadSignature { from, .. }
+            if *from == summary.sender && own_stream && summary.kind != "committed" =>
+        {
+            (
+                FaultType::SignatureMismatch,
+                "a valid Ed25519 signature by the sender",
+                "a signature that does not verify",
+            )
+        }
         Rejection::ConflictingTransfers => (
             FaultType::DoubleSpend,
             "each account's funds spent once",
@@ -278,7 +300,7 @@ mod tests {
     use super::*;
     use crate::config::{Config, Membership, Params};
     use crate::crypto::Digest;
-    use crate::messages::{Member, Prepare};
+    use crate::messages::{Member, NewView, Prepare};
 
     fn keys() -> Vec<KeyPair> {
         (1..=5u8).map(|i| KeyPair::from_secret([i; 32])).collect()
@@ -319,7 +341,8 @@ mod tests {
             kind: summary.kind,
             from: signer,
         };
-        observation_of_refusal(&summary, &rejection, Refusal::Verification(message))
+        let carrier = message.sender();
+        observation_of_refusal(&summary, &rejection, Refusal::Verification { message, carrier })
     }
 
     fn accused(detected: &Detected) -> Option<(ReplicaId, u64, u64)> {
@@ -340,8 +363,41 @@ mod tests {
         // A signature by another member inside what the sender relays: not the sender's doing.
         assert_eq!(bad_signature(3, prepare(2)), None);
         let summary = MessageSummary::of(&prepare(2));
-        let duplicate = observation_of_refusal(&summary, &Rejection::Duplicate, Refusal::Verification(prepare(2)));
+        let refusal = Refusal::Verification {
+            message: prepare(2),
+            carrier: 2,
+        };
+        let duplicate = observation_of_refusal(&summary, &Rejection::Duplicate, refusal);
         assert_eq!(duplicate, None, "an honest member sends duplicates too");
+    }
+
+    /// A NEW-VIEW proves itself, so any member may pass it on (a replica that fell behind learns the cluster's view
+    /// even when its primary has failed since; the simulator saw a new member stranded in view 0 for want of it).
+    /// Then a bad signature in it may be the relay's doing: it accuses nobody, not even the primary it names.
+    #[test]
+    fn a_new_view_may_be_relayed_and_a_bad_signature_in_it_accuses_nobody() {
+        let new_view = NewView {
+            view: 1,
+            view_changes: Vec::new(),
+            pre_prepares: Vec::new(),
+        };
+        let relayed = Message::NewView(Signed::new(2, new_view, &keys()[1]));
+        assert!(may_carry(3, &relayed) && may_carry(2, &relayed));
+        assert!(!may_carry(3, &prepare(2)), "a vote travels only on its signer's stream");
+        let summary = MessageSummary::of(&relayed);
+        let rejection = Rejection::BadSignature {
+            kind: summary.kind,
+            from: 2,
+        };
+        let carried_by = |carrier| {
+            let refusal = Refusal::Verification {
+                message: relayed.clone(),
+                carrier,
+            };
+            observation_of_refusal(&summary, &rejection, refusal).map(|o| (o.member, o.fault))
+        };
+        assert_eq!(carried_by(3), None, "relayed: the relay may have spoiled it");
+        assert_eq!(carried_by(2), Some((2, FaultType::SignatureMismatch)));
     }
 
     #[test]

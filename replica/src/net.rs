@@ -251,7 +251,7 @@ impl ReplicaRpc for Service {
                         .inc();
                     verifier.message_or_back(message).map_err(|refused| {
                         let (rejection, message) = *refused;
-                        let refusal = crate::detection::Refusal::Verification(message);
+                        let refusal = crate::detection::Refusal::Verification { message, carrier: peer };
                         if let Some(observation) =
                             crate::detection::observation_of_refusal(&summary, &rejection, refusal)
                         {

@@ -216,6 +216,9 @@ pub struct Replica {
     pub(crate) new_view: Option<Signed<NewView>>,
     /// The latest VIEW-CHANGE from each member (this one included).
     pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
+    /// The highest view this replica ever sent a VIEW-CHANGE for (0: none). Signed and out, it may go into that
+    /// view's NEW-VIEW whatever this replica does since (`left_for_a_later_view`).
+    pub(crate) highest_view_change_sent: View,
     /// View changes since something last executed; the timeout doubles with each.
     pub(crate) failed_views: u32,
     /// For each member (this one included), the view whose primary it said, in its latest STATUS, it suspects, and
@@ -310,6 +313,7 @@ impl Replica {
             view_change_started_ms: None,
             new_view: durable.new_view.clone(),
             view_changes: BTreeMap::new(),
+            highest_view_change_sent: 0,
             failed_views: 0,
             suspicions: BTreeMap::new(),
             ledger,
@@ -350,6 +354,7 @@ impl Replica {
         }
         if let Some(vc) = &durable.view_change {
             self.view_changes.insert(self.id, vc.clone());
+            self.highest_view_change_sent = vc.body.new_view;
         }
         if let Some(nv) = &durable.new_view {
             let (_, entries) = crate::view_change::derive_new_view(&nv.body.view_changes);
@@ -977,7 +982,9 @@ impl Replica {
             .extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
         self.proposed
             .extend(cert.pre_prepare.body.ops.iter().map(|op| op.digest()));
+        let view = cert.pre_prepare.body.view;
         slot.committed = Some(cert);
+        self.return_to_view(view);
         self.try_execute();
         Ok(())
     }
@@ -1114,18 +1121,11 @@ impl Replica {
             votes.retain(|id, _| membership.contains(*id));
         }
         // VIEW-CHANGEs were checked against the old membership and may rest on certificates the new one refuses (a
-        // removed member's votes, another primary for a view): a NEW-VIEW built on one would be refused. Forget them:
-        // members send theirs again in answer to STATUS, and this replica, if it is changing views, signs a fresh
-        // one once the new membership can check it (`send_held_view_change`). Only its own VIEW-CHANGE for a later
-        // view stays while it works in this one, as the reason it still withholds COMMITs (`left_for_a_later_view`).
-        let withholding = self
-            .view_changes
-            .remove(&self.id)
-            .filter(|vc| self.view_active && vc.body.new_view > self.view);
+        // removed member's votes, another primary for a view): a NEW-VIEW built on one would be refused (the
+        // simulator saw the honest members split 4 to 2 for good). Forget them: members send theirs again in
+        // answer to STATUS, and this replica, if it is changing views, signs a fresh one once the new membership
+        // can check it (`send_held_view_change`). What it sent before still counts for `left_for_a_later_view`.
         self.view_changes.clear();
-        if let Some(vc) = withholding {
-            self.view_changes.insert(self.id, vc);
-        }
         self.suspicions.retain(|id, _| membership.contains(*id));
         self.deferred.clear();
         // Operations of the old epoch that would now be refused (a reconfiguration already applied) no longer wait.

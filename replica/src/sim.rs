@@ -741,7 +741,7 @@ impl Sim {
                     Ok(v) => Input::Message(v),
                     Err(refused) => {
                         let (rejection, message) = *refused;
-                        let refusal = Refusal::Verification(message);
+                        let refusal = Refusal::Verification { message, carrier: from };
                         if self.is_honest(index)
                             && let Some(observation) = observation_of_refusal(&summary, &rejection, refusal)
                         {

@@ -890,7 +890,8 @@ mod tests {
     fn refuse(verifier: &mut Verifier, message: Message) -> (Rejection, Option<Observation>) {
         let summary = MessageSummary::of(&message);
         let rejection = verifier.message(message.clone()).unwrap_err();
-        let refusal = crate::detection::Refusal::Verification(message);
+        let carrier = message.sender();
+        let refusal = crate::detection::Refusal::Verification { message, carrier };
         let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
         (rejection, observation)
     }

@@ -143,9 +143,7 @@ impl Replica {
     /// this replica prepares now, so until it moves past it, it sends no COMMIT: no batch that commits counts on
     /// it, and every commit quorum keeps an honest member whose VIEW-CHANGE is current. Its PREPAREs still help.
     pub(crate) fn left_for_a_later_view(&self) -> bool {
-        self.view_changes
-            .get(&self.id)
-            .is_some_and(|vc| vc.body.new_view > self.view)
+        self.highest_view_change_sent > self.view
     }
 
     /// Whether this replica is changing views and has not sent its VIEW-CHANGE for the view it changes to.
@@ -185,6 +183,7 @@ impl Replica {
             prepared,
         });
         self.view_changes.insert(self.id, vc.clone());
+        self.highest_view_change_sent = self.highest_view_change_sent.max(new_view);
         self.persist_and_broadcast(Message::ViewChange(vc));
     }
 
@@ -381,6 +380,41 @@ impl Replica {
         }
         self.try_execute();
         self.try_propose();
+    }
+
+    /// A replica that left the view it was working in (its own suspicion and F others') learns that the view
+    /// still commits: a batch it had not executed committed there after all. Unless F+1 others left that view
+    /// too (the cluster is moving on, and it follows them), it goes back, as a member that prepares but sends no
+    /// COMMIT while its VIEW-CHANGE is out (`left_for_a_later_view`). View 0 has no NEW-VIEW to return with, and
+    /// a later view's NEW-VIEW may never be sent again: this is how such a replica rejoins.
+    pub(crate) fn return_to_view(&mut self, view: View) {
+        if self.view_active
+            || view != self.last_active_view
+            || view >= self.view
+            || self.membership.primary(view) == self.id
+            || (view > 0 && self.new_view.as_ref().is_none_or(|nv| nv.body.view != view))
+        {
+            return;
+        }
+        let moving_on = self
+            .view_changes
+            .iter()
+            .filter(|(from, vc)| **from != self.id && vc.body.new_view > view)
+            .count();
+        if moving_on > self.membership.f() {
+            return;
+        }
+        self.view = view;
+        self.view_active = true;
+        self.view_started_ms = self.now_ms;
+        self.view_change_started_ms = None;
+        self.suspicions.remove(&self.id);
+        if self.pending.is_empty() {
+            self.timer_armed = false;
+            self.timer_generation += 1;
+        } else {
+            self.arm_progress_timer();
+        }
     }
 
     /// A progress timer fired. Stale generations are ignored.

@@ -39,6 +39,8 @@ struct Cluster {
     wire_limit: Option<usize>,
     /// What the wire refused.
     wire_refusals: Vec<DecodeError>,
+    /// The kind of every message each member sent to its peers (whether the network then carried it or not).
+    sent: Vec<(ReplicaId, &'static str)>,
 }
 
 fn params() -> Params {
@@ -108,6 +110,7 @@ impl Cluster {
             now: 0,
             wire_limit: None,
             wire_refusals: Vec::new(),
+            sent: Vec::new(),
         };
         for id in 1..=n {
             let replica = Replica::new(cluster.config_for(id), cluster.keys[id as usize - 1].clone()).unwrap();
@@ -179,11 +182,13 @@ impl Cluster {
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
+                    self.sent.push((id, message.kind()));
                     if !self.muted.contains(&id) && !self.cut.contains(&id) {
                         self.network.push_back((to, message));
                     }
                 }
                 Output::Broadcast(message) => {
+                    self.sent.push((id, message.kind()));
                     if !self.muted.contains(&id) && !self.cut.contains(&id) {
                         for to in 1..=self.replicas.len() as ReplicaId {
                             if to != id {
@@ -455,7 +460,7 @@ fn a_cut_off_replica_never_changes_views_alone_and_votes_as_soon_as_it_is_back()
 /// be Byzantine), and others' suspicions alone move no one: a suspicion is withdrawn once the request commits, and
 /// a member that left on the word of others who then stayed would be stranded.
 #[test]
-fn a_suspicion_needs_f_more_and_others_suspicions_alone_move_no_one() {
+fn a_suspicion_needs_f_more_others_alone_move_no_one_and_a_replica_that_left_comes_back() {
     let mut c = Cluster::new(4, params());
     let suspicion = |c: &Cluster, from: ReplicaId| {
         let status = Status {
@@ -486,6 +491,26 @@ fn a_suspicion_needs_f_more_and_others_suspicions_alone_move_no_one() {
     // Replica 3 heard both suspicions (replica 2's own, and 4's) but suspects nothing itself: it stays.
     let r3 = &c.replicas[2];
     assert_eq!((r3.view(), r3.view_active()), (0, true), "{}", r3.describe());
+
+    // View 0 goes on committing without replica 2 (its primary is heard again). View 0 has no NEW-VIEW to go
+    // back with; the batches that commit there bring replica 2 back into it (once stranded in view 1 for good).
+    c.muted.clear();
+    c.submit(c.transfer(2, 3, 1, 1));
+    c.settle();
+    c.status_round();
+    let (r1, r2) = (&c.replicas[0], &c.replicas[1]);
+    assert_eq!((r2.view(), r2.view_active()), (0, true), "{}", r2.describe());
+    assert_eq!(r2.last_executed(), r1.last_executed());
+    // Back, it prepares but sends no COMMIT while its VIEW-CHANGE for view 1 is out: that VIEW-CHANGE may yet go
+    // into a NEW-VIEW without what it prepares now, so no commit quorum may count on it.
+    c.sent.clear();
+    let tx = c.transfer(3, 2, 1, 1);
+    c.submit(tx);
+    c.settle();
+    assert!(c.outcome_from(1, &tx).is_some(), "the cluster commits without its vote");
+    let sent_by_2 = |kind| c.sent.iter().filter(|(id, k)| *id == 2 && *k == kind).count();
+    assert_eq!((sent_by_2("commit"), sent_by_2("prepare")), (0, 1));
+    assert!(c.sent.iter().any(|(id, k)| *id != 2 && *k == "commit"));
 }
 
 /// The reply to a retransmission of a payer's last transfer, by a replica that learnt it from a state transfer,

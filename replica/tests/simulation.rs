@@ -167,6 +167,24 @@ fn a_reconfiguration_in_the_middle_of_load() {
     }
 }
 
+/// Seeds of the sweeps beyond the suite's ranges that once failed, each a defect fixed since: a replica stranded
+/// in a view the others had left again (N = 4, all honest, 2074 and 2177); a new member that could not learn the
+/// cluster's view because only a removed primary could send its NEW-VIEW (N = 7, 1157); VIEW-CHANGEs signed before
+/// an epoch that the new membership refused, splitting the honest members 4 to 2 (N = 7, 25, also in the range
+/// above).
+#[test]
+fn seeds_that_once_failed_the_sweeps() {
+    let outcomes: Vec<Outcome> = [(4, 0, 2074), (4, 0, 2177), (7, 2, 1157), (7, 2, 25)]
+        .into_iter()
+        .map(|(replicas, byzantine, seed)| {
+            let mut config = SimConfig::new(seed, replicas, byzantine);
+            config.reconfigure = true;
+            sim::run(config)
+        })
+        .collect();
+    assert_all_ok(&outcomes);
+}
+
 /// The simulator runs the detection policy the process ships (`bft_replica::detection`): a member corrupting its
 /// signatures is accused by honest replicas through it, and only that member is; the runs stay safe and live.
 #[test]
