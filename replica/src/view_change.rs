@@ -290,12 +290,15 @@ impl Replica {
         let view = nv.body.view;
         // A replica that left this view, or gave up waiting for its NEW-VIEW, with F+1 suspicions may find that the
         // others stayed (the request committed after all, the NEW-VIEW arrived just after): it goes back, as a
-        // member that prepares but does not commit (`left_for_a_later_view`). Never the view's own primary, whose
-        // NEW-VIEW fixes what it proposed, and only that view's primary in this epoch: a NEW-VIEW from before a
-        // reconfiguration may name another primary for the same view number.
+        // member that prepares but does not commit (`left_for_a_later_view`). Not when F+1 others left it too:
+        // then the cluster is moving on and the NEW-VIEW is only late news (a member still there relays it, and
+        // going back each time would keep the cluster from ever giving up on a silent primary). Never the view's
+        // own primary, whose NEW-VIEW fixes what it proposed, and only that view's primary in this epoch: a
+        // NEW-VIEW from before a reconfiguration may name another primary for the same view number.
         let overtaken = !self.view_active
             && view < self.view
             && view >= self.last_active_view
+            && self.others_left(view) <= self.membership.f()
             && self.membership.primary(view) == nv.from
             && nv.from != self.id;
         if !overtaken && (view < self.view || (view == self.view && self.view_active)) {
@@ -396,12 +399,7 @@ impl Replica {
         {
             return;
         }
-        let moving_on = self
-            .view_changes
-            .iter()
-            .filter(|(from, vc)| **from != self.id && vc.body.new_view > view)
-            .count();
-        if moving_on > self.membership.f() {
+        if self.others_left(view) > self.membership.f() {
             return;
         }
         self.view = view;
@@ -415,6 +413,14 @@ impl Replica {
         } else {
             self.arm_progress_timer();
         }
+    }
+
+    /// How many other members have sent a VIEW-CHANGE for a view above `view`.
+    fn others_left(&self, view: View) -> usize {
+        self.view_changes
+            .iter()
+            .filter(|(from, vc)| **from != self.id && vc.body.new_view > view)
+            .count()
     }
 
     /// A progress timer fired. Stale generations are ignored.

@@ -171,10 +171,21 @@ fn a_reconfiguration_in_the_middle_of_load() {
 /// in a view the others had left again (N = 4, all honest, 2074 and 2177); a new member that could not learn the
 /// cluster's view because only a removed primary could send its NEW-VIEW (N = 7, 1157); VIEW-CHANGEs signed before
 /// an epoch that the new membership refused, splitting the honest members 4 to 2 (N = 7, 25, also in the range
-/// above).
+/// above); members changing to the view of a silent primary that went back, again and again, to the view before
+/// on a NEW-VIEW a lagging member relayed (N = 7, 1154, 7132, 7174, 7192).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
-    let outcomes: Vec<Outcome> = [(4, 0, 2074), (4, 0, 2177), (7, 2, 1157), (7, 2, 25)]
+    let seeds = [
+        (4, 0, 2074),
+        (4, 0, 2177),
+        (7, 2, 1157),
+        (7, 2, 25),
+        (7, 2, 1154),
+        (7, 2, 7132),
+        (7, 2, 7174),
+        (7, 2, 7192),
+    ];
+    let outcomes: Vec<Outcome> = seeds
         .into_iter()
         .map(|(replicas, byzantine, seed)| {
             let mut config = SimConfig::new(seed, replicas, byzantine);
