@@ -318,6 +318,11 @@ pub struct Sim {
     healed: bool,
     /// Since when each honest member has been outside the view most honest members are active in, once healed.
     lagging: BTreeMap<ReplicaId, u64>,
+    /// Every COMMIT any member signed and sent (honest or not, delivered or not), by view, sequence and digest:
+    /// once a quorum of them exists, a commit certificate can be formed, whoever collects it.
+    commit_votes: HashMap<(View, Seq, Digest), BTreeSet<ReplicaId>>,
+    /// The digest and view of the first commit certificate that could be formed at each sequence.
+    certified: BTreeMap<Seq, (Digest, View)>,
     /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
     removed: Option<ReplicaId>,
     outcome: Outcome,
@@ -473,6 +478,8 @@ impl Sim {
             partition: None,
             healed: false,
             lagging: BTreeMap::new(),
+            commit_votes: HashMap::new(),
+            certified: BTreeMap::new(),
             removed: None,
             outcome,
             trace: sha2::Sha256::default(),
@@ -850,6 +857,9 @@ impl Sim {
                     if self.config.verbose {
                         eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
                     }
+                    if let (true, Event::NewViewInstalled { .. }) = (honest, &event) {
+                        self.check_new_view(index);
+                    }
                     if honest {
                         let now = self.now;
                         let r = &mut self.replicas[index];
@@ -968,8 +978,66 @@ impl Sim {
         };
         for (to, copy) in peers.into_iter().zip(copies) {
             if let Some(copy) = copy {
+                if let Message::Commit(vote) = &copy {
+                    self.count_commit_vote(index, vote);
+                }
                 self.network_send(id, to, Payload::Message(copy));
             }
+        }
+    }
+
+    /// Agreement of commit certificates across views, whenever made: no two quorums of COMMITs for different
+    /// batches at one sequence. Stronger than agreement on execution, which needs the replicas to execute.
+    fn count_commit_vote(&mut self, index: usize, vote: &Signed<Commit>) {
+        let Some(membership) = self.replicas[index].core.as_ref().map(|core| core.membership()) else {
+            return;
+        };
+        if !membership.contains(vote.from) {
+            return;
+        }
+        let quorum = membership.quorum();
+        let Commit { view, seq, digest } = vote.body;
+        let voters = self.commit_votes.entry((view, seq, digest)).or_default();
+        if !voters.insert(vote.from) || voters.len() != quorum {
+            return;
+        }
+        match self.certified.get(&seq).copied() {
+            None => {
+                self.certified.insert(seq, (digest, view));
+            }
+            Some((first, first_view)) if first != digest => self.violation(format!(
+                "agreement: commit certificates for {first:?} in view {first_view} and {digest:?} in view {view} \
+                 at sequence {seq}"
+            )),
+            Some(_) => {}
+        }
+    }
+
+    /// A NEW-VIEW an honest replica installs re-proposes every batch that may have committed in an earlier view
+    /// above its checkpoint, at the same sequence: the heart of the view change's safety.
+    fn check_new_view(&mut self, index: usize) {
+        let Some(nv) = self.replicas[index]
+            .core
+            .as_ref()
+            .and_then(|core| core.new_view.clone())
+        else {
+            return;
+        };
+        let (checkpoint, reproposals) = crate::view_change::derive_new_view(&nv.body.view_changes);
+        let reproposed: BTreeMap<Seq, Digest> = reproposals.iter().map(|r| (r.seq, r.digest)).collect();
+        let missing: Vec<String> = self
+            .certified
+            .range(checkpoint.seq + 1..)
+            .filter(|(_, (_, view))| *view < nv.body.view)
+            .filter(|(seq, (digest, _))| reproposed.get(seq) != Some(digest))
+            .map(|(seq, (digest, view))| format!("{digest:?} committed in view {view} at sequence {seq}"))
+            .collect();
+        for what in missing {
+            let id = self.replicas[index].id;
+            self.violation(format!(
+                "new view {} installed by replica {id} does not re-propose {what}",
+                nv.body.view
+            ));
         }
     }
 
