@@ -94,7 +94,7 @@ read_failure() {
 
 # A panic (a failed assertion in the core counts as caught) names where and why on the two lines it prints.
 panic_text() {
-    awk '/panicked at/ { sub(/.*panicked at /, ""); where = $0; getline; print "panic: " $0 " (" where ")"; found = 1; exit }
+    awk '/panicked at/ { sub(/.*panicked at /, ""); sub(/:$/, ""); where = $0; getline; print "panic: " $0 " (" where ")"; found = 1; exit }
          { last = $0 } END { if (!found) print last }' "$work/err"
 }
 
