@@ -21,6 +21,8 @@ EOF
 
 seeds=${MUTATION_SEEDS:-200}
 chunk=${MUTATION_CHUNK:-10}
+# The simulator's adversarial scenarios (bft-sim --scenario), tried on what random faults do not catch.
+scenarios=(competing-certificates)
 # A simulator run ends by simulated time, so only a hang in the core outlives this.
 chunk_timeout_s=${MUTATION_CHUNK_TIMEOUT_S:-600}
 baseline=1
@@ -73,9 +75,13 @@ fresh_tree() {
     git -C "$repo" worktree add --quiet --detach "$tree" HEAD
 }
 
-# Runs seeds FIRST..FIRST+COUNT-1 at the current size; bft-sim's text output goes to $work/out, stderr to $work/err.
+# Runs seeds FIRST..FIRST+COUNT-1 at the current size and mode (random faults with B Byzantine members and a
+# reconfiguration, or one of the simulator's adversarial scenarios on an honest cluster); bft-sim's text output
+# goes to $work/out, stderr to $work/err.
 run_seeds() {
-    timeout "$chunk_timeout_s" "$work/bft-sim" --replicas "$n" --byzantine "$b" --reconfigure \
+    local how=(--byzantine "$b" --reconfigure)
+    if [ "$mode" != random ]; then how=(--byzantine 0 --scenario "$mode"); fi
+    timeout "$chunk_timeout_s" "$work/bft-sim" --replicas "$n" "${how[@]}" \
         --first-seed "$1" --seeds "$2" >"$work/out" 2>"$work/err"
 }
 
@@ -131,7 +137,7 @@ hunt() {
 
 rows=()
 failed=0
-row() { rows+=("$(printf '%-30s %-3s %-7s %-7s %s' "$@")"); }
+row() { rows+=("$(printf '%-30s %-3s %-7s %-7s %-23s %s' "$@")"); }
 shorten() { if [ ${#1} -gt 110 ]; then echo "${1:0:107}..."; else echo "$1"; fi; }
 
 for name in "${mutations[@]}"; do
@@ -157,18 +163,22 @@ for name in "${mutations[@]}"; do
     for size in 4:1 7:2; do
         n=${size%:*} b=${size#*:}
         start=$SECONDS
-        hunt
+        # Random faults first; what they miss, each adversarial scenario in turn.
+        for mode in random "${scenarios[@]}"; do
+            hunt
+            if [ -n "$found_seed" ]; then break; fi
+        done
         if [ -z "$found_seed" ]; then
             echo "   N = $n: not caught in $seeds seeds ($((SECONDS - start)) s)" >&2
             if [ "$name" = none ]; then
-                row "$name" "$n" no - "(passes, as it must)"
+                row "$name" "$n" no - - "(passes, as it must)"
             else
-                row "$name" "$n" NO - -
+                row "$name" "$n" NO - - -
                 failed=1
             fi
         else
-            echo "   N = $n: caught at seed $found_seed ($((SECONDS - start)) s): $found_text" >&2
-            row "$name" "$n" yes "$found_seed" "$(shorten "$found_text")"
+            echo "   N = $n: caught at seed $found_seed of $mode ($((SECONDS - start)) s): $found_text" >&2
+            row "$name" "$n" yes "$found_seed" "$mode" "$(shorten "$found_text")"
             # The unmutated tree failing means the simulator (or HEAD) is broken, not that anything was caught.
             if [ "$name" = none ]; then failed=1; fi
         fi
@@ -176,7 +186,8 @@ for name in "${mutations[@]}"; do
 done
 
 echo
-printf '%-30s %-3s %-7s %-7s %s\n' mutation N caught seed "first violation or liveness failure"
+printf '%-30s %-3s %-7s %-7s %-23s %s\n' mutation N caught seed "caught by" "first violation or liveness failure"
 printf '%s\n' "${rows[@]}"
-echo "$seeds seeds per size (N = 4 with 1 Byzantine, N = 7 with 2, --reconfigure); total $((SECONDS / 60)) min $((SECONDS % 60)) s"
+echo "$seeds seeds per size and mode (random: N = 4 with 1 Byzantine, N = 7 with 2, --reconfigure; then each scenario:" \
+    "${scenarios[*]}); total $((SECONDS / 60)) min $((SECONDS % 60)) s"
 exit "$failed"

@@ -95,6 +95,52 @@ impl Behaviour {
     ];
 }
 
+/// Adversarial schedules, built to reach situations random delays and losses almost never do. Each runs on a
+/// calm network during the chaos window, with its own drops on top; delays (and Byzantine members, if any) are
+/// still drawn from the seed, and after the window the network is whole again and every transfer must complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Two different batches prepared for one sequence number in two views, then another view change: the
+    /// situation that exposes a NEW-VIEW re-proposing the wrong prepared certificate (the classic PBFT bug). In
+    /// view 0 only the primary of view 2 (the target) receives the PREPAREs, so it alone prepares, and no COMMIT
+    /// of view 0 arrives anywhere. While the others change to view 1 the target is cut off, so the new view knows
+    /// nothing of its certificates and its primary proposes other batches at the same numbers. Once a quorum
+    /// commits one of them, the primary of view 1 is cut off and the target let back: the view change to view 2
+    /// holds both certificates, and the target itself builds the NEW-VIEW.
+    CompetingCertificates,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 1] = [Scenario::CompetingCertificates];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::CompetingCertificates => "competing-certificates",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Scenario, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| format!("unknown scenario {name:?} (known: competing-certificates)"))
+    }
+}
+
+/// Where a scenario's schedule is (`Scenario::CompetingCertificates`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    TargetPreparesAlone,
+    TargetCutOff,
+    FirstPrimaryCutOff,
+    Over,
+}
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
@@ -119,6 +165,8 @@ pub struct SimConfig {
     /// In the middle of the load, the administrator replaces one member (a Byzantine one if any) by a new member
     /// N+1, through the protocol; the run is done only once the new member takes part.
     pub reconfigure: bool,
+    /// An adversarial schedule instead of random losses, partitions and crashes.
+    pub scenario: Option<Scenario>,
 }
 
 impl SimConfig {
@@ -149,6 +197,7 @@ impl SimConfig {
             pinned: Vec::new(),
             verbose: false,
             reconfigure: false,
+            scenario: None,
         }
     }
 }
@@ -180,6 +229,9 @@ pub struct Outcome {
     /// The epoch honest replicas reached, and when the first of them started it.
     pub epoch: u64,
     pub reconfigured_at_ms: Option<u64>,
+    /// The adversarial schedule this seed ran, if any, and how far it got.
+    pub scenario: Option<Scenario>,
+    pub scenario_reached: Option<String>,
 }
 
 impl Outcome {
@@ -323,6 +375,8 @@ pub struct Sim {
     commit_votes: HashMap<(View, Seq, Digest), BTreeSet<ReplicaId>>,
     /// The digest and view of the first commit certificate that could be formed at each sequence.
     certified: BTreeMap<Seq, (Digest, View)>,
+    /// How far the scenario's schedule got.
+    phase: Phase,
     /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
     removed: Option<ReplicaId>,
     outcome: Outcome,
@@ -345,8 +399,16 @@ fn admin_key(seed: u64) -> KeyPair {
 const INITIAL_BALANCE: u64 = 1_000;
 
 impl Sim {
-    pub fn new(config: SimConfig) -> Sim {
+    pub fn new(mut config: SimConfig) -> Sim {
         assert!(config.replicas >= 4, "the simulator needs at least 4 replicas");
+        // A scenario's own drops are the only faults of the network.
+        if config.scenario.is_some() {
+            (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
+        }
+        let phase = match config.scenario {
+            Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
+            None => Phase::Over,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let spares = usize::from(config.reconfigure);
         let keys: Vec<KeyPair> = (1..=(config.replicas + spares) as u64)
@@ -459,6 +521,8 @@ impl Sim {
             quarantined: BTreeMap::new(),
             epoch: 0,
             reconfigured_at_ms: None,
+            scenario: config.scenario,
+            scenario_reached: None,
         };
         Sim {
             config,
@@ -480,6 +544,7 @@ impl Sim {
             lagging: BTreeMap::new(),
             commit_votes: HashMap::new(),
             certified: BTreeMap::new(),
+            phase,
             removed: None,
             outcome,
             trace: sha2::Sha256::default(),
@@ -674,6 +739,8 @@ impl Sim {
             SimEvent::Partition(side) => self.partition = Some(side.into_iter().collect()),
             SimEvent::Heal => {
                 self.healed = true;
+                // The schedule ends with the chaos window, however far it got.
+                self.phase = Phase::Over;
                 self.partition = None;
                 for index in 0..self.replicas.len() {
                     if self.replicas[index].core.is_none() && !self.replicas[index].spare {
@@ -857,8 +924,17 @@ impl Sim {
                     if self.config.verbose {
                         eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
                     }
-                    if let (true, Event::NewViewInstalled { .. }) = (honest, &event) {
+                    if let (true, Event::NewViewInstalled { view, .. }) = (honest, &event) {
                         self.check_new_view(index);
+                        if *view >= 2 && self.phase == Phase::FirstPrimaryCutOff {
+                            self.advance_phase(Phase::Over);
+                        }
+                    }
+                    if let Event::ViewChangeStarted { to_view: 1.., .. } = &event
+                        && self.phase == Phase::TargetPreparesAlone
+                        && id != self.membership.primary(2)
+                    {
+                        self.advance_phase(Phase::TargetCutOff);
                     }
                     if honest {
                         let now = self.now;
@@ -986,6 +1062,34 @@ impl Sim {
         }
     }
 
+    /// What the scenario's schedule drops at its current phase (`Scenario::CompetingCertificates`).
+    fn scenario_drops(&self, from: ReplicaId, to: ReplicaId, message: &Message) -> bool {
+        let target = self.membership.primary(2);
+        let first_primary = self.membership.primary(1);
+        match (self.phase, message) {
+            (Phase::TargetPreparesAlone, Message::Prepare(vote)) => vote.body.view == 0 && to != target,
+            (Phase::TargetPreparesAlone, Message::Commit(vote)) => vote.body.view == 0,
+            // The target's VIEW-CHANGE would carry its certificates into view 1.
+            (Phase::TargetPreparesAlone, Message::ViewChange(_)) => from == target,
+            (Phase::TargetPreparesAlone, _) => false,
+            (Phase::TargetCutOff, _) => from == target || to == target,
+            (Phase::FirstPrimaryCutOff, _) => from == first_primary || to == first_primary,
+            (Phase::Over, _) => false,
+        }
+    }
+
+    /// Moves the scenario's schedule on after what just happened.
+    fn advance_phase(&mut self, next: Phase) {
+        let order = |p: Phase| p as u8;
+        if order(next) > order(self.phase) {
+            if self.config.verbose {
+                eprintln!("{:>6} ms scenario: {next:?}", self.now);
+            }
+            self.phase = next;
+            self.outcome.scenario_reached = Some(format!("{next:?}"));
+        }
+    }
+
     /// Agreement of commit certificates across views, whenever made: no two quorums of COMMITs for different
     /// batches at one sequence. Stronger than agreement on execution, which needs the replicas to execute.
     fn count_commit_vote(&mut self, index: usize, vote: &Signed<Commit>) {
@@ -1000,6 +1104,9 @@ impl Sim {
         let voters = self.commit_votes.entry((view, seq, digest)).or_default();
         if !voters.insert(vote.from) || voters.len() != quorum {
             return;
+        }
+        if view == 1 && self.phase == Phase::TargetCutOff {
+            self.advance_phase(Phase::FirstPrimaryCutOff);
         }
         match self.certified.get(&seq).copied() {
             None => {
@@ -1051,6 +1158,11 @@ impl Sim {
     }
 
     fn network_send(&mut self, from: ReplicaId, to: ReplicaId, payload: Payload) {
+        if let Payload::Message(message) = &payload
+            && self.scenario_drops(from, to, message)
+        {
+            return;
+        }
         if let Some(side) = &self.partition
             && side.contains(&from) != side.contains(&to)
         {

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use bft_replica::messages::ReplicaId;
-use bft_replica::sim::{self, Behaviour, Outcome, SimConfig};
+use bft_replica::sim::{self, Behaviour, Outcome, Scenario, SimConfig};
 use clap::Parser;
 
 /// Run K seeded scenarios of N replicas, B of them Byzantine, over a lossy, partitioned network.
@@ -47,6 +47,9 @@ struct Args {
     /// In the middle of the load, replace one member (a Byzantine one if any) by a new one through the protocol.
     #[arg(long)]
     reconfigure: bool,
+    /// Run an adversarial schedule (competing-certificates) on a calm network instead of random faults.
+    #[arg(long)]
+    scenario: Option<Scenario>,
 }
 
 #[derive(serde::Serialize)]
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         config.byzantine = byzantine;
         config.pinned = args.members.clone();
         config.reconfigure = args.reconfigure;
+        config.scenario = args.scenario;
         if args.calm {
             (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
         }
@@ -147,13 +151,23 @@ fn main() -> ExitCode {
         }
         if args.verbose && !args.json {
             println!(
-                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?}",
-                outcome.committed, outcome.view_changes, outcome.sim_time_ms, outcome.trace, outcome.byzantine
+                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?} scenario {:?} reached {:?}",
+                outcome.committed,
+                outcome.view_changes,
+                outcome.sim_time_ms,
+                outcome.trace,
+                outcome.byzantine,
+                outcome.scenario.map(|s| s.name()),
+                outcome.scenario_reached
             );
         }
         if !outcome.ok() {
             if !args.json {
-                println!("seed {seed} FAILED (byzantine {:?})", outcome.byzantine);
+                let scenario = match (&outcome.scenario, &outcome.scenario_reached) {
+                    (Some(s), reached) => format!(", scenario {} reached {reached:?}", s.name()),
+                    (None, _) => String::new(),
+                };
+                println!("seed {seed} FAILED (byzantine {:?}{scenario})", outcome.byzantine);
                 for v in &outcome.violations {
                     println!("  violation: {v}");
                 }
