@@ -309,7 +309,14 @@ impl Replica {
             view: durable.view,
             view_active: durable.view_active,
             view_started_ms: 0,
-            last_active_view: durable.view,
+            // Changing views when it stopped, the view it last worked in is that of its last NEW-VIEW (or view 0):
+            // the one it may go back to if the others stayed there (`on_new_view`, `return_to_view`). Taking the
+            // view it was changing to left a restarted replica outside the cluster's view for good.
+            last_active_view: if durable.view_active {
+                durable.view
+            } else {
+                durable.new_view.as_ref().map_or(0, |nv| nv.body.view)
+            },
             view_change_started_ms: None,
             new_view: durable.new_view.clone(),
             view_changes: BTreeMap::new(),

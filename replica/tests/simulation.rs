@@ -202,12 +202,16 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// cluster's view because only a removed primary could send its NEW-VIEW (N = 7, 1157); VIEW-CHANGEs signed before
 /// an epoch that the new membership refused, splitting the honest members 4 to 2 (N = 7, 25, also in the range
 /// above); members changing to the view of a silent primary that went back, again and again, to the view before
-/// on a NEW-VIEW a lagging member relayed (N = 7, 1154, 7132, 7174, 7192).
+/// on a NEW-VIEW a lagging member relayed (N = 7, 1154, 7132, 7174, 7192); a replica restarted while changing
+/// views that took the view it was changing to for the last one it worked in, and so never went back to the
+/// cluster's (N = 4 with one Byzantine, 3092 and 3167).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
         (4, 0, 2074),
         (4, 0, 2177),
+        (4, 1, 3092),
+        (4, 1, 3167),
         (7, 2, 1157),
         (7, 2, 25),
         (7, 2, 1154),
