@@ -849,10 +849,8 @@ impl Partition {
             (base + isolated as u32 + 1).to_string(),
             format!("{}-{}", base + 1, base + n as u32),
         );
-        let reject = ["-j", "REJECT", "--reject-with", "tcp-reset"];
-        // Its own connections to every peer.
-        for peer in (0..n).filter(|i| *i != isolated) {
-            let peer_port = port(peer);
+        // Resets TCP connections that processes of the groups `gids` open to `port`.
+        let reject = |gids: &str, port: &str| {
             let rule = [
                 "-A",
                 &self.chain,
@@ -861,27 +859,22 @@ impl Partition {
                 "-m",
                 "owner",
                 "--gid-owner",
-                &own,
+                gids,
                 "--dport",
-                &peer_port,
+                port,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
             ];
-            iptables(&[&rule[..], &reject[..]].concat())?;
+            iptables(&rule)
+        };
+        // Its own connections to every peer.
+        for peer in (0..n).filter(|i| *i != isolated) {
+            reject(&own, &port(peer))?;
         }
         // Every replica's connections to it (its own included, which it never makes).
-        let own_port = port(isolated);
-        let rule = [
-            "-A",
-            &self.chain,
-            "-p",
-            "tcp",
-            "-m",
-            "owner",
-            "--gid-owner",
-            &replicas,
-            "--dport",
-            &own_port,
-        ];
-        iptables(&[&rule[..], &reject[..]].concat())
+        reject(&replicas, &port(isolated))
     }
 
     fn heal(&self) -> Result<(), String> {
