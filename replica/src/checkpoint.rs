@@ -235,6 +235,7 @@ impl Replica {
             };
             self.out.push(Output::Broadcast(relay));
         }
+        self.relay_waiting_requests();
         self.out.push(Output::SetTimer {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,

@@ -80,6 +80,13 @@ pub fn observation_of_refusal(
                 replica,
             },
         ) => Evidence::of_equivocation(replica, header),
+        (
+            Rejection::NotFromPrimary(_),
+            Refusal::Core {
+                header: Some(Message::PrePrepare(proposal)),
+                replica,
+            },
+        ) => Evidence::of_backup_proposal(replica, proposal),
         _ => None,
     };
     if let Some(proof) = proof {
@@ -96,11 +103,7 @@ pub fn observation_of_refusal(
                 "a signature that does not verify",
             )
         }
-        Rejection::ConflictingTransfers => (
-            FaultType::DoubleSpend,
-            "each account's funds spent once",
-            "a proposal spending the same funds twice",
-        ),
+        // Everything else (a double spend included) counts only with proof: what the accused itself signed.
         _ => return None,
     };
     Some(Observation {
@@ -441,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn an_equivocation_counts_only_with_proof_and_other_unproven_faults_are_logged_not_acted_on() {
+    fn an_equivocation_or_a_double_spend_counts_only_with_proof() {
         let (replica, key) = replica(1);
         let summary = MessageSummary::of(&prepare(2));
         let core = |header| Refusal::Core {
@@ -451,13 +454,13 @@ mod tests {
         // The core holds nothing member 2 signed for the slot: the conflict is not provably its own.
         let unproven = observation_of_refusal(&summary, &Rejection::Equivocation, core(Some(prepare(2))));
         assert_eq!(unproven, None);
+        // A double spend is only ever observed with the proposal its proposer signed: a refusal that carries
+        // none (a relayed certificate's content, say) names nobody.
+        let unproven = observation_of_refusal(&summary, &Rejection::ConflictingTransfers, core(None));
+        assert_eq!(unproven, None);
         let mut detector = Detector::new(History::default());
-        let observation = observation_of_refusal(&summary, &Rejection::ConflictingTransfers, core(None)).unwrap();
-        assert_eq!(
-            (observation.fault, observation.proof.is_none()),
-            (FaultType::DoubleSpend, true)
-        );
+        let observation = bad_signature(2, prepare(2)).unwrap();
         let detected = detector.observed(&replica, &key, observation, 5);
-        assert!(detected.logged && detected.operation.is_none());
+        assert!(detected.logged);
     }
 }

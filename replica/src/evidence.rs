@@ -39,6 +39,10 @@ pub enum Evidence {
         transaction: Digest,
         replies: Vec<Signed<Reply>>,
     },
+    /// A PRE-PREPARE the member signed for a view whose primary it is not (its signed header: the batch does not
+    /// matter). Only the view's primary proposes, so no honest member signs one: it is what let one backup's
+    /// proposal halt a cluster whose view change then refused it.
+    ProposalByBackup { proposal: Signed<PrePrepare> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +81,8 @@ impl Evidence {
         match message {
             Message::PrePrepare(pp) => Some(Message::PrePrepare(crate::replica::without_batch(pp))),
             Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => Some(message.clone()),
+            // A PRE-PREPARE header a peer holds: its signer's, whoever passed it on.
+            Message::Proposal { proposal, .. } => Some(Message::PrePrepare(crate::replica::without_batch(proposal))),
             _ => None,
         }
     }
@@ -86,11 +92,41 @@ impl Evidence {
         let first = replica.signed_before(&refused)?;
         let evidence = Evidence::Equivocation { first, second: refused };
         // Only what is proof leaves here (e.g. not a conflict with this replica's own vote).
-        evidence.verify(replica.membership()).ok().map(|_| evidence)
+        evidence
+            .verify(replica.membership(), replica.governance().epoch_started_at.unwrap_or(0))
+            .ok()
+            .map(|_| evidence)
+    }
+
+    /// The proof a PRE-PREPARE the core refused as not its view primary's makes, if it does (its signature was
+    /// verified before the core saw it; checked again here, with the epoch, like every proof that leaves).
+    pub fn of_backup_proposal(replica: &Replica, proposal: Signed<PrePrepare>) -> Option<Evidence> {
+        let evidence = Evidence::ProposalByBackup { proposal };
+        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+        evidence
+            .verify(replica.membership(), epoch_started_at)
+            .ok()
+            .map(|_| evidence)
+    }
+
+    /// The member the evidence names, before it is checked (`verify` says whether it proves anything).
+    pub fn named(&self) -> ReplicaId {
+        match self {
+            Evidence::Equivocation { second, .. } => second.sender(),
+            Evidence::DoubleSpend { proposal } | Evidence::ProposalByBackup { proposal } => proposal.from,
+            Evidence::DivergentCheckpoint { checkpoint, .. } => checkpoint.from,
+            Evidence::DivergentReply { member, .. } => *member,
+        }
     }
 
     /// Checks the evidence against the membership's keys alone: who it proves misbehaved, and how.
-    pub fn verify(&self, membership: &Membership) -> Result<(ReplicaId, FaultType), EvidenceError> {
+    /// `epoch_started_at` is the sequence number after which `membership` took effect (0 for the genesis): what a
+    /// member signed for a lower one belongs to an earlier membership, where other rules (another primary) held.
+    pub fn verify(
+        &self,
+        membership: &Membership,
+        epoch_started_at: Seq,
+    ) -> Result<(ReplicaId, FaultType), EvidenceError> {
         match self {
             Evidence::Equivocation { first, second } => {
                 let slot = |m: &Message| match m {
@@ -164,6 +200,22 @@ impl Evidence {
                         "the replies do not show member {member} diverging at {seq}"
                     )))
                 }
+            }
+            Evidence::ProposalByBackup { proposal } => {
+                let PrePrepare { view, seq, .. } = proposal.body;
+                if seq <= epoch_started_at {
+                    return Err(EvidenceError::ProvesNothing(format!(
+                        "sequence {seq} belongs to an earlier membership"
+                    )));
+                }
+                if proposal.from == membership.primary(view) {
+                    return Err(EvidenceError::ProvesNothing(format!(
+                        "member {} is the primary of view {view}",
+                        proposal.from
+                    )));
+                }
+                genuine(membership, proposal)?;
+                Ok((proposal.from, FaultType::ProtocolViolation))
             }
         }
     }
@@ -264,7 +316,7 @@ mod tests {
         ];
         let found = Evidence::of_replies(&membership, &proof).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].verify(&membership), Ok((4, FaultType::DivergentExecution)));
+        assert_eq!(found[0].verify(&membership, 0), Ok((4, FaultType::DivergentExecution)));
 
         // One honest reply against one lie proves nothing: either could be the liar.
         assert!(Evidence::of_replies(&membership, &proof[1..]).unwrap().is_empty());
@@ -291,7 +343,7 @@ mod tests {
             replies,
         };
         assert!(matches!(
-            framed.verify(&membership),
+            framed.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
     }
@@ -312,7 +364,7 @@ mod tests {
             first: prepare(2, 0, 5, 1),
             second: prepare(2, 0, 5, 2),
         };
-        assert_eq!(proof.verify(&membership), Ok((2, FaultType::Equivocation)));
+        assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::Equivocation)));
         for (first, second) in [
             (prepare(2, 0, 5, 1), prepare(2, 0, 5, 1)), // the same vote twice
             (prepare(2, 0, 5, 1), prepare(2, 1, 5, 2)), // another view
@@ -320,7 +372,7 @@ mod tests {
         ] {
             let evidence = Evidence::Equivocation { first, second };
             assert!(matches!(
-                evidence.verify(&membership),
+                evidence.verify(&membership, 0),
                 Err(EvidenceError::ProvesNothing(_))
             ));
         }
@@ -332,7 +384,7 @@ mod tests {
             first: prepare(2, 0, 5, 1),
             second: Message::Prepare(forged),
         };
-        assert_eq!(framed.verify(&membership), Err(EvidenceError::BadSignature(2)));
+        assert_eq!(framed.verify(&membership, 0), Err(EvidenceError::BadSignature(2)));
     }
 
     #[test]
@@ -363,12 +415,12 @@ mod tests {
         let proof = Evidence::DoubleSpend {
             proposal: propose(vec![spend(1), spend(2)]),
         };
-        assert_eq!(proof.verify(&membership), Ok((1, FaultType::DoubleSpend)));
+        assert_eq!(proof.verify(&membership, 0), Ok((1, FaultType::DoubleSpend)));
         let honest = Evidence::DoubleSpend {
             proposal: propose(vec![spend(1)]),
         };
         assert!(matches!(
-            honest.verify(&membership),
+            honest.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
         // A batch swapped under the signed digest is not the member's.
@@ -376,7 +428,7 @@ mod tests {
         swapped.body.batch = vec![spend(1), spend(2)];
         let swapped = Evidence::DoubleSpend { proposal: swapped };
         assert!(matches!(
-            swapped.verify(&membership),
+            swapped.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
     }
@@ -404,7 +456,7 @@ mod tests {
             checkpoint: vote(4, 2),
             certificate: certificate.clone(),
         };
-        assert_eq!(evidence.verify(&membership), Ok((4, FaultType::DivergentExecution)));
+        assert_eq!(evidence.verify(&membership, 0), Ok((4, FaultType::DivergentExecution)));
 
         let thin = CheckpointCert {
             proof: certificate.proof[..2].to_vec(),
@@ -415,7 +467,7 @@ mod tests {
             certificate: thin,
         };
         assert!(matches!(
-            evidence.verify(&membership),
+            evidence.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
 
@@ -424,7 +476,7 @@ mod tests {
             certificate: certificate.clone(),
         };
         assert!(matches!(
-            agreeing.verify(&membership),
+            agreeing.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
 
@@ -434,6 +486,6 @@ mod tests {
             checkpoint: forged,
             certificate,
         };
-        assert_eq!(forged.verify(&membership), Err(EvidenceError::BadSignature(4)));
+        assert_eq!(forged.verify(&membership, 0), Err(EvidenceError::BadSignature(4)));
     }
 }

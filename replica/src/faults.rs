@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
-use crate::messages::{Checkpoint, Commit, Message, PrePrepare, Prepare, ReplicaId, Reply, Signed, proposal_digest};
+use crate::messages::{
+    Checkpoint, CheckpointCert, Commit, Message, PrePrepare, Prepare, ReplicaId, Reply, Signed, Status, View,
+    ViewChange, proposal_digest,
+};
 
 /// A fault a member can be made to commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,15 +33,30 @@ pub enum Fault {
     Equivocation,
     /// Sends nothing.
     Silence,
+    /// As a backup, also signs and sends proposals of its own, for the sequence number after the last it voted on
+    /// (an empty batch: what matters is who signed it). Only the view's primary proposes.
+    BackupProposal,
+    /// Tries to depose the primary without cause: says in every STATUS that it suspects the primary, and sends
+    /// VIEW-CHANGEs for the next view and for far views. Alone, with any clients, it must move no one.
+    Depose,
+    /// Passes on committed batches it made up: named as another member's proposal, spending funds twice, with
+    /// signatures that do not verify. Nobody may be blamed for them but on proof.
+    ForgedRelay,
+    /// Signs accusations of every other member, over and over (each new in time and count).
+    AccusationFlood,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 9] = [
         Fault::SignatureCorruption,
         Fault::DoubleSpend,
         Fault::Censorship,
         Fault::Equivocation,
         Fault::Silence,
+        Fault::BackupProposal,
+        Fault::Depose,
+        Fault::ForgedRelay,
+        Fault::AccusationFlood,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -48,6 +66,10 @@ impl Fault {
             Fault::Censorship => "censorship",
             Fault::Equivocation => "equivocation",
             Fault::Silence => "silence",
+            Fault::BackupProposal => "backup-proposal",
+            Fault::Depose => "depose",
+            Fault::ForgedRelay => "forged-relay",
+            Fault::AccusationFlood => "accusation-flood",
         }
     }
 }
@@ -110,6 +132,14 @@ pub struct Saboteur {
     proposed_before: Vec<SignedTransfer>,
     /// Transfers this saboteur signed with the accomplice's key, for whoever keeps track of signed transfers.
     pub forged: Vec<SignedTransfer>,
+    /// Messages of its own making, beyond what the honest core sends: the host sends each to every peer.
+    pub extra: Vec<Message>,
+    /// The genesis state's digest: the checkpoint a VIEW-CHANGE made from nothing rests on.
+    genesis_digest: Digest,
+    /// The host's clock, set before each call: accusations carry a time peers check.
+    pub now_ms: u64,
+    /// The members, as far as this saboteur has heard of them (the senders of what it sends and is told).
+    members: u32,
 }
 
 impl Saboteur {
@@ -123,7 +153,23 @@ impl Saboteur {
             accomplice: None,
             proposed_before: Vec::new(),
             forged: Vec::new(),
+            extra: Vec::new(),
+            genesis_digest: Digest::default(),
+            now_ms: 0,
+            members: 4,
         }
+    }
+
+    /// How many members the cluster has (ids 1..=n): whom a forger names and a flooder accuses.
+    pub fn with_members(mut self, n: u32) -> Saboteur {
+        self.members = n.max(2);
+        self
+    }
+
+    /// A member that deposes needs the genesis digest to make valid VIEW-CHANGEs of its own.
+    pub fn with_genesis(mut self, genesis_digest: Digest) -> Saboteur {
+        self.genesis_digest = genesis_digest;
+        self
     }
 
     pub fn with_accomplice(mut self, accomplice: Accomplice) -> Saboteur {
@@ -148,6 +194,85 @@ impl Saboteur {
     pub fn outgoing(&mut self, message: &Message, peers: usize) -> Vec<Option<Message>> {
         match self.drill.fault {
             Fault::Censorship => vec![Some(message.clone()); peers],
+            Fault::ForgedRelay => {
+                if let Message::Commit(vote) = message
+                    && self.acts()
+                {
+                    let forged = self.forged_commit(vote.body.view, vote.body.seq);
+                    self.extra.push(forged);
+                }
+                vec![Some(message.clone()); peers]
+            }
+            Fault::AccusationFlood => {
+                if let Message::Status(_) = message
+                    && self.acts()
+                {
+                    for accused in (1..=self.members).filter(|m| *m != self.id) {
+                        let body = crate::governance::Accusation {
+                            accused,
+                            fault: crate::history::FaultType::SignatureMismatch,
+                            observed: self.rng.random_range(1..1_000_000),
+                            at_ms: self.now_ms,
+                        };
+                        let op = crate::governance::Operation::Accuse(Signed::new(self.id, body, &self.key));
+                        self.extra.push(Message::Operation {
+                            from: self.id,
+                            op: Box::new(op),
+                        });
+                    }
+                }
+                vec![Some(message.clone()); peers]
+            }
+            Fault::Depose => {
+                let Message::Status(status) = message else {
+                    return vec![Some(message.clone()); peers];
+                };
+                if !self.acts() {
+                    return vec![Some(message.clone()); peers];
+                }
+                let checkpoint = CheckpointCert {
+                    seq: 0,
+                    state_digest: self.genesis_digest,
+                    proof: Vec::new(),
+                };
+                let far = [
+                    status.body.view + 1,
+                    status.body.view + 1 + self.rng.random_range(1..100),
+                    View::MAX,
+                ];
+                for new_view in far {
+                    let body = ViewChange {
+                        new_view,
+                        checkpoint: checkpoint.clone(),
+                        prepared: Vec::new(),
+                    };
+                    self.extra
+                        .push(Message::ViewChange(Signed::new(self.id, body, &self.key)));
+                }
+                let body = Status {
+                    suspects: true,
+                    ..status.body
+                };
+                vec![Some(Message::Status(Signed::new(self.id, body, &self.key))); peers]
+            }
+            Fault::BackupProposal => {
+                if let Message::Prepare(vote) = message
+                    && self.acts()
+                {
+                    let (view, seq) = (vote.body.view, vote.body.seq + 1);
+                    let body = PrePrepare {
+                        view,
+                        seq,
+                        digest: proposal_digest(&[], &[], 0),
+                        batch: Vec::new(),
+                        ops: Vec::new(),
+                        at_ms: 0,
+                    };
+                    self.extra
+                        .push(Message::PrePrepare(Signed::new(self.id, body, &self.key)));
+                }
+                vec![Some(message.clone()); peers]
+            }
             Fault::Silence => (0..peers).map(|_| (!self.acts()).then(|| message.clone())).collect(),
             Fault::SignatureCorruption => (0..peers)
                 .map(|_| {
@@ -177,6 +302,44 @@ impl Saboteur {
                 vec![Some(m); peers]
             }
         }
+    }
+
+    /// A committed batch made up in another member's name: a proposal spending one nonce twice (signed by a payer
+    /// made up too, so the transfers themselves verify) and a quorum of COMMITs, none of whose signatures verify.
+    fn forged_commit(&mut self, view: crate::messages::View, seq: crate::messages::Seq) -> Message {
+        let payer = KeyPair::from_secret(self.rng.random());
+        let batch: Vec<SignedTransfer> = [1, 2]
+            .into_iter()
+            .map(|amount| {
+                let to = KeyPair::from_secret(self.rng.random()).public();
+                Transfer {
+                    from: payer.public(),
+                    to,
+                    amount,
+                    nonce: 1,
+                }
+                .sign(&payer)
+            })
+            .collect();
+        // The primary of the view, if ids run 1..=n as at the genesis: the member whose proposals count.
+        let named = (view % u64::from(self.members)) as u32 + 1;
+        let body = PrePrepare {
+            view,
+            seq,
+            digest: proposal_digest(&batch, &[], 0),
+            batch,
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        // Signed with this member's key in another's name: the signature cannot verify.
+        let pre_prepare = Signed::new(named, body.clone(), &self.key);
+        let vote = Commit {
+            view,
+            seq,
+            digest: body.digest,
+        };
+        let commits = (1..=self.members).map(|id| Signed::new(id, vote, &self.key)).collect();
+        Message::Committed(crate::messages::CommittedCert { pre_prepare, commits })
     }
 
     /// The reply sent to a client: a double spender signs outcomes the quorum did not reach.

@@ -19,6 +19,8 @@ pub enum FaultType {
     DoubleSpend,
     /// A checkpoint signed by the member for a state the quorum did not reach.
     DivergentExecution,
+    /// A signed message no honest member sends (a backup's proposal).
+    ProtocolViolation,
 }
 
 impl FaultType {
@@ -28,6 +30,7 @@ impl FaultType {
             FaultType::Equivocation => "equivocation",
             FaultType::DoubleSpend => "double_spend",
             FaultType::DivergentExecution => "divergent_execution",
+            FaultType::ProtocolViolation => "protocol_violation",
         }
     }
 
@@ -38,6 +41,7 @@ impl FaultType {
             FaultType::Equivocation => "conflicting_signed_messages",
             FaultType::DoubleSpend => "batch_validation",
             FaultType::DivergentExecution => "checkpoint_comparison",
+            FaultType::ProtocolViolation => "protocol_rules",
         }
     }
 }
@@ -150,6 +154,16 @@ impl Observation {
                     proof: None,
                 }
             }
+            Evidence::ProposalByBackup { proposal } => Observation {
+                member: proposal.from,
+                fault: FaultType::ProtocolViolation,
+                message: "pre_prepare".into(),
+                sequence: Some(proposal.body.seq),
+                transaction: None,
+                expected: format!("a proposal for view {} by its primary", proposal.body.view),
+                received: format!("a proposal signed by backup {}", proposal.from),
+                proof: None,
+            },
         };
         observation.proof = Some(proof);
         observation

@@ -264,6 +264,20 @@ pub enum Message {
         from: ReplicaId,
         op: Box<Operation>,
     },
+    /// A client's transfer that member `from` (a backup) holds and passes on to the primary, which may not have
+    /// it: a backup suspects the primary only of not ordering what the primary was given. The payer's signature
+    /// is its authority.
+    Request {
+        from: ReplicaId,
+        tx: SignedTransfer,
+    },
+    /// The signed header of a PRE-PREPARE that member `from` logged for a slot, sent to a peer whose vote for the
+    /// slot named another digest: if the primary signed both, the peer now holds the proof. It proves itself, so
+    /// any member may pass one on.
+    Proposal {
+        from: ReplicaId,
+        proposal: Signed<PrePrepare>,
+    },
 }
 
 impl Message {
@@ -280,6 +294,8 @@ impl Message {
             Message::StateTransfer(m) => m.from,
             Message::Committed(c) => c.pre_prepare.from,
             Message::Operation { from, .. } => *from,
+            Message::Request { from, .. } => *from,
+            Message::Proposal { from, .. } => *from,
         }
     }
 
@@ -291,11 +307,13 @@ impl Message {
             Message::Commit(m) => Some(m.body.seq),
             Message::Checkpoint(m) => Some(m.body.seq),
             Message::Committed(c) => Some(c.pre_prepare.body.seq),
+            Message::Proposal { proposal, .. } => Some(proposal.body.seq),
             Message::ViewChange(_)
             | Message::NewView(_)
             | Message::Status(_)
             | Message::StateTransfer(_)
-            | Message::Operation { .. } => None,
+            | Message::Operation { .. }
+            | Message::Request { .. } => None,
         }
     }
 
@@ -311,6 +329,8 @@ impl Message {
             Message::StateTransfer(_) => "state_transfer",
             Message::Committed(_) => "committed",
             Message::Operation { .. } => "operation",
+            Message::Request { .. } => "request",
+            Message::Proposal { .. } => "proposal",
         }
     }
 
@@ -326,7 +346,8 @@ impl Message {
             Message::Status(m) => m.signature = m.signature.corrupted(),
             Message::StateTransfer(m) => m.signature = m.signature.corrupted(),
             Message::Committed(c) => c.pre_prepare.signature = c.pre_prepare.signature.corrupted(),
-            Message::Operation { .. } => {}
+            Message::Proposal { proposal, .. } => proposal.signature = proposal.signature.corrupted(),
+            Message::Operation { .. } | Message::Request { .. } => {}
         }
     }
 

@@ -261,6 +261,7 @@ pub async fn run(
             counted: (0, 0),
             view_change_waiters: Vec::new(),
             saboteur: None,
+            genesis_digest,
             drilled: false,
             shared_membership,
             addresses,
@@ -421,6 +422,8 @@ struct Host {
     /// and view changes, written with the next group's entries whenever they changed.
     detector: Detector,
     saboteur: Option<Saboteur>,
+    /// What a fault drill's made-up VIEW-CHANGEs rest on.
+    genesis_digest: Digest,
     /// Whether any fault drill ran since the start.
     drilled: bool,
     /// The membership the stream verifiers check against: changed with each epoch.
@@ -473,8 +476,12 @@ impl Host {
             Output::Persist(_) => {}
             Output::Send { to, message } => {
                 if let Some(link) = self.links.get(&to) {
+                    let now = self.now();
                     let copies = match self.saboteur.as_mut() {
-                        Some(saboteur) => saboteur.outgoing(&message, 1),
+                        Some(saboteur) => {
+                            saboteur.now_ms = now;
+                            saboteur.outgoing(&message, 1)
+                        }
                         None => vec![Some(message)],
                     };
                     for copy in copies.into_iter().flatten() {
@@ -490,6 +497,7 @@ impl Host {
                     }
                 }
                 Some(saboteur) => {
+                    saboteur.now_ms = unix_ms();
                     let copies = saboteur.outgoing(&message, self.links.len());
                     for (link, copy) in self.links.values().zip(copies) {
                         if let Some(copy) = copy {
@@ -513,6 +521,15 @@ impl Host {
                 });
             }
             Output::Event(event) => self.on_event(event),
+        }
+        // What a fault drill makes up beyond the core's messages goes to every peer.
+        if let Some(saboteur) = self.saboteur.as_mut() {
+            for message in std::mem::take(&mut saboteur.extra) {
+                let bytes = message.encode();
+                for link in self.links.values() {
+                    send(link, &bytes, message.kind(), &self.metrics);
+                }
+            }
         }
     }
 
@@ -565,6 +582,8 @@ impl Host {
                 self.saboteur = drill.map(|drill| {
                     let max_batch = self.replica.params().max_batch_size;
                     Saboteur::new(drill, self.replica.id(), self.key.clone(), rand::random(), max_batch)
+                        .with_genesis(self.genesis_digest)
+                        .with_members(self.replica.membership().n() as u32)
                 });
                 let active = self.saboteur.as_ref().map_or(String::new(), |s| s.drill().to_string());
                 tracing::warn!(drill = %active, "fault drill changed");
@@ -618,6 +637,10 @@ impl Host {
 
     /// A verified peer message; a refusal that shows its sender misbehaving is logged, with proof if there is one.
     fn on_message(&mut self, message: Verified<Message>, outputs: &mut Vec<Output>) {
+        // A censoring drill ignores the requests other members pass on, as it ignores clients'.
+        if matches!(*message, Message::Request { .. }) && self.saboteur.as_mut().is_some_and(|s| !s.admits_request()) {
+            return;
+        }
         let summary = MessageSummary::of(&message);
         let header = Evidence::header(&message);
         let Err(rejection) = self.step(Input::Message(message), outputs) else {

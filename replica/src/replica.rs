@@ -18,7 +18,7 @@ use crate::governance::{
 };
 use crate::ledger::{Ledger, RejectReason, SignedTransfer};
 use crate::messages::*;
-use crate::verify::{Rejection, Verified};
+use crate::verify::{self, Rejection, Verified};
 
 /// How many executed transfers a replica remembers, to answer a retransmitted request with its reply.
 const REPLIES_KEPT: usize = 100_000;
@@ -462,6 +462,13 @@ impl Replica {
             Message::StateTransfer(st) => self.on_state_transfer(st),
             Message::Committed(cert) => self.on_committed(cert),
             Message::Operation { op, .. } => self.on_operation(*op),
+            Message::Proposal { proposal, .. } => self.on_proposal_held_elsewhere(proposal),
+            Message::Request { tx, .. } => {
+                if !self.is_primary() || !self.view_active {
+                    return Err(Rejection::NotPrimary);
+                }
+                self.on_request(tx)
+            }
         }
     }
 
@@ -695,6 +702,12 @@ impl Replica {
         if self.pending_ops.iter().any(|(d, _, _)| *d == digest) {
             return Err(Rejection::Duplicate);
         }
+        if self.pending_ops.iter().any(|(_, pending, _)| pending.same_matter(&op)) {
+            return Err(Rejection::Operation(
+                op.kind(),
+                "one like it already waits to be ordered".into(),
+            ));
+        }
         self.governance
             .admit(&op, self.now_ms)
             .map_err(|reason| Rejection::Operation(op.kind(), reason))?;
@@ -737,6 +750,10 @@ impl Replica {
         if !self.is_primary() || !self.view_active {
             return;
         }
+        // A member that became primary by an epoch change (not a view change, which sets it) may last have
+        // assigned a number long executed since: it proposed an executed sequence number again, in a view whose
+        // primary it was not when that number was ordered.
+        self.next_seq = self.next_seq.max(self.last_executed);
         loop {
             let seq = self.next_seq + 1;
             let inflight = self.next_seq.saturating_sub(self.last_executed);
@@ -809,12 +826,26 @@ impl Replica {
             });
         }
         if seq > self.next_boundary() {
-            // Who may propose it is known once everything up to the boundary has executed.
-            if self.deferred.len() < self.params.max_inflight_batches as usize * 2 {
+            // Who may propose it is known once everything up to the boundary has executed. Room is kept for what
+            // the primary of the current membership sends: a backup's proposals must not crowd them out.
+            let room = self.deferred.len() < self.params.max_inflight_batches as usize * 2;
+            let by_primary = verify::check_proposer(&self.membership, &pp).is_ok();
+            if room || by_primary {
+                if !room {
+                    let primary = self.membership.primary(view);
+                    let other = self.deferred.iter().find(|(_, d)| d.from != primary).map(|(s, _)| *s);
+                    match other {
+                        Some(other) => self.deferred.remove(&other),
+                        None => return Ok(()),
+                    };
+                }
                 self.deferred.insert(seq, pp);
             }
             return Ok(());
         }
+        // The same rule the certificates of a view change are checked by: a proposal accepted here must be one this
+        // replica can prove in a VIEW-CHANGE, or one backup's proposal stops the cluster for good.
+        verify::check_proposer(&self.membership, &pp)?;
         let slot = self.log.entry(seq).or_default();
         if slot.view == view {
             if let Some(existing) = &slot.pre_prepare {
@@ -837,6 +868,43 @@ impl Replica {
         Ok(())
     }
 
+    /// A peer's copy of the PRE-PREPARE for a slot where its vote named another digest than this replica's: if the
+    /// same primary signed both, that is proof of equivocation, which the refusal carries to the detection policy.
+    /// A primary that sends conflicting proposals to disjoint backups was otherwise never proven: no one replica
+    /// ever held both.
+    fn on_proposal_held_elsewhere(&mut self, theirs: Signed<PrePrepare>) -> Result<(), Rejection> {
+        let (view, seq) = (theirs.body.view, theirs.body.seq);
+        let mine = self
+            .log
+            .get(&seq)
+            .filter(|slot| slot.view == view)
+            .and_then(|slot| slot.pre_prepare.as_ref());
+        match mine {
+            Some(mine) if mine.from == theirs.from && mine.body.digest != theirs.body.digest => {
+                Err(Rejection::Equivocation)
+            }
+            _ => Err(Rejection::Duplicate),
+        }
+    }
+
+    /// Sends this replica's copy of the slot's PRE-PREPARE (its header) to a peer whose vote names another digest,
+    /// so that whichever of the two holds both of the primary's proposals can prove it.
+    fn show_proposal_to(&mut self, peer: ReplicaId, seq: Seq, voted: Digest) {
+        let Some(pp) = self.log.get(&seq).and_then(|slot| slot.pre_prepare.as_ref()) else {
+            return;
+        };
+        if pp.body.digest != voted && pp.from != peer && peer != self.id {
+            let proposal = without_batch(pp);
+            self.out.push(Output::Send {
+                to: peer,
+                message: Message::Proposal {
+                    from: self.id,
+                    proposal,
+                },
+            });
+        }
+    }
+
     /// Logs a PRE-PREPARE of the current view and answers it with a PREPARE.
     pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
         let PrePrepare { view, seq, digest, .. } = pp.body;
@@ -846,6 +914,11 @@ impl Replica {
         let slot = self.log.entry(seq).or_default();
         slot.enter_view(view);
         slot.pre_prepare = Some(pp);
+        let votes: Vec<(ReplicaId, Digest)> = slot.prepares.values().map(|p| (p.from, p.body.digest)).collect();
+        for (peer, voted) in votes {
+            self.show_proposal_to(peer, seq, voted);
+        }
+        let slot = self.log.get_mut(&seq).expect("just inserted");
         if !is_primary && !slot.prepares.contains_key(&self.id) {
             let prepare = self.sign(Prepare { view, seq, digest });
             self.log
@@ -874,7 +947,9 @@ impl Replica {
                 Rejection::Equivocation
             });
         }
+        let (from, voted) = (p.from, p.body.digest);
         slot.prepares.insert(p.from, p);
+        self.show_proposal_to(from, seq, voted);
         self.check_prepared(seq);
         Ok(())
     }
@@ -1099,6 +1174,14 @@ impl Replica {
                 op: Box::new(op.clone()),
                 decision,
             }));
+        }
+        // What the executed operations settled no longer waits: another reporter's evidence against a member now
+        // quarantined would never be ordered (the primary holds only one per matter) and, left waiting, would
+        // make this replica suspect an honest primary.
+        if !ops.is_empty() {
+            let (governance, now_ms) = (&self.governance, self.now_ms);
+            self.pending_ops
+                .retain(|(_, op, _)| governance.admit(op, now_ms).is_ok());
         }
         primary_quarantined
     }

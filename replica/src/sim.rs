@@ -46,6 +46,14 @@ pub enum Behaviour {
     Replay,
     /// Sends nothing.
     Silent,
+    /// As a backup, signs proposals of its own for the next sequence number (only the primary proposes).
+    BackupProposal,
+    /// Claims to suspect every primary and sends VIEW-CHANGEs for the next and for far views, without cause.
+    Depose,
+    /// Passes on made-up committed batches in the primary's name (double spends, signatures that do not verify).
+    ForgedRelay,
+    /// Signs accusations of every other member, over and over.
+    AccusationFlood,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -69,6 +77,10 @@ impl Behaviour {
             Behaviour::DoubleSpend => (Fault::DoubleSpend, 1.0),
             Behaviour::Censor => (Fault::Censorship, 1.0),
             Behaviour::Silent => (Fault::Silence, 1.0),
+            Behaviour::BackupProposal => (Fault::BackupProposal, 0.3),
+            Behaviour::Depose => (Fault::Depose, 1.0),
+            Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
+            Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
             Behaviour::Replay => return None,
         };
         Some(FaultDrill { fault, probability })
@@ -82,16 +94,24 @@ impl Behaviour {
             Behaviour::Censor => "censor",
             Behaviour::Replay => "replay",
             Behaviour::Silent => "silent",
+            Behaviour::BackupProposal => "backup-proposal",
+            Behaviour::Depose => "depose",
+            Behaviour::ForgedRelay => "forged-relay",
+            Behaviour::AccusationFlood => "accusation-flood",
         }
     }
 
-    pub const ALL: [Behaviour; 6] = [
+    pub const ALL: [Behaviour; 10] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
         Behaviour::Censor,
         Behaviour::Replay,
         Behaviour::Silent,
+        Behaviour::BackupProposal,
+        Behaviour::Depose,
+        Behaviour::ForgedRelay,
+        Behaviour::AccusationFlood,
     ];
 }
 
@@ -109,15 +129,71 @@ pub enum Scenario {
     /// commits one of them, the primary of view 1 is cut off and the target let back: the view change to view 2
     /// holds both certificates, and the target itself builds the NEW-VIEW.
     CompetingCertificates,
+    /// One Byzantine backup that claims to suspect every primary and sends VIEW-CHANGEs for the next and for far
+    /// views, with clients that give each transfer to one replica only at first: on a calm network the honest
+    /// primary of view 0 orders everything, so an honest replica that starts a view change at all is a violation
+    /// (a backup that timed a request the primary never got, with the Byzantine member's support, once made F+1).
+    Depose,
+    /// One Byzantine backup that signs proposals of its own for the next sequence number (once, one such
+    /// proposal halted a 4-replica cluster for good: the view change refused what the normal case accepted). The
+    /// cluster must stay live, and the backup be proven by its signature.
+    BackupProposal,
+    /// The primary of view 0 sends conflicting proposals for one slot to different backups (and conflicting votes):
+    /// no one replica receives both, yet the primary must be proven, and the cluster stay live.
+    EquivocatingPrimary,
+    /// One Byzantine backup passes on made-up committed batches in the primary's name (spending funds twice, with
+    /// signatures that do not verify): no honest replica may log anyone for them, nor leave view 0.
+    ForgedRelay,
+    /// One Byzantine backup signs accusations of every other member, over and over: at most one of its accusations
+    /// of each member waits to be ordered, nobody honest is quarantined, and no honest replica leaves view 0.
+    AccusationFlood,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 1] = [Scenario::CompetingCertificates];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::CompetingCertificates,
+        Scenario::Depose,
+        Scenario::BackupProposal,
+        Scenario::EquivocatingPrimary,
+        Scenario::ForgedRelay,
+        Scenario::AccusationFlood,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::CompetingCertificates => "competing-certificates",
+            Scenario::Depose => "depose",
+            Scenario::BackupProposal => "backup-proposal",
+            Scenario::EquivocatingPrimary => "equivocating-primary",
+            Scenario::ForgedRelay => "forged-relay",
+            Scenario::AccusationFlood => "accusation-flood",
         }
+    }
+
+    /// The Byzantine member a scenario plays, unless the run pins its own: a backup of view 0.
+    fn byzantine_member(&self) -> Option<(ReplicaId, Behaviour)> {
+        match self {
+            Scenario::CompetingCertificates => None,
+            Scenario::Depose => Some((2, Behaviour::Depose)),
+            Scenario::BackupProposal => Some((2, Behaviour::BackupProposal)),
+            Scenario::EquivocatingPrimary => Some((1, Behaviour::Equivocate)),
+            Scenario::ForgedRelay => Some((2, Behaviour::ForgedRelay)),
+            Scenario::AccusationFlood => Some((2, Behaviour::AccusationFlood)),
+        }
+    }
+
+    /// Whether the primary of view 0 is honest and nothing justifies leaving its view: then an honest replica
+    /// that starts a view change is a violation.
+    fn keeps_view_0(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Depose | Scenario::BackupProposal | Scenario::ForgedRelay | Scenario::AccusationFlood
+        )
+    }
+
+    /// Whether what the scenario's Byzantine member does is provable, so an honest replica must prove it.
+    fn must_prove(&self) -> bool {
+        matches!(self, Scenario::BackupProposal | Scenario::EquivocatingPrimary)
     }
 }
 
@@ -125,10 +201,12 @@ impl std::str::FromStr for Scenario {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Scenario, String> {
-        Scenario::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| format!("unknown scenario {name:?} (known: competing-certificates)"))
+        Scenario::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            format!(
+                "unknown scenario {name:?} (known: {:?})",
+                Scenario::ALL.map(|s| s.name())
+            )
+        })
     }
 }
 
@@ -331,6 +409,8 @@ enum ClientKind {
     Honest,
     /// Signs two transfers with one nonce and sends each to half the replicas.
     DoubleSpender,
+    /// Gives each transfer to one replica at first (a backup must pass it on to the primary), to all on a retry.
+    OneReplicaFirst,
 }
 
 struct Client {
@@ -407,8 +487,15 @@ impl Sim {
         }
         let phase = match config.scenario {
             Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
-            None => Phase::Over,
+            Some(_) | None => Phase::Over,
         };
+        // A scenario's Byzantine member is the only one, unless the run names its own.
+        if let Some(member) = config.scenario.and_then(|s| s.byzantine_member())
+            && config.pinned.is_empty()
+        {
+            config.pinned.push(member);
+            config.byzantine = 1;
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let spares = usize::from(config.reconfigure);
         let keys: Vec<KeyPair> = (1..=(config.replicas + spares) as u64)
@@ -430,7 +517,9 @@ impl Sim {
             .map(|i| Client {
                 key: key_for(config.seed, 2, i as u64),
                 // The last client double-spends when there are Byzantine members to try it with.
-                kind: if config.byzantine > 0 && i + 1 == config.clients {
+                kind: if config.scenario.is_some_and(|s| s.keeps_view_0()) || i == 1 {
+                    ClientKind::OneReplicaFirst
+                } else if config.byzantine > 0 && i + 1 == config.clients {
                     ClientKind::DoubleSpender
                 } else {
                     ClientKind::Honest
@@ -498,6 +587,8 @@ impl Sim {
                             config.params.max_batch_size,
                         )
                         .with_accomplice(accomplice)
+                        .with_genesis(genesis_digest)
+                        .with_members(config.replicas as u32)
                     }),
                     detector: Detector::new(History::default()),
                     spare: id as usize > config.replicas,
@@ -522,7 +613,7 @@ impl Sim {
             epoch: 0,
             reconfigured_at_ms: None,
             scenario: config.scenario,
-            scenario_reached: None,
+            scenario_reached: config.scenario.map(|_| format!("{phase:?}")),
         };
         Sim {
             config,
@@ -810,6 +901,12 @@ impl Sim {
                     }
                     return;
                 }
+                // A censor ignores the requests other members pass on to it, as it ignores clients'.
+                if let (Message::Request { .. }, Some(saboteur)) = (&message, self.replicas[index].saboteur.as_mut())
+                    && !saboteur.admits_request()
+                {
+                    return;
+                }
                 let summary = MessageSummary::of(&message);
                 match self.replicas[index].verifier.message_or_back(message) {
                     Ok(v) => Input::Message(v),
@@ -866,9 +963,26 @@ impl Sim {
         let id = self.replicas[index].id;
         let incarnation = self.replicas[index].incarnation;
         let honest = self.is_honest(index);
+        // Certificates of batches executed in the step that began an epoch were accepted under the membership
+        // before it (a peer may have relayed them): only the membership they were checked by can judge them.
+        let mut epoch_began = false;
         for output in outputs {
+            epoch_began |= matches!(output, Output::Event(Event::EpochStarted { .. }));
             match output {
-                Output::Persist(entry) => self.replicas[index].durable.apply(entry),
+                Output::Persist(entry) => {
+                    // Only certificates of the membership in force: a slot below the epoch's start may still
+                    // prepare after its batch executed, on the previous membership's votes.
+                    let epoch_started_at = self.replicas[index]
+                        .core
+                        .as_ref()
+                        .map_or(0, |core| core.governance().epoch_started_at.unwrap_or(0));
+                    if let (true, crate::durable::Entry::Prepared(cert)) = (honest, &entry)
+                        && cert.seq() > epoch_started_at
+                    {
+                        self.check_certificate(index, "prepared", |v| v.prepared_certificate(cert));
+                    }
+                    self.replicas[index].durable.apply(entry)
+                }
                 Output::Send { to, message } => self.send_from(index, vec![to], message),
                 Output::Broadcast(message) => {
                     if self.config.verbose
@@ -917,6 +1031,16 @@ impl Sim {
                     batch_digest,
                     outcomes,
                 }) if honest => {
+                    let cert = self.replicas[index]
+                        .core
+                        .as_ref()
+                        .and_then(|core| core.log.get(&seq))
+                        .and_then(|slot| slot.committed.clone());
+                    if let (Some(cert), false) = (cert, epoch_began) {
+                        self.check_certificate(index, &format!("committed (sequence {seq})"), |v| {
+                            v.message(Message::Committed(cert)).map(|_| ())
+                        });
+                    }
                     self.check_agreement(id, seq, batch_digest);
                     self.check_outcomes(id, seq, outcomes);
                 }
@@ -929,6 +1053,13 @@ impl Sim {
                         if *view >= 2 && self.phase == Phase::FirstPrimaryCutOff {
                             self.advance_phase(Phase::Over);
                         }
+                    }
+                    if let (true, true, Event::ViewChangeStarted { from_view, .. }) =
+                        (honest, self.config.scenario.is_some_and(|s| s.keeps_view_0()), &event)
+                    {
+                        self.violation(format!(
+                            "replica {id} left view {from_view}: its primary is honest and the network calm"
+                        ));
                     }
                     if let Event::ViewChangeStarted { to_view: 1.., .. } = &event
                         && self.phase == Phase::TargetPreparesAlone
@@ -973,6 +1104,36 @@ impl Sim {
         }
     }
 
+    /// A certificate an honest replica formed itself (the one it executes on, the one it would put in a
+    /// VIEW-CHANGE) must pass the checks any peer applies to it: a quorum of distinct members' votes, all for this
+    /// proposal in its view. So a commit one vote short, or counting votes for another digest or of another view,
+    /// is seen where it happens, not only if it later costs liveness. Signatures it checks were mostly checked on
+    /// arrival already (the verifier remembers them).
+    fn check_certificate(
+        &mut self,
+        index: usize,
+        what: &str,
+        check: impl FnOnce(&mut Verifier) -> Result<(), crate::verify::Rejection>,
+    ) {
+        let id = self.replicas[index].id;
+        // Only a member's, checked against the membership its core has in force (a member added by a
+        // reconfiguration follows the cluster, voting, before it is one).
+        let r = &self.replicas[index];
+        let in_force = r.verifier.shared_membership().get();
+        if !r
+            .core
+            .as_ref()
+            .is_some_and(|core| core.membership().contains(id) && core.membership() == &*in_force)
+        {
+            return;
+        }
+        if let Err(rejection) = check(&mut self.replicas[index].verifier) {
+            self.violation(format!(
+                "replica {id} formed a {what} certificate its peers refuse: {rejection}"
+            ));
+        }
+    }
+
     /// An honest replica's observation goes through the detection policy the process runs; what it puts to
     /// consensus is stepped into its core. The simulator checks on top that the observation frames no honest member.
     fn observed(&mut self, index: usize, observation: Observation) {
@@ -1001,7 +1162,11 @@ impl Sim {
     /// only the replica's word (a bad signature, logged and maybe an accusation) never names an honest member.
     fn check_observation(&mut self, index: usize, observation: &Observation) {
         let me = self.replicas[index].id;
-        let Some(membership) = self.replicas[index].core.as_ref().map(|c| c.membership().clone()) else {
+        let Some((membership, epoch_started_at)) = self.replicas[index]
+            .core
+            .as_ref()
+            .map(|c| (c.membership().clone(), c.governance().epoch_started_at.unwrap_or(0)))
+        else {
             return;
         };
         let honest = |sim: &Sim, member: ReplicaId| {
@@ -1020,7 +1185,7 @@ impl Sim {
             }
             return;
         };
-        match evidence.verify(&membership) {
+        match evidence.verify(&membership, epoch_started_at) {
             Ok((member, _)) if honest(self, member) => {
                 self.violation(format!("evidence accuses honest member {member}: {evidence:?}"))
             }
@@ -1042,16 +1207,24 @@ impl Sim {
         if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
             self.replicas[index].seen.push(message.clone());
         }
+        let mut extra = Vec::new();
         let copies = match self.replicas[index].saboteur.as_mut() {
             Some(saboteur) => {
+                saboteur.now_ms = self.now;
                 let copies = saboteur.outgoing(&message, peers.len());
                 for tx in saboteur.forged.drain(..) {
                     self.signed.insert(tx.digest(), tx.transfer);
                 }
+                extra = std::mem::take(&mut saboteur.extra);
                 copies
             }
             None => vec![Some(message); peers.len()],
         };
+        for message in extra {
+            for to in (1..=self.replicas.len() as ReplicaId).filter(|&p| p != id) {
+                self.network_send(id, to, Payload::Message(message.clone()));
+            }
+        }
         for (to, copy) in peers.into_iter().zip(copies) {
             if let Some(copy) = copy {
                 if let Message::Commit(vote) = &copy {
@@ -1258,7 +1431,12 @@ impl Sim {
         // to learn which one won, so it asks everyone about both.
         let first_try = self.clients[client].replies.is_empty() && !self.clients[client].retried;
         self.clients[client].retried = true;
+        let only = (first_try && self.clients[client].kind == ClientKind::OneReplicaFirst)
+            .then(|| self.rng.random_range(1..=self.config.replicas as ReplicaId));
         for to in 1..=self.replicas.len() as ReplicaId {
+            if only.is_some_and(|only| only != to) {
+                continue;
+            }
             let mine: Vec<SignedTransfer> = if first_try {
                 vec![txs[(to as usize) % txs.len()]]
             } else {
@@ -1606,6 +1784,21 @@ impl Sim {
         }
         for p in problems {
             self.violation(p);
+        }
+        // What the scenario's Byzantine member signed proves it: a run that ended well without that proof missed it.
+        if let Some(scenario) = self.config.scenario.filter(|s| s.must_prove())
+            && self.outcome.violations.is_empty()
+            && self.outcome.liveness_failure.is_none()
+        {
+            for (member, behaviour) in self.outcome.byzantine.clone() {
+                if !self.outcome.proven.contains_key(&member) {
+                    self.violation(format!(
+                        "scenario {}: member {member} ({}) was never proven",
+                        scenario.name(),
+                        behaviour.name()
+                    ));
+                }
+            }
         }
         let trace: [u8; 32] = self.trace.finalize().into();
         self.outcome.trace = crate::crypto::hex(&trace[..16]);

@@ -87,6 +87,8 @@ pub enum Rejection {
     Operation(&'static str, String),
     #[error("state transfer chunk refused: {0}")]
     StateChunk(&'static str),
+    #[error("a relayed request goes to the primary, and this replica is not the primary")]
+    NotPrimary,
 }
 
 impl Rejection {
@@ -115,6 +117,7 @@ impl Rejection {
             Rejection::Quarantined(_) => "quarantined",
             Rejection::Operation(..) => "operation_refused",
             Rejection::StateChunk(_) => "state_chunk_refused",
+            Rejection::NotPrimary => "not_primary",
         }
     }
 }
@@ -373,6 +376,15 @@ impl Verifier {
         }
     }
 
+    /// A prepared certificate on its own (as it would stand in a VIEW-CHANGE), for whoever checks what a replica
+    /// formed.
+    pub fn prepared_certificate(&mut self, cert: &PreparedCert) -> Result<(), Rejection> {
+        self.refresh_membership();
+        let mut checks = Checks::new();
+        self.prepared_cert(&mut checks, cert)?;
+        self.run(checks)
+    }
+
     /// Rejections so far, by reason.
     pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejected
@@ -382,10 +394,14 @@ impl Verifier {
         self.refresh_membership();
         let mut checks = Checks::new();
         match message {
+            // Who may propose is the core's to check: above a checkpoint boundary it depends on a membership
+            // this replica may not know yet (`check_proposer`). The sender's signature is checked before what it
+            // proposes, so a proposal refused for its content is one its sender signed: proof, never a frame-up.
             Message::PrePrepare(m) => {
+                batch_shape(&m.body, self.max_batch_size)?;
                 self.own(&mut checks, m)?;
-                self.pre_prepare_batch(&m.body)?;
                 self.run(checks)?;
+                spends_once(&m.body)?;
                 return self.transfers(&m.body.batch);
             }
             Message::Prepare(m) => self.own(&mut checks, m)?,
@@ -408,6 +424,24 @@ impl Verifier {
                 if !self.membership.contains(*from) {
                     return Err(Rejection::NotAMember(*from));
                 }
+            }
+            // Only a header (the signature covers it), so a peer cannot make this replica hold a batch for it.
+            Message::Proposal { from, proposal } => {
+                if !self.membership.contains(*from) {
+                    return Err(Rejection::NotAMember(*from));
+                }
+                if !proposal.body.batch.is_empty() || !proposal.body.ops.is_empty() {
+                    return Err(Rejection::BatchTooLarge(
+                        proposal.body.batch.len() + proposal.body.ops.len(),
+                    ));
+                }
+                self.signed(&mut checks, proposal)?;
+            }
+            Message::Request { from, tx } => {
+                if !self.membership.contains(*from) {
+                    return Err(Rejection::NotAMember(*from));
+                }
+                return self.transfers(std::slice::from_ref(tx));
             }
         }
         self.run(checks)
@@ -510,30 +544,16 @@ impl Verifier {
         self.run(checks).map_err(|_| Rejection::BadTransferSignature)
     }
 
-    /// The batch must match its digest, fit the size limit, and never spend the same funds twice.
-    fn pre_prepare_batch(&self, pp: &PrePrepare) -> Result<(), Rejection> {
-        if pp.batch.len() > self.max_batch_size {
-            return Err(Rejection::BatchTooLarge(pp.batch.len()));
-        }
-        if pp.ops.len() > crate::governance::MAX_OPS_PER_BATCH {
-            return Err(Rejection::BatchTooLarge(pp.ops.len()));
-        }
-        if !pp.matches_digest() {
-            return Err(Rejection::DigestMismatch);
-        }
-        let mut spends = HashSet::with_capacity(pp.batch.len());
-        if !pp.batch.iter().all(|tx| spends.insert(tx.spend_key())) {
-            return Err(Rejection::ConflictingTransfers);
-        }
-        Ok(())
-    }
-
+    /// A proposal inside a certificate, by the rules the core applies to one that arrives alone (`check_proposer`,
+    /// `batch_shape`, `spends_once`): a certificate can hold only what an honest replica would have accepted, or a
+    /// replica may accept a state it cannot prove in a view change (one backup's proposal halted a cluster so).
+    /// Its signatures are checked after this, with the rest of the certificate: a content refusal here blames no
+    /// one, since the relay may have made the content up.
     fn proposal(&self, checks: &mut Checks, pp: &Signed<PrePrepare>) -> Result<(), Rejection> {
-        if pp.from != self.membership.primary(pp.body.view) {
-            return Err(Rejection::NotFromPrimary("pre-prepare"));
-        }
-        self.signed(checks, pp)?;
-        self.pre_prepare_batch(&pp.body)
+        check_proposer(&self.membership, pp)?;
+        batch_shape(&pp.body, self.max_batch_size)?;
+        spends_once(&pp.body).map_err(|_| Rejection::BadCertificate("a proposal spending funds twice"))?;
+        self.signed(checks, pp)
     }
 
     /// `votes` must hold at least `needed` distinct members other than `excluded`, all voting for `matches`.
@@ -746,6 +766,38 @@ impl Verifier {
     }
 }
 
+/// Only the primary of a proposal's view proposes: the one rule for a PRE-PREPARE that arrives alone (checked by the
+/// core, once it knows the membership of the sequence number) and for one inside a certificate (checked here).
+pub fn check_proposer(membership: &Membership, pp: &Signed<PrePrepare>) -> Result<(), Rejection> {
+    if pp.from != membership.primary(pp.body.view) {
+        return Err(Rejection::NotFromPrimary("pre-prepare"));
+    }
+    Ok(())
+}
+
+/// The batch must fit the size limits and match its digest.
+fn batch_shape(pp: &PrePrepare, max_batch_size: usize) -> Result<(), Rejection> {
+    if pp.batch.len() > max_batch_size {
+        return Err(Rejection::BatchTooLarge(pp.batch.len()));
+    }
+    if pp.ops.len() > crate::governance::MAX_OPS_PER_BATCH {
+        return Err(Rejection::BatchTooLarge(pp.ops.len()));
+    }
+    if !pp.matches_digest() {
+        return Err(Rejection::DigestMismatch);
+    }
+    Ok(())
+}
+
+/// No batch spends the same funds twice.
+fn spends_once(pp: &PrePrepare) -> Result<(), Rejection> {
+    let mut spends = HashSet::with_capacity(pp.batch.len());
+    if !pp.batch.iter().all(|tx| spends.insert(tx.spend_key())) {
+        return Err(Rejection::ConflictingTransfers);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,6 +996,84 @@ mod tests {
         assert_eq!(
             (accusation.member, accusation.fault),
             (primary, FaultType::SignatureMismatch)
+        );
+    }
+
+    /// A relay that forwards a forged committed batch (junk signatures, a batch spending one nonce twice, named as
+    /// the honest primary's) gets nobody blamed: content is judged only once its signatures are checked, and what
+    /// a certificate holds is never its proposer's proof. Once every honest replica logged the primary so.
+    #[test]
+    fn a_forged_double_spend_relayed_in_a_certificate_blames_nobody() {
+        let (keys, membership) = members(4);
+        let primary = membership.primary(0);
+        let payer = KeyPair::from_secret([70; 32]);
+        let batch: Vec<SignedTransfer> = [1, 2]
+            .iter()
+            .map(|amount| {
+                Transfer {
+                    amount: *amount,
+                    ..transfer(payer.public(), 1)
+                }
+                .sign(&payer)
+            })
+            .collect();
+        let proposal = PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: proposal_digest(&batch, &[], 0),
+            batch,
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        let mut forged = Signed::new(primary, proposal.clone(), &keys[0]);
+        forged.signature = forged.signature.corrupted();
+        let vote = Commit {
+            view: 0,
+            seq: 1,
+            digest: proposal.digest,
+        };
+        let commits = (1..=3).map(|id| {
+            let mut c = Signed::new(id, vote, &keys[id as usize - 1]);
+            c.signature = c.signature.corrupted();
+            c
+        });
+        let cert = CommittedCert {
+            pre_prepare: forged.clone(),
+            commits: commits.collect(),
+        };
+        let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+        let (rejection, observation) = refuse(&mut verifier, Message::Committed(cert));
+        assert_eq!(observation, None, "{rejection}");
+        assert_ne!(rejection, Rejection::ConflictingTransfers);
+
+        // Inside a VIEW-CHANGE's prepared certificate, from the member that signed the VIEW-CHANGE: the same.
+        let prepares = (2..=3)
+            .map(|id| {
+                let body = Prepare {
+                    view: 0,
+                    seq: 1,
+                    digest: proposal.digest,
+                };
+                Signed::new(id, body, &keys[id as usize - 1])
+            })
+            .collect();
+        let cert = PreparedCert {
+            pre_prepare: forged,
+            prepares,
+        };
+        let vc = view_change(&keys, 3, genesis(), vec![cert]);
+        let (rejection, observation) = refuse(&mut verifier, Message::ViewChange(vc));
+        assert_eq!(observation, None, "{rejection}");
+
+        // Sent alone on its own stream, correctly signed, the same proposal is the primary's proof.
+        let signed = Signed::new(primary, proposal, &keys[0]);
+        let (rejection, observation) = refuse(&mut verifier, Message::PrePrepare(signed));
+        assert_eq!(rejection, Rejection::ConflictingTransfers);
+        let observation = observation.expect("proof");
+        assert!(observation.proof.is_some());
+        assert_eq!(
+            (observation.member, observation.fault),
+            (primary, FaultType::DoubleSpend)
         );
     }
 

@@ -207,7 +207,11 @@ impl Replica {
 
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) -> Result<(), Rejection> {
         let view = vc.body.new_view;
-        if view < self.view || (view == self.view && self.view_active) {
+        // Support counts only within a window above this replica's view: one member's VIEW-CHANGE for a far view
+        // would otherwise stand as its support for leaving every view until then. A member that really is that far
+        // ahead sends it again in answer to this replica's STATUS once this replica has caught up with its views.
+        let window = self.membership.n() as View;
+        if view < self.view || (view == self.view && self.view_active) || view > self.view.saturating_add(window) {
             return Err(Rejection::WrongView {
                 got: view,
                 current: self.view,
@@ -320,7 +324,12 @@ impl Replica {
         self.view_active = true;
         self.last_active_view = view;
         self.view_started_ms = self.now_ms;
-        self.view_changes.retain(|_, vc| vc.body.new_view > view);
+        // Support for leaving a view lapses once a view is installed: what members say about later views they say
+        // again (in answer to STATUS) if they still mean it. Kept, one member's VIEW-CHANGE for a later view counted
+        // towards leaving each view installed after it.
+        let me = self.id;
+        self.view_changes
+            .retain(|from, vc| *from == me && vc.body.new_view > view);
         self.new_view = Some(nv.clone());
 
         // The new view starts at the highest checkpoint in the VIEW-CHANGEs. A replica below it catches up
@@ -467,6 +476,33 @@ impl Replica {
 }
 
 impl Replica {
+    /// Passes on to the primary the client requests this backup has held for a status interval without seeing them
+    /// proposed: a client may have given them to this backup alone. A backup suspects the primary only of not
+    /// ordering what the primary was given, or one client, with one Byzantine member's support, could depose an
+    /// honest primary at will. Not at once: clients usually send to every member, and relaying each request the
+    /// moment it arrives would make the primary handle N-1 copies of everything.
+    pub(crate) fn relay_waiting_requests(&mut self) {
+        if self.is_primary() || !self.view_active || !self.membership.contains(self.id) {
+            return;
+        }
+        let primary = self.primary();
+        let due = self.now_ms.saturating_sub(self.params.status_interval_ms);
+        let waiting: Vec<SignedTransfer> = self
+            .pending_order
+            .values()
+            .filter(|digest| !self.proposed.contains(*digest))
+            .map(|digest| &self.pending[digest])
+            .filter(|p| p.arrived_ms.max(self.view_started_ms) <= due)
+            .map(|p| p.tx)
+            .collect();
+        for tx in waiting {
+            self.out.push(Output::Send {
+                to: primary,
+                message: Message::Request { from: self.id, tx },
+            });
+        }
+    }
+
     /// A request waited too long in this view: suspect its primary, tell the others at once, and look again after
     /// another timeout (the suspicion is withdrawn once nothing is overdue).
     fn suspect_primary(&mut self) {

@@ -1228,3 +1228,166 @@ proptest! {
         }
     }
 }
+
+/// Every replica steps a forced view change (a drill, or the way a test moves the cluster on).
+fn force_view_change(c: &mut Cluster) {
+    for id in 1..=c.replicas.len() as ReplicaId {
+        let outputs = c.replicas[id as usize - 1].step(c.now, Input::ForceViewChange).unwrap();
+        c.carry_out(id, outputs);
+    }
+    c.settle();
+}
+
+/// One Byzantine backup's signed proposal for the next sequence number, with a valid client transfer given to
+/// nobody else, was accepted by every honest replica, which then could not change views for good: the view change
+/// refuses, as a certificate, a proposal not sent by its view's primary. The same rule now refuses it alone, with
+/// its own reason, and the backup's signature on it is proof.
+#[test]
+fn a_backups_proposal_is_refused_with_proof_and_the_cluster_goes_on() {
+    use bft_replica::evidence::Evidence;
+    use bft_replica::history::FaultType;
+
+    let mut c = Cluster::new(4, params());
+    let tx = c.transfer(0, 1, 5, 1);
+    let batch = vec![tx];
+    let body = PrePrepare {
+        view: 0,
+        seq: 1,
+        digest: proposal_digest(&batch, &[], 0),
+        batch,
+        ops: Vec::new(),
+        at_ms: 0,
+    };
+    let usurped = Signed::new(4, body, &c.keys[3]);
+    for to in 1..=3 {
+        let refused = c.deliver(to, Message::PrePrepare(usurped.clone()));
+        assert_eq!(refused, Err(Rejection::NotFromPrimary("pre-prepare")), "replica {to}");
+    }
+    assert!(c.network.is_empty(), "nobody voted for it");
+    let evidence = Evidence::ProposalByBackup { proposal: usurped };
+    let membership = c.replicas[0].membership().clone();
+    assert_eq!(evidence.verify(&membership, 0), Ok((4, FaultType::ProtocolViolation)));
+
+    // The cluster commits, and a view change completes.
+    c.submit(c.transfer(1, 2, 1, 1));
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 1), "committed");
+    force_view_change(&mut c);
+    assert!(c.replicas.iter().all(|r| r.view() == 1 && r.view_active()));
+    c.submit(tx);
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 2), "committed in view 1");
+}
+
+/// The same proposal is no proof against the primary of its view, nor against anyone once a reconfiguration moved
+/// the sequence numbers it names into an earlier membership (where another primary may have proposed there).
+#[test]
+fn a_proposal_by_its_primary_or_of_an_earlier_epoch_proves_nothing() {
+    use bft_replica::evidence::Evidence;
+
+    let c = Cluster::new(4, params());
+    let body = PrePrepare {
+        view: 1,
+        seq: 3,
+        digest: proposal_digest(&[], &[], 0),
+        batch: Vec::new(),
+        ops: Vec::new(),
+        at_ms: 0,
+    };
+    let membership = c.replicas[0].membership().clone();
+    let by_primary = Evidence::ProposalByBackup {
+        proposal: Signed::new(2, body.clone(), &c.keys[1]),
+    };
+    assert!(by_primary.verify(&membership, 0).is_err());
+    let by_backup = Evidence::ProposalByBackup {
+        proposal: Signed::new(3, body, &c.keys[2]),
+    };
+    assert!(by_backup.verify(&membership, 0).is_ok());
+    assert!(
+        by_backup.verify(&membership, 4).is_err(),
+        "sequence 3 is of an earlier epoch"
+    );
+    let mut forged = by_backup.clone();
+    if let Evidence::ProposalByBackup { proposal } = &mut forged {
+        proposal.signature = proposal.signature.corrupted();
+    }
+    assert!(forged.verify(&membership, 0).is_err());
+}
+
+/// A client that gives its transfer to one backup only, and a Byzantine member that sends a VIEW-CHANGE for the
+/// next view (and for the farthest one), once deposed the honest primary: the backup timed a request the primary
+/// never had, and with the Byzantine member's support that made F+1. A backup now passes on to the primary what it
+/// held for a status interval, a far VIEW-CHANGE is refused, and the primary stays.
+#[test]
+fn a_request_given_to_one_backup_is_relayed_and_one_member_cannot_depose_the_primary() {
+    let mut c = Cluster::new(4, params());
+    let view_change = |c: &Cluster, new_view: View| {
+        let body = ViewChange {
+            new_view,
+            checkpoint: c.replicas[0].stable_checkpoint().clone(),
+            prepared: Vec::new(),
+        };
+        Message::ViewChange(Signed::new(4, body, &c.keys[3]))
+    };
+    for to in 1..=3 {
+        let refused = c.deliver(to, view_change(&c, View::MAX));
+        assert!(matches!(refused, Err(Rejection::WrongView { .. })), "{refused:?}");
+        c.deliver(to, view_change(&c, 1)).unwrap();
+    }
+    let tx = c.transfer(0, 1, 3, 1);
+    c.request(2, tx).unwrap();
+    c.settle();
+    c.status_round();
+    assert!(
+        c.outcome_from(1, &tx).is_some(),
+        "the primary ordered what backup 2 passed on"
+    );
+    c.time_out();
+    c.status_round();
+    for r in &c.replicas {
+        assert_eq!(
+            (r.view(), r.view_active()),
+            (0, true),
+            "replica {}: {}",
+            r.id(),
+            r.describe()
+        );
+    }
+    assert!(
+        !c.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ViewChangeStarted { .. }))
+    );
+}
+
+/// A member's VIEW-CHANGE for a later view is support for leaving the view it names only until a view is
+/// installed: kept, a Byzantine member's VIEW-CHANGE for view 2 counted as support for leaving view 1 with one
+/// honest backup's lone suspicion, and so for every view after.
+#[test]
+fn support_for_leaving_a_view_lapses_when_a_view_is_installed() {
+    let mut c = Cluster::new(4, params());
+    let body = ViewChange {
+        new_view: 2,
+        checkpoint: c.replicas[0].stable_checkpoint().clone(),
+        prepared: Vec::new(),
+    };
+    let far = Message::ViewChange(Signed::new(4, body, &c.keys[3]));
+    for to in 1..=3 {
+        c.deliver(to, far.clone()).unwrap();
+    }
+    // A drill moves the honest members to view 1 (member 4 stays silent from now on).
+    c.muted.push(4);
+    for id in 1..=3 {
+        let outputs = c.replicas[id as usize - 1].step(c.now, Input::ForceViewChange).unwrap();
+        c.carry_out(id, outputs);
+    }
+    c.settle();
+    assert!(c.replicas[..3].iter().all(|r| r.view() == 1 && r.view_active()));
+    // In view 1 (primary 2), replica 3 alone holds a request the primary does not order (it is cut off from the
+    // primary's proposals): its suspicion alone must not take it out of the view.
+    c.muted.push(2);
+    c.request(3, c.transfer(0, 1, 1, 1)).unwrap();
+    c.time_out();
+    let r3 = &c.replicas[2];
+    assert_eq!((r3.view(), r3.view_active()), (1, true), "{}", r3.describe());
+}

@@ -1159,3 +1159,179 @@ async fn a_partitioned_replica_rejoins_the_active_view_after_the_partition_heals
     }
     drop(partition);
 }
+
+/// A replica's count of refusals for `reason`, from its Prometheus metrics.
+async fn refused(cluster: &Cluster, index: usize, reason: &str) -> u64 {
+    let (_, metrics) = http_get(cluster.layout.configs[index].2.metrics_listen.unwrap(), "/metrics").await;
+    let prefix = format!("bft_messages_refused_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The merged detection log once an entry for `member` and `fault` is confirmed (polled), or as it is after 30 s.
+async fn detection_of(client: &Client, n: usize, member: &str, fault: &str) -> Vec<report::DetectionEntry> {
+    let mut log = Vec::new();
+    for _ in 0..300 {
+        log = report::detection_log(n, &client.detections().await);
+        if log
+            .iter()
+            .any(|e| e.confirmed && e.agent_id == member && e.fault_type == fault)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    log
+}
+
+/// One Byzantine backup's signed proposal for the next sequence number once halted a 4-process cluster for good
+/// (accepted by everyone, then refused as a certificate by every view change). Now it is refused with its own
+/// reason, the backup is proven by its signature, and the cluster commits and changes views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backups_proposal_is_refused_with_proof_and_the_cluster_keeps_committing() {
+    let cluster = Cluster::start(4, "usurp");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let drill = FaultDrill::new(Fault::BackupProposal, 1.0).unwrap();
+    client.inject_fault(4, Some(drill)).await.unwrap();
+    for nonce in 1..=3 {
+        let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
+        assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let log = detection_of(&client, 4, "bft-agent-4", "protocol_violation").await;
+    assert!(
+        log.iter()
+            .any(|e| e.agent_id == "bft-agent-4" && e.fault_type == "protocol_violation" && e.proven),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-4"),
+        "only member 4: {log:?}"
+    );
+    let mut refusals = 0;
+    for index in 0..3 {
+        refusals += refused(&cluster, index, "not_from_primary").await;
+    }
+    assert!(refusals > 0, "no proposal of member 4 was refused as not the primary's");
+    // Nothing it sent stands in anyone's way: a view change completes and the cluster commits in the new view.
+    let event = client.force_view_change().await.unwrap();
+    assert_eq!(event.view, 1, "{event:?}");
+    let tx = transfer(&cluster.layout, 1, 2, 5, 1);
+    assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+}
+
+/// A client that gives its transfers to one backup only, with a Byzantine member that claims to suspect every
+/// primary and sends VIEW-CHANGEs for the next and the farthest view: the backup passes the transfers on to the
+/// primary, they commit, and no honest replica leaves view 0 (each such transfer once deposed the primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_given_to_one_backup_commit_and_one_member_cannot_depose_the_primary() {
+    let cluster = Cluster::start(4, "depose");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let drill = FaultDrill::new(Fault::Depose, 1.0).unwrap();
+    client.inject_fault(4, Some(drill)).await.unwrap();
+    let backup = cluster
+        .layout
+        .client_replicas()
+        .into_iter()
+        .find(|r| r.id == 2)
+        .unwrap();
+    let to_one_backup = Client::new(vec![backup]).unwrap();
+    for nonce in 1..=3 {
+        let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
+        assert_eq!(to_one_backup.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    // Long enough for a request timer (1 s here) to have run out, had the primary not ordered them.
+    let statuses = wait_executed(&client, &[1, 2, 3], 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let statuses_after = wait_executed(&client, &[1, 2, 3], 3).await;
+    for s in statuses.iter().chain(&statuses_after) {
+        assert_eq!((s.view, s.view_active), (0, true), "replica {}", s.id);
+    }
+    for index in 0..3 {
+        assert!(
+            refused(&cluster, index, "wrong_view").await > 0,
+            "far VIEW-CHANGEs are refused"
+        );
+    }
+}
+
+/// A primary that sends conflicting proposals for one slot to different backups: no backup receives both, but
+/// backups whose votes differ show each other the proposal they hold, and the primary is proven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_primary_is_proven() {
+    let cluster = Cluster::start(4, "equivocating");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let drill = FaultDrill::new(Fault::Equivocation, 0.5).unwrap();
+    client.inject_fault(1, Some(drill)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut nonce = 0;
+    let mut log = Vec::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        nonce += 1;
+        let _ = client.submit(transfer(&cluster.layout, 0, 1, 1, nonce)).await;
+        log = report::detection_log(4, &client.detections().await);
+        if log
+            .iter()
+            .any(|e| e.agent_id == "bft-agent-1" && e.fault_type == "equivocation" && e.proven)
+        {
+            break;
+        }
+    }
+    println!(
+        "equivocating primary proven after {} ms ({nonce} transfers)",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        log.iter()
+            .any(|e| e.agent_id == "bft-agent-1" && e.fault_type == "equivocation" && e.proven),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-1"),
+        "only the primary: {log:?}"
+    );
+}
+
+/// A member that signs accusations of every other member over and over gets at most one of each waiting to be
+/// ordered: the rest are refused before ordering, transfers commit throughout, nobody honest is quarantined and
+/// the primary stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accusation_flood_is_refused_before_ordering_and_transfers_keep_committing() {
+    let cluster = Cluster::start(4, "accusations");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    async fn measure(client: &Client, layout: &Layout, from: u64) -> f64 {
+        let started = std::time::Instant::now();
+        for nonce in from..from + 20 {
+            let tx = transfer(layout, 2, 3, 1, nonce);
+            assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+        }
+        20.0 / started.elapsed().as_secs_f64()
+    }
+    let before = measure(&client, &cluster.layout, 1).await;
+    let drill = FaultDrill::new(Fault::AccusationFlood, 1.0).unwrap();
+    client.inject_fault(4, Some(drill)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = measure(&client, &cluster.layout, 21).await;
+    println!("sequential commits per second: {before:.0} before the flood, {during:.0} during it");
+    let mut refusals = 0;
+    for index in 0..3 {
+        refusals += refused(&cluster, index, "operation_refused").await;
+    }
+    assert!(refusals > 0, "no accusation was refused before ordering");
+    let statuses = wait_executed(&client, &[1, 2, 3], 40).await;
+    for s in &statuses {
+        assert_eq!((s.view, s.view_active), (0, true), "replica {}", s.id);
+        let quarantined: Vec<u32> = s
+            .member_states
+            .iter()
+            .filter(|m| m.state == "quarantined")
+            .map(|m| m.id)
+            .collect();
+        assert!(quarantined.is_empty(), "replica {} quarantines {quarantined:?}", s.id);
+    }
+}

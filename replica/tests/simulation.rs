@@ -103,6 +103,20 @@ fn every_byzantine_behaviour_is_exercised_and_refused() {
         .filter(|(o, id)| o.proven.contains_key(id))
         .count();
     assert!(proven > 0, "no double spender was ever proven wrong");
+    // A backup's own proposal is refused by the rule the view change checks certificates by, and its signature on
+    // it is proof: every run where it acted proves it.
+    assert!(total(Behaviour::BackupProposal, "not_from_primary") > 0);
+    for o in &outcomes {
+        for (id, b) in &o.byzantine {
+            if *b == Behaviour::BackupProposal && o.rejections.get("not_from_primary").is_some_and(|n| *n > 0) {
+                assert!(
+                    o.proven.contains_key(id),
+                    "seed {}: backup {id} proposed and was never proven",
+                    o.seed
+                );
+            }
+        }
+    }
     // A censoring or silent primary is replaced: those runs went through view changes.
     for behaviour in [Behaviour::Censor, Behaviour::Silent] {
         let changed = outcomes

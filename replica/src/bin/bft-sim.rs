@@ -29,7 +29,8 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
+    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood), as ID=BEHAVIOUR; repeatable.
+    /// Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -47,7 +48,15 @@ struct Args {
     /// In the middle of the load, replace one member (a Byzantine one if any) by a new one through the protocol.
     #[arg(long)]
     reconfigure: bool,
-    /// Run an adversarial schedule (competing-certificates) on a calm network instead of random faults.
+    /// Run an adversarial schedule on a calm network instead of random faults: competing-certificates (two
+    /// batches prepared for one sequence in two views, then a view change over both); depose (a Byzantine backup
+    /// claims to suspect every primary and sends VIEW-CHANGEs for near and far views, while clients give each
+    /// transfer to one replica: no honest replica may leave view 0); backup-proposal (a Byzantine backup signs
+    /// proposals of its own: the cluster stays live and the backup is proven); equivocating-primary (the primary
+    /// sends conflicting proposals to disjoint backups: it is proven, and the cluster stays live); forged-relay (a
+    /// Byzantine backup passes on made-up committed batches in the primary's name: nobody is blamed); and
+    /// accusation-flood (a Byzantine backup accuses every member over and over: nobody honest is quarantined).
+    /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
 }
