@@ -80,6 +80,13 @@ pub fn observation_of_refusal(
                 replica,
             },
         ) => Evidence::of_equivocation(replica, header),
+        // The core keeps the last chunk it refused as not the certified one: signed by its sender, it is proof.
+        (Rejection::StateChunk(_), Refusal::Core { replica, .. }) => replica
+            .refused_state_chunk()
+            .map(|transfer| Evidence::BadStateChunk {
+                transfer: transfer.clone(),
+            })
+            .filter(|evidence| evidence.verify(replica.membership()).is_ok()),
         _ => None,
     };
     if let Some(proof) = proof {

@@ -150,6 +150,19 @@ impl Observation {
                     proof: None,
                 }
             }
+            Evidence::BadStateChunk { transfer } => Observation {
+                member: transfer.from,
+                fault: FaultType::DivergentExecution,
+                message: "state_transfer".into(),
+                sequence: Some(transfer.body.checkpoint.seq),
+                transaction: None,
+                expected: format!(
+                    "chunk {} of the state certified at {}",
+                    transfer.body.index, transfer.body.checkpoint.seq
+                ),
+                received: "a signed chunk its manifest contradicts".into(),
+                proof: None,
+            },
         };
         observation.proof = Some(proof);
         observation

@@ -395,6 +395,19 @@ impl Manifest {
         start..(start + STATE_CHUNK_BYTES).min(self.body_len as usize)
     }
 
+    /// Whether `chunk` is chunk `index` of the state this manifest stands for, and if not, why. The one check a state
+    /// transfer's chunk must pass before it is kept; a chunk that fails it under its sender's signature is proof
+    /// against the sender, since an honest member cuts its chunks and its manifest from one snapshot.
+    pub fn check_chunk(&self, index: usize, chunk: &[u8]) -> Result<(), &'static str> {
+        if !self.is_consistent() || index >= self.chunks.len() {
+            return Err("no such chunk in the manifest");
+        }
+        if chunk.len() != self.chunk_range(index).len() || Manifest::chunk_digest(chunk) != self.chunks[index] {
+            return Err("the chunk does not match its digest in the certified manifest");
+        }
+        Ok(())
+    }
+
     /// Where the body starts in the snapshot: after its length prefix.
     pub fn body_offset(&self) -> usize {
         varint(self.body_len).len()
