@@ -46,6 +46,9 @@ pub enum Behaviour {
     Replay,
     /// Sends nothing.
     Silent,
+    /// Serves state-transfer chunks whose bytes are not the certified ones, under its own valid signature (and
+    /// is otherwise honest): a lagging replica must refuse them, catch up from the others, and hold the proof.
+    CorruptChunks,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -69,7 +72,8 @@ impl Behaviour {
             Behaviour::DoubleSpend => (Fault::DoubleSpend, 1.0),
             Behaviour::Censor => (Fault::Censorship, 1.0),
             Behaviour::Silent => (Fault::Silence, 1.0),
-            Behaviour::Replay => return None,
+            // The simulator corrupts the chunks itself (`send_from`).
+            Behaviour::Replay | Behaviour::CorruptChunks => return None,
         };
         Some(FaultDrill { fault, probability })
     }
@@ -82,16 +86,18 @@ impl Behaviour {
             Behaviour::Censor => "censor",
             Behaviour::Replay => "replay",
             Behaviour::Silent => "silent",
+            Behaviour::CorruptChunks => "corrupt-chunks",
         }
     }
 
-    pub const ALL: [Behaviour; 6] = [
+    pub const ALL: [Behaviour; 7] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
         Behaviour::Censor,
         Behaviour::Replay,
         Behaviour::Silent,
+        Behaviour::CorruptChunks,
     ];
 }
 
@@ -109,14 +115,23 @@ pub enum Scenario {
     /// commits one of them, the primary of view 1 is cut off and the target let back: the view change to view 2
     /// holds both certificates, and the target itself builds the NEW-VIEW.
     CompetingCertificates,
+    /// A lagging replica catches up by state transfer while the F peers that serve the first chunks fail. The last
+    /// member is down from the start; once the others made a checkpoint stable it restarts, far behind, and at that
+    /// moment the peers of lowest rank fail: of members 1..=F, the last B (`--byzantine`) serve corrupted chunks
+    /// (`corrupt-chunks`), the others crash until the schedule ends. With F members out, the cluster can commit
+    /// again only once the lagging one caught up, and it must do so before the schedule ends. `SimConfig::accounts`
+    /// sizes the state: a state of more than 4(N-2) chunks (1 MiB each) stalled for good when the lowest-ranked peer
+    /// failed, before a member could ask others for what it lacks (`--accounts 300000` at N = 4).
+    FaultyChunkServers,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 1] = [Scenario::CompetingCertificates];
+    pub const ALL: [Scenario; 2] = [Scenario::CompetingCertificates, Scenario::FaultyChunkServers];
 
     pub fn name(&self) -> &'static str {
         match self {
             Scenario::CompetingCertificates => "competing-certificates",
+            Scenario::FaultyChunkServers => "faulty-chunk-servers",
         }
     }
 }
@@ -125,10 +140,12 @@ impl std::str::FromStr for Scenario {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Scenario, String> {
-        Scenario::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| format!("unknown scenario {name:?} (known: competing-certificates)"))
+        Scenario::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+            format!(
+                "unknown scenario {name:?} (known: {:?})",
+                Scenario::ALL.map(|s| s.name())
+            )
+        })
     }
 }
 
@@ -138,6 +155,9 @@ enum Phase {
     TargetPreparesAlone,
     TargetCutOff,
     FirstPrimaryCutOff,
+    /// `Scenario::FaultyChunkServers`: the last member is down while the others run ahead, then catches up.
+    LaggardDown,
+    LaggardCatchingUp,
     Over,
 }
 
@@ -167,6 +187,9 @@ pub struct SimConfig {
     pub reconfigure: bool,
     /// An adversarial schedule instead of random losses, partitions and crashes.
     pub scenario: Option<Scenario>,
+    /// Accounts in the genesis besides the clients' (1 unit each), to make the state larger: a million make a state
+    /// of some 40 chunks.
+    pub accounts: usize,
 }
 
 impl SimConfig {
@@ -198,6 +221,7 @@ impl SimConfig {
             verbose: false,
             reconfigure: false,
             scenario: None,
+            accounts: 0,
         }
     }
 }
@@ -232,6 +256,8 @@ pub struct Outcome {
     /// The adversarial schedule this seed ran, if any, and how far it got.
     pub scenario: Option<Scenario>,
     pub scenario_reached: Option<String>,
+    /// `Scenario::FaultyChunkServers`: simulated time from the lagging member's restart to its adopting the state.
+    pub catch_up_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -407,6 +433,7 @@ impl Sim {
         }
         let phase = match config.scenario {
             Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
+            Some(Scenario::FaultyChunkServers) => Phase::LaggardDown,
             None => Phase::Over,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -419,6 +446,12 @@ impl Sim {
             public_key: k.public(),
         });
         let membership = Membership::new(members.collect()).expect("valid membership");
+        if config.scenario == Some(Scenario::FaultyChunkServers) {
+            // The last B of the lowest-ranked F members serve corrupted chunks; the others will crash.
+            let f = membership.f() as ReplicaId;
+            let b = (config.byzantine as ReplicaId).min(f);
+            config.pinned = (f - b + 1..=f).map(|id| (id, Behaviour::CorruptChunks)).collect();
+        }
         let byzantine_count = config.byzantine.max(config.pinned.len());
         assert!(
             byzantine_count <= membership.f(),
@@ -447,6 +480,12 @@ impl Sim {
         let accomplice = key_for(config.seed, 3, 0);
         let mut genesis: Vec<(PublicKey, u64)> = clients.iter().map(|c| (c.key.public(), INITIAL_BALANCE)).collect();
         genesis.push((accomplice.public(), INITIAL_BALANCE));
+        // Filler accounts: distinct keys as bytes only (never used to verify), as a large ledger has.
+        genesis.extend((0..config.accounts as u64).map(|i| {
+            let mut bytes = [0xA5u8; 32];
+            bytes[..8].copy_from_slice(&i.to_le_bytes());
+            (postcard::from_bytes(&bytes).expect("32 bytes are a key"), 1)
+        }));
 
         // Byzantine members: those pinned, or a random subset, each with a random behaviour.
         let mut ids: Vec<ReplicaId> = membership.ids().collect();
@@ -523,6 +562,7 @@ impl Sim {
             reconfigured_at_ms: None,
             scenario: config.scenario,
             scenario_reached: None,
+            catch_up_ms: None,
         };
         Sim {
             config,
@@ -612,6 +652,9 @@ impl Sim {
                 .map_or(self.config.replicas as ReplicaId, |(id, _)| *id);
             let at = self.rng.random_range(100..self.config.chaos_ms.max(101));
             self.schedule(at, SimEvent::Reconfigure { remove, add });
+        }
+        if self.config.scenario == Some(Scenario::FaultyChunkServers) {
+            self.handle(SimEvent::Crash(self.laggard()));
         }
         for index in 0..self.replicas.len() {
             if self.replicas[index].behaviour == Some(Behaviour::Replay) {
@@ -738,6 +781,18 @@ impl Sim {
             }
             SimEvent::Partition(side) => self.partition = Some(side.into_iter().collect()),
             SimEvent::Heal => {
+                if self.phase == Phase::LaggardCatchingUp {
+                    let laggard = self.laggard();
+                    let progress = self.replicas[laggard as usize - 1]
+                        .core
+                        .as_ref()
+                        .and_then(|core| core.state_transfer_progress());
+                    self.violation(format!(
+                        "state transfer stalled: replica {laggard} has not caught up by the end of the schedule, \
+                         with the F lowest-ranked peers failed (checkpoint, chunks held, of): {progress:?}"
+                    ));
+                    self.outcome.catch_up_ms = None;
+                }
                 self.healed = true;
                 // The schedule ends with the chaos window, however far it got.
                 self.phase = Phase::Over;
@@ -930,6 +985,7 @@ impl Sim {
                             self.advance_phase(Phase::Over);
                         }
                     }
+                    self.chunk_scenario_event(id, &event);
                     if let Event::ViewChangeStarted { to_view: 1.., .. } = &event
                         && self.phase == Phase::TargetPreparesAlone
                         && id != self.membership.primary(2)
@@ -1039,6 +1095,17 @@ impl Sim {
     /// Sends a member's message, through whatever its behaviour does to it.
     fn send_from(&mut self, index: usize, peers: Vec<ReplicaId>, message: Message) {
         let id = self.replicas[index].id;
+        let message = match (self.replicas[index].behaviour, message) {
+            (Some(Behaviour::CorruptChunks), Message::StateTransfer(st)) => {
+                let mut body = st.body;
+                match body.chunk.first_mut() {
+                    Some(byte) => *byte ^= 0x01,
+                    None => body.chunk.push(0),
+                }
+                Message::StateTransfer(Signed::new(id, body, &self.replicas[index].key))
+            }
+            (_, message) => message,
+        };
         if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
             self.replicas[index].seen.push(message.clone());
         }
@@ -1074,7 +1141,8 @@ impl Sim {
             (Phase::TargetPreparesAlone, _) => false,
             (Phase::TargetCutOff, _) => from == target || to == target,
             (Phase::FirstPrimaryCutOff, _) => from == first_primary || to == first_primary,
-            (Phase::Over, _) => false,
+            // The faulty-chunk-servers schedule crashes members rather than dropping messages.
+            (Phase::Over | Phase::LaggardDown | Phase::LaggardCatchingUp, _) => false,
         }
     }
 
@@ -1087,6 +1155,33 @@ impl Sim {
             }
             self.phase = next;
             self.outcome.scenario_reached = Some(format!("{next:?}"));
+        }
+    }
+
+    /// The member `Scenario::FaultyChunkServers` leaves behind: the last one, whose peers of lowest rank are 1..=F.
+    fn laggard(&self) -> ReplicaId {
+        self.config.replicas as ReplicaId
+    }
+
+    /// Moves `Scenario::FaultyChunkServers` on: once an honest member made a checkpoint stable the lagging member
+    /// restarts and the faulty servers that crash do; once it adopted a state by transfer, the schedule is over.
+    fn chunk_scenario_event(&mut self, id: ReplicaId, event: &Event) {
+        let interval = self.config.params.checkpoint_interval;
+        match (self.phase, event) {
+            (Phase::LaggardDown, Event::CheckpointStable { seq }) if *seq >= interval && id != self.laggard() => {
+                self.advance_phase(Phase::LaggardCatchingUp);
+                self.outcome.catch_up_ms = Some(self.now);
+                let crashed = self.membership.f() - self.config.byzantine.min(self.membership.f());
+                for member in 1..=crashed as ReplicaId {
+                    self.schedule(0, SimEvent::Crash(member));
+                }
+                self.schedule(0, SimEvent::Restart(self.laggard()));
+            }
+            (Phase::LaggardCatchingUp, Event::StateTransferred { .. }) if id == self.laggard() => {
+                self.advance_phase(Phase::Over);
+                self.outcome.catch_up_ms = self.outcome.catch_up_ms.map(|since| self.now - since);
+            }
+            _ => {}
         }
     }
 

@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
+    /// replay, silent, corrupt-chunks), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -47,9 +47,15 @@ struct Args {
     /// In the middle of the load, replace one member (a Byzantine one if any) by a new one through the protocol.
     #[arg(long)]
     reconfigure: bool,
-    /// Run an adversarial schedule (competing-certificates) on a calm network instead of random faults.
+    /// Run an adversarial schedule on a calm network instead of random faults: competing-certificates (two
+    /// batches prepared for one sequence in two views, then a view change over both), or faulty-chunk-servers (a
+    /// lagging member catches up by state transfer while its F lowest-ranked peers crash or, --byzantine of them,
+    /// serve corrupted chunks; it prints catch_up_ms with --json).
     #[arg(long)]
     scenario: Option<Scenario>,
+    /// Accounts in the genesis besides the clients', to make the state larger (1,000,000: some 40 chunks of 1 MiB).
+    #[arg(long, default_value_t = 0)]
+    accounts: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -74,6 +80,9 @@ struct Summary {
     reconfigured: u64,
     /// The pinned Byzantine members and what they do.
     members: Vec<(ReplicaId, Behaviour)>,
+    /// faulty-chunk-servers: per seed that got that far, the simulated time (ms) from the lagging member's restart
+    /// to its adopting the state.
+    catch_up_ms: Vec<u64>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
 }
@@ -117,6 +126,7 @@ fn main() -> ExitCode {
         quarantined: Default::default(),
         reconfigured: 0,
         members: args.members.clone(),
+        catch_up_ms: Vec::new(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -129,6 +139,7 @@ fn main() -> ExitCode {
         config.pinned = args.members.clone();
         config.reconfigure = args.reconfigure;
         config.scenario = args.scenario;
+        config.accounts = args.accounts;
         if args.calm {
             (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
         }
@@ -143,6 +154,7 @@ fn main() -> ExitCode {
             *summary.quarantined.entry(*member).or_default() += 1;
         }
         summary.reconfigured += u64::from(outcome.epoch > 0);
+        summary.catch_up_ms.extend(outcome.catch_up_ms);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -151,14 +163,15 @@ fn main() -> ExitCode {
         }
         if args.verbose && !args.json {
             println!(
-                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?} scenario {:?} reached {:?}",
+                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?} scenario {:?} reached {:?} catch-up {:?} ms",
                 outcome.committed,
                 outcome.view_changes,
                 outcome.sim_time_ms,
                 outcome.trace,
                 outcome.byzantine,
                 outcome.scenario.map(|s| s.name()),
-                outcome.scenario_reached
+                outcome.scenario_reached,
+                outcome.catch_up_ms
             );
         }
         if !outcome.ok() {
@@ -195,6 +208,12 @@ fn main() -> ExitCode {
             summary.violations,
             summary.liveness_failures
         );
+        if let (Some(min), Some(max)) = (summary.catch_up_ms.iter().min(), summary.catch_up_ms.iter().max()) {
+            println!(
+                "state transfer: a lagging member caught up in {min}-{max} ms of simulated time ({} seeds)",
+                summary.catch_up_ms.len()
+            );
+        }
         if !summary.failing_seeds.is_empty() {
             println!("failing seeds: {:?}", summary.failing_seeds);
         }
