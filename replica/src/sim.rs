@@ -1300,17 +1300,50 @@ impl Sim {
             }
             self.clients[other].key.public()
         };
-        // One transfer in eight overdraws: it must be rejected, with a reason, by every replica.
-        let amount = if self.rng.random_bool(0.125) {
-            INITIAL_BALANCE * 100
-        } else {
-            self.rng.random_range(1..=10)
+        // Most transfers move a few units; the rest probe the ledger's edges, each of which every replica must
+        // decide alike: all of the payer's balance as the most advanced honest replica knows it (and one unit more:
+        // a ledger that overdraws by one applies it), the largest amount, an unknown payee, a far overdraft, a
+        // nonce skipped (only as a client's last transfer: before, it could still become the next one and apply)
+        // and, beside the transfer, the payer's last nonce again (refused; a ledger that takes it double-spends).
+        let balance = self.known_balance(client);
+        let last = c.done + 1 == self.config.transfers_per_client;
+        let mut to = payee;
+        let (amount, nonce) = match self.rng.random_range(0..16) {
+            0 => (balance, nonce),
+            1 | 2 => (balance.saturating_add(1), nonce),
+            3 => (u64::MAX, nonce),
+            4 => {
+                to = key_for(self.config.seed, 4, client as u64).public();
+                (1, nonce)
+            }
+            5 => (INITIAL_BALANCE * 100, nonce),
+            6 if last => (1, nonce + 1),
+            7 => {
+                let c = &self.clients[client];
+                let again = Transfer {
+                    from: c.key.public(),
+                    to: payee,
+                    amount: 1,
+                    nonce: c.nonce,
+                }
+                .sign(&c.key);
+                self.signed.insert(again.digest(), again.transfer);
+                for replica in 1..=self.replicas.len() as ReplicaId {
+                    self.send_lossy(SimEvent::Deliver {
+                        from: 0,
+                        to: replica,
+                        payload: Payload::Request(again),
+                    });
+                }
+                (self.rng.random_range(1..=10), nonce)
+            }
+            _ => (self.rng.random_range(1..=10), nonce),
         };
         let c = &self.clients[client];
         let mut txs = vec![
             Transfer {
                 from: c.key.public(),
-                to: payee,
+                to,
                 amount,
                 nonce,
             }
@@ -1319,8 +1352,8 @@ impl Sim {
         if c.kind == ClientKind::DoubleSpender {
             let second = Transfer {
                 from: c.key.public(),
-                to: payee,
-                amount: amount + 1,
+                to,
+                amount: if amount == u64::MAX { amount - 1 } else { amount + 1 },
                 nonce,
             }
             .sign(&c.key);
@@ -1337,6 +1370,19 @@ impl Sim {
         c.replies.clear();
         let attempt = c.attempt;
         self.schedule(after_ms, SimEvent::ClientRetry { client, attempt });
+    }
+
+    /// The client's balance as the honest replica that executed the most knows it (transfers to it may still
+    /// execute before the client's own: its balance only grows meanwhile, as only the client spends from it).
+    fn known_balance(&self, client: usize) -> u64 {
+        let key = self.clients[client].key.public();
+        self.replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .filter_map(|r| r.core.as_ref())
+            .max_by_key(|core| core.last_executed())
+            .and_then(|core| core.ledger().account(&key))
+            .map_or(0, |account| account.balance)
     }
 
     /// Sends the current transfer to every replica (a double spender sends each of its two to half).
