@@ -14,14 +14,22 @@
 //! Each StateTransfer message carries the certificate, the manifest and one chunk: the verifier checks the
 //! signatures and that the manifest is the certified one; the core checks the chunk against the manifest before
 //! keeping it, so a wrong chunk is refused and changes nothing. The lagging member drives it: its STATUS names the
-//! first chunk it lacks, and each peer that is ahead answers with `STATE_CHUNKS_PER_ANSWER` chunks from there,
-//! each peer a different run of them (by its rank), so a round of STATUS brings up to (N-1) x that many. It keeps
-//! one transfer under way, for one certified checkpoint, in one buffer of that state's size: a peer cannot make
-//! it hold anything a quorum did not certify (a later certified checkpoint replaces it). Once every chunk is in,
-//! the assembled snapshot is adopted exactly as a whole one was: the cross-epoch rules below, then `make_stable`.
+//! first chunk it lacks and which of the `STATE_CHUNK_WINDOW` chunks from there it holds; the peers that are ahead
+//! split the chunks it lacks in that window among them, each peer a different share of `STATE_CHUNKS_PER_ANSWER`
+//! (by its rank, shifted by the STATUS's `round`), so a round of STATUS brings up to (N-1) x that many, none twice
+//! and none it holds. Up to F peers may be down or lie: when the first chunk it lacks did not come within a status
+//! interval, the member moves `round` on, and the share that peer served goes to another (a down lowest-ranked
+//! peer used to stop the transfer for good); a chunk that does not match the certified manifest is refused, and,
+//! signed by its sender, is proof against it (`Evidence::BadStateChunk`). What one STATUS can draw is bounded: at
+//! most `STATE_CHUNKS_PER_ANSWER` chunks from each peer, only chunks it says it lacks within the window, each from
+//! one peer, and a peer answers one member at most once per half status interval. It keeps one transfer under
+//! way, for one certified checkpoint, in one buffer of that state's size: a peer cannot make it hold anything a
+//! quorum did not certify (a later certified checkpoint replaces it). Once every chunk is in, the assembled
+//! snapshot is adopted exactly as a whole one was: the cross-epoch rules below, then `make_stable`.
 //! The manifest is a flat list rather than a Merkle tree, because 32 bytes per MiB of state fits every message
 //! whole (see `ledger::Manifest`), and then a chunk needs no proof of its own.
 
+use crate::crypto::Digest;
 use crate::durable::Entry;
 use crate::governance::{Governance, Operation};
 use crate::ledger::{Ledger, Manifest};
@@ -35,6 +43,10 @@ const CATCH_UP_BATCHES_MAX: u64 = 64;
 /// The most state-transfer chunks (each one message of at most `STATE_CHUNK_BYTES` of state) one peer sends a
 /// lagging one per STATUS: 4 MiB an answer, so an answer never crowds out the protocol's other messages for long.
 pub const STATE_CHUNKS_PER_ANSWER: usize = 4;
+
+/// How far past its first missing chunk a member says which chunks it holds (the bits of `ChunksWanted::held`): one
+/// STATUS draws at most this many chunks from the whole cluster, whatever its size.
+pub const STATE_CHUNK_WINDOW: usize = 64;
 
 // A chunk, its manifest and certificate always fit in a message every member accepts: the manifest takes 32 bytes
 // per MiB of state, so even a TiB of state leaves room.
@@ -51,7 +63,16 @@ pub(crate) fn head_membership(head: &[u8]) -> Option<crate::config::Membership> 
 pub(crate) struct StateTransfers {
     fetching: Option<Fetch>,
     /// The manifest of the stable checkpoint's snapshot, computed once per checkpoint, not per answer.
-    serving: Option<(Seq, Manifest)>,
+    serving: Option<(Seq, Digest, Manifest)>,
+    /// How the peers' shares are shifted (`ChunksWanted::round`), and what the last STATUS asked for (checkpoint and
+    /// first missing chunk): the same request a status interval later means the peer serving the first chunk failed.
+    /// Kept outside the transfer, because before its first chunk arrives there is none, and that chunk may be the
+    /// one a silent peer should have sent.
+    round: u32,
+    asked: Option<(Seq, u32)>,
+    /// The last chunk refused as not the certified one, kept (one message) for the detection policy to take as
+    /// proof against its signer (`refused_state_chunk`); cleared by the next state transfer and each status timer.
+    refused: Option<Signed<StateTransfer>>,
 }
 
 /// A state transfer under way: a certified checkpoint and its snapshot as far as it arrived.
@@ -65,11 +86,21 @@ struct Fetch {
 }
 
 impl Fetch {
-    fn wanted(&self) -> ChunksWanted {
-        let first = self.held.iter().position(|held| !held).unwrap_or(0);
+    fn first_missing(&self) -> usize {
+        self.held.iter().position(|held| !held).unwrap_or(0)
+    }
+
+    /// What to ask for: the first missing chunk, and which chunks of the window from there are held.
+    fn wanted(&self, round: u32) -> ChunksWanted {
+        let first = self.first_missing();
+        let held = (0..STATE_CHUNK_WINDOW)
+            .filter(|i| self.held.get(first + i) == Some(&true))
+            .fold(0u64, |bits, i| bits | 1 << i);
         ChunksWanted {
             seq: self.checkpoint.seq,
             first: first as u32,
+            held,
+            round,
         }
     }
 }
@@ -79,6 +110,12 @@ impl Replica {
     pub fn state_transfer_progress(&self) -> Option<(Seq, usize, usize)> {
         let f = self.state_transfers.fetching.as_ref()?;
         Some((f.checkpoint.seq, f.held.len() - f.missing, f.held.len()))
+    }
+
+    /// The state-transfer message the core refused last because its chunk is not the one its certified manifest
+    /// names: signed by its sender, it is proof against it (`Evidence::BadStateChunk`).
+    pub fn refused_state_chunk(&self) -> Option<&Signed<StateTransfer>> {
+        self.state_transfers.refused.as_ref()
     }
 
     pub(crate) fn take_checkpoint(&mut self, seq: Seq) {
@@ -205,9 +242,23 @@ impl Replica {
             last_executed: self.last_executed,
             stable_seq: self.stable.seq,
             suspects: self.suspects(),
-            fetching: self.state_transfers.fetching.as_ref().map(Fetch::wanted),
+            fetching: Some(self.chunks_wanted()),
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
+    }
+
+    /// What this replica's STATUS asks of the state transfer: the transfer under way, or (seq 0) the start of one.
+    fn chunks_wanted(&self) -> ChunksWanted {
+        let round = self.state_transfers.round;
+        match &self.state_transfers.fetching {
+            Some(fetch) => fetch.wanted(round),
+            None => ChunksWanted {
+                seq: 0,
+                first: 0,
+                held: 0,
+                round,
+            },
+        }
     }
 
     pub(crate) fn on_status_timer(&mut self) {
@@ -220,6 +271,17 @@ impl Replica {
         {
             self.state_transfers.fetching = None;
         }
+        self.state_transfers.refused = None;
+        // The timeout of a state transfer: a status interval in which its first missing chunk did not come. The
+        // peer whose share holds it is down, slow or lying; shifting the shares hands it to the next peer, so up
+        // to F such peers cost up to F intervals. (Also shifted while no transfer is under way: harmless, since
+        // only a member behind its peers' stable checkpoint is sent chunks, and needed before the first chunk.)
+        let wanted = self.chunks_wanted();
+        let asking = (wanted.seq, wanted.first);
+        if self.state_transfers.asked == Some(asking) {
+            self.state_transfers.round = self.state_transfers.round.wrapping_add(1);
+        }
+        self.state_transfers.asked = Some(asking);
         self.broadcast_status();
         // Operations still waiting to be ordered go out again: the primary may have lost them.
         let waiting: Vec<Operation> = self
@@ -359,44 +421,56 @@ impl Replica {
         self.out.push(Output::Send { to, message });
     }
 
-    /// Sends a lagging peer the next chunks of the stable checkpoint's state: from the first it lacks, this
-    /// replica's run of `STATE_CHUNKS_PER_ANSWER` among the peers that answer. Whether the run reaches the end.
+    /// Sends a lagging peer this replica's share of the chunks of the stable checkpoint's state it lacks: of the
+    /// chunks it lacks within the window its STATUS names, the run of `STATE_CHUNKS_PER_ANSWER` at this replica's
+    /// place among the peers (by rank, shifted by the STATUS's round). Whether the peer may then hold the whole state
+    /// (this share ends with the last chunk it lacks).
     fn send_state_chunks(&mut self, peer: ReplicaId, wanted: Option<ChunksWanted>) -> bool {
+        let (seq, digest) = (self.stable.seq, self.stable.state_digest);
         if self
             .state_transfers
             .serving
             .as_ref()
-            .is_none_or(|(seq, _)| *seq != self.stable.seq)
+            .is_none_or(|(s, d, _)| (*s, *d) != (seq, digest))
         {
             // Every state snapshot has one (`governance::state_snapshot` makes them all).
             let Some(manifest) = Manifest::of(&self.stable_snapshot) else {
                 return true;
             };
-            self.state_transfers.serving = Some((self.stable.seq, manifest));
+            self.state_transfers.serving = Some((seq, digest, manifest));
         }
-        let Some((_, manifest)) = self.state_transfers.serving.as_ref() else {
+        let Some((_, _, manifest)) = self.state_transfers.serving.as_ref() else {
             return true;
         };
         let count = manifest.chunks.len();
-        let first = match wanted {
-            Some(w) if w.seq == self.stable.seq => (w.first as usize).min(count - 1),
-            _ => 0,
+        // A request about another checkpoint (or none yet) starts from the beginning of this one.
+        let (first, held, round) = match wanted {
+            Some(w) if w.seq == seq => ((w.first as usize).min(count - 1), w.held, w.round),
+            Some(w) => (0, 0, w.round),
+            None => (0, 0, 0),
         };
-        // Peers other than the lagging one, in membership order: each sends a different run.
+        let lacking: Vec<usize> = (first..count.min(first + STATE_CHUNK_WINDOW))
+            .filter(|index| held & (1 << (index - first)) == 0)
+            .collect();
+        // Peers other than the lagging one, in membership order: each sends a different share.
+        let peers = self.membership.ids().filter(|id| *id != peer).count().max(1);
         let rank = self
             .membership
             .ids()
             .filter(|id| *id != peer)
             .position(|id| id == self.id)
             .unwrap_or(0);
-        let mut start = first + rank * STATE_CHUNKS_PER_ANSWER;
-        if start >= count {
-            start = first;
-        }
-        let end = (start + STATE_CHUNKS_PER_ANSWER).min(count);
+        let place = (rank + round as usize) % peers;
+        let share: Vec<usize> = lacking
+            .iter()
+            .copied()
+            .skip(place * STATE_CHUNKS_PER_ANSWER)
+            .take(STATE_CHUNKS_PER_ANSWER)
+            .collect();
         let offset = manifest.body_offset();
-        let transfers: Vec<StateTransfer> = (start..end)
-            .map(|index| {
+        let transfers: Vec<StateTransfer> = share
+            .iter()
+            .map(|&index| {
                 let range = manifest.chunk_range(index);
                 StateTransfer {
                     checkpoint: self.stable.clone(),
@@ -410,32 +484,30 @@ impl Replica {
             let signed = self.sign(transfer);
             self.send(peer, Message::StateTransfer(signed));
         }
-        end == count
+        first + STATE_CHUNK_WINDOW >= count && share.last().is_some_and(|last| Some(last) == lacking.last())
     }
 
     /// A chunk of the state at a stable checkpoint this replica has not reached. The verifier checked the
     /// signatures and that the manifest is the certified one; the chunk is checked here, against the manifest,
     /// before anything is kept. The last chunk in completes the snapshot, which is then adopted.
     pub(crate) fn on_state_transfer(&mut self, st: Signed<StateTransfer>) -> Result<(), Rejection> {
+        self.state_transfers.refused = None;
+        if st.body.checkpoint.seq <= self.last_executed {
+            return Err(Rejection::Duplicate);
+        }
+        if let Err(reason) = st.body.manifest.check_chunk(st.body.index as usize, &st.body.chunk) {
+            // Kept for the detection policy: its sender signed a chunk its own manifest contradicts.
+            self.state_transfers.refused = Some(st);
+            return Err(Rejection::StateChunk(reason));
+        }
         let StateTransfer {
             checkpoint,
             manifest,
             index,
             chunk,
         } = st.body;
-        if checkpoint.seq <= self.last_executed {
-            return Err(Rejection::Duplicate);
-        }
         let index = index as usize;
-        if !manifest.is_consistent() || index >= manifest.chunks.len() {
-            return Err(Rejection::StateChunk("no such chunk in the manifest"));
-        }
         let range = manifest.chunk_range(index);
-        if chunk.len() != range.len() || Manifest::chunk_digest(&chunk) != manifest.chunks[index] {
-            return Err(Rejection::StateChunk(
-                "the chunk does not match its digest in the certified manifest",
-            ));
-        }
         let governance: Governance =
             postcard::from_bytes(&manifest.head).map_err(|_| Rejection::BadCertificate("state transfer snapshot"))?;
         self.check_transfer_epoch(&checkpoint, &governance)?;

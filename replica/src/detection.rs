@@ -87,6 +87,16 @@ pub fn observation_of_refusal(
                 replica,
             },
         ) => Evidence::of_backup_proposal(replica, proposal),
+        // The core keeps the last chunk it refused as not the certified one: signed by its sender, it is proof.
+        (Rejection::StateChunk(_), Refusal::Core { replica, .. }) => replica
+            .refused_state_chunk()
+            .map(|transfer| Evidence::BadStateChunk {
+                transfer: transfer.clone(),
+            })
+            .filter(|evidence| {
+                let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+                evidence.verify(replica.membership(), epoch_started_at).is_ok()
+            }),
         _ => None,
     };
     if let Some(proof) = proof {

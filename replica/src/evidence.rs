@@ -12,7 +12,9 @@ use crate::config::{Membership, max_failures};
 use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
-use crate::messages::{Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed};
+use crate::messages::{
+    Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed, StateTransfer,
+};
 use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
@@ -43,6 +45,10 @@ pub enum Evidence {
     /// matter). Only the view's primary proposes, so no honest member signs one: it is what let one backup's
     /// proposal halt a cluster whose view change then refused it.
     ProposalByBackup { proposal: Signed<PrePrepare> },
+    /// A state-transfer chunk the member signed that the manifest it signed with it contradicts: no honest member
+    /// sends one, since it cuts both from one snapshot (`ledger::Manifest::check_chunk`). Whole, as signed: the
+    /// signature covers the chunk (at most `STATE_CHUNK_BYTES`).
+    BadStateChunk { transfer: Signed<StateTransfer> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +122,7 @@ impl Evidence {
             Evidence::DoubleSpend { proposal } | Evidence::ProposalByBackup { proposal } => proposal.from,
             Evidence::DivergentCheckpoint { checkpoint, .. } => checkpoint.from,
             Evidence::DivergentReply { member, .. } => *member,
+            Evidence::BadStateChunk { transfer } => transfer.from,
         }
     }
 
@@ -216,6 +223,16 @@ impl Evidence {
                 }
                 genuine(membership, proposal)?;
                 Ok((proposal.from, FaultType::ProtocolViolation))
+            }
+            Evidence::BadStateChunk { transfer } => {
+                genuine(membership, transfer)?;
+                let body = &transfer.body;
+                match body.manifest.check_chunk(body.index as usize, &body.chunk) {
+                    Ok(()) => Err(EvidenceError::ProvesNothing(
+                        "the chunk is the one its manifest names".into(),
+                    )),
+                    Err(_) => Ok((transfer.from, FaultType::DivergentExecution)),
+                }
             }
         }
     }

@@ -164,6 +164,19 @@ impl Observation {
                 received: format!("a proposal signed by backup {}", proposal.from),
                 proof: None,
             },
+            Evidence::BadStateChunk { transfer } => Observation {
+                member: transfer.from,
+                fault: FaultType::DivergentExecution,
+                message: "state_transfer".into(),
+                sequence: Some(transfer.body.checkpoint.seq),
+                transaction: None,
+                expected: format!(
+                    "chunk {} of the state certified at {}",
+                    transfer.body.index, transfer.body.checkpoint.seq
+                ),
+                received: "a signed chunk its manifest contradicts".into(),
+                proof: None,
+            },
         };
         observation.proof = Some(proof);
         observation

@@ -395,6 +395,19 @@ impl Manifest {
         start..(start + STATE_CHUNK_BYTES).min(self.body_len as usize)
     }
 
+    /// Whether `chunk` is chunk `index` of the state this manifest stands for, and if not, why. The one check a state
+    /// transfer's chunk must pass before it is kept; a chunk that fails it under its sender's signature is proof
+    /// against the sender, since an honest member cuts its chunks and its manifest from one snapshot.
+    pub fn check_chunk(&self, index: usize, chunk: &[u8]) -> Result<(), &'static str> {
+        if !self.is_consistent() || index >= self.chunks.len() {
+            return Err("no such chunk in the manifest");
+        }
+        if chunk.len() != self.chunk_range(index).len() || Manifest::chunk_digest(chunk) != self.chunks[index] {
+            return Err("the chunk does not match its digest in the certified manifest");
+        }
+        Ok(())
+    }
+
     /// Where the body starts in the snapshot: after its length prefix.
     pub fn body_offset(&self) -> usize {
         varint(self.body_len).len()
@@ -627,5 +640,136 @@ mod tests {
             Err(GenesisError::Overflow)
         );
         assert_eq!(Ledger::from_genesis(&[]), Err(GenesisError::Empty));
+    }
+
+    /// A plain model of the ledger's rules, for the property below: balances as u128 so nothing wraps, and the
+    /// rules written the way the README states them, independently of `Ledger::check`.
+    #[derive(Clone, Debug)]
+    struct Model {
+        /// (balance, last nonce) of each known account.
+        accounts: Vec<(u128, u64)>,
+    }
+
+    impl Model {
+        fn apply(&mut self, from: usize, to: usize, amount: u64, nonce: u64) -> TxOutcome {
+            let known = self.accounts.len();
+            let Some(&(balance, last)) = self.accounts.get(from) else {
+                return TxOutcome::Rejected(RejectReason::UnknownPayer);
+            };
+            if nonce <= last {
+                return TxOutcome::Rejected(RejectReason::NonceReused { got: nonce, last });
+            }
+            if nonce - last != 1 {
+                return TxOutcome::Rejected(RejectReason::NonceSkipped {
+                    got: nonce,
+                    expected: last + 1,
+                });
+            }
+            // From here on the nonce is used, whatever the outcome.
+            self.accounts[from].1 = nonce;
+            let reason = if amount == 0 {
+                RejectReason::ZeroAmount
+            } else if from == to {
+                RejectReason::SelfTransfer
+            } else if to >= known {
+                RejectReason::UnknownPayee
+            } else if u128::from(amount) > balance {
+                RejectReason::InsufficientFunds {
+                    balance: balance as u64,
+                    amount,
+                }
+            } else {
+                self.accounts[from].0 -= u128::from(amount);
+                self.accounts[to].0 += u128::from(amount);
+                return TxOutcome::Applied;
+            };
+            TxOutcome::Rejected(reason)
+        }
+    }
+
+    /// An amount relative to the payer's balance when the transfer executes, or a fixed one: the edges are where a
+    /// comparison written the wrong way round shows.
+    #[derive(Clone, Copy, Debug)]
+    enum Amount {
+        Balance,
+        BalancePlusOne,
+        BalanceMinusOne,
+        Max,
+        Fixed(u64),
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Nonce {
+        Next,
+        Last,
+        Skip(u64),
+        Zero,
+        Max,
+    }
+
+    fn amounts() -> impl proptest::strategy::Strategy<Value = Amount> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Amount::Balance),
+            Just(Amount::BalancePlusOne),
+            Just(Amount::BalanceMinusOne),
+            Just(Amount::Max),
+            (0u64..50).prop_map(Amount::Fixed),
+        ]
+    }
+
+    fn nonces() -> impl proptest::strategy::Strategy<Value = Nonce> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => Just(Nonce::Next),
+            1 => Just(Nonce::Last),
+            1 => (2u64..4).prop_map(Nonce::Skip),
+            1 => Just(Nonce::Zero),
+            1 => Just(Nonce::Max),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Any sequence of transfers (three accounts and one the genesis lacks, amounts at and around the payer's
+        /// balance and the largest, nonces reused, skipped or next) gets the model's outcome, every balance and
+        /// nonce stays the model's, money is conserved, and the snapshot gives back the same ledger.
+        #[test]
+        fn the_ledger_executes_like_a_plain_model(
+            balances in proptest::collection::vec(proptest::prop_oneof![0u64..100, (u64::MAX / 4)..=(u64::MAX / 3)], 3),
+            ops in proptest::collection::vec((0usize..4, 0usize..4, amounts(), nonces()), 1..40),
+        ) {
+            let keys = keys(4);
+            let genesis: Vec<(PublicKey, u64)> = keys[..3].iter().zip(&balances).map(|(k, b)| (k.public(), *b)).collect();
+            let mut ledger = Ledger::from_genesis(&genesis).unwrap();
+            let mut model = Model { accounts: balances.iter().map(|b| (u128::from(*b), 0)).collect() };
+            for (seq, (from, to, amount, nonce)) in ops.into_iter().enumerate() {
+                let (balance, last) = model.accounts.get(from).copied().unwrap_or((0, 0));
+                let amount = match amount {
+                    Amount::Balance => balance as u64,
+                    Amount::BalancePlusOne => (balance as u64).saturating_add(1),
+                    Amount::BalanceMinusOne => (balance as u64).saturating_sub(1),
+                    Amount::Max => u64::MAX,
+                    Amount::Fixed(amount) => amount,
+                };
+                let nonce = match nonce {
+                    Nonce::Next => last + 1,
+                    Nonce::Last => last,
+                    Nonce::Skip(by) => last + by,
+                    Nonce::Zero => 0,
+                    Nonce::Max => u64::MAX,
+                };
+                let tx = transfer(&keys[from], &keys[to], amount, nonce);
+                let expected = model.apply(from, to, amount, nonce);
+                proptest::prop_assert_eq!(ledger.apply(&tx, seq as u64), expected, "{:?}", tx.transfer);
+                for (i, &(balance, nonce)) in model.accounts.iter().enumerate() {
+                    let account = ledger.account(&keys[i].public()).unwrap();
+                    proptest::prop_assert_eq!((u128::from(account.balance), account.nonce), (balance, nonce));
+                }
+                proptest::prop_assert_eq!(ledger.total_balance(), u128::from(ledger.supply()));
+                proptest::prop_assert!(ledger.account(&keys[3].public()).is_none());
+            }
+            proptest::prop_assert_eq!(Ledger::from_snapshot(&ledger.snapshot(), ledger.supply()).unwrap(), ledger);
+        }
     }
 }

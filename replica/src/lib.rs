@@ -25,7 +25,7 @@ pub mod storage;
 pub mod testnet;
 pub mod verify;
 
-mod checkpoint;
+pub mod checkpoint;
 pub mod view_change;
 
 pub use config::{Config, Membership, Params};

@@ -54,6 +54,9 @@ pub enum Behaviour {
     ForgedRelay,
     /// Signs accusations of every other member, over and over.
     AccusationFlood,
+    /// Serves state-transfer chunks whose bytes are not the certified ones, under its own valid signature (and
+    /// is otherwise honest): a lagging replica must refuse them, catch up from the others, and hold the proof.
+    CorruptChunks,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -81,7 +84,8 @@ impl Behaviour {
             Behaviour::Depose => (Fault::Depose, 1.0),
             Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
-            Behaviour::Replay => return None,
+            // The simulator corrupts the chunks itself (`send_from`).
+            Behaviour::Replay | Behaviour::CorruptChunks => return None,
         };
         Some(FaultDrill { fault, probability })
     }
@@ -98,10 +102,11 @@ impl Behaviour {
             Behaviour::Depose => "depose",
             Behaviour::ForgedRelay => "forged-relay",
             Behaviour::AccusationFlood => "accusation-flood",
+            Behaviour::CorruptChunks => "corrupt-chunks",
         }
     }
 
-    pub const ALL: [Behaviour; 10] = [
+    pub const ALL: [Behaviour; 11] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
@@ -112,6 +117,7 @@ impl Behaviour {
         Behaviour::Depose,
         Behaviour::ForgedRelay,
         Behaviour::AccusationFlood,
+        Behaviour::CorruptChunks,
     ];
 }
 
@@ -147,16 +153,25 @@ pub enum Scenario {
     /// One Byzantine backup signs accusations of every other member, over and over: at most one of its accusations
     /// of each member waits to be ordered, nobody honest is quarantined, and no honest replica leaves view 0.
     AccusationFlood,
+    /// A lagging replica catches up by state transfer while the F peers that serve the first chunks fail. The last
+    /// member is down from the start; once the others made a checkpoint stable it restarts, far behind, and at that
+    /// moment the peers of lowest rank fail: of members 1..=F, the last B (`--byzantine`) serve corrupted chunks
+    /// (`corrupt-chunks`), the others crash until the schedule ends. With F members out, the cluster can commit
+    /// again only once the lagging one caught up, and it must do so before the schedule ends. `SimConfig::accounts`
+    /// sizes the state: a state of more than 4(N-2) chunks (1 MiB each) stalled for good when the lowest-ranked peer
+    /// failed, before a member could ask others for what it lacks (`--accounts 300000` at N = 4).
+    FaultyChunkServers,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
         Scenario::EquivocatingPrimary,
         Scenario::ForgedRelay,
         Scenario::AccusationFlood,
+        Scenario::FaultyChunkServers,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -167,6 +182,7 @@ impl Scenario {
             Scenario::EquivocatingPrimary => "equivocating-primary",
             Scenario::ForgedRelay => "forged-relay",
             Scenario::AccusationFlood => "accusation-flood",
+            Scenario::FaultyChunkServers => "faulty-chunk-servers",
         }
     }
 
@@ -179,6 +195,7 @@ impl Scenario {
             Scenario::EquivocatingPrimary => Some((1, Behaviour::Equivocate)),
             Scenario::ForgedRelay => Some((2, Behaviour::ForgedRelay)),
             Scenario::AccusationFlood => Some((2, Behaviour::AccusationFlood)),
+            Scenario::FaultyChunkServers => None,
         }
     }
 
@@ -216,6 +233,9 @@ enum Phase {
     TargetPreparesAlone,
     TargetCutOff,
     FirstPrimaryCutOff,
+    /// `Scenario::FaultyChunkServers`: the last member is down while the others run ahead, then catches up.
+    LaggardDown,
+    LaggardCatchingUp,
     Over,
 }
 
@@ -245,6 +265,9 @@ pub struct SimConfig {
     pub reconfigure: bool,
     /// An adversarial schedule instead of random losses, partitions and crashes.
     pub scenario: Option<Scenario>,
+    /// Accounts in the genesis besides the clients' (1 unit each), to make the state larger: a million make a state
+    /// of some 40 chunks.
+    pub accounts: usize,
 }
 
 impl SimConfig {
@@ -276,6 +299,7 @@ impl SimConfig {
             verbose: false,
             reconfigure: false,
             scenario: None,
+            accounts: 0,
         }
     }
 }
@@ -310,6 +334,8 @@ pub struct Outcome {
     /// The adversarial schedule this seed ran, if any, and how far it got.
     pub scenario: Option<Scenario>,
     pub scenario_reached: Option<String>,
+    /// `Scenario::FaultyChunkServers`: simulated time from the lagging member's restart to its adopting the state.
+    pub catch_up_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -487,6 +513,7 @@ impl Sim {
         }
         let phase = match config.scenario {
             Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
+            Some(Scenario::FaultyChunkServers) => Phase::LaggardDown,
             Some(_) | None => Phase::Over,
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
@@ -506,6 +533,12 @@ impl Sim {
             public_key: k.public(),
         });
         let membership = Membership::new(members.collect()).expect("valid membership");
+        if config.scenario == Some(Scenario::FaultyChunkServers) {
+            // The last B of the lowest-ranked F members serve corrupted chunks; the others will crash.
+            let f = membership.f() as ReplicaId;
+            let b = (config.byzantine as ReplicaId).min(f);
+            config.pinned = (f - b + 1..=f).map(|id| (id, Behaviour::CorruptChunks)).collect();
+        }
         let byzantine_count = config.byzantine.max(config.pinned.len());
         assert!(
             byzantine_count <= membership.f(),
@@ -536,6 +569,12 @@ impl Sim {
         let accomplice = key_for(config.seed, 3, 0);
         let mut genesis: Vec<(PublicKey, u64)> = clients.iter().map(|c| (c.key.public(), INITIAL_BALANCE)).collect();
         genesis.push((accomplice.public(), INITIAL_BALANCE));
+        // Filler accounts: distinct keys as bytes only (never used to verify), as a large ledger has.
+        genesis.extend((0..config.accounts as u64).map(|i| {
+            let mut bytes = [0xA5u8; 32];
+            bytes[..8].copy_from_slice(&i.to_le_bytes());
+            (postcard::from_bytes(&bytes).expect("32 bytes are a key"), 1)
+        }));
 
         // Byzantine members: those pinned, or a random subset, each with a random behaviour.
         let mut ids: Vec<ReplicaId> = membership.ids().collect();
@@ -614,6 +653,7 @@ impl Sim {
             reconfigured_at_ms: None,
             scenario: config.scenario,
             scenario_reached: config.scenario.map(|_| format!("{phase:?}")),
+            catch_up_ms: None,
         };
         Sim {
             config,
@@ -703,6 +743,9 @@ impl Sim {
                 .map_or(self.config.replicas as ReplicaId, |(id, _)| *id);
             let at = self.rng.random_range(100..self.config.chaos_ms.max(101));
             self.schedule(at, SimEvent::Reconfigure { remove, add });
+        }
+        if self.config.scenario == Some(Scenario::FaultyChunkServers) {
+            self.handle(SimEvent::Crash(self.laggard()));
         }
         for index in 0..self.replicas.len() {
             if self.replicas[index].behaviour == Some(Behaviour::Replay) {
@@ -829,6 +872,18 @@ impl Sim {
             }
             SimEvent::Partition(side) => self.partition = Some(side.into_iter().collect()),
             SimEvent::Heal => {
+                if self.phase == Phase::LaggardCatchingUp {
+                    let laggard = self.laggard();
+                    let progress = self.replicas[laggard as usize - 1]
+                        .core
+                        .as_ref()
+                        .and_then(|core| core.state_transfer_progress());
+                    self.violation(format!(
+                        "state transfer stalled: replica {laggard} has not caught up by the end of the schedule, \
+                         with the F lowest-ranked peers failed (checkpoint, chunks held, of): {progress:?}"
+                    ));
+                    self.outcome.catch_up_ms = None;
+                }
                 self.healed = true;
                 // The schedule ends with the chaos window, however far it got.
                 self.phase = Phase::Over;
@@ -1061,6 +1116,7 @@ impl Sim {
                             "replica {id} left view {from_view}: its primary is honest and the network calm"
                         ));
                     }
+                    self.chunk_scenario_event(id, &event);
                     if let Event::ViewChangeStarted { to_view: 1.., .. } = &event
                         && self.phase == Phase::TargetPreparesAlone
                         && id != self.membership.primary(2)
@@ -1204,6 +1260,17 @@ impl Sim {
     /// Sends a member's message, through whatever its behaviour does to it.
     fn send_from(&mut self, index: usize, peers: Vec<ReplicaId>, message: Message) {
         let id = self.replicas[index].id;
+        let message = match (self.replicas[index].behaviour, message) {
+            (Some(Behaviour::CorruptChunks), Message::StateTransfer(st)) => {
+                let mut body = st.body;
+                match body.chunk.first_mut() {
+                    Some(byte) => *byte ^= 0x01,
+                    None => body.chunk.push(0),
+                }
+                Message::StateTransfer(Signed::new(id, body, &self.replicas[index].key))
+            }
+            (_, message) => message,
+        };
         if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
             self.replicas[index].seen.push(message.clone());
         }
@@ -1247,7 +1314,8 @@ impl Sim {
             (Phase::TargetPreparesAlone, _) => false,
             (Phase::TargetCutOff, _) => from == target || to == target,
             (Phase::FirstPrimaryCutOff, _) => from == first_primary || to == first_primary,
-            (Phase::Over, _) => false,
+            // The faulty-chunk-servers schedule crashes members rather than dropping messages.
+            (Phase::Over | Phase::LaggardDown | Phase::LaggardCatchingUp, _) => false,
         }
     }
 
@@ -1260,6 +1328,33 @@ impl Sim {
             }
             self.phase = next;
             self.outcome.scenario_reached = Some(format!("{next:?}"));
+        }
+    }
+
+    /// The member `Scenario::FaultyChunkServers` leaves behind: the last one, whose peers of lowest rank are 1..=F.
+    fn laggard(&self) -> ReplicaId {
+        self.config.replicas as ReplicaId
+    }
+
+    /// Moves `Scenario::FaultyChunkServers` on: once an honest member made a checkpoint stable the lagging member
+    /// restarts and the faulty servers that crash do; once it adopted a state by transfer, the schedule is over.
+    fn chunk_scenario_event(&mut self, id: ReplicaId, event: &Event) {
+        let interval = self.config.params.checkpoint_interval;
+        match (self.phase, event) {
+            (Phase::LaggardDown, Event::CheckpointStable { seq }) if *seq >= interval && id != self.laggard() => {
+                self.advance_phase(Phase::LaggardCatchingUp);
+                self.outcome.catch_up_ms = Some(self.now);
+                let crashed = self.membership.f() - self.config.byzantine.min(self.membership.f());
+                for member in 1..=crashed as ReplicaId {
+                    self.schedule(0, SimEvent::Crash(member));
+                }
+                self.schedule(0, SimEvent::Restart(self.laggard()));
+            }
+            (Phase::LaggardCatchingUp, Event::StateTransferred { .. }) if id == self.laggard() => {
+                self.advance_phase(Phase::Over);
+                self.outcome.catch_up_ms = self.outcome.catch_up_ms.map(|since| self.now - since);
+            }
+            _ => {}
         }
     }
 
@@ -1378,17 +1473,50 @@ impl Sim {
             }
             self.clients[other].key.public()
         };
-        // One transfer in eight overdraws: it must be rejected, with a reason, by every replica.
-        let amount = if self.rng.random_bool(0.125) {
-            INITIAL_BALANCE * 100
-        } else {
-            self.rng.random_range(1..=10)
+        // Most transfers move a few units; the rest probe the ledger's edges, each of which every replica must
+        // decide alike: all of the payer's balance as the most advanced honest replica knows it (and one unit more:
+        // a ledger that overdraws by one applies it), the largest amount, an unknown payee, a far overdraft, a
+        // nonce skipped (only as a client's last transfer: before, it could still become the next one and apply)
+        // and, beside the transfer, the payer's last nonce again (refused; a ledger that takes it double-spends).
+        let balance = self.known_balance(client);
+        let last = c.done + 1 == self.config.transfers_per_client;
+        let mut to = payee;
+        let (amount, nonce) = match self.rng.random_range(0..16) {
+            0 => (balance, nonce),
+            1 | 2 => (balance.saturating_add(1), nonce),
+            3 => (u64::MAX, nonce),
+            4 => {
+                to = key_for(self.config.seed, 4, client as u64).public();
+                (1, nonce)
+            }
+            5 => (INITIAL_BALANCE * 100, nonce),
+            6 if last => (1, nonce + 1),
+            7 => {
+                let c = &self.clients[client];
+                let again = Transfer {
+                    from: c.key.public(),
+                    to: payee,
+                    amount: 1,
+                    nonce: c.nonce,
+                }
+                .sign(&c.key);
+                self.signed.insert(again.digest(), again.transfer);
+                for replica in 1..=self.replicas.len() as ReplicaId {
+                    self.send_lossy(SimEvent::Deliver {
+                        from: 0,
+                        to: replica,
+                        payload: Payload::Request(again),
+                    });
+                }
+                (self.rng.random_range(1..=10), nonce)
+            }
+            _ => (self.rng.random_range(1..=10), nonce),
         };
         let c = &self.clients[client];
         let mut txs = vec![
             Transfer {
                 from: c.key.public(),
-                to: payee,
+                to,
                 amount,
                 nonce,
             }
@@ -1397,8 +1525,8 @@ impl Sim {
         if c.kind == ClientKind::DoubleSpender {
             let second = Transfer {
                 from: c.key.public(),
-                to: payee,
-                amount: amount + 1,
+                to,
+                amount: if amount == u64::MAX { amount - 1 } else { amount + 1 },
                 nonce,
             }
             .sign(&c.key);
@@ -1415,6 +1543,19 @@ impl Sim {
         c.replies.clear();
         let attempt = c.attempt;
         self.schedule(after_ms, SimEvent::ClientRetry { client, attempt });
+    }
+
+    /// The client's balance as the honest replica that executed the most knows it (transfers to it may still
+    /// execute before the client's own: its balance only grows meanwhile, as only the client spends from it).
+    fn known_balance(&self, client: usize) -> u64 {
+        let key = self.clients[client].key.public();
+        self.replicas
+            .iter()
+            .filter(|r| r.behaviour.is_none())
+            .filter_map(|r| r.core.as_ref())
+            .max_by_key(|core| core.last_executed())
+            .and_then(|core| core.ledger().account(&key))
+            .map_or(0, |account| account.balance)
     }
 
     /// Sends the current transfer to every replica (a double spender sends each of its two to half).

@@ -29,8 +29,8 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood), as ID=BEHAVIOUR; repeatable.
-    /// Counts towards --byzantine.
+    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks), as ID=BEHAVIOUR;
+    /// repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -56,9 +56,14 @@ struct Args {
     /// sends conflicting proposals to disjoint backups: it is proven, and the cluster stays live); forged-relay (a
     /// Byzantine backup passes on made-up committed batches in the primary's name: nobody is blamed); and
     /// accusation-flood (a Byzantine backup accuses every member over and over: nobody honest is quarantined).
+    /// faulty-chunk-servers (a lagging member catches up by state transfer while its F lowest-ranked peers crash
+    /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
+    /// Accounts in the genesis besides the clients', to make the state larger (1,000,000: some 40 chunks of 1 MiB).
+    #[arg(long, default_value_t = 0)]
+    accounts: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -83,6 +88,9 @@ struct Summary {
     reconfigured: u64,
     /// The pinned Byzantine members and what they do.
     members: Vec<(ReplicaId, Behaviour)>,
+    /// faulty-chunk-servers: per seed that got that far, the simulated time (ms) from the lagging member's restart
+    /// to its adopting the state.
+    catch_up_ms: Vec<u64>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
 }
@@ -126,6 +134,7 @@ fn main() -> ExitCode {
         quarantined: Default::default(),
         reconfigured: 0,
         members: args.members.clone(),
+        catch_up_ms: Vec::new(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -138,6 +147,7 @@ fn main() -> ExitCode {
         config.pinned = args.members.clone();
         config.reconfigure = args.reconfigure;
         config.scenario = args.scenario;
+        config.accounts = args.accounts;
         if args.calm {
             (config.loss, config.duplication, config.crashes, config.partitions) = (0.0, 0.0, false, false);
         }
@@ -152,6 +162,7 @@ fn main() -> ExitCode {
             *summary.quarantined.entry(*member).or_default() += 1;
         }
         summary.reconfigured += u64::from(outcome.epoch > 0);
+        summary.catch_up_ms.extend(outcome.catch_up_ms);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -160,14 +171,15 @@ fn main() -> ExitCode {
         }
         if args.verbose && !args.json {
             println!(
-                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?} scenario {:?} reached {:?}",
+                "seed {seed}: committed {} view changes {} sim time {} ms trace {} byzantine {:?} scenario {:?} reached {:?} catch-up {:?} ms",
                 outcome.committed,
                 outcome.view_changes,
                 outcome.sim_time_ms,
                 outcome.trace,
                 outcome.byzantine,
                 outcome.scenario.map(|s| s.name()),
-                outcome.scenario_reached
+                outcome.scenario_reached,
+                outcome.catch_up_ms
             );
         }
         if !outcome.ok() {
@@ -204,6 +216,12 @@ fn main() -> ExitCode {
             summary.violations,
             summary.liveness_failures
         );
+        if let (Some(min), Some(max)) = (summary.catch_up_ms.iter().min(), summary.catch_up_ms.iter().max()) {
+            println!(
+                "state transfer: a lagging member caught up in {min}-{max} ms of simulated time ({} seeds)",
+                summary.catch_up_ms.len()
+            );
+        }
         if !summary.failing_seeds.is_empty() {
             println!("failing seeds: {:?}", summary.failing_seeds);
         }
