@@ -4,7 +4,11 @@
 //! Crash safety: a pass carries out the actions of the step the recorded status is in, then records the next
 //! status. Every action is idempotent (apply, create-if-absent, scale, delete), so a restart between the two
 //! repeats the step's actions and never duplicates their effect. A new member's id is reserved in the recorded
-//! status before anything is created for it, so a restart reuses it instead of making another.
+//! status before anything is created for it, so a restart reuses it instead of making another. The one action
+//! that waits on the cluster, the reconfiguration, runs last in its pass and after its step (`AwaitingEpoch`) is
+//! recorded; whether it was ordered or took effect is then read from the membership F+1 replicas report, never
+//! from what the operator remembers, so a restart or a failed call at any point neither submits it twice nor
+//! waits for what already happened.
 //!
 //! The safety rules:
 //! - a member is taken as quarantined only when F+1 replicas report it (so at least one honest replica does);
@@ -46,6 +50,9 @@ pub struct Observed {
     pub transactions_rejected: u64,
     /// The highest stable checkpoint F+1 replicas reached: what a new member must reach to have caught up.
     pub stable_checkpoint: u64,
+    /// A reconfiguration F+1 replicas (of the epoch above) report ordered and waiting for its checkpoint
+    /// boundary: the sequence number it takes effect after.
+    pub pending_reconfiguration: Option<u64>,
     /// Detections confirmed by F+1 replicas, oldest first.
     pub detections: Vec<DetectionStatus>,
 }
@@ -317,11 +324,13 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
     requests(spec, input.requests, &status, &mut actions, &mut events);
-    // Fencing and retiring run before anything else: a fenced member stops signing first.
+    // Fencing and retiring run before anything else: a fenced member stops signing first. The reconfiguration
+    // runs last: it waits on the cluster, and the platform records the status before it.
     actions.sort_by_key(|a| match a {
         Action::Fence(_) => 0,
         Action::WithdrawKey(_) => 1,
         Action::Retire(_) => 2,
+        Action::Reconfigure { .. } => 4,
         _ => 3,
     });
 
@@ -356,6 +365,15 @@ pub fn healthy_voters(status: &ByzantineClusterStatus) -> usize {
         .iter()
         .filter(|m| m.state == MemberState::Active && m.reachable && !m.fenced)
         .count()
+}
+
+/// Whether the membership F+1 replicas report is the one the replacement leads to. Ids are never reused, so
+/// only this reconfiguration (or the same change made by hand) can have put every added id in and every removed
+/// one out.
+fn in_effect(r: &Replacement, observed: &Observed) -> bool {
+    observed.membership.as_ref().is_some_and(|members| {
+        r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
+    })
 }
 
 /// Starts replacing quarantined members when every safety rule allows it; the ids of the new members are
@@ -553,47 +571,13 @@ fn advance_replacement(
                 });
             }
         }
-        ReplacementStep::Reconfiguring => {
+        // Whether the change was submitted, ordered or already in force is read from the replicas, never from
+        // what this operator remembers: after a restart at any point, or a call that failed once the replicas had
+        // ordered it, the membership F+1 replicas report says where the replacement is.
+        ReplacementStep::Reconfiguring | ReplacementStep::AwaitingEpoch => {
             let healthy = healthy_voters(status);
-            let applied = input
-                .observed
-                .and_then(|o| o.membership.as_ref())
-                .is_some_and(|members| {
-                    r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
-                });
-            if applied {
-                // Submitted before a restart and already in effect: never submitted twice.
-                r.step = ReplacementStep::AwaitingEpoch;
-            } else if healthy < quorum {
-                r.blocked = Some(format!(
-                    "only {healthy} healthy members (quorum {quorum}): the reconfiguration waits"
-                ));
-            } else {
-                r.epoch_before = Some(status.epoch);
-                actions.push(Action::Reconfigure {
-                    remove: r.remove.clone(),
-                    add: r.add.clone(),
-                });
-                events.push(PlanEvent {
-                    warning: false,
-                    reason: "Reconfiguring",
-                    note: format!(
-                        "{}: submitted remove {:?}, add {:?} in epoch {}",
-                        r.name, r.remove, r.add, status.epoch
-                    ),
-                });
-                r.step = ReplacementStep::AwaitingEpoch;
-            }
-        }
-        ReplacementStep::AwaitingEpoch => {
-            let before = r.epoch_before.unwrap_or(status.epoch);
-            let in_effect = input.observed.is_some_and(|o| {
-                o.epoch.is_some_and(|e| e > before)
-                    && o.membership.as_ref().is_none_or(|members| {
-                        r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
-                    })
-            });
-            if in_effect {
+            let observed = input.observed;
+            if observed.is_some_and(|o| in_effect(r, o)) {
                 for m in &mut status.members {
                     if r.add.contains(&m.id) {
                         m.state = MemberState::Active;
@@ -608,8 +592,44 @@ fn advance_replacement(
                     note: format!("{}: epoch {} in effect", r.name, status.epoch),
                 });
                 r.step = ReplacementStep::Retiring;
+            } else if let Some(at) = observed.and_then(|o| o.pending_reconfiguration) {
+                // Ordered, and in force at the boundary: another submission would only be refused.
+                r.step = ReplacementStep::AwaitingEpoch;
+                r.blocked = Some(format!(
+                    "the reconfiguration is ordered and takes effect after sequence {at}"
+                ));
+            } else if healthy < quorum {
+                r.blocked = Some(format!(
+                    "only {healthy} healthy members (quorum {quorum}): the reconfiguration waits"
+                ));
             } else {
-                r.blocked = Some(format!("waiting for a quorum in an epoch after {before}"));
+                if r.step == ReplacementStep::AwaitingEpoch {
+                    // Recorded as submitted, yet the replicas neither ordered it nor are in the new membership:
+                    // the operator stopped before the submission reached them, or they refused it.
+                    events.push(PlanEvent {
+                        warning: true,
+                        reason: "ReconfigurationNotOrdered",
+                        note: format!(
+                            "{}: submitted in epoch {}, but the replicas report it neither ordered nor in effect: submitting again",
+                            r.name,
+                            r.epoch_before.unwrap_or(status.epoch)
+                        ),
+                    });
+                }
+                r.epoch_before = Some(status.epoch);
+                actions.push(Action::Reconfigure {
+                    remove: r.remove.clone(),
+                    add: r.add.clone(),
+                });
+                events.push(PlanEvent {
+                    warning: false,
+                    reason: "Reconfiguring",
+                    note: format!(
+                        "{}: submitted remove {:?}, add {:?} in epoch {}",
+                        r.name, r.remove, r.add, status.epoch
+                    ),
+                });
+                r.step = ReplacementStep::AwaitingEpoch;
             }
         }
         ReplacementStep::Retiring => {
