@@ -35,6 +35,15 @@ pub const DETECTIONS_KEPT: usize = 20;
 /// The most past replacement start times kept in status (only the last hour's count).
 pub const HISTORY_KEPT: usize = 64;
 const HOUR_MS: u64 = 3_600_000;
+/// A replacement step that waits on the cluster and has not moved for this long is reported stalled (a Warning
+/// event, the Reconfiguring condition's reason, a metric). With a working cluster every step but catching up
+/// takes a pass or two, and the reconfiguration is in force well within the 60 s the operator's call gives it
+/// (`platform::RECONFIGURE_TIMEOUT`); five minutes is several of those, yet reports a stuck replacement, which
+/// holds back every later one, long before the hour the replacement cap counts. Catching up has its own limit,
+/// `spec.replacement.catchUpTimeoutSeconds`.
+pub const STALL_AFTER_MS: u64 = 300_000;
+/// The Reconfiguring condition's reason while a replacement is stalled.
+pub const STALLED: &str = "ReplacementStalled";
 
 /// What the replicas report, merged over all of them (`health` builds it).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -275,6 +284,38 @@ pub fn plan(input: &Input) -> Plan {
             };
         }
     }
+    // While a step waits on the cluster, look again soon rather than at the idle polling rate.
+    if status
+        .replacement
+        .as_ref()
+        .is_some_and(|r| stall_limit_ms(spec, r.step).is_some())
+    {
+        requeue_soon = true;
+    }
+    let stalled = status.replacement.as_ref().and_then(|r| stalled(spec, r, input.now_ms));
+    if let (Some(r), Some((waited_ms, limit_ms))) = (&status.replacement, stalled) {
+        // Once per stall: the recorded condition says whether it was already reported (by this run or before a
+        // restart).
+        let reported = input
+            .recorded
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconfiguring" && c.reason == STALLED);
+        if !reported {
+            events.push(PlanEvent {
+                warning: true,
+                reason: STALLED,
+                note: format!(
+                    "{}: no progress in step {:?} for {} s (limit {} s): {}",
+                    r.name,
+                    r.step,
+                    waited_ms / 1000,
+                    limit_ms / 1000,
+                    r.blocked.as_deref().unwrap_or("waiting on the cluster")
+                ),
+            });
+        }
+    }
 
     // Level-triggered: the desired state of every member, every pass.
     let voters = voters(&status);
@@ -336,7 +377,7 @@ pub fn plan(input: &Input) -> Plan {
 
     status.observed_generation = input.generation;
     status.phase = phase(&status, observed.is_some()).into();
-    status.conditions = conditions(&status, &input.recorded.conditions, input.generation, &now);
+    status.conditions = conditions(&status, stalled, &input.recorded.conditions, input.generation, &now);
     Plan {
         actions,
         status,
@@ -365,6 +406,26 @@ pub fn healthy_voters(status: &ByzantineClusterStatus) -> usize {
         .iter()
         .filter(|m| m.state == MemberState::Active && m.reachable && !m.fenced)
         .count()
+}
+
+/// How long a step may go without progress before it is reported stalled; `None` for a step that waits for a
+/// person (approval) or, by the spec, for nothing (replacement disabled).
+fn stall_limit_ms(spec: &ByzantineClusterSpec, step: ReplacementStep) -> Option<u64> {
+    match step {
+        ReplacementStep::AwaitingApproval => None,
+        ReplacementStep::CreatingMembers if spec.replacement.mode == ReplacementMode::Disabled => None,
+        ReplacementStep::CatchingUp => Some(spec.replacement.catch_up_timeout_seconds.saturating_mul(1000)),
+        // A cluster that must change views before it orders the change needs a few view-change timeouts (the
+        // timer doubles on each failure): never report that as a stall.
+        _ => Some(STALL_AFTER_MS.max(spec.protocol.view_change_timeout_ms.saturating_mul(10))),
+    }
+}
+
+/// (how long the step has waited, its limit) once it has waited longer than the limit.
+fn stalled(spec: &ByzantineClusterSpec, r: &Replacement, now_ms: u64) -> Option<(u64, u64)> {
+    let limit = stall_limit_ms(spec, r.step)?;
+    let waited = now_ms.saturating_sub(parse_rfc3339(&r.step_started)?);
+    (waited > limit).then_some((waited, limit))
 }
 
 /// Whether the membership F+1 replicas report is the one the replacement leads to. Ids are never reused, so
@@ -753,6 +814,7 @@ fn phase(status: &ByzantineClusterStatus, observed: bool) -> &'static str {
 
 fn conditions(
     status: &ByzantineClusterStatus,
+    stalled: Option<(u64, u64)>,
     old: &[Condition],
     generation: Option<i64>,
     now: &str,
@@ -770,6 +832,13 @@ fn conditions(
     let ready = status.quorum_met && unhealthy.is_empty() && status.replacement.is_none();
     let reconfiguring = status.replacement.as_ref().map(|r| {
         let mut message = format!("{}: {:?}, removing {:?}, adding {:?}", r.name, r.step, r.remove, r.add);
+        if let Some((waited_ms, limit_ms)) = stalled {
+            message.push_str(&format!(
+                "; no progress for {} s (limit {} s)",
+                waited_ms / 1000,
+                limit_ms / 1000
+            ));
+        }
         if let Some(blocked) = &r.blocked {
             message.push_str(&format!("; {blocked}"));
         }
@@ -813,10 +882,10 @@ fn conditions(
         (
             "Reconfiguring",
             reconfiguring.is_some(),
-            if reconfiguring.is_some() {
-                "ReplacementInProgress"
-            } else {
-                "Idle"
+            match (&reconfiguring, stalled) {
+                (None, _) => "Idle",
+                (Some(_), Some(_)) => STALLED,
+                (Some(_), None) => "ReplacementInProgress",
             },
             reconfiguring.unwrap_or_else(|| "no replacement in progress".into()),
         ),

@@ -694,6 +694,7 @@ fn finish_and_check(mut w: World, cluster: &mut Cluster, mut published: Vec<Plan
     assert_eq!(cluster.running, [1, 2, 3, 5].into(), "{case}: processes");
     let done = published.iter().filter(|e| e.reason == "ReplacementDone").count();
     assert_eq!(done, 1, "{case}: ReplacementDone events");
+    assert!(!published.iter().any(|e| e.reason == STALLED), "{case}: {published:?}");
 }
 
 /// The operator killed during the pass of every step (before its actions, and after them but before its record),
@@ -786,6 +787,101 @@ fn two_restarts_in_one_replacement_still_finish_it_once() {
     // The second kill left the reconfiguration ordered, not yet in force: the next pass must wait for it.
     assert!(cluster.pending.is_some());
     finish_and_check(w, &mut cluster, published, "two kills");
+}
+
+#[test]
+fn a_replacement_that_makes_no_progress_is_reported_once_with_a_reason() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(4, 3)])));
+    w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::CatchingUp);
+    // Member 5 never answers. Within catchUpTimeoutSeconds (600 s) that is no stall.
+    w.now += 600_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, "ReplacementInProgress");
+    assert!(
+        plan.requeue_soon,
+        "a step that waits on the cluster is looked at again soon"
+    );
+    w.now += 2_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    let stalled: Vec<&PlanEvent> = plan.events.iter().filter(|e| e.reason == STALLED).collect();
+    assert_eq!(stalled.len(), 1);
+    assert!(stalled[0].warning);
+    assert!(
+        stalled[0].note.contains("CatchingUp") && stalled[0].note.contains("have not caught up"),
+        "{}",
+        stalled[0].note
+    );
+    let c = condition(&w.status, "Reconfiguring");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", STALLED));
+    assert!(
+        c.message.contains("no progress for 602 s (limit 600 s)"),
+        "{}",
+        c.message
+    );
+    // Reported once, also by an operator restarted since.
+    w.now += 10_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    let mut w = w.restarted();
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, STALLED);
+    // Progress clears it.
+    w.pass(Some(&observed([1, 2, 3, 5], &[(4, 3)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::Reconfiguring
+    );
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, "ReplacementInProgress");
+
+    // Submitted, and never ordered (the replicas refuse it, say): submitted again every pass, and after five
+    // minutes reported, although each pass does something.
+    let o = observed([1, 2, 3, 5], &[(4, 3)]);
+    for _ in 0..3 {
+        let plan = w.pass(Some(&o));
+        assert!(plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+    }
+    assert!(
+        w.status
+            .replacement
+            .as_ref()
+            .is_some_and(|r| r.step == ReplacementStep::AwaitingEpoch)
+    );
+    w.now += STALL_AFTER_MS + 1_000;
+    let plan = w.pass(Some(&o));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == STALLED && e.note.contains("AwaitingEpoch"))
+    );
+    assert!(
+        plan.events.iter().any(|e| e.reason == "ReconfigurationNotOrdered"),
+        "{:?}",
+        plan.events
+    );
+}
+
+#[test]
+fn waiting_for_approval_is_no_stall() {
+    let mut s = spec(4);
+    s.replacement.mode = ReplacementMode::Supervised;
+    let mut w = World::new(s);
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(2, 2)])));
+    w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    w.now += 24 * HOUR_MS;
+    let plan = w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::AwaitingApproval
+    );
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert!(!plan.requeue_soon);
 }
 
 /// One round of what replicas might report: which members answer and how many replicas claim each quarantined.
