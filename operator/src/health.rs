@@ -123,6 +123,14 @@ pub fn merge(
         *memberships.entry(active).or_default() += 1;
     }
     let membership = memberships.into_iter().find(|(_, count)| *count > f).map(|(m, _)| m);
+    // A reconfiguration ordered in that epoch and waiting for its boundary, once F+1 of its replicas say so.
+    let mut waiting: Vec<u64> = answered
+        .iter()
+        .filter(|s| s.epoch == epoch)
+        .filter_map(|s| s.reconfiguration_at_seq)
+        .collect();
+    waiting.sort_unstable_by(|a, b| b.cmp(a));
+    let pending_reconfiguration = waiting.get(f).copied();
     Observed {
         members,
         epoch: (!answered.is_empty()).then_some(epoch),
@@ -132,6 +140,7 @@ pub fn merge(
         transactions_committed: reached(|s| s.transfers_applied),
         transactions_rejected: reached(|s| s.transfers_rejected),
         stable_checkpoint: reached(|s| s.stable_checkpoint),
+        pending_reconfiguration,
         detections,
     }
 }
@@ -204,6 +213,17 @@ mod tests {
         assert_eq!(o.detections[0].member, 5);
         assert!(o.detections[0].evidence.contains("at sequence 7"));
         assert_eq!((o.view, o.primary), (1, Some(2)));
+        assert_eq!(o.pending_reconfiguration, None);
+    }
+
+    #[test]
+    fn a_pending_reconfiguration_counts_once_f_plus_1_replicas_of_the_epoch_report_it() {
+        let mut statuses: Vec<_> = (1..=4).map(|id| status(id, 10, 100)).collect();
+        statuses[0].1.as_mut().unwrap().reconfiguration_at_seq = Some(110);
+        // F = 1: one replica's word is not enough.
+        assert_eq!(merge(&statuses, &[], 4).pending_reconfiguration, None);
+        statuses[1].1.as_mut().unwrap().reconfiguration_at_seq = Some(110);
+        assert_eq!(merge(&statuses, &[], 4).pending_reconfiguration, Some(110));
     }
 
     #[test]

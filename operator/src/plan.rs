@@ -4,7 +4,11 @@
 //! Crash safety: a pass carries out the actions of the step the recorded status is in, then records the next
 //! status. Every action is idempotent (apply, create-if-absent, scale, delete), so a restart between the two
 //! repeats the step's actions and never duplicates their effect. A new member's id is reserved in the recorded
-//! status before anything is created for it, so a restart reuses it instead of making another.
+//! status before anything is created for it, so a restart reuses it instead of making another. The one action
+//! that waits on the cluster, the reconfiguration, runs last in its pass and after its step (`AwaitingEpoch`) is
+//! recorded; whether it was ordered or took effect is then read from the membership F+1 replicas report, never
+//! from what the operator remembers, so a restart or a failed call at any point neither submits it twice nor
+//! waits for what already happened.
 //!
 //! The safety rules:
 //! - a member is taken as quarantined only when F+1 replicas report it (so at least one honest replica does);
@@ -31,6 +35,15 @@ pub const DETECTIONS_KEPT: usize = 20;
 /// The most past replacement start times kept in status (only the last hour's count).
 pub const HISTORY_KEPT: usize = 64;
 const HOUR_MS: u64 = 3_600_000;
+/// A replacement step that waits on the cluster and has not moved for this long is reported stalled (a Warning
+/// event, the Reconfiguring condition's reason, a metric). With a working cluster every step but catching up
+/// takes a pass or two, and the reconfiguration is in force well within the 60 s the operator's call gives it
+/// (`platform::RECONFIGURE_TIMEOUT`); five minutes is several of those, yet reports a stuck replacement, which
+/// holds back every later one, long before the hour the replacement cap counts. Catching up has its own limit,
+/// `spec.replacement.catchUpTimeoutSeconds`.
+pub const STALL_AFTER_MS: u64 = 300_000;
+/// The Reconfiguring condition's reason while a replacement is stalled.
+pub const STALLED: &str = "ReplacementStalled";
 
 /// What the replicas report, merged over all of them (`health` builds it).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +59,9 @@ pub struct Observed {
     pub transactions_rejected: u64,
     /// The highest stable checkpoint F+1 replicas reached: what a new member must reach to have caught up.
     pub stable_checkpoint: u64,
+    /// A reconfiguration F+1 replicas (of the epoch above) report ordered and waiting for its checkpoint
+    /// boundary: the sequence number it takes effect after.
+    pub pending_reconfiguration: Option<u64>,
     /// Detections confirmed by F+1 replicas, oldest first.
     pub detections: Vec<DetectionStatus>,
 }
@@ -268,6 +284,38 @@ pub fn plan(input: &Input) -> Plan {
             };
         }
     }
+    // While a step waits on the cluster, look again soon rather than at the idle polling rate.
+    if status
+        .replacement
+        .as_ref()
+        .is_some_and(|r| stall_limit_ms(spec, r.step).is_some())
+    {
+        requeue_soon = true;
+    }
+    let stalled = status.replacement.as_ref().and_then(|r| stalled(spec, r, input.now_ms));
+    if let (Some(r), Some((waited_ms, limit_ms))) = (&status.replacement, stalled) {
+        // Once per stall: the recorded condition says whether it was already reported (by this run or before a
+        // restart).
+        let reported = input
+            .recorded
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconfiguring" && c.reason == STALLED);
+        if !reported {
+            events.push(PlanEvent {
+                warning: true,
+                reason: STALLED,
+                note: format!(
+                    "{}: no progress in step {:?} for {} s (limit {} s): {}",
+                    r.name,
+                    r.step,
+                    waited_ms / 1000,
+                    limit_ms / 1000,
+                    r.blocked.as_deref().unwrap_or("waiting on the cluster")
+                ),
+            });
+        }
+    }
 
     // Level-triggered: the desired state of every member, every pass.
     let voters = voters(&status);
@@ -317,17 +365,19 @@ pub fn plan(input: &Input) -> Plan {
         }
     }
     requests(spec, input.requests, &status, &mut actions, &mut events);
-    // Fencing and retiring run before anything else: a fenced member stops signing first.
+    // Fencing and retiring run before anything else: a fenced member stops signing first. The reconfiguration
+    // runs last: it waits on the cluster, and the platform records the status before it.
     actions.sort_by_key(|a| match a {
         Action::Fence(_) => 0,
         Action::WithdrawKey(_) => 1,
         Action::Retire(_) => 2,
+        Action::Reconfigure { .. } => 4,
         _ => 3,
     });
 
     status.observed_generation = input.generation;
     status.phase = phase(&status, observed.is_some()).into();
-    status.conditions = conditions(&status, &input.recorded.conditions, input.generation, &now);
+    status.conditions = conditions(&status, stalled, &input.recorded.conditions, input.generation, &now);
     Plan {
         actions,
         status,
@@ -356,6 +406,35 @@ pub fn healthy_voters(status: &ByzantineClusterStatus) -> usize {
         .iter()
         .filter(|m| m.state == MemberState::Active && m.reachable && !m.fenced)
         .count()
+}
+
+/// How long a step may go without progress before it is reported stalled; `None` for a step that waits for a
+/// person (approval) or, by the spec, for nothing (replacement disabled).
+fn stall_limit_ms(spec: &ByzantineClusterSpec, step: ReplacementStep) -> Option<u64> {
+    match step {
+        ReplacementStep::AwaitingApproval => None,
+        ReplacementStep::CreatingMembers if spec.replacement.mode == ReplacementMode::Disabled => None,
+        ReplacementStep::CatchingUp => Some(spec.replacement.catch_up_timeout_seconds.saturating_mul(1000)),
+        // A cluster that must change views before it orders the change needs a few view-change timeouts (the
+        // timer doubles on each failure): never report that as a stall.
+        _ => Some(STALL_AFTER_MS.max(spec.protocol.view_change_timeout_ms.saturating_mul(10))),
+    }
+}
+
+/// (how long the step has waited, its limit) once it has waited longer than the limit.
+fn stalled(spec: &ByzantineClusterSpec, r: &Replacement, now_ms: u64) -> Option<(u64, u64)> {
+    let limit = stall_limit_ms(spec, r.step)?;
+    let waited = now_ms.saturating_sub(parse_rfc3339(&r.step_started)?);
+    (waited > limit).then_some((waited, limit))
+}
+
+/// Whether the membership F+1 replicas report is the one the replacement leads to. Ids are never reused, so
+/// only this reconfiguration (or the same change made by hand) can have put every added id in and every removed
+/// one out.
+fn in_effect(r: &Replacement, observed: &Observed) -> bool {
+    observed.membership.as_ref().is_some_and(|members| {
+        r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
+    })
 }
 
 /// Starts replacing quarantined members when every safety rule allows it; the ids of the new members are
@@ -553,47 +632,13 @@ fn advance_replacement(
                 });
             }
         }
-        ReplacementStep::Reconfiguring => {
+        // Whether the change was submitted, ordered or already in force is read from the replicas, never from
+        // what this operator remembers: after a restart at any point, or a call that failed once the replicas had
+        // ordered it, the membership F+1 replicas report says where the replacement is.
+        ReplacementStep::Reconfiguring | ReplacementStep::AwaitingEpoch => {
             let healthy = healthy_voters(status);
-            let applied = input
-                .observed
-                .and_then(|o| o.membership.as_ref())
-                .is_some_and(|members| {
-                    r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
-                });
-            if applied {
-                // Submitted before a restart and already in effect: never submitted twice.
-                r.step = ReplacementStep::AwaitingEpoch;
-            } else if healthy < quorum {
-                r.blocked = Some(format!(
-                    "only {healthy} healthy members (quorum {quorum}): the reconfiguration waits"
-                ));
-            } else {
-                r.epoch_before = Some(status.epoch);
-                actions.push(Action::Reconfigure {
-                    remove: r.remove.clone(),
-                    add: r.add.clone(),
-                });
-                events.push(PlanEvent {
-                    warning: false,
-                    reason: "Reconfiguring",
-                    note: format!(
-                        "{}: submitted remove {:?}, add {:?} in epoch {}",
-                        r.name, r.remove, r.add, status.epoch
-                    ),
-                });
-                r.step = ReplacementStep::AwaitingEpoch;
-            }
-        }
-        ReplacementStep::AwaitingEpoch => {
-            let before = r.epoch_before.unwrap_or(status.epoch);
-            let in_effect = input.observed.is_some_and(|o| {
-                o.epoch.is_some_and(|e| e > before)
-                    && o.membership.as_ref().is_none_or(|members| {
-                        r.add.iter().all(|id| members.contains(id)) && r.remove.iter().all(|id| !members.contains(id))
-                    })
-            });
-            if in_effect {
+            let observed = input.observed;
+            if observed.is_some_and(|o| in_effect(r, o)) {
                 for m in &mut status.members {
                     if r.add.contains(&m.id) {
                         m.state = MemberState::Active;
@@ -608,8 +653,44 @@ fn advance_replacement(
                     note: format!("{}: epoch {} in effect", r.name, status.epoch),
                 });
                 r.step = ReplacementStep::Retiring;
+            } else if let Some(at) = observed.and_then(|o| o.pending_reconfiguration) {
+                // Ordered, and in force at the boundary: another submission would only be refused.
+                r.step = ReplacementStep::AwaitingEpoch;
+                r.blocked = Some(format!(
+                    "the reconfiguration is ordered and takes effect after sequence {at}"
+                ));
+            } else if healthy < quorum {
+                r.blocked = Some(format!(
+                    "only {healthy} healthy members (quorum {quorum}): the reconfiguration waits"
+                ));
             } else {
-                r.blocked = Some(format!("waiting for a quorum in an epoch after {before}"));
+                if r.step == ReplacementStep::AwaitingEpoch {
+                    // Recorded as submitted, yet the replicas neither ordered it nor are in the new membership:
+                    // the operator stopped before the submission reached them, or they refused it.
+                    events.push(PlanEvent {
+                        warning: true,
+                        reason: "ReconfigurationNotOrdered",
+                        note: format!(
+                            "{}: submitted in epoch {}, but the replicas report it neither ordered nor in effect: submitting again",
+                            r.name,
+                            r.epoch_before.unwrap_or(status.epoch)
+                        ),
+                    });
+                }
+                r.epoch_before = Some(status.epoch);
+                actions.push(Action::Reconfigure {
+                    remove: r.remove.clone(),
+                    add: r.add.clone(),
+                });
+                events.push(PlanEvent {
+                    warning: false,
+                    reason: "Reconfiguring",
+                    note: format!(
+                        "{}: submitted remove {:?}, add {:?} in epoch {}",
+                        r.name, r.remove, r.add, status.epoch
+                    ),
+                });
+                r.step = ReplacementStep::AwaitingEpoch;
             }
         }
         ReplacementStep::Retiring => {
@@ -733,6 +814,7 @@ fn phase(status: &ByzantineClusterStatus, observed: bool) -> &'static str {
 
 fn conditions(
     status: &ByzantineClusterStatus,
+    stalled: Option<(u64, u64)>,
     old: &[Condition],
     generation: Option<i64>,
     now: &str,
@@ -750,6 +832,13 @@ fn conditions(
     let ready = status.quorum_met && unhealthy.is_empty() && status.replacement.is_none();
     let reconfiguring = status.replacement.as_ref().map(|r| {
         let mut message = format!("{}: {:?}, removing {:?}, adding {:?}", r.name, r.step, r.remove, r.add);
+        if let Some((waited_ms, limit_ms)) = stalled {
+            message.push_str(&format!(
+                "; no progress for {} s (limit {} s)",
+                waited_ms / 1000,
+                limit_ms / 1000
+            ));
+        }
         if let Some(blocked) = &r.blocked {
             message.push_str(&format!("; {blocked}"));
         }
@@ -793,10 +882,10 @@ fn conditions(
         (
             "Reconfiguring",
             reconfiguring.is_some(),
-            if reconfiguring.is_some() {
-                "ReplacementInProgress"
-            } else {
-                "Idle"
+            match (&reconfiguring, stalled) {
+                (None, _) => "Idle",
+                (Some(_), Some(_)) => STALLED,
+                (Some(_), None) => "ReplacementInProgress",
             },
             reconfiguring.unwrap_or_else(|| "no replacement in progress".into()),
         ),

@@ -283,10 +283,23 @@ fn quarantined_members_are_fenced_replaced_and_retired_one_step_at_a_time() {
         w.status.replacement.as_ref().unwrap().step,
         ReplacementStep::AwaitingEpoch
     );
+    // The replicas ordered it; it takes effect at the next checkpoint boundary.
+    let mut o = o.clone();
+    o.pending_reconfiguration = Some(110);
     let plan = w.pass(Some(&o));
     assert!(
         !plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })),
         "never twice"
+    );
+    assert!(
+        w.status
+            .replacement
+            .as_ref()
+            .unwrap()
+            .blocked
+            .as_ref()
+            .unwrap()
+            .contains("after sequence 110")
     );
 
     // The new epoch: 8 and 9 vote, 5 and 6 are removed, then retired.
@@ -329,6 +342,11 @@ fn a_reconfiguration_already_in_effect_after_a_restart_is_not_submitted_again() 
     o.epoch = Some(1);
     let plan = w.pass(Some(&o));
     assert!(!plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+    // ...and it finishes: the membership the replicas report is the one the replacement leads to.
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::Retiring);
+    let plan = w.pass(Some(&o));
+    assert!(plan.actions.contains(&Action::Retire(2)));
+    assert!(w.status.replacement.is_none());
 }
 
 #[test]
@@ -477,6 +495,395 @@ fn fault_requests_are_parsed_strictly() {
     assert!(parse_fault_request("6").is_err());
 }
 
+/// The replicas as the resume tests model them: a member answers while its process runs; a reconfiguration is
+/// taken for ordering or refused as the replicas do (one pending at a time, only members removed, only fresh ids
+/// added) and takes effect at the next checkpoint boundary (`boundary`).
+#[derive(Clone, Debug)]
+struct Cluster {
+    epoch: u64,
+    members: BTreeSet<MemberId>,
+    retired: BTreeSet<MemberId>,
+    running: BTreeSet<MemberId>,
+    quarantined: BTreeSet<MemberId>,
+    pending: Option<(Vec<MemberId>, Vec<MemberId>)>,
+    /// Every reconfiguration submitted to the replicas, ordered or refused.
+    submitted: usize,
+    epoch_changes: usize,
+}
+
+impl Cluster {
+    fn new(n: MemberId) -> Cluster {
+        Cluster {
+            epoch: 0,
+            members: (1..=n).collect(),
+            retired: BTreeSet::new(),
+            running: (1..=n).collect(),
+            quarantined: BTreeSet::new(),
+            pending: None,
+            submitted: 0,
+            epoch_changes: 0,
+        }
+    }
+
+    /// What a poll of the replicas reports (every replica honest here, so F+1 agree on everything).
+    fn observe(&self) -> Observed {
+        let members = self
+            .running
+            .union(&self.members)
+            .map(|id| {
+                let member = ObservedMember {
+                    reachable: self.running.contains(id),
+                    quarantined_by: if self.quarantined.contains(id) {
+                        self.members.len() - 1
+                    } else {
+                        0
+                    },
+                    last_executed: 100,
+                    stable_checkpoint: 100,
+                };
+                (*id, member)
+            })
+            .collect();
+        Observed {
+            members,
+            epoch: Some(self.epoch),
+            membership: Some(self.members.clone()),
+            primary: self.members.first().copied(),
+            stable_checkpoint: 100,
+            pending_reconfiguration: self.pending.as_ref().map(|_| 110),
+            ..Observed::default()
+        }
+    }
+
+    fn carry_out(&mut self, actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::Fence(id) | Action::Retire(id) => {
+                    self.running.remove(id);
+                }
+                Action::Run { id, .. } => {
+                    self.running.insert(*id);
+                }
+                Action::Reconfigure { remove, add } => {
+                    self.submitted += 1;
+                    let valid = self.pending.is_none()
+                        && remove.iter().all(|id| self.members.contains(id))
+                        && add
+                            .iter()
+                            .all(|id| !self.members.contains(id) && !self.retired.contains(id));
+                    if valid {
+                        self.pending = Some((remove.clone(), add.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The replicas execute up to the checkpoint boundary: an ordered reconfiguration takes effect.
+    fn boundary(&mut self) {
+        if let Some((remove, add)) = self.pending.take() {
+            self.epoch += 1;
+            self.epoch_changes += 1;
+            for id in &remove {
+                self.members.remove(id);
+                self.retired.insert(*id);
+                self.quarantined.remove(id);
+            }
+            self.members.extend(add);
+        }
+    }
+}
+
+/// Where in a pass the operator is killed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kill {
+    No,
+    /// After the plan (and the record the platform makes before a reconfiguration), before any action.
+    BeforeActions,
+    /// After the pass's actions, before its status is recorded.
+    BeforeRecord,
+}
+
+impl World {
+    /// One pass as `platform::reconcile` makes it against `cluster`: plan, record first when it reconfigures,
+    /// carry the actions out, record; killed where `kill` says. Published events go to `published`.
+    fn pass_on(&mut self, cluster: &mut Cluster, kill: Kill, published: &mut Vec<PlanEvent>) {
+        let o = cluster.observe();
+        let keys = keys(1..=self.status.next_member_id.max(self.spec.replicas + 1));
+        let plan = plan(&Input {
+            spec: &self.spec,
+            generation: Some(1),
+            recorded: &self.status,
+            observed: Some(&o),
+            keys: &keys,
+            requests: &self.requests,
+            now_ms: self.now,
+        });
+        let recorded_first = plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. }));
+        if recorded_first {
+            self.status = plan.status.clone();
+            published.extend(plan.events.iter().cloned());
+        }
+        if kill == Kill::BeforeActions {
+            return;
+        }
+        cluster.carry_out(&plan.actions);
+        if kill == Kill::BeforeRecord {
+            return;
+        }
+        self.status = plan.status.clone();
+        if !recorded_first {
+            published.extend(plan.events);
+        }
+    }
+
+    /// The operator started again: nothing but the recorded status, as stored, survives.
+    fn restarted(&self) -> World {
+        let stored = serde_json::to_string(&self.status).unwrap();
+        World {
+            spec: self.spec.clone(),
+            status: serde_json::from_str(&stored).unwrap(),
+            requests: Requests::default(),
+            now: self.now,
+        }
+    }
+}
+
+/// A running 4-member cluster in which F+1 replicas report member 4 quarantined.
+fn quarantine_4() -> (World, Cluster) {
+    let mut w = World::new(spec(4));
+    let mut cluster = Cluster::new(4);
+    let mut published = Vec::new();
+    w.pass_on(&mut cluster, Kill::No, &mut published);
+    cluster.quarantined.insert(4);
+    (w, cluster)
+}
+
+/// Passes (the replicas reaching a checkpoint boundary after each) until the replacement is done, then checks
+/// it ended as it must: one reconfiguration submitted, one epoch change, 4 out and 5 in, one ReplacementDone.
+fn finish_and_check(mut w: World, cluster: &mut Cluster, mut published: Vec<PlanEvent>, case: &str) {
+    let done =
+        |w: &World| w.status.replacement.is_none() && w.status.members.iter().any(|m| m.state == MemberState::Removed);
+    for _ in 0..20 {
+        if done(&w) {
+            break;
+        }
+        w.now += 1000;
+        w.pass_on(cluster, Kill::No, &mut published);
+        cluster.boundary();
+    }
+    assert!(done(&w), "{case}: never finished: {:?}", w.status.replacement);
+    assert_eq!(cluster.submitted, 1, "{case}: reconfigurations submitted");
+    assert_eq!(cluster.epoch_changes, 1, "{case}: epoch changes");
+    assert_eq!(cluster.members, [1, 2, 3, 5].into(), "{case}: the replicas' membership");
+    assert_eq!(w.status.epoch, 1, "{case}");
+    let states: Vec<(MemberId, MemberState)> = w.status.members.iter().map(|m| (m.id, m.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, MemberState::Active),
+            (2, MemberState::Active),
+            (3, MemberState::Active),
+            (4, MemberState::Removed),
+            (5, MemberState::Active)
+        ],
+        "{case}"
+    );
+    assert_eq!(w.status.phase, "Running", "{case}");
+    assert_eq!(cluster.running, [1, 2, 3, 5].into(), "{case}: processes");
+    let done = published.iter().filter(|e| e.reason == "ReplacementDone").count();
+    assert_eq!(done, 1, "{case}: ReplacementDone events");
+    assert!(!published.iter().any(|e| e.reason == STALLED), "{case}: {published:?}");
+}
+
+/// The operator killed during the pass of every step (before its actions, and after them but before its record),
+/// restarted with nothing but its recorded status: each time the replacement finishes once.
+#[test]
+fn a_restart_at_any_step_of_a_replacement_resumes_from_what_the_replicas_report() {
+    use ReplacementStep::*;
+    // `None`: the pass that starts the replacement.
+    let steps = [
+        None,
+        Some(Fencing),
+        Some(CreatingMembers),
+        Some(CatchingUp),
+        Some(Reconfiguring),
+        Some(AwaitingEpoch),
+        Some(Retiring),
+    ];
+    for at in steps {
+        for kill in [Kill::BeforeActions, Kill::BeforeRecord] {
+            let case = format!("killed at {at:?}, {kill:?}");
+            let (mut w, mut cluster) = quarantine_4();
+            let mut published = Vec::new();
+            let mut passes = 0;
+            while w.status.replacement.as_ref().map(|r| r.step) != at {
+                w.now += 1000;
+                w.pass_on(&mut cluster, Kill::No, &mut published);
+                cluster.boundary();
+                passes += 1;
+                assert!(passes < 20, "{case}: step never reached");
+            }
+            w.now += 1000;
+            w.pass_on(&mut cluster, kill, &mut published);
+            finish_and_check(w.restarted(), &mut cluster, published, &case);
+        }
+    }
+}
+
+/// The step the operator had not recorded when it stopped: the replicas ordered the reconfiguration (it may
+/// already be in force), the status still says it is to be submitted. So an operator left it that recorded the
+/// step only after the call returned, and so does one whose call failed after the replicas ordered it.
+#[test]
+fn a_reconfiguration_ordered_but_not_recorded_is_recognised_from_the_membership() {
+    for in_force in [true, false] {
+        let case = format!("ordered, in force before the restart: {in_force}");
+        let (mut w, mut cluster) = quarantine_4();
+        let mut published = Vec::new();
+        while w.status.replacement.as_ref().map(|r| r.step) != Some(ReplacementStep::Reconfiguring) {
+            w.now += 1000;
+            w.pass_on(&mut cluster, Kill::No, &mut published);
+            cluster.boundary();
+        }
+        let before = w.status.clone();
+        w.now += 1000;
+        w.pass_on(&mut cluster, Kill::No, &mut published);
+        assert_eq!(cluster.submitted, 1, "{case}");
+        w.status = before;
+        if in_force {
+            cluster.boundary();
+        }
+        finish_and_check(w.restarted(), &mut cluster, published, &case);
+    }
+}
+
+#[test]
+fn two_restarts_in_one_replacement_still_finish_it_once() {
+    let (mut w, mut cluster) = quarantine_4();
+    let mut published = Vec::new();
+    let mut kills = vec![
+        (ReplacementStep::CatchingUp, Kill::BeforeRecord),
+        (ReplacementStep::Reconfiguring, Kill::BeforeRecord),
+    ];
+    kills.reverse();
+    for _ in 0..20 {
+        w.now += 1000;
+        match (kills.last(), w.status.replacement.as_ref().map(|r| r.step)) {
+            (Some((at, kill)), Some(step)) if *at == step => {
+                w.pass_on(&mut cluster, *kill, &mut published);
+                w = w.restarted();
+                kills.pop();
+            }
+            _ => {
+                w.pass_on(&mut cluster, Kill::No, &mut published);
+                if kills.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(kills.is_empty(), "every kill happened");
+    // The second kill left the reconfiguration ordered, not yet in force: the next pass must wait for it.
+    assert!(cluster.pending.is_some());
+    finish_and_check(w, &mut cluster, published, "two kills");
+}
+
+#[test]
+fn a_replacement_that_makes_no_progress_is_reported_once_with_a_reason() {
+    let mut w = World::new(spec(4));
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(4, 3)])));
+    w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert_eq!(w.status.replacement.as_ref().unwrap().step, ReplacementStep::CatchingUp);
+    // Member 5 never answers. Within catchUpTimeoutSeconds (600 s) that is no stall.
+    w.now += 600_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, "ReplacementInProgress");
+    assert!(
+        plan.requeue_soon,
+        "a step that waits on the cluster is looked at again soon"
+    );
+    w.now += 2_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    let stalled: Vec<&PlanEvent> = plan.events.iter().filter(|e| e.reason == STALLED).collect();
+    assert_eq!(stalled.len(), 1);
+    assert!(stalled[0].warning);
+    assert!(
+        stalled[0].note.contains("CatchingUp") && stalled[0].note.contains("have not caught up"),
+        "{}",
+        stalled[0].note
+    );
+    let c = condition(&w.status, "Reconfiguring");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", STALLED));
+    assert!(
+        c.message.contains("no progress for 602 s (limit 600 s)"),
+        "{}",
+        c.message
+    );
+    // Reported once, also by an operator restarted since.
+    w.now += 10_000;
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    let mut w = w.restarted();
+    let plan = w.pass(Some(&observed(1..=3, &[(4, 3)])));
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, STALLED);
+    // Progress clears it.
+    w.pass(Some(&observed([1, 2, 3, 5], &[(4, 3)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::Reconfiguring
+    );
+    assert_eq!(condition(&w.status, "Reconfiguring").reason, "ReplacementInProgress");
+
+    // Submitted, and never ordered (the replicas refuse it, say): submitted again every pass, and after five
+    // minutes reported, although each pass does something.
+    let o = observed([1, 2, 3, 5], &[(4, 3)]);
+    for _ in 0..3 {
+        let plan = w.pass(Some(&o));
+        assert!(plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+    }
+    assert!(
+        w.status
+            .replacement
+            .as_ref()
+            .is_some_and(|r| r.step == ReplacementStep::AwaitingEpoch)
+    );
+    w.now += STALL_AFTER_MS + 1_000;
+    let plan = w.pass(Some(&o));
+    assert!(
+        plan.events
+            .iter()
+            .any(|e| e.reason == STALLED && e.note.contains("AwaitingEpoch"))
+    );
+    assert!(
+        plan.events.iter().any(|e| e.reason == "ReconfigurationNotOrdered"),
+        "{:?}",
+        plan.events
+    );
+}
+
+#[test]
+fn waiting_for_approval_is_no_stall() {
+    let mut s = spec(4);
+    s.replacement.mode = ReplacementMode::Supervised;
+    let mut w = World::new(s);
+    w.pass(None);
+    w.pass(Some(&observed(1..=4, &[(2, 2)])));
+    w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    w.now += 24 * HOUR_MS;
+    let plan = w.pass(Some(&observed([1, 3, 4], &[(2, 2)])));
+    assert_eq!(
+        w.status.replacement.as_ref().unwrap().step,
+        ReplacementStep::AwaitingApproval
+    );
+    assert!(!plan.events.iter().any(|e| e.reason == STALLED));
+    assert!(!plan.requeue_soon);
+}
+
 /// One round of what replicas might report: which members answer and how many replicas claim each quarantined.
 fn arb_round(n: MemberId) -> impl Strategy<Value = (Vec<bool>, Vec<usize>, bool, bool)> {
     (
@@ -509,6 +916,7 @@ proptest! {
         let mut fenced_ever: BTreeSet<MemberId> = BTreeSet::new();
         let mut ids_seen: BTreeSet<MemberId> = w.status.members.iter().map(|m| m.id).collect();
         let mut epoch = 0;
+        let mut membership: BTreeSet<MemberId> = (1..=n).collect();
         for (i, (up, quarantined_by, advance_epoch, catch_up)) in rounds.into_iter().enumerate() {
             let live: Vec<MemberId> = w.status.members.iter().filter(|m| m.state != MemberState::Removed).map(|m| m.id).collect();
             let mut o = Observed { epoch: Some(epoch), stable_checkpoint: 100, primary: live.first().copied(), ..Observed::default() };
@@ -520,10 +928,13 @@ proptest! {
                     stable_checkpoint: 100,
                 });
             }
-            if advance_epoch && w.status.replacement.as_ref().is_some_and(|r| r.step == ReplacementStep::AwaitingEpoch) {
+            if let Some(r) = w.status.replacement.as_ref().filter(|r| r.step == ReplacementStep::AwaitingEpoch && advance_epoch) {
                 epoch += 1;
                 o.epoch = Some(epoch);
+                membership.retain(|id| !r.remove.contains(id));
+                membership.extend(r.add.iter().copied());
             }
+            o.membership = Some(membership.clone());
             let before = w.status.clone();
             // Healthy by this round's reports: a voter that answers, is not fenced and not quarantined by F+1.
             let healthy_now = before

@@ -22,6 +22,7 @@ pub struct Metrics {
     healthy: Family<Labels, Gauge>,
     quorum_met: Family<Labels, Gauge>,
     replacing: Family<Labels, Gauge>,
+    stalled: Family<Labels, Gauge>,
     /// Whether this instance holds the leader lease (and so acts).
     pub leader: AtomicBool,
     leader_gauge: Gauge,
@@ -35,6 +36,7 @@ impl Default for Metrics {
         let healthy = Family::<Labels, Gauge>::default();
         let quorum_met = Family::<Labels, Gauge>::default();
         let replacing = Family::<Labels, Gauge>::default();
+        let stalled = Family::<Labels, Gauge>::default();
         let leader_gauge = Gauge::default();
         registry.register("reconciles", "Reconcile passes by result", reconciles.clone());
         registry.register(
@@ -58,6 +60,11 @@ impl Default for Metrics {
             replacing.clone(),
         );
         registry.register(
+            "cluster_replacement_stalled",
+            "1 while a cluster's replacement has made no progress for longer than its limit",
+            stalled.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this instance holds the leader lease",
             leader_gauge.clone(),
@@ -69,6 +76,7 @@ impl Default for Metrics {
             healthy,
             quorum_met,
             replacing,
+            stalled,
             leader: AtomicBool::new(false),
             leader_gauge,
         }
@@ -95,6 +103,12 @@ impl Metrics {
         self.replacing
             .get_or_create(&labels)
             .set(plan.status.replacement.is_some().into());
+        let stalled = plan
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconfiguring" && c.reason == crate::plan::STALLED);
+        self.stalled.get_or_create(&labels).set(stalled.into());
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -166,5 +180,32 @@ mod tests {
             text.contains("bft_operator_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_stalled_replacement_shows_in_its_gauge() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let m = Metrics::default();
+        let condition = |reason: &str| Condition {
+            type_: "Reconfiguring".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        };
+        let mut plan = Plan {
+            actions: vec![],
+            status: Default::default(),
+            events: vec![],
+            requeue_soon: false,
+        };
+        plan.status.conditions = vec![condition("ReplacementInProgress")];
+        m.observe("drill", &plan);
+        let gauge = "bft_operator_cluster_replacement_stalled{cluster=\"drill\"}";
+        assert!(m.render().contains(&format!("{gauge} 0")), "{}", m.render());
+        plan.status.conditions = vec![condition(crate::plan::STALLED)];
+        m.observe("drill", &plan);
+        assert!(m.render().contains(&format!("{gauge} 1")), "{}", m.render());
     }
 }

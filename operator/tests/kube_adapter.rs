@@ -236,6 +236,12 @@ type Reconfiguration = (Vec<MemberId>, Vec<MemberId>);
 struct FakeReplicas {
     observed: Arc<Mutex<Option<Observed>>>,
     reconfigurations: Arc<Mutex<Vec<Reconfiguration>>>,
+    /// The reconfiguration call fails (as one that timed out after the replicas ordered the change would).
+    fail_reconfigure: Arc<Mutex<bool>>,
+    /// The API server, to see what status was recorded when a reconfiguration was submitted.
+    server: Arc<Mutex<Option<Arc<Mutex<ApiServer>>>>>,
+    /// The replacement step stored in the resource's status at each reconfiguration call.
+    step_at_call: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Replicas for FakeReplicas {
@@ -254,6 +260,16 @@ impl Replicas for FakeReplicas {
             .lock()
             .unwrap()
             .push((remove.to_vec(), add.iter().map(|t| t.id).collect()));
+        if let Some(server) = self.server.lock().unwrap().as_ref() {
+            let step =
+                server.lock().unwrap().objects[&format!("{CLUSTERS}/drill")]["status"]["replacement"]["step"].clone();
+            self.step_at_call.lock().unwrap().push(step);
+        }
+        if *self.fail_reconfigure.lock().unwrap() {
+            return Err(ReplicaError::Refused(
+                "epoch 1 not in force with every added member after 60s".into(),
+            ));
+        }
         Ok(1)
     }
 
@@ -306,6 +322,7 @@ impl Harness {
     fn new() -> Harness {
         let server = Arc::new(Mutex::new(ApiServer::default()));
         let replicas = FakeReplicas::default();
+        *replicas.server.lock().unwrap() = Some(server.clone());
         let ctx = Arc::new(Context::new(
             client(server.clone()),
             replicas.clone(),
@@ -733,6 +750,65 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
             .any(|c| c.path == EVENTS && c.body["reason"] == "GenesisMissing")
     );
     let _ = ReplacementStep::Retiring;
+}
+
+/// The reconfiguration's step is recorded before the call, and a call that fails after the replicas ordered the
+/// change (its timeout, say) is a warning: the next pass finds the new membership and finishes, submitting
+/// nothing again.
+#[tokio::test]
+async fn a_reconfiguration_call_that_fails_after_the_replicas_ordered_it_still_finishes() {
+    let h = Harness::new();
+    h.reconcile().await;
+    h.reconcile().await;
+    h.observe(healthy(&[1, 2, 3, 4], &[]));
+    h.reconcile().await;
+    h.observe(healthy(&[1, 2, 3, 4], &[(2, 2)]));
+    h.reconcile().await;
+    h.observe(healthy(&[1, 3, 4], &[(2, 2)]));
+    h.reconcile().await;
+    h.reconcile().await;
+    h.observe(healthy(&[1, 3, 4, 5], &[(2, 2)]));
+    h.reconcile().await;
+    assert_eq!(h.status()["replacement"]["step"], "Reconfiguring");
+
+    *h.replicas.fail_reconfigure.lock().unwrap() = true;
+    let calls = h.reconcile().await;
+    assert_eq!(*h.replicas.reconfigurations.lock().unwrap(), vec![(vec![2], vec![5])]);
+    assert_eq!(
+        *h.replicas.step_at_call.lock().unwrap(),
+        vec![json!("AwaitingEpoch")],
+        "recorded before the call"
+    );
+    assert_eq!(h.status()["replacement"]["step"], "AwaitingEpoch");
+    let failed = calls
+        .iter()
+        .find(|c| c.path == EVENTS && c.body["reason"] == "ReconfigurationFailed")
+        .expect("a ReconfigurationFailed event");
+    assert_eq!(failed.body["type"], "Warning");
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.path == EVENTS && c.body["reason"] == "Reconfiguring")
+            .count(),
+        1,
+        "each event published once"
+    );
+
+    // The replicas did order it: the new epoch, 5 in and 2 out.
+    let mut o = healthy(&[1, 3, 4, 5], &[]);
+    o.epoch = Some(1);
+    o.membership = Some([1, 3, 4, 5].into());
+    h.observe(o);
+    h.reconcile().await;
+    assert_eq!(h.status()["replacement"]["step"], "Retiring");
+    h.reconcile().await;
+    assert!(h.status()["replacement"].is_null(), "{}", h.status());
+    assert_eq!(
+        h.replicas.reconfigurations.lock().unwrap().len(),
+        1,
+        "never submitted again"
+    );
+    assert_eq!(h.status()["epoch"], 1);
 }
 
 #[tokio::test]

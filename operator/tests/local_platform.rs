@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bft_replica::client::Client;
@@ -303,5 +305,351 @@ fn the_local_platform_runs_a_cluster_reports_status_and_fences_a_member_caught_m
             "replica {id} still has a pid file"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cluster of the restart test: 4 members, replacements not capped (one per step is tried).
+const RESTART_CLUSTER: &str = "apiVersion: bft.dev/v1alpha1
+kind: ByzantineCluster
+metadata:
+  name: local-restart
+ANNOTATIONS
+spec:
+  replicas: 4
+  image: unused-locally
+  protocol:
+    viewChangeTimeoutMs: 1000
+    checkpointInterval: 10
+  genesis:
+    generatedAccounts:
+      count: 4
+      balance: 1000000
+  faultDrills:
+    allowed: true
+  replacement:
+    maxPerHour: 64
+";
+
+fn start_operator(dir: &Path, file: &Path, binary: &Path) -> Child {
+    // Appended to: the log of every run of the operator stays.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("operator.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_bft-operator"))
+        .arg("local")
+        .arg(file)
+        .arg("--dir")
+        .arg(dir)
+        .arg("--replica-binary")
+        .arg(binary)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Member ids of the live bft-replica processes started on `dir` (by their configuration file), one entry per
+/// process: a member running twice shows twice.
+fn member_processes(dir: &Path) -> Vec<u32> {
+    let prefix = format!("{}/replica-", dir.display());
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.first().is_some_and(|a| a.ends_with("bft-replica")) {
+            continue;
+        }
+        if let Some(id) = args
+            .iter()
+            .find_map(|a| a.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok())
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+fn events(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn members_in(s: &Value, state: &str) -> Vec<u64> {
+    s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == state)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Where in a replacement the operator is killed: as soon as status.json records `step`, or, with `ordered`,
+/// once F+1 replicas are in the new epoch while status.json still records `step` (the reconfiguration ordered
+/// and in force, the operator not yet told).
+#[derive(Clone, Copy, Debug)]
+struct KillPoint {
+    step: &'static str,
+    ordered: bool,
+}
+
+const fn at(step: &'static str) -> KillPoint {
+    KillPoint { step, ordered: false }
+}
+
+/// Transfers submitted one after another from account 0 until `stop`: the commits the test expects to continue.
+/// Returns the longest time between two commits.
+fn light_load(dir: PathBuf, committed: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Duration> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let _in_runtime = runtime.enter();
+        let (_, accounts) = testnet::load(&dir).unwrap();
+        // The members as status.json has them now (members come and go).
+        let client = || {
+            let live = status(&dir).map(|s| members_in(&s, "Active")).unwrap_or_default();
+            let (configs, _) = testnet::load(&dir).unwrap();
+            let replicas = testnet::client_replicas(&configs)
+                .into_iter()
+                .filter(|r| live.contains(&u64::from(r.id)))
+                .collect();
+            Client::new(replicas).unwrap()
+        };
+        let mut current = client();
+        let mut nonce = 1;
+        let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+        while !stop.load(Ordering::SeqCst) {
+            let transfer = Transfer {
+                from: accounts[0].public(),
+                to: accounts[1].public(),
+                amount: 1,
+                nonce,
+            }
+            .sign(&accounts[0]);
+            // The same signed transfer until it commits: a retransmission is answered, never applied twice.
+            match runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), current.submit(transfer)).await })
+            {
+                Ok(Ok(TxOutcome::Applied)) => {
+                    nonce += 1;
+                    committed.fetch_add(1, Ordering::SeqCst);
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                Ok(Ok(outcome)) => panic!("transfer {nonce} not applied: {outcome:?}"),
+                _ => current = client(),
+            }
+        }
+        longest
+    })
+}
+
+/// The operator SIGKILLed at each step of a replacement (timed by the status.json it writes, or by the replicas
+/// for the reconfiguration they ordered) and started again on the same directory, then once killed twice in one
+/// replacement. One cluster, one replacement per kill point: the faulty member is replaced each time. Each must
+/// end with exactly one ReplacementDone, one epoch change, the right members, no member process left over, and
+/// commits continuing.
+#[test]
+fn an_operator_killed_at_any_step_of_a_replacement_finishes_it_once_after_a_restart() {
+    let binary = replica_binary();
+    let dir = std::env::temp_dir().join(format!("bft-operator-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cluster.yaml");
+    std::fs::write(&file, RESTART_CLUSTER.replace("ANNOTATIONS\n", "")).unwrap();
+    let mut operator = Operator {
+        child: start_operator(&dir, &file, &binary),
+        dir: dir.clone(),
+    };
+    wait_for(&dir, Duration::from_secs(60), "4 healthy members", |s| {
+        s["phase"] == "Running" && s["healthyReplicas"] == 4
+    });
+    let committed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = light_load(dir.clone(), committed.clone(), stop.clone());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = runtime.enter();
+
+    let plans: Vec<Vec<KillPoint>> = vec![
+        vec![at("Fencing")],
+        vec![at("CreatingMembers")],
+        vec![at("CatchingUp")],
+        vec![at("Reconfiguring")],
+        vec![at("AwaitingEpoch")],
+        vec![KillPoint {
+            step: "AwaitingEpoch",
+            ordered: true,
+        }],
+        vec![at("Retiring")],
+        vec![
+            at("CatchingUp"),
+            KillPoint {
+                step: "AwaitingEpoch",
+                ordered: true,
+            },
+        ],
+    ];
+    let mut timings = Vec::new();
+    for kills in plans {
+        let before = status(&dir).unwrap();
+        let epoch = before["epoch"].as_u64().unwrap();
+        let primary = before["primary"].as_str().unwrap().to_string();
+        // The newest active member that is not the primary misbehaves.
+        let bad = *members_in(&before, "Active")
+            .iter()
+            .filter(|id| format!("bft-agent-{id}") != primary)
+            .max()
+            .unwrap();
+        let new = before["nextMemberId"].as_u64().unwrap();
+        let name = format!("r-{new}");
+        let seen = events(&dir).len();
+        let annotation = format!("  annotations:\n    bft.dev/inject-fault: \"{bad}:signature-corruption:1.0\"");
+        std::fs::write(&file, RESTART_CLUSTER.replace("ANNOTATIONS", &annotation)).unwrap();
+
+        let mut restarted = Instant::now();
+        for kill in &kills {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            // Every member but the faulty one, to ask which epoch the replicas are in.
+            let replicas = {
+                let (configs, _) = testnet::load(&dir).unwrap();
+                Client::new(
+                    testnet::client_replicas(&configs)
+                        .into_iter()
+                        .filter(|r| u64::from(r.id) != bad)
+                        .collect(),
+                )
+                .unwrap()
+            };
+            loop {
+                let s = status(&dir).unwrap_or_default();
+                let step = s["replacement"]["step"].as_str().unwrap_or_default();
+                let ours = s["replacement"]["name"] == name.as_str();
+                if ours && step == kill.step {
+                    if !kill.ordered {
+                        break;
+                    }
+                    // F+1 (F = 1) replicas in the new epoch.
+                    let statuses = runtime.block_on(replicas.statuses());
+                    let in_new = statuses
+                        .iter()
+                        .filter(|(_, s)| s.as_ref().is_some_and(|s| s.epoch > epoch))
+                        .count();
+                    if in_new >= 2 && status(&dir).unwrap()["replacement"]["step"] == kill.step {
+                        break;
+                    }
+                }
+                let done = events(&dir)
+                    .iter()
+                    .any(|e| e["reason"] == "ReplacementDone" && e["note"].as_str().unwrap().starts_with(&name));
+                assert!(
+                    !done && Instant::now() < deadline,
+                    "{name}: step {kill:?} missed (status {s})"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            operator.child.kill().unwrap();
+            operator.child.wait().unwrap();
+            restarted = Instant::now();
+            operator.child = start_operator(&dir, &file, &binary);
+        }
+
+        let deadline = restarted + Duration::from_secs(60);
+        let done = loop {
+            let done: Vec<Value> = events(&dir)
+                .into_iter()
+                .filter(|e| e["reason"] == "ReplacementDone" && e["note"].as_str().unwrap().starts_with(&name))
+                .collect();
+            if !done.is_empty() {
+                break done;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no ReplacementDone 60 s after the restart at {kills:?}; status: {}\nevents: {:#?}",
+                status(&dir).unwrap_or_default(),
+                events(&dir)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = restarted.elapsed();
+        timings.push((kills.clone(), took));
+        let said: Vec<String> = events(&dir)[seen..]
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect();
+        println!("{name}: killed at {kills:?}: restart to ReplacementDone {took:?}");
+        println!("  its events: {said:?}");
+
+        // Settled: the status no longer names the replacement, and the replicas' new epoch is the status's.
+        let s = wait_for(&dir, Duration::from_secs(20), "the replacement settled", |s| {
+            s["replacement"].is_null() && s["healthyReplicas"] == 4
+        });
+        assert_eq!(done.len(), 1, "{name}: one ReplacementDone");
+        assert_eq!(s["epoch"], epoch + 1, "{name}: one epoch change");
+        assert!(members_in(&s, "Removed").contains(&bad), "{name}: {s}");
+        let active = members_in(&s, "Active");
+        assert!(active.contains(&new) && !active.contains(&bad), "{name}: {s}");
+        assert_eq!(active.len(), 4, "{name}: {s}");
+        let statuses = runtime.block_on(
+            Client::new({
+                let (configs, _) = testnet::load(&dir).unwrap();
+                testnet::client_replicas(&configs)
+                    .into_iter()
+                    .filter(|r| active.contains(&u64::from(r.id)))
+                    .collect()
+            })
+            .unwrap()
+            .statuses(),
+        );
+        for (id, replica) in &statuses {
+            let replica = replica
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: member {id} does not answer"));
+            assert_eq!(replica.epoch, epoch + 1, "{name}: member {id}'s epoch");
+        }
+        // Every live member runs once, the removed one not at all.
+        let expected: Vec<u32> = active.iter().map(|id| *id as u32).collect();
+        assert_eq!(member_processes(&dir), expected, "{name}: member processes");
+        // Commits continue.
+        let now = committed.load(Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs(20);
+        while committed.load(Ordering::SeqCst) < now + 5 {
+            assert!(Instant::now() < until, "{name}: commits stopped at {now}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let longest = load.join().unwrap();
+    println!(
+        "{} transfers committed; the longest time between two commits: {longest:?}",
+        committed.load(Ordering::SeqCst)
+    );
+    println!("restart to ReplacementDone, by kill point:");
+    for (kills, took) in &timings {
+        println!("  {kills:?}: {took:?}");
+    }
+
+    // Stopped, the operator leaves no member running.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(operator.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(operator.child.wait().unwrap().success());
+    assert_eq!(
+        member_processes(&dir),
+        Vec::<u32>::new(),
+        "no member process outlives the operator"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -371,13 +371,8 @@ impl Platform for LocalPlatform {
     }
 
     async fn record(&self, status: &ByzantineClusterStatus, events: &[PlanEvent]) -> Result<(), PlatformError> {
-        // Conditions' times aside, an unchanged status is not written again.
-        let text = serde_json::to_string_pretty(status).expect("serialisable");
-        let mut state = self.state.lock().expect("not poisoned");
-        if state.last_status.as_deref() != Some(text.as_str()) {
-            write_atomic(&self.path("status.json"), text.as_bytes())?;
-            state.last_status = Some(text);
-        }
+        // The events first, then the status: an operator killed between the two repeats the pass (and may say
+        // again what it did), but never loses an event of a step the status shows done.
         if !events.is_empty() {
             use std::io::Write;
             let path = self.path("events.jsonl");
@@ -400,6 +395,13 @@ impl Platform for LocalPlatform {
                 }
                 writeln!(file, "{line}").map_err(io(path.display().to_string()))?;
             }
+        }
+        // Conditions' times aside, an unchanged status is not written again.
+        let text = serde_json::to_string_pretty(status).expect("serialisable");
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.last_status.as_deref() != Some(text.as_str()) {
+            write_atomic(&self.path("status.json"), text.as_bytes())?;
+            state.last_status = Some(text);
         }
         Ok(())
     }

@@ -206,7 +206,10 @@ pub fn targets<P: Platform>(
 }
 
 /// One pass of the control loop: observe, plan, act, record. An action that fails stops the pass before the
-/// status is recorded, so the next pass repeats the step (every action is idempotent).
+/// status is recorded, so the next pass repeats the step (every action is idempotent). The reconfiguration, the
+/// plan's last action, is the exception: its step is recorded before the call (which waits until the new epoch is
+/// in force), and a failed call is a warning, not an error, since the replicas may have ordered it all the same;
+/// the next pass reads from their membership whether they did.
 pub async fn reconcile<P: Platform, R: Replicas>(
     platform: &P,
     replicas: &R,
@@ -236,6 +239,8 @@ pub async fn reconcile<P: Platform, R: Replicas>(
     let admin = platform.admin_key().await?;
     let admin_hex = admin.public().to_hex();
     let mut genesis = None;
+    // The events recorded so far.
+    let mut published = 0;
     for action in &plan.actions {
         match action {
             Action::EnsureKey(id) => {
@@ -269,15 +274,21 @@ pub async fn reconcile<P: Platform, R: Replicas>(
             Action::WithdrawKey(id) => platform.withdraw_key(*id).await?,
             Action::Retire(id) => platform.retire(*id).await?,
             Action::Reconfigure { remove, add } => {
+                // Recorded first: a restart during the call finds the step that says it may be under way.
+                plan::show_keys(&mut plan.status, &keys);
+                platform.record(&plan.status, &plan.events[published..]).await?;
+                published = plan.events.len();
                 let current = targets(platform, &plan.status, &keys);
                 let added: Vec<Target> = current.iter().filter(|t| add.contains(&t.id)).cloned().collect();
                 if let Err(error) = replicas.reconfigure(&current, &admin, remove, &added).await {
-                    // Not recorded as submitted: the next pass tries again.
-                    let note = format!("reconfiguration not submitted: {error}");
-                    platform
-                        .record(recorded, &[warning("ReconfigurationFailed", note.clone())])
-                        .await?;
-                    return Err(PlatformError::Other(note));
+                    plan.events.push(warning(
+                        "ReconfigurationFailed",
+                        format!(
+                            "remove {remove:?}, add {add:?}: {error}; the next pass reads from the replicas whether it was ordered"
+                        ),
+                    ));
+                    // The next try at the idle polling rate, not at once: a refusal does not go away in a second.
+                    plan.requeue_soon = false;
                 }
             }
             Action::ForceViewChange => {
@@ -311,7 +322,7 @@ pub async fn reconcile<P: Platform, R: Replicas>(
         }
     }
     plan::show_keys(&mut plan.status, &keys);
-    platform.record(&plan.status, &plan.events).await?;
+    platform.record(&plan.status, &plan.events[published..]).await?;
     Ok(plan)
 }
 
