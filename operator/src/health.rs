@@ -67,6 +67,7 @@ pub fn merge(
                 quarantined_by: reported.get(id).map_or(0, |r| r.len()),
                 last_executed: s.as_ref().map_or(0, |s| s.last_executed),
                 stable_checkpoint: s.as_ref().map_or(0, |s| s.stable_checkpoint),
+                epoch: s.as_ref().map_or(0, |s| s.epoch),
             };
             (*id, member)
         })

@@ -73,6 +73,8 @@ pub struct ObservedMember {
     pub quarantined_by: usize,
     pub last_executed: u64,
     pub stable_checkpoint: u64,
+    /// The epoch it reports being in (its own word: enough to tell whether a new member takes part yet).
+    pub epoch: u64,
 }
 
 /// Requests made through annotations, with what was already carried out.
@@ -437,6 +439,22 @@ fn in_effect(r: &Replacement, observed: &Observed) -> bool {
     })
 }
 
+/// The added members that do not yet report the epoch F+1 replicas are in: they have not caught up to where it
+/// began, so they do not take part yet.
+fn not_joined(r: &Replacement, observed: &Observed) -> Vec<MemberId> {
+    let epoch = observed.epoch.unwrap_or(0);
+    r.add
+        .iter()
+        .filter(|id| {
+            !observed
+                .members
+                .get(id)
+                .is_some_and(|m| m.reachable && m.epoch >= epoch)
+        })
+        .copied()
+        .collect()
+}
+
 /// Starts replacing quarantined members when every safety rule allows it; the ids of the new members are
 /// reserved in `status` now.
 fn start_replacement(
@@ -638,7 +656,22 @@ fn advance_replacement(
         ReplacementStep::Reconfiguring | ReplacementStep::AwaitingEpoch => {
             let healthy = healthy_voters(status);
             let observed = input.observed;
-            if observed.is_some_and(|o| in_effect(r, o)) {
+            let joining = observed.filter(|o| in_effect(r, o)).map(|o| not_joined(r, o));
+            if joining.as_ref().is_some_and(|j| !j.is_empty()) {
+                // In force; the new members catch up to where the epoch began before they count as active (as the
+                // reconfiguration call waits for, when it is not cut short).
+                r.step = ReplacementStep::AwaitingEpoch;
+                r.blocked = Some(format!(
+                    "epoch {} is in force; waiting for {} to take part in it",
+                    status.epoch,
+                    joining
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|id| agent(*id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            } else if joining.is_some() {
                 for m in &mut status.members {
                     if r.add.contains(&m.id) {
                         m.state = MemberState::Active;

@@ -38,6 +38,7 @@ fn observed(ids: impl IntoIterator<Item = MemberId>, quarantined: &[(MemberId, u
                     quarantined_by: by,
                     last_executed: 100,
                     stable_checkpoint: 100,
+                    epoch: 0,
                 },
             )
         })
@@ -51,6 +52,16 @@ fn observed(ids: impl IntoIterator<Item = MemberId>, quarantined: &[(MemberId, u
         stable_checkpoint: 100,
         ..Observed::default()
     }
+}
+
+/// `o` once F+1 replicas run `membership` in `epoch`, and every member `o` lists answers from that epoch.
+fn in_epoch(mut o: Observed, epoch: u64, membership: impl IntoIterator<Item = MemberId>) -> Observed {
+    o.epoch = Some(epoch);
+    o.membership = Some(membership.into_iter().collect());
+    for m in o.members.values_mut() {
+        m.epoch = epoch;
+    }
+    o
 }
 
 struct World {
@@ -302,10 +313,21 @@ fn quarantined_members_are_fenced_replaced_and_retired_one_step_at_a_time() {
             .contains("after sequence 110")
     );
 
-    // The new epoch: 8 and 9 vote, 5 and 6 are removed, then retired.
-    let mut o = observed([1, 2, 3, 4, 7, 8, 9], &[]);
-    o.epoch = Some(1);
-    o.membership = Some([1, 2, 3, 4, 7, 8, 9].into());
+    // The new epoch, which 9 has not reached yet: 8 and 9 do not count as active before they take part.
+    let mut o = in_epoch(observed([1, 2, 3, 4, 7, 8, 9], &[]), 1, [1, 2, 3, 4, 7, 8, 9]);
+    o.members.get_mut(&9).unwrap().epoch = 0;
+    let plan = w.pass(Some(&o));
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
+    let r = w.status.replacement.clone().unwrap();
+    assert_eq!(r.step, ReplacementStep::AwaitingEpoch);
+    assert_eq!(
+        r.blocked.as_deref(),
+        Some("epoch 1 is in force; waiting for bft-agent-9 to take part in it")
+    );
+    assert_eq!(w.member(8).state, MemberState::Joining);
+
+    // 8 and 9 vote, 5 and 6 are removed, then retired.
+    let o = in_epoch(observed([1, 2, 3, 4, 7, 8, 9], &[]), 1, [1, 2, 3, 4, 7, 8, 9]);
     w.pass(Some(&o));
     assert_eq!(w.member(8).state, MemberState::Active);
     assert_eq!(w.member(5).state, MemberState::Removed);
@@ -337,9 +359,7 @@ fn a_reconfiguration_already_in_effect_after_a_restart_is_not_submitted_again() 
         ReplacementStep::Reconfiguring
     );
     // The operator submitted, crashed before recording it; the replicas already switched membership.
-    let mut o = observed([1, 3, 4, 5], &[]);
-    o.membership = Some([1, 3, 4, 5].into());
-    o.epoch = Some(1);
+    let o = in_epoch(observed([1, 3, 4, 5], &[]), 1, [1, 3, 4, 5]);
     let plan = w.pass(Some(&o));
     assert!(!plan.actions.iter().any(|a| matches!(a, Action::Reconfigure { .. })));
     // ...and it finishes: the membership the replicas report is the one the replacement leads to.
@@ -505,6 +525,8 @@ struct Cluster {
     retired: BTreeSet<MemberId>,
     running: BTreeSet<MemberId>,
     quarantined: BTreeSet<MemberId>,
+    /// Members still catching up to where the current epoch began (they report the epoch before).
+    lagging: BTreeSet<MemberId>,
     pending: Option<(Vec<MemberId>, Vec<MemberId>)>,
     /// Every reconfiguration submitted to the replicas, ordered or refused.
     submitted: usize,
@@ -519,6 +541,7 @@ impl Cluster {
             retired: BTreeSet::new(),
             running: (1..=n).collect(),
             quarantined: BTreeSet::new(),
+            lagging: BTreeSet::new(),
             pending: None,
             submitted: 0,
             epoch_changes: 0,
@@ -540,6 +563,12 @@ impl Cluster {
                     },
                     last_executed: 100,
                     stable_checkpoint: 100,
+                    // A member not yet added follows the cluster from the genesis configuration.
+                    epoch: if self.members.contains(id) && !self.lagging.contains(id) {
+                        self.epoch
+                    } else {
+                        0
+                    },
                 };
                 (*id, member)
             })
@@ -789,6 +818,33 @@ fn two_restarts_in_one_replacement_still_finish_it_once() {
     finish_and_check(w, &mut cluster, published, "two kills");
 }
 
+/// Restarted once the new membership is in force but before the new member caught up to it (the call that would
+/// have waited for that was cut short): the replacement is done only once the new member takes part.
+#[test]
+fn a_new_member_counts_only_once_it_takes_part_in_the_new_epoch() {
+    let (mut w, mut cluster) = quarantine_4();
+    let mut published = Vec::new();
+    while w.status.replacement.as_ref().map(|r| r.step) != Some(ReplacementStep::Reconfiguring) {
+        w.now += 1000;
+        w.pass_on(&mut cluster, Kill::No, &mut published);
+    }
+    w.now += 1000;
+    w.pass_on(&mut cluster, Kill::BeforeRecord, &mut published);
+    cluster.boundary();
+    cluster.lagging.insert(5);
+    let mut w = w.restarted();
+    for _ in 0..3 {
+        w.now += 1000;
+        w.pass_on(&mut cluster, Kill::No, &mut published);
+        let r = w.status.replacement.as_ref().expect("not done while 5 lags");
+        assert_eq!(r.step, ReplacementStep::AwaitingEpoch);
+        assert!(r.blocked.as_ref().unwrap().contains("waiting for bft-agent-5"), "{r:?}");
+        assert_eq!(w.member(5).state, MemberState::Joining);
+    }
+    cluster.lagging.clear();
+    finish_and_check(w, &mut cluster, published, "the new member caught up late");
+}
+
 #[test]
 fn a_replacement_that_makes_no_progress_is_reported_once_with_a_reason() {
     let mut w = World::new(spec(4));
@@ -926,6 +982,7 @@ proptest! {
                     quarantined_by: quarantined_by[k % quarantined_by.len()],
                     last_executed: if catch_up { 100 } else { 50 },
                     stable_checkpoint: 100,
+                    epoch: if catch_up { epoch + 1 } else { epoch },
                 });
             }
             if let Some(r) = w.status.replacement.as_ref().filter(|r| r.step == ReplacementStep::AwaitingEpoch && advance_epoch) {

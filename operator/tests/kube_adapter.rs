@@ -300,6 +300,7 @@ fn healthy(ids: &[MemberId], quarantined: &[(MemberId, usize)]) -> Observed {
                         quarantined_by: by,
                         last_executed: 200,
                         stable_checkpoint: 200,
+                        epoch: 0,
                     },
                 )
             })
@@ -693,6 +694,9 @@ async fn a_quarantined_member_is_replaced_step_by_step_and_a_restart_at_every_st
     let mut o = healthy(&[1, 3, 4, 5], &[]);
     o.epoch = Some(1);
     o.membership = Some([1, 3, 4, 5].into());
+    for m in o.members.values_mut() {
+        m.epoch = 1;
+    }
     h.observe(o);
     pass_with_restart(&h).await;
     assert_eq!(h.status()["replacement"]["step"], "Retiring");
@@ -798,6 +802,9 @@ async fn a_reconfiguration_call_that_fails_after_the_replicas_ordered_it_still_f
     let mut o = healthy(&[1, 3, 4, 5], &[]);
     o.epoch = Some(1);
     o.membership = Some([1, 3, 4, 5].into());
+    for m in o.members.values_mut() {
+        m.epoch = 1;
+    }
     h.observe(o);
     h.reconcile().await;
     assert_eq!(h.status()["replacement"]["step"], "Retiring");
