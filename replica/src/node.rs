@@ -646,6 +646,9 @@ impl Host {
         let Err(rejection) = self.step(Input::Message(message), outputs) else {
             return;
         };
+        // Counted by reason like the verifier's refusals: a backup's proposal shows as not_from_primary, a far
+        // VIEW-CHANGE as wrong_view, an accusation beyond the one pending as operation_refused.
+        self.metrics.refused(rejection.label());
         let refusal = Refusal::Core {
             header,
             replica: &self.replica,
