@@ -106,6 +106,22 @@ impl Behaviour {
         }
     }
 
+    /// What random runs draw from: all but corrupt-chunks, which only the faulty-chunk-servers scenario and
+    /// `--member` play for now (drawn with a reconfiguration at N = 7, the member that sees its bad chunks is the
+    /// one being added, whose proof no member puts to consensus, and such runs never counted as done).
+    pub const DRAWN: [Behaviour; 10] = [
+        Behaviour::Equivocate,
+        Behaviour::CorruptSignatures,
+        Behaviour::DoubleSpend,
+        Behaviour::Censor,
+        Behaviour::Replay,
+        Behaviour::Silent,
+        Behaviour::BackupProposal,
+        Behaviour::Depose,
+        Behaviour::ForgedRelay,
+        Behaviour::AccusationFlood,
+    ];
+
     pub const ALL: [Behaviour; 11] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
@@ -581,7 +597,7 @@ impl Sim {
         let mut byzantine: BTreeMap<ReplicaId, Behaviour> = config.pinned.iter().copied().collect();
         for _ in 0..config.byzantine.saturating_sub(byzantine.len()) {
             let id = ids.remove(rng.random_range(0..ids.len()));
-            byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
+            byzantine.insert(id, Behaviour::DRAWN[rng.random_range(0..Behaviour::DRAWN.len())]);
         }
 
         let genesis_digest = Config {
