@@ -298,6 +298,7 @@ impl Replica {
             self.out.push(Output::Broadcast(relay));
         }
         self.relay_waiting_requests();
+        self.try_rejoin();
         self.out.push(Output::SetTimer {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,

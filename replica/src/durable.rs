@@ -6,12 +6,15 @@
 //! - every protocol message the replica signed, so that after a restart it never signs a conflicting one;
 //! - its prepared certificates, which a later VIEW-CHANGE must carry for safety;
 //! - its view, and the NEW-VIEW that installed it;
-//! - the latest stable checkpoint with the ledger snapshot it certifies.
+//! - the latest stable checkpoint with the ledger snapshot it certifies;
+//! - the VIEW-CHANGEs members withdrew (its own included), which it promised to count for nothing.
 //!
 //! Executed batches above the checkpoint are not kept: after a restart they are executed again from the
 //! proofs peers send, which yields the same state because execution is deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crypto::Digest;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +25,13 @@ pub enum Entry {
     Sent(Message),
     Prepared(PreparedCert),
     NewView(Signed<NewView>),
-    Checkpoint { cert: CheckpointCert, snapshot: Vec<u8> },
+    Checkpoint {
+        cert: CheckpointCert,
+        snapshot: Vec<u8>,
+    },
+    /// A member's withdrawal of its VIEW-CHANGEs, held before acknowledging it (or, for this replica's own, before
+    /// voting again).
+    Rejoin(Signed<Rejoin>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +44,11 @@ pub struct Durable {
     pub prepared: BTreeMap<Seq, PreparedCert>,
     /// Signed PRE-PREPAREs, PREPAREs and COMMITs above the stable checkpoint.
     pub sent: Vec<Message>,
+    /// Every VIEW-CHANGE this replica signed for a view above the last one it installed, by view and
+    /// `view_change_id` (withdrawn or not; see `withdrawn`): what it takes back to vote again in that view.
+    pub view_changes_signed: Vec<(View, Digest)>,
+    /// Each member's withdrawn VIEW-CHANGEs (view, `view_change_id`) for the view active here and later ones.
+    pub withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
 }
 
 impl Default for Durable {
@@ -48,6 +62,8 @@ impl Default for Durable {
             checkpoint: None,
             prepared: BTreeMap::new(),
             sent: Vec::new(),
+            view_changes_signed: Vec::new(),
+            withdrawn: BTreeMap::new(),
         }
     }
 }
@@ -56,6 +72,7 @@ impl Durable {
     pub fn apply(&mut self, entry: Entry) {
         match entry {
             Entry::Sent(Message::ViewChange(vc)) => {
+                self.view_changes_signed.push((vc.body.new_view, view_change_id(&vc)));
                 if vc.body.new_view > self.view || (vc.body.new_view == self.view && !self.view_active) {
                     self.view = vc.body.new_view;
                     self.view_active = false;
@@ -77,6 +94,24 @@ impl Durable {
                     self.prepared.insert(seq, cert);
                 }
             }
+            Entry::Rejoin(rejoin) => {
+                let member = rejoin.from;
+                let withdrawn = &rejoin.body.withdrawn;
+                self.withdrawn
+                    .entry(member)
+                    .or_default()
+                    .extend(withdrawn.iter().copied());
+                // This replica's own (persisted once a quorum holds it): it is back in the view it left, and what it
+                // withdrew is no longer its word.
+                if let Some(vc) = &self.view_change
+                    && vc.from == member
+                    && withdrawn.contains(&(vc.body.new_view, view_change_id(vc)))
+                {
+                    self.view_change = None;
+                    self.view = rejoin.body.view;
+                    self.view_active = true;
+                }
+            }
             Entry::Checkpoint { cert, snapshot } => {
                 if cert.seq > self.checkpoint_seq() {
                     let seq = cert.seq;
@@ -96,6 +131,12 @@ impl Durable {
             self.new_view = Some(nv);
             // Votes of earlier views can no longer conflict with anything this replica will sign.
             self.sent.retain(|m| message_view(m).is_none_or(|v| v >= view));
+            self.view_changes_signed.retain(|(v, _)| *v > view);
+            // A NEW-VIEW for an earlier view is never installed again.
+            for withdrawn in self.withdrawn.values_mut() {
+                withdrawn.retain(|(v, _)| *v >= view);
+            }
+            self.withdrawn.retain(|_, withdrawn| !withdrawn.is_empty());
         }
     }
 

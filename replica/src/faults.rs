@@ -245,6 +245,7 @@ impl Saboteur {
                         new_view,
                         checkpoint: checkpoint.clone(),
                         prepared: Vec::new(),
+                        revision: 0,
                     };
                     self.extra
                         .push(Message::ViewChange(Signed::new(self.id, body, &self.key)));

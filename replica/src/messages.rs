@@ -175,10 +175,52 @@ pub struct ViewChange {
     pub new_view: View,
     pub checkpoint: CheckpointCert,
     pub prepared: Vec<PreparedCert>,
+    /// How many of its VIEW-CHANGEs for `new_view` the sender withdrew before this one (`Rejoin`): one signed after
+    /// a withdrawal is never the one withdrawn, even when it carries the same certificates.
+    pub revision: u32,
 }
 
 impl Signable for ViewChange {
     const DOMAIN: &'static str = "pbft/view-change";
+}
+
+/// Which VIEW-CHANGE a member signed: withdrawals name it by this (a member may sign another for the same view
+/// after it withdrew one).
+pub fn view_change_id(vc: &Signed<ViewChange>) -> Digest {
+    Digest::of("pbft/view-change-id", &[&vc.signing_bytes()])
+}
+
+/// REJOIN: a member that left `view` with too little company (its own suspicion and F others' that the rest did
+/// not share) takes back the VIEW-CHANGEs it signed since, each named by its view and `view_change_id`, so that it
+/// can vote in `view` again. A withdrawn VIEW-CHANGE counts for nothing with a member that holds the withdrawal,
+/// and a NEW-VIEW built on it is refused there (see `view_change.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejoin {
+    pub view: View,
+    pub withdrawn: Vec<(View, Digest)>,
+}
+
+impl Signable for Rejoin {
+    const DOMAIN: &'static str = "pbft/rejoin";
+}
+
+impl Rejoin {
+    pub fn digest(&self) -> Digest {
+        Digest::of(Self::DOMAIN, &[&self.signed_content()])
+    }
+}
+
+/// The answer to a REJOIN from a member active in its view: it holds `member`'s withdrawal (durably) and refuses
+/// every NEW-VIEW built on what was withdrawn. A quorum of these is what lets the member vote again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinAck {
+    pub member: ReplicaId,
+    pub view: View,
+    pub rejoin: Digest,
+}
+
+impl Signable for RejoinAck {
+    const DOMAIN: &'static str = "pbft/rejoin-ack";
 }
 
 /// NEW-VIEW: the new primary's quorum of VIEW-CHANGEs and the PRE-PREPAREs it derives from them.
@@ -283,6 +325,8 @@ pub enum Message {
         from: ReplicaId,
         proposal: Signed<PrePrepare>,
     },
+    Rejoin(Signed<Rejoin>),
+    RejoinAck(Signed<RejoinAck>),
 }
 
 impl Message {
@@ -301,6 +345,8 @@ impl Message {
             Message::Operation { from, .. } => *from,
             Message::Request { from, .. } => *from,
             Message::Proposal { from, .. } => *from,
+            Message::Rejoin(m) => m.from,
+            Message::RejoinAck(m) => m.from,
         }
     }
 
@@ -318,7 +364,9 @@ impl Message {
             | Message::Status(_)
             | Message::StateTransfer(_)
             | Message::Operation { .. }
-            | Message::Request { .. } => None,
+            | Message::Request { .. }
+            | Message::Rejoin(_)
+            | Message::RejoinAck(_) => None,
         }
     }
 
@@ -336,6 +384,8 @@ impl Message {
             Message::Operation { .. } => "operation",
             Message::Request { .. } => "request",
             Message::Proposal { .. } => "proposal",
+            Message::Rejoin(_) => "rejoin",
+            Message::RejoinAck(_) => "rejoin_ack",
         }
     }
 
@@ -352,6 +402,8 @@ impl Message {
             Message::StateTransfer(m) => m.signature = m.signature.corrupted(),
             Message::Committed(c) => c.pre_prepare.signature = c.pre_prepare.signature.corrupted(),
             Message::Proposal { proposal, .. } => proposal.signature = proposal.signature.corrupted(),
+            Message::Rejoin(m) => m.signature = m.signature.corrupted(),
+            Message::RejoinAck(m) => m.signature = m.signature.corrupted(),
             Message::Operation { .. } | Message::Request { .. } => {}
         }
     }

@@ -982,6 +982,12 @@ fn log_event(event: &Event) {
         Event::CheckpointStable { seq } => tracing::debug!(seq, "checkpoint stable"),
         Event::StateTransferred { seq } => tracing::info!(seq, "caught up by state transfer"),
         Event::StateDiverged { seq } => tracing::error!(seq, "executed state differs from the quorum's"),
+        Event::Rejoined { view } => {
+            tracing::info!(
+                view,
+                "votes again in the view it had left alone: a quorum holds its withdrawal"
+            )
+        }
         Event::DivergentCheckpoint { checkpoint, .. } => {
             let (member, seq) = (checkpoint.from, checkpoint.body.seq);
             tracing::warn!(member, seq, "a member signed a divergent checkpoint")

@@ -8,7 +8,7 @@
 //! This file holds the state and the normal case (requests, PRE-PREPARE, PREPARE, COMMIT, execution).
 //! `checkpoint.rs` holds checkpoints, garbage collection and catching up; `view_change.rs` the view change.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::config::{Config, ConfigError, Membership, Params};
 use crate::crypto::{Digest, KeyPair};
@@ -102,6 +102,11 @@ pub enum Event {
     /// quorum's state instead.
     StateDiverged {
         seq: Seq,
+    },
+    /// This replica, having left `view` with too little company, votes in it again: a quorum holds its withdrawal
+    /// of the VIEW-CHANGEs it signed since (`view_change.rs`).
+    Rejoined {
+        view: View,
     },
     /// A member signed a checkpoint whose state differs from the one a quorum certified: it executed differently
     /// (or lies about it). The signed checkpoint is the proof.
@@ -219,6 +224,14 @@ pub struct Replica {
     /// The highest view this replica ever sent a VIEW-CHANGE for (0: none). Signed and out, it may go into that
     /// view's NEW-VIEW whatever this replica does since (`left_for_a_later_view`).
     pub(crate) highest_view_change_sent: View,
+    /// The VIEW-CHANGEs this replica signed for views above the last one installed here, by view and
+    /// `view_change_id`: what a REJOIN takes back.
+    pub(crate) own_view_changes: Vec<(View, Digest)>,
+    /// This replica's REJOIN under way, if any (`view_change.rs`).
+    pub(crate) rejoin: Option<crate::view_change::Rejoining>,
+    /// Each member's withdrawn VIEW-CHANGEs (this replica's own included) for views above the last installed here:
+    /// they count for nothing, and a NEW-VIEW built on one is refused.
+    pub(crate) withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
     /// View changes since something last executed; the timeout doubles with each.
     pub(crate) failed_views: u32,
     /// For each member (this one included), the view whose primary it said, in its latest STATUS, it suspects, and
@@ -321,6 +334,9 @@ impl Replica {
             new_view: durable.new_view.clone(),
             view_changes: BTreeMap::new(),
             highest_view_change_sent: 0,
+            own_view_changes: Vec::new(),
+            rejoin: None,
+            withdrawn: durable.withdrawn.clone(),
             failed_views: 0,
             suspicions: BTreeMap::new(),
             ledger,
@@ -363,6 +379,19 @@ impl Replica {
             self.view_changes.insert(self.id, vc.clone());
             self.highest_view_change_sent = vc.body.new_view;
         }
+        // Less what a quorum holds withdrawn (this replica persists its own withdrawal only then).
+        let withdrawn = durable.withdrawn.get(&self.id);
+        self.own_view_changes = durable
+            .view_changes_signed
+            .iter()
+            .filter(|signed| withdrawn.is_none_or(|held| !held.contains(signed)))
+            .copied()
+            .collect();
+        self.highest_view_change_sent = self
+            .own_view_changes
+            .iter()
+            .map(|(view, _)| *view)
+            .fold(self.highest_view_change_sent, View::max);
         if let Some(nv) = &durable.new_view {
             let (_, entries) = crate::view_change::derive_new_view(&nv.body.view_changes);
             if let Some(last) = entries.last() {
@@ -463,6 +492,8 @@ impl Replica {
             Message::Committed(cert) => self.on_committed(cert),
             Message::Operation { op, .. } => self.on_operation(*op),
             Message::Proposal { proposal, .. } => self.on_proposal_held_elsewhere(proposal),
+            Message::Rejoin(rejoin) => self.on_rejoin(rejoin),
+            Message::RejoinAck(ack) => self.on_rejoin_ack(ack),
             Message::Request { tx, .. } => {
                 if !self.is_primary() || !self.view_active {
                     return Err(Rejection::NotPrimary);
@@ -480,6 +511,12 @@ impl Replica {
     pub fn view(&self) -> View {
         self.view
     }
+    /// Back in a view it had left alone, this replica sends no COMMIT until a quorum holds its withdrawal of the
+    /// VIEW-CHANGEs it signed since (`view_change.rs`).
+    pub fn withholds_commits(&self) -> bool {
+        self.view_active && self.left_for_a_later_view()
+    }
+
     pub fn view_active(&self) -> bool {
         self.view_active
     }
@@ -564,7 +601,11 @@ impl Replica {
         format!(
             "view {}{} primary {} executed {} stable {} assigned {} pending {} log {}",
             self.view,
-            if self.view_active { "" } else { " (changing)" },
+            match (self.view_active, self.left_for_a_later_view()) {
+                (false, _) => " (changing)",
+                (true, true) => " (withholding COMMITs)",
+                (true, false) => "",
+            },
             self.primary(),
             self.last_executed,
             self.stable.seq,
@@ -1003,22 +1044,30 @@ impl Replica {
         };
         slot.prepared = Some(cert.clone());
         slot.prepared_in_view = true;
+        self.out.push(Output::Persist(Entry::Prepared(cert)));
         if commits_withheld {
-            self.out.push(Output::Persist(Entry::Prepared(cert)));
             self.check_committed(seq);
             return;
         }
+        self.send_commit(seq);
+    }
+
+    /// Signs and sends this replica's COMMIT for the batch prepared at `seq` in its slot's view.
+    pub(crate) fn send_commit(&mut self, seq: Seq) {
+        let Some(slot) = self.log.get_mut(&seq) else {
+            return;
+        };
+        let Some(pp) = &slot.pre_prepare else { return };
         let commit = Signed::new(
             self.id,
             Commit {
-                view: wanted.view,
+                view: pp.body.view,
                 seq,
-                digest: wanted.digest,
+                digest: pp.body.digest,
             },
             &self.key,
         );
         slot.commits.insert(self.id, commit.clone());
-        self.out.push(Output::Persist(Entry::Prepared(cert)));
         self.persist_and_broadcast(Message::Commit(commit));
         self.check_committed(seq);
     }

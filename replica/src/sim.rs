@@ -177,10 +177,18 @@ pub enum Scenario {
     /// sizes the state: a state of more than 4(N-2) chunks (1 MiB each) stalled for good when the lowest-ranked peer
     /// failed, before a member could ask others for what it lacks (`--accounts 300000` at N = 4).
     FaultyChunkServers,
+    /// One honest backup (member 2) suspects the primary alone: its path to the primary is cut for the whole chaos
+    /// window, so the requests clients give it never get ordered there; a Byzantine member (3) says in every
+    /// STATUS that it suspects the primary too (its VIEW-CHANGEs are dropped), so member 2 leaves view 0 with F+1
+    /// suspicions while the rest stay. Once the path heals, member 2 must vote in view 0 again within two
+    /// view-change timeouts (it once sent no COMMIT until the next view change, so with F real faults the cluster
+    /// stalled until then), and no honest replica may install another view. Prints votes_again_ms with --json (0:
+    /// it was voting again before the heal).
+    LoneSuspicion,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
@@ -188,6 +196,7 @@ impl Scenario {
         Scenario::ForgedRelay,
         Scenario::AccusationFlood,
         Scenario::FaultyChunkServers,
+        Scenario::LoneSuspicion,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -199,6 +208,7 @@ impl Scenario {
             Scenario::ForgedRelay => "forged-relay",
             Scenario::AccusationFlood => "accusation-flood",
             Scenario::FaultyChunkServers => "faulty-chunk-servers",
+            Scenario::LoneSuspicion => "lone-suspicion",
         }
     }
 
@@ -212,6 +222,7 @@ impl Scenario {
             Scenario::ForgedRelay => Some((2, Behaviour::ForgedRelay)),
             Scenario::AccusationFlood => Some((2, Behaviour::AccusationFlood)),
             Scenario::FaultyChunkServers => None,
+            Scenario::LoneSuspicion => Some((LONE_SUSPECTER + 1, Behaviour::Depose)),
         }
     }
 
@@ -243,6 +254,9 @@ impl std::str::FromStr for Scenario {
     }
 }
 
+/// The member `Scenario::LoneSuspicion` cuts off from the primary of view 0.
+const LONE_SUSPECTER: ReplicaId = 2;
+
 /// Where a scenario's schedule is (`Scenario::CompetingCertificates`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -252,6 +266,8 @@ enum Phase {
     /// `Scenario::FaultyChunkServers`: the last member is down while the others run ahead, then catches up.
     LaggardDown,
     LaggardCatchingUp,
+    /// `Scenario::LoneSuspicion`: the path between the primary of view 0 and the suspecter is cut.
+    SuspecterCutOff,
     Over,
 }
 
@@ -352,6 +368,9 @@ pub struct Outcome {
     pub scenario_reached: Option<String>,
     /// `Scenario::FaultyChunkServers`: simulated time from the lagging member's restart to its adopting the state.
     pub catch_up_ms: Option<u64>,
+    /// `Scenario::LoneSuspicion`: simulated time from the end of the cut until the suspecter is active in the
+    /// cluster's view and sends its COMMITs there.
+    pub votes_again_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -530,6 +549,7 @@ impl Sim {
         let phase = match config.scenario {
             Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
             Some(Scenario::FaultyChunkServers) => Phase::LaggardDown,
+            Some(Scenario::LoneSuspicion) => Phase::SuspecterCutOff,
             Some(_) | None => Phase::Over,
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
@@ -670,6 +690,7 @@ impl Sim {
             scenario: config.scenario,
             scenario_reached: config.scenario.map(|_| format!("{phase:?}")),
             catch_up_ms: None,
+            votes_again_ms: None,
         };
         Sim {
             config,
@@ -1121,6 +1142,11 @@ impl Sim {
                     }
                     if let (true, Event::NewViewInstalled { view, .. }) = (honest, &event) {
                         self.check_new_view(index);
+                        if self.config.scenario == Some(Scenario::LoneSuspicion) {
+                            self.violation(format!(
+                                "replica {id} installed view {view}: one member's lone suspicion changed the primary"
+                            ));
+                        }
                         if *view >= 2 && self.phase == Phase::FirstPrimaryCutOff {
                             self.advance_phase(Phase::Over);
                         }
@@ -1322,6 +1348,14 @@ impl Sim {
     fn scenario_drops(&self, from: ReplicaId, to: ReplicaId, message: &Message) -> bool {
         let target = self.membership.primary(2);
         let first_primary = self.membership.primary(1);
+        // The lone suspicion's Byzantine supporter speaks by STATUS alone, the whole run: its VIEW-CHANGEs and a
+        // suspecting honest member's would be F+1, which rightly moves everyone (the depose scenario plays those).
+        if self.config.scenario == Some(Scenario::LoneSuspicion)
+            && from == LONE_SUSPECTER + 1
+            && matches!(message, Message::ViewChange(_))
+        {
+            return true;
+        }
         match (self.phase, message) {
             (Phase::TargetPreparesAlone, Message::Prepare(vote)) => vote.body.view == 0 && to != target,
             (Phase::TargetPreparesAlone, Message::Commit(vote)) => vote.body.view == 0,
@@ -1330,6 +1364,10 @@ impl Sim {
             (Phase::TargetPreparesAlone, _) => false,
             (Phase::TargetCutOff, _) => from == target || to == target,
             (Phase::FirstPrimaryCutOff, _) => from == first_primary || to == first_primary,
+            (Phase::SuspecterCutOff, _) => {
+                let primary = self.membership.primary(0);
+                (from, to) == (primary, LONE_SUSPECTER) || (from, to) == (LONE_SUSPECTER, primary)
+            }
             // The faulty-chunk-servers schedule crashes members rather than dropping messages.
             (Phase::Over | Phase::LaggardDown | Phase::LaggardCatchingUp, _) => false,
         }
@@ -1758,6 +1796,17 @@ impl Sim {
             self.violation(p);
         }
         self.check_views_converge();
+        if self.config.scenario == Some(Scenario::LoneSuspicion)
+            && self.healed
+            && self.outcome.votes_again_ms.is_none()
+            && let Some(view) = self.cluster_view()
+            && self.replicas[LONE_SUSPECTER as usize - 1]
+                .core
+                .as_ref()
+                .is_some_and(|core| core.view() == view && core.view_active() && !core.left_for_a_later_view())
+        {
+            self.outcome.votes_again_ms = Some(self.now - self.config.chaos_ms);
+        }
     }
 
     /// Honest members that run and are members of the membership they know, with their cores.
@@ -1785,8 +1834,9 @@ impl Sim {
             .map(|(view, _)| view)
     }
 
-    /// Once the network healed, every honest member is back in the view the cluster works in within two
-    /// view-change timeouts: a member cut off must not have climbed views on its own.
+    /// Once the network healed, every honest member is back in the view the cluster works in, and voting there,
+    /// within two view-change timeouts: a member cut off must not have climbed views on its own, nor keep back its
+    /// COMMITs for having left the view alone.
     fn check_views_converge(&mut self) {
         if !self.healed {
             return;
@@ -1797,7 +1847,7 @@ impl Sim {
         };
         let outside: BTreeSet<ReplicaId> = self
             .voting_honest()
-            .filter(|core| core.view() != view || !core.view_active())
+            .filter(|core| core.view() != view || !core.view_active() || core.left_for_a_later_view())
             .map(|core| core.id())
             .collect();
         self.lagging.retain(|id, _| outside.contains(id));
@@ -1857,12 +1907,12 @@ impl Sim {
                 return false;
             }
         }
-        // Every running honest member is active in the cluster's view.
+        // Every running honest member is active in the cluster's view, and votes there.
         match self.cluster_view() {
             Some(view)
                 if self
                     .voting_honest()
-                    .all(|core| core.view() == view && core.view_active()) => {}
+                    .all(|core| core.view() == view && core.view_active() && !core.left_for_a_later_view()) => {}
             _ => return false,
         }
         // A member removed by the reconfiguration no longer follows the cluster.

@@ -89,6 +89,11 @@ pub enum Rejection {
     StateChunk(&'static str),
     #[error("a relayed request goes to the primary, and this replica is not the primary")]
     NotPrimary,
+    /// A VIEW-CHANGE its sender withdrew (`Message::Rejoin`), or a NEW-VIEW built on one.
+    #[error("built on a VIEW-CHANGE of member {0} that it withdrew")]
+    Withdrawn(ReplicaId),
+    #[error("withdrawal refused: {0}")]
+    Rejoin(&'static str),
 }
 
 impl Rejection {
@@ -118,6 +123,8 @@ impl Rejection {
             Rejection::Operation(..) => "operation_refused",
             Rejection::StateChunk(_) => "state_chunk_refused",
             Rejection::NotPrimary => "not_primary",
+            Rejection::Withdrawn(_) => "withdrawn_view_change",
+            Rejection::Rejoin(_) => "rejoin_refused",
         }
     }
 }
@@ -408,6 +415,8 @@ impl Verifier {
             Message::Commit(m) => self.own(&mut checks, m)?,
             Message::Checkpoint(m) => self.own(&mut checks, m)?,
             Message::Status(m) => self.own(&mut checks, m)?,
+            Message::Rejoin(m) => self.own(&mut checks, m)?,
+            Message::RejoinAck(m) => self.own(&mut checks, m)?,
             Message::ViewChange(m) => self.view_change(&mut checks, m, true)?,
             Message::NewView(m) => return self.new_view_of_either_epoch(m),
             // The manifest must be the certified one; the chunk is checked against it by the core.
@@ -926,6 +935,7 @@ mod tests {
             new_view: 1,
             checkpoint,
             prepared,
+            revision: 0,
         };
         Signed::new(from, body, &keys[from as usize - 1])
     }

@@ -17,6 +17,8 @@
 //! votes at once. (A VIEW-CHANGE cannot serve as the suspicion: once sent, it may be part of the next NEW-VIEW, so
 //! its sender must stop preparing in the old view, or a batch committed there could be missed.)
 
+use std::collections::BTreeSet;
+
 use crate::crypto::Digest;
 use crate::durable::Entry;
 use crate::ledger::SignedTransfer;
@@ -177,13 +179,18 @@ impl Replica {
             .range(self.stable.seq + 1..)
             .filter_map(|(_, slot)| slot.prepared.clone())
             .collect();
+        let revision = self.withdrawn.get(&self.id).map_or(0, |held| {
+            held.iter().filter(|(view, _)| *view == new_view).count() as u32
+        });
         let vc = self.sign(ViewChange {
             new_view,
             checkpoint: self.stable.clone(),
             prepared,
+            revision,
         });
         self.view_changes.insert(self.id, vc.clone());
         self.highest_view_change_sent = self.highest_view_change_sent.max(new_view);
+        self.own_view_changes.push((new_view, view_change_id(&vc)));
         self.persist_and_broadcast(Message::ViewChange(vc));
     }
 
@@ -216,6 +223,9 @@ impl Replica {
                 got: view,
                 current: self.view,
             });
+        }
+        if self.is_withdrawn(&vc) {
+            return Err(Rejection::Withdrawn(vc.from));
         }
         if self
             .view_changes
@@ -292,6 +302,9 @@ impl Replica {
 
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) -> Result<(), Rejection> {
         let view = nv.body.view;
+        if let Some(vc) = nv.body.view_changes.iter().find(|vc| self.is_withdrawn(vc)) {
+            return Err(Rejection::Withdrawn(vc.from));
+        }
         // A replica that left this view, or gave up waiting for its NEW-VIEW, with F+1 suspicions may find that the
         // others stayed (the request committed after all, the NEW-VIEW arrived just after): it goes back, as a
         // member that prepares but does not commit (`left_for_a_later_view`). Not when F+1 others left it too:
@@ -331,6 +344,16 @@ impl Replica {
         self.view_changes
             .retain(|from, vc| *from == me && vc.body.new_view > view);
         self.new_view = Some(nv.clone());
+        // What this replica signed for this view or earlier ones is settled; a NEW-VIEW for an earlier view is never
+        // installed again, so withdrawals for them are of no more use.
+        self.own_view_changes.retain(|(new_view, _)| *new_view > view);
+        if self.rejoin.as_ref().is_some_and(|r| r.signed.body.view < view) {
+            self.rejoin = None;
+        }
+        for held in self.withdrawn.values_mut() {
+            held.retain(|(new_view, _)| *new_view >= view);
+        }
+        self.withdrawn.retain(|_, held| !held.is_empty());
 
         // The new view starts at the highest checkpoint in the VIEW-CHANGEs. A replica below it catches up
         // by state transfer when peers see its STATUS; one at or above it only forgets what the log no
@@ -566,5 +589,224 @@ impl Replica {
             };
             self.start_view_change(self.view + 1, reason);
         }
+    }
+}
+
+/// How many withdrawn VIEW-CHANGEs a replica holds for one member (each for a view within the window above its own):
+/// a member that withdraws more is not acknowledged, and so only keeps itself from voting.
+const WITHDRAWALS_PER_MEMBER_MAX: usize = 64;
+
+/// The REJOIN under way: what this replica withdrew, and the members that acknowledged it.
+#[derive(Clone, Debug)]
+pub struct Rejoining {
+    pub(crate) signed: Signed<Rejoin>,
+    pub(crate) acks: BTreeSet<ReplicaId>,
+}
+
+/// Rejoining a view left with too little company.
+///
+/// A replica leaves a view on its own suspicion and F others' (`check_suspicions`); when the others stay (the
+/// suspicion was its own: a path to the primary that failed and healed; the F others were Byzantine), it is alone
+/// outside the view the cluster works in, or back in it (`return_to_view`) sending no COMMIT, since its VIEW-CHANGE
+/// is out and may go into the next NEW-VIEW without what it prepares since. Either way one honest voter is lost
+/// until the next view change: with F real faults, the cluster stalls until then.
+///
+/// After a view-change timeout alone (or at once when back in the view), it signs a REJOIN taking back every
+/// VIEW-CHANGE it signed since it left, goes back to the view and keeps preparing there, and asks the members to
+/// acknowledge. A member acknowledges only while active in that view with at most F others leaving it, and only
+/// once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
+/// NEW-VIEW built on one. Once a quorum holds it (itself included), the replica holds it too and sends COMMITs
+/// again. (If the others moved on meanwhile with a NEW-VIEW built on what it withdrew, a member that acknowledged
+/// refuses that view and waits outside it for the next, as the replica would have; the conditions above make that
+/// race rare.) Why that is safe: a NEW-VIEW built on a withdrawn
+/// VIEW-CHANGE is refused by the F+1 or more honest members among that quorum, so it can never gather the quorum of
+/// PREPAREs a batch needs to prepare in its view, let alone commit; every NEW-VIEW that can take effect is built on
+/// VIEW-CHANGEs signed since, which carry what the replica prepared. A member that acknowledged was active in the
+/// view, so it had installed no later NEW-VIEW.
+impl Replica {
+    /// Whether a VIEW-CHANGE is one its sender withdrew.
+    pub(crate) fn is_withdrawn(&self, vc: &Signed<ViewChange>) -> bool {
+        self.withdrawn
+            .get(&vc.from)
+            .is_some_and(|held| held.contains(&(vc.body.new_view, view_change_id(vc))))
+    }
+
+    /// Called each status interval: starts (or sends again) a REJOIN when this replica is alone outside the view
+    /// the others work in, or back in it without voting.
+    pub(crate) fn try_rejoin(&mut self) {
+        let view = self.last_active_view;
+        if !self.membership.contains(self.id)
+            || self.membership.primary(view) == self.id
+            || (view > 0 && self.new_view.as_ref().is_none_or(|nv| nv.body.view != view))
+        {
+            return;
+        }
+        let withholding = self.view_active && self.view == view && self.left_for_a_later_view();
+        let alone = !self.view_active
+            && self.view > view
+            && self
+                .view_change_started_ms
+                .is_some_and(|since| self.now_ms >= since + self.params.view_change_timeout_ms)
+            && self.others_left(view) <= self.membership.f();
+        if !withholding && !alone {
+            return;
+        }
+        let withdrawn: Vec<(View, Digest)> = self
+            .own_view_changes
+            .iter()
+            .filter(|(new_view, _)| *new_view > view)
+            .copied()
+            .collect();
+        if withdrawn.is_empty() {
+            return;
+        }
+        if let Some(rejoining) = &self.rejoin
+            && rejoining.signed.body.view == view
+            && rejoining.signed.body.withdrawn == withdrawn
+        {
+            // Under way: a member that lost it gets it again.
+            let message = Message::Rejoin(rejoining.signed.clone());
+            self.out.push(Output::Broadcast(message));
+            return;
+        }
+        // Until a quorum holds the withdrawal this replica sends no COMMIT, so what it withdraws is still true of
+        // it: it holds its own withdrawal only then, and meanwhile follows a NEW-VIEW built on it like any other
+        // (the others may have moved on with it).
+        let signed = self.sign(Rejoin { view, withdrawn });
+        self.out.push(Output::Broadcast(Message::Rejoin(signed.clone())));
+        self.rejoin = Some(Rejoining {
+            signed,
+            acks: BTreeSet::new(),
+        });
+        if alone {
+            self.view = view;
+            self.view_active = true;
+            self.view_started_ms = self.now_ms;
+            self.view_change_started_ms = None;
+            self.suspicions.remove(&self.id);
+            if self.pending.is_empty() {
+                self.timer_armed = false;
+                self.timer_generation += 1;
+            } else {
+                self.arm_progress_timer();
+            }
+        }
+    }
+
+    /// A member takes back its VIEW-CHANGEs to vote again in the view this replica is active in: hold the
+    /// withdrawal durably, then acknowledge it.
+    pub(crate) fn on_rejoin(&mut self, rejoin: Signed<Rejoin>) -> Result<(), Rejection> {
+        let view = rejoin.body.view;
+        if !self.view_active || self.view != view {
+            return Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            });
+        }
+        let window = self.membership.n() as View;
+        let withdrawn = &rejoin.body.withdrawn;
+        // Nor while F+1 others are leaving the view: the member's VIEW-CHANGE may be going into the next NEW-VIEW,
+        // which this replica would then refuse.
+        let others_leaving = self
+            .view_changes
+            .iter()
+            .filter(|(from, vc)| **from != self.id && **from != rejoin.from && vc.body.new_view > view)
+            .count();
+        if others_leaving > self.membership.f() {
+            return Err(Rejection::Rejoin("the view is being left"));
+        }
+        if withdrawn.is_empty()
+            || withdrawn.len() > window as usize
+            || withdrawn
+                .iter()
+                .any(|(new_view, _)| *new_view <= view || *new_view > view.saturating_add(window))
+        {
+            return Err(Rejection::Rejoin(
+                "it withdraws nothing, or views outside the window above its view",
+            ));
+        }
+        let held = self.withdrawn.entry(rejoin.from).or_default();
+        let new: Vec<(View, Digest)> = withdrawn.iter().filter(|w| !held.contains(w)).copied().collect();
+        if held.len() + new.len() > WITHDRAWALS_PER_MEMBER_MAX {
+            return Err(Rejection::Rejoin("too many withdrawals held for the member"));
+        }
+        if !new.is_empty() {
+            held.extend(new);
+            self.out.push(Output::Persist(Entry::Rejoin(rejoin.clone())));
+        }
+        if self
+            .view_changes
+            .get(&rejoin.from)
+            .is_some_and(|vc| self.is_withdrawn(vc))
+        {
+            self.view_changes.remove(&rejoin.from);
+        }
+        let ack = self.sign(RejoinAck {
+            member: rejoin.from,
+            view,
+            rejoin: rejoin.body.digest(),
+        });
+        self.out.push(Output::Send {
+            to: rejoin.from,
+            message: Message::RejoinAck(ack),
+        });
+        Ok(())
+    }
+
+    /// A member holds this replica's withdrawal. With a quorum holding it, this replica votes again.
+    pub(crate) fn on_rejoin_ack(&mut self, ack: Signed<RejoinAck>) -> Result<(), Rejection> {
+        let Some(rejoining) = self.rejoin.as_mut() else {
+            return Err(Rejection::Duplicate);
+        };
+        let wanted = (self.id, rejoining.signed.body.view, rejoining.signed.body.digest());
+        if (ack.body.member, ack.body.view, ack.body.rejoin) != wanted {
+            return Err(Rejection::Rejoin("acknowledges another withdrawal"));
+        }
+        if !rejoining.acks.insert(ack.from) {
+            return Err(Rejection::Duplicate);
+        }
+        let view = rejoining.signed.body.view;
+        // This replica holds its own withdrawal too.
+        if rejoining.acks.len() + 1 < self.membership.quorum() || !self.view_active || self.view != view {
+            return Ok(());
+        }
+        let signed = self.rejoin.take().expect("under way").signed;
+        // From now on this replica counts what it withdrew for nothing, after a restart too.
+        self.out.push(Output::Persist(Entry::Rejoin(signed.clone())));
+        let withdrawn = signed.body.withdrawn;
+        self.withdrawn
+            .entry(self.id)
+            .or_default()
+            .extend(withdrawn.iter().copied());
+        if self.view_changes.get(&self.id).is_some_and(|vc| self.is_withdrawn(vc)) {
+            self.view_changes.remove(&self.id);
+        }
+        self.own_view_changes.retain(|w| !withdrawn.contains(w));
+        self.highest_view_change_sent = self
+            .own_view_changes
+            .iter()
+            .map(|(new_view, _)| *new_view)
+            .fold(view, View::max);
+        if self.left_for_a_later_view() {
+            return Ok(());
+        }
+        self.out.push(Output::Event(Event::Rejoined { view }));
+        // The COMMITs it withheld: for every batch prepared here in this view.
+        let withheld: Vec<Seq> = self
+            .log
+            .iter()
+            .filter(|(seq, slot)| {
+                **seq > self.last_executed
+                    && slot.prepared_in_view
+                    && slot.view == view
+                    && !slot.commits.contains_key(&self.id)
+                    && slot.pre_prepare.as_ref().is_some_and(|pp| pp.body.view == view)
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in withheld {
+            self.send_commit(seq);
+        }
+        Ok(())
     }
 }

@@ -1395,6 +1395,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                             new_view: view,
                             checkpoint,
                             prepared: Vec::new(),
+                            revision: 0,
                         },
                         key,
                     ))
@@ -1531,6 +1532,7 @@ fn a_request_given_to_one_backup_is_relayed_and_one_member_cannot_depose_the_pri
             new_view,
             checkpoint: c.replicas[0].stable_checkpoint().clone(),
             prepared: Vec::new(),
+            revision: 0,
         };
         Message::ViewChange(Signed::new(4, body, &c.keys[3]))
     };
@@ -1575,6 +1577,7 @@ fn support_for_leaving_a_view_lapses_when_a_view_is_installed() {
         new_view: 2,
         checkpoint: c.replicas[0].stable_checkpoint().clone(),
         prepared: Vec::new(),
+        revision: 0,
     };
     let far = Message::ViewChange(Signed::new(4, body, &c.keys[3]));
     for to in 1..=3 {
@@ -1595,4 +1598,116 @@ fn support_for_leaving_a_view_lapses_when_a_view_is_installed() {
     c.time_out();
     let r3 = &c.replicas[2];
     assert_eq!((r3.view(), r3.view_active()), (1, true), "{}", r3.describe());
+}
+
+/// A backup that left a view alone (its own suspicion and one Byzantine member's, while the others stayed) once sent
+/// no COMMIT until the next view change: with F real faults, the cluster stalled until then. It now takes back the
+/// VIEW-CHANGE it signed (REJOIN) and votes again once a quorum holds the withdrawal; what it withdrew counts for
+/// nothing with those members, after a restart too, and a NEW-VIEW built on it is refused.
+#[test]
+fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() {
+    let mut c = Cluster::new(4, params());
+    // Replica 2 holds a transfer the primary never gets (what 2 passes on is lost), and times it out.
+    c.muted.push(2);
+    c.request(2, c.transfer(0, 1, 3, 1)).unwrap();
+    c.status_round();
+    c.muted.clear();
+    c.time_out();
+    // Member 4, Byzantine, says it suspects the primary too: F+1 suspicions, so replica 2 leaves view 0, alone.
+    let status = Status {
+        view: 0,
+        view_active: true,
+        last_executed: 0,
+        stable_seq: 0,
+        suspects: true,
+        fetching: None,
+    };
+    c.deliver(2, Message::Status(Signed::new(4, status, &c.keys[3])))
+        .unwrap();
+    let withdrawn = c
+        .network
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::ViewChange(vc) if vc.from == 2 => Some(vc.clone()),
+            _ => None,
+        })
+        .expect("replica 2 sent its VIEW-CHANGE");
+    c.settle();
+    assert!(
+        c.replicas[..1]
+            .iter()
+            .chain(&c.replicas[2..])
+            .all(|r| r.view() == 0 && r.view_active())
+    );
+    assert_eq!((c.replicas[1].view(), c.replicas[1].view_active()), (1, false));
+
+    // The others go on in view 0; a committed batch brings replica 2 back, sending no COMMIT.
+    c.request(1, c.transfer(1, 2, 5, 1)).unwrap();
+    c.settle();
+    c.status_round();
+    let r2 = &c.replicas[1];
+    assert!(r2.view() == 0 && r2.withholds_commits(), "{}", r2.describe());
+
+    // At its next status interval it withdraws its VIEW-CHANGE; the others hold that and acknowledge.
+    c.status_round();
+    assert!(
+        c.events
+            .iter()
+            .any(|(id, e)| *id == 2 && matches!(e, Event::Rejoined { view: 0 }))
+    );
+    assert!(!c.replicas[1].withholds_commits(), "{}", c.replicas[1].describe());
+    let before = c.sent.len();
+    c.request(1, c.transfer(2, 3, 7, 1)).unwrap();
+    c.settle();
+    assert!(c.sent[before..].contains(&(2, "commit")), "replica 2 votes again");
+
+    // What it withdrew counts for nothing, after a restart too.
+    let refused = c.deliver(3, Message::ViewChange(withdrawn.clone()));
+    assert!(matches!(refused, Err(Rejection::Withdrawn(2))), "{refused:?}");
+    c.replicas[2] = Replica::recover(c.config_for(3), c.keys[2].clone(), &c.durables[2]).unwrap();
+    let refused = c.deliver(3, Message::ViewChange(withdrawn.clone()));
+    assert!(matches!(refused, Err(Rejection::Withdrawn(2))), "{refused:?}");
+
+    // A NEW-VIEW for view 1 (whose primary is replica 2: say it turned Byzantine) built on the withdrawn
+    // VIEW-CHANGE, which lacks what replica 2 prepared since, is refused; one built on VIEW-CHANGEs in force is not.
+    let checkpoint = c.replicas[2].stable_checkpoint().clone();
+    let view_change = |from: ReplicaId, revision: u32| {
+        let body = ViewChange {
+            new_view: 1,
+            checkpoint: checkpoint.clone(),
+            prepared: Vec::new(),
+            revision,
+        };
+        Signed::new(from, body, &c.keys[from as usize - 1])
+    };
+    let new_view = |view_changes: Vec<Signed<ViewChange>>| {
+        let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
+        let pre_prepares = entries
+            .into_iter()
+            .map(|e| {
+                let body = PrePrepare {
+                    view: 1,
+                    seq: e.seq,
+                    digest: e.digest,
+                    batch: e.batch,
+                    ops: e.ops,
+                    at_ms: e.at_ms,
+                };
+                Signed::new(2, body, &c.keys[1])
+            })
+            .collect();
+        let body = NewView {
+            view: 1,
+            view_changes,
+            pre_prepares,
+        };
+        Message::NewView(Signed::new(2, body, &c.keys[1]))
+    };
+    let built_on_withdrawn = new_view(vec![withdrawn, view_change(3, 0), view_change(4, 0)]);
+    let in_force = new_view(vec![view_change(2, 1), view_change(3, 0), view_change(4, 0)]);
+    let refused = c.deliver(3, built_on_withdrawn);
+    assert!(matches!(refused, Err(Rejection::Withdrawn(2))), "{refused:?}");
+    assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (0, true));
+    c.deliver(3, in_force).unwrap();
+    assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (1, true));
 }

@@ -57,7 +57,9 @@ struct Args {
     /// Byzantine backup passes on made-up committed batches in the primary's name: nobody is blamed); and
     /// accusation-flood (a Byzantine backup accuses every member over and over: nobody honest is quarantined).
     /// faulty-chunk-servers (a lagging member catches up by state transfer while its F lowest-ranked peers crash
-    /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json).
+    /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json); lone-suspicion (a
+    /// backup cut off from the primary leaves view 0 with a Byzantine member's suspicion while the rest stay:
+    /// once healed it votes in view 0 again, and nobody installs another view; it prints votes_again_ms).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
@@ -91,6 +93,8 @@ struct Summary {
     /// faulty-chunk-servers: per seed that got that far, the simulated time (ms) from the lagging member's restart
     /// to its adopting the state.
     catch_up_ms: Vec<u64>,
+    /// lone-suspicion: per seed, the simulated time (ms) from the heal until the suspecter votes in the cluster's view.
+    votes_again_ms: Vec<u64>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
 }
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         reconfigured: 0,
         members: args.members.clone(),
         catch_up_ms: Vec::new(),
+        votes_again_ms: Vec::new(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
         }
         summary.reconfigured += u64::from(outcome.epoch > 0);
         summary.catch_up_ms.extend(outcome.catch_up_ms);
+        summary.votes_again_ms.extend(outcome.votes_again_ms);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -220,6 +226,12 @@ fn main() -> ExitCode {
             println!(
                 "state transfer: a lagging member caught up in {min}-{max} ms of simulated time ({} seeds)",
                 summary.catch_up_ms.len()
+            );
+        }
+        if let (Some(min), Some(max)) = (summary.votes_again_ms.iter().min(), summary.votes_again_ms.iter().max()) {
+            println!(
+                "lone suspicion: the healed member voted again {min}-{max} ms after the heal ({} seeds)",
+                summary.votes_again_ms.len()
             );
         }
         if !summary.failing_seeds.is_empty() {
