@@ -273,13 +273,14 @@ impl Replicas for FakeReplicas {
         Ok(1)
     }
 
-    async fn force_view_change(&self, _targets: &[Target]) -> Result<String, ReplicaError> {
+    async fn force_view_change(&self, _targets: &[Target], _admin: &KeyPair) -> Result<String, ReplicaError> {
         Ok("view 1".into())
     }
 
     async fn inject_fault(
         &self,
         _targets: &[Target],
+        _admin: &KeyPair,
         _member: MemberId,
         _drill: Option<(String, f64)>,
     ) -> Result<String, ReplicaError> {

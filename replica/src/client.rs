@@ -12,10 +12,11 @@ use tonic::transport::Channel;
 
 use crate::config::max_failures;
 use crate::crypto::{Digest, KeyPair, PublicKey};
+use crate::drill;
 use crate::faults::FaultDrill;
 use crate::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
 use crate::ledger::{SignedTransfer, TxOutcome};
-use crate::messages::{ReplicaId, Reply, Signed};
+use crate::messages::{ReplicaId, Reply, Signed, View};
 use crate::net::proto::ProposeRequest;
 use crate::net::proto::replica_client::ReplicaClient;
 use crate::net::proto::{
@@ -165,23 +166,55 @@ impl Client {
         best
     }
 
-    /// Asks every replica to change views now (a drill); the first report of the new view.
-    pub async fn force_view_change(&self) -> Result<ViewChangeEvent, ClientError> {
+    /// Asks every replica to leave the view the cluster is in now (a drill, signed with the administrator key);
+    /// the first report of a later view.
+    pub async fn force_view_change(&self, admin: &KeyPair) -> Result<ViewChangeEvent, ClientError> {
+        let leave_view = self.view().await;
+        self.force_view_change_leaving(admin, leave_view).await
+    }
+
+    /// Asks every replica to leave `leave_view` (a drill, signed with the administrator key): the cluster moves
+    /// one view, since a replica already past `leave_view` does not move again. The first report of a later
+    /// view.
+    pub async fn force_view_change_leaving(
+        &self,
+        admin: &KeyPair,
+        leave_view: View,
+    ) -> Result<ViewChangeEvent, ClientError> {
+        let action = drill::Action::ForceViewChange { leave_view };
         let mut calls = JoinSet::new();
-        for (_, client) in &self.replicas {
+        for (replica, client) in &self.replicas {
             let mut client = client.clone();
-            calls.spawn(async move { client.force_view_change(ForceViewChangeRequest {}).await });
+            let request = ForceViewChangeRequest {
+                leave_view,
+                authorization: Some(drill::Order::new(replica.id, action).sign(admin)),
+            };
+            calls.spawn(async move { client.force_view_change(request).await });
         }
         let mut errors = Vec::new();
         while let Some(joined) = calls.join_next().await {
             match joined {
-                Ok(Ok(event)) => return Ok(event.into_inner()),
+                Ok(Ok(event)) if event.get_ref().view > leave_view => return Ok(event.into_inner()),
+                Ok(Ok(event)) => errors.push(format!("still in view {}", event.get_ref().view)),
                 Ok(Err(status)) => errors.push(status.message().to_string()),
                 Err(error) => errors.push(error.to_string()),
             }
         }
+        errors.sort();
         errors.dedup();
         Err(ClientError::Refused(errors.join("; ")))
+    }
+
+    /// The view at least F+1 replicas reached (one honest replica did, so the cluster is there or beyond).
+    pub async fn view(&self) -> View {
+        let mut views: Vec<View> = self
+            .statuses()
+            .await
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().map(|s| s.view))
+            .collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        views.get(self.f).copied().unwrap_or(0)
     }
 
     /// Every replica's status; `None` for one that does not answer.
@@ -202,8 +235,14 @@ impl Client {
             .await
     }
 
-    /// Starts a fault drill on one member (`None`: stops it); the drill it now runs.
-    pub async fn inject_fault(&self, member: ReplicaId, drill: Option<FaultDrill>) -> Result<String, ClientError> {
+    /// Starts a fault drill on one member (`None`: stops it), signed with the administrator key; the drill it
+    /// now runs.
+    pub async fn inject_fault(
+        &self,
+        admin: &KeyPair,
+        member: ReplicaId,
+        drill: Option<FaultDrill>,
+    ) -> Result<String, ClientError> {
         let (_, client) = self
             .replicas
             .iter()
@@ -213,6 +252,7 @@ impl Client {
             fault: drill.map_or(String::new(), |d| d.fault.name().to_string()),
             probability: drill.map_or(0.0, |d| d.probability),
             clear: drill.is_none(),
+            authorization: Some(drill::Order::new(member, drill::Action::InjectFault(drill)).sign(admin)),
         };
         let answer = client.clone().inject_fault(request).await;
         answer

@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod detection;
+pub mod drill;
 pub mod durable;
 pub mod evidence;
 pub mod faults;

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::crypto::Digest;
 use crate::crypto::KeyPair;
+use crate::drill::Action;
 use crate::evidence::Evidence;
 use crate::faults::{Fault, FaultDrill};
 use crate::governance::Operation;
@@ -107,7 +108,9 @@ pub enum Command {
         account: crate::crypto::PublicKey,
         respond: oneshot::Sender<proto::AccountResponse>,
     },
+    /// A drill: leave `leave_view` for the next view (nothing to do for a replica already past it).
     ForceViewChange {
+        leave_view: crate::messages::View,
         respond: oneshot::Sender<proto::ViewChangeEvent>,
     },
     /// Start (or with `None` stop) a fault drill; answered with the drill now running.
@@ -179,8 +182,9 @@ pub const PEER_FRAME_BYTES: usize = 64 << 10;
 
 pub struct Service {
     pub commands: mpsc::Sender<Command>,
-    /// Whether fault drills (a forced view change, injected faults) are accepted.
-    pub allow_fault_injection: bool,
+    /// Whether fault drills (a forced view change, injected faults) are accepted: only where allowed, and only
+    /// signed with the administrator key.
+    pub drills: crate::drill::Guard,
     pub metrics: crate::metrics::Metrics,
     /// Each stream verifies with its own copy, so streams verify in parallel.
     /// Submitted transfers on their way to be verified in batches (`verify_submits`).
@@ -352,10 +356,12 @@ impl ReplicaRpc for Service {
 
     async fn force_view_change(
         &self,
-        _: Request<proto::ForceViewChangeRequest>,
+        request: Request<proto::ForceViewChangeRequest>,
     ) -> Result<Response<proto::ViewChangeEvent>, Status> {
-        self.allow_drill()?;
-        let event = self.ask(|respond| Command::ForceViewChange { respond });
+        let request = request.into_inner();
+        let leave_view = request.leave_view;
+        self.admit_drill(Action::ForceViewChange { leave_view }, request.authorization.as_ref())?;
+        let event = self.ask(|respond| Command::ForceViewChange { leave_view, respond });
         tokio::time::timeout(SUBMIT_TIMEOUT, event)
             .await
             .map_err(|_| Status::deadline_exceeded("no new view"))?
@@ -366,14 +372,18 @@ impl ReplicaRpc for Service {
         &self,
         request: Request<proto::InjectFaultRequest>,
     ) -> Result<Response<proto::InjectFaultResponse>, Status> {
-        self.allow_drill()?;
         let request = request.into_inner();
+        // Refused before its content is read when it could not be carried out anyway.
+        self.drills
+            .precheck(request.authorization.as_ref())
+            .map_err(|refusal| Status::permission_denied(refusal.to_string()))?;
         let drill = if request.clear {
             None
         } else {
             let fault: Fault = request.fault.parse().map_err(Status::invalid_argument)?;
             Some(FaultDrill::new(fault, request.probability).map_err(Status::invalid_argument)?)
         };
+        self.admit_drill(Action::InjectFault(drill), request.authorization.as_ref())?;
         let active = self.ask(|respond| Command::InjectFault { drill, respond }).await?;
         Ok(Response::new(proto::InjectFaultResponse { active }))
     }
@@ -433,13 +443,18 @@ impl ReplicaRpc for Service {
 }
 
 impl Service {
-    fn allow_drill(&self) -> Result<(), Status> {
-        if self.allow_fault_injection {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(
-                "fault drills are not allowed on this replica (start it with allow_fault_injection)",
-            ))
+    /// A drill is carried out only if allowed here and signed by the administrator for this replica, recently,
+    /// and never before.
+    fn admit_drill(&self, action: Action, authorization: Option<&proto::DrillAuthorization>) -> Result<(), Status> {
+        match self.drills.admit(action, authorization, crate::report::unix_ms()) {
+            Ok(order) => {
+                tracing::warn!(?action, nonce = order.nonce, "fault drill ordered by the administrator");
+                Ok(())
+            }
+            Err(refusal) => {
+                tracing::warn!(?action, %refusal, "refused a fault drill");
+                Err(Status::permission_denied(refusal.to_string()))
+            }
         }
     }
 

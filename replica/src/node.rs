@@ -239,7 +239,7 @@ pub async fn run(
     ));
     let service = Service {
         commands: commands.clone(),
-        allow_fault_injection: config.allow_fault_injection,
+        drills: crate::drill::Guard::new(config.id, config.allow_fault_injection, config.admin()?),
         metrics: metrics.clone(),
         submits,
         make_verifier: Box::new(make_verifier),
@@ -559,6 +559,37 @@ impl Host {
         }
     }
 
+    /// The installation of the view this replica is in, as its view-change history has it (a view it joined
+    /// without a record, after a restart or by catching up, is reported with what is known now).
+    fn installed_view_event(&self) -> proto::ViewChangeEvent {
+        let view = self.replica.view();
+        let recorded = self
+            .detector
+            .history()
+            .view_changes
+            .iter()
+            .rev()
+            .find(|r| r.view == view);
+        match recorded {
+            Some(r) => proto::ViewChangeEvent {
+                view,
+                old_primary: r.old_primary,
+                new_primary: r.new_primary,
+                duration_ms: r.started_unix_ms.map_or(0, |s| r.installed_unix_ms.saturating_sub(s)),
+                triggered_by: r.triggered_by.clone(),
+                quorum_met: r.quorum_met,
+                batches_recovered: r.batches_recovered,
+                transfers_recovered: r.transfers_recovered,
+            },
+            None => proto::ViewChangeEvent {
+                view,
+                old_primary: self.replica.membership().primary(view.saturating_sub(1)),
+                new_primary: self.replica.primary(),
+                ..Default::default()
+            },
+        }
+    }
+
     /// Steps the core with `input`; what it refuses is counted by the core.
     fn step(&mut self, input: Input, outputs: &mut Vec<Output>) -> Result<(), Rejection> {
         let out = self.replica.step(self.now(), input)?;
@@ -619,9 +650,16 @@ impl Host {
                 let drill = self.saboteur.as_ref().map(|s| s.drill());
                 let _ = respond.send(status(&self.replica, drill, self.drilled));
             }
-            Command::ForceViewChange { respond } => {
+            Command::ForceViewChange { leave_view, respond } => {
+                let (view, active) = (self.replica.view(), self.replica.view_active());
+                if active && view != leave_view {
+                    // Already past the view to leave (or not yet in it): no second move; the view it is in.
+                    let _ = respond.send(self.installed_view_event());
+                    return;
+                }
+                // Answered once a view is installed: the next one, or the one a view change under way reaches.
                 self.view_change_waiters.push(respond);
-                let _ = self.step(Input::ForceViewChange, outputs);
+                let _ = self.step(Input::ForceViewChange { leave_view }, outputs);
             }
             Command::Account { account, respond } => {
                 let found = self.replica.ledger().account(&account);

@@ -32,8 +32,9 @@ pub enum Input {
     Message(Verified<Message>),
     /// A timer this replica set has fired.
     Timer(Timer),
-    /// An operator asks for a view change (a fault drill, or a primary suspected by other means).
-    ForceViewChange,
+    /// An operator asks for a view change (a fault drill, or a primary suspected by other means): leave
+    /// `leave_view`, the view the operator saw. Nothing happens unless the replica is active in that view.
+    ForceViewChange { leave_view: View },
     /// A governance operation to order (from the host's own detection, or an administrator's client).
     Operation(Operation),
 }
@@ -449,9 +450,10 @@ impl Replica {
                 self.on_progress_timer(view, generation);
                 Ok(())
             }
-            Input::ForceViewChange => {
-                // Asked of every member at once; one already changing views is on its way already.
-                if self.view_active {
+            Input::ForceViewChange { leave_view } => {
+                // Asked of every member at once; one already changing views is on its way already, and one
+                // already in a later view (its peers' VIEW-CHANGEs got there first) must not move on alone.
+                if self.view_active && self.view == leave_view {
                     self.start_view_change(self.view + 1, ViewChangeReason::Forced);
                 }
                 Ok(())

@@ -683,7 +683,9 @@ fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
 fn a_forced_view_change_moves_every_replica_to_the_next_primary() {
     let mut c = Cluster::new(4, params());
     for id in 1..=4 {
-        let outputs = c.replicas[id - 1].step(0, Input::ForceViewChange).unwrap();
+        let outputs = c.replicas[id - 1]
+            .step(0, Input::ForceViewChange { leave_view: 0 })
+            .unwrap();
         c.carry_out(id as ReplicaId, outputs);
     }
     c.settle();
@@ -700,6 +702,26 @@ fn a_forced_view_change_moves_every_replica_to_the_next_primary() {
             .iter()
             .all(|r| r.last_executed() >= 1 && r.stats().transfers_applied == 1)
     );
+}
+
+#[test]
+fn a_forced_view_change_arriving_after_its_view_was_left_moves_nobody() {
+    let mut c = Cluster::new(4, params());
+    // Replicas 1-3 are asked first; replica 4 joins view 1 on their VIEW-CHANGEs before its own request comes.
+    for id in 1..=3 {
+        c.step(id, Input::ForceViewChange { leave_view: 0 }).unwrap();
+    }
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.view() == 1 && r.view_active()));
+    // The late requests (and any repeat) name view 0: nobody moves on to view 2 alone.
+    for id in 1..=4 {
+        let outputs = c.replicas[id as usize - 1]
+            .step(c.now, Input::ForceViewChange { leave_view: 0 })
+            .unwrap();
+        assert!(outputs.is_empty(), "replica {id}: {outputs:?}");
+    }
+    c.settle();
+    assert!(c.replicas.iter().all(|r| r.view() == 1 && r.view_active()));
 }
 
 #[test]
@@ -1102,7 +1124,8 @@ fn a_view_change_right_after_a_reconfiguration_completes() {
     // The stayers that executed it change views before that checkpoint is stable: nothing they could send yet
     // would be accepted, so nothing is sent.
     for id in [1, 2] {
-        c.step(id, Input::ForceViewChange).unwrap();
+        let leave_view = c.replicas[id as usize - 1].view();
+        c.step(id, Input::ForceViewChange { leave_view }).unwrap();
     }
     assert!(
         !c.network.iter().any(|(_, m)| matches!(m, Message::ViewChange(_))),
@@ -1438,7 +1461,10 @@ proptest! {
 /// Every replica steps a forced view change (a drill, or the way a test moves the cluster on).
 fn force_view_change(c: &mut Cluster) {
     for id in 1..=c.replicas.len() as ReplicaId {
-        let outputs = c.replicas[id as usize - 1].step(c.now, Input::ForceViewChange).unwrap();
+        let leave_view = c.replicas[id as usize - 1].view();
+        let outputs = c.replicas[id as usize - 1]
+            .step(c.now, Input::ForceViewChange { leave_view })
+            .unwrap();
         c.carry_out(id, outputs);
     }
     c.settle();
@@ -1586,7 +1612,9 @@ fn support_for_leaving_a_view_lapses_when_a_view_is_installed() {
     // A drill moves the honest members to view 1 (member 4 stays silent from now on).
     c.muted.push(4);
     for id in 1..=3 {
-        let outputs = c.replicas[id as usize - 1].step(c.now, Input::ForceViewChange).unwrap();
+        let outputs = c.replicas[id as usize - 1]
+            .step(c.now, Input::ForceViewChange { leave_view: 0 })
+            .unwrap();
         c.carry_out(id, outputs);
     }
     c.settle();

@@ -90,6 +90,11 @@ impl Cluster {
         Client::new(self.layout.client_replicas()).unwrap()
     }
 
+    /// The administrator key the testnet keeps: it signs reconfigurations and drills.
+    fn admin(&self) -> bft_replica::crypto::KeyPair {
+        bft_replica::testnet::admin_key(&self.layout.dir).unwrap()
+    }
+
     fn log(&self, index: usize) -> PathBuf {
         self.layout.dir.join(format!("replica-{}.log", index + 1))
     }
@@ -354,7 +359,7 @@ async fn a_forced_view_change_elects_the_next_primary_and_reports_it() {
         client.submit(transfer(&cluster.layout, 0, 1, 5, 1)).await.unwrap(),
         TxOutcome::Applied
     );
-    let event = client.force_view_change().await.unwrap();
+    let event = client.force_view_change(&cluster.admin()).await.unwrap();
     assert_eq!((event.view, event.old_primary, event.new_primary), (1, 1, 2));
     assert!(event.quorum_met && event.triggered_by.len() >= 3, "{event:?}");
     assert_eq!(
@@ -372,10 +377,18 @@ async fn fault_drills_are_refused_unless_allowed() {
     let cluster = Cluster::start_with(4, "nodrills", |config| config.allow_fault_injection = false);
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
-    let refused = client.force_view_change().await.unwrap_err().to_string();
+    let refused = client
+        .force_view_change(&cluster.admin())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("fault drills are not allowed"), "{refused}");
     let drill = FaultDrill::new(Fault::Equivocation, 1.0).unwrap();
-    let refused = client.inject_fault(2, Some(drill)).await.unwrap_err().to_string();
+    let refused = client
+        .inject_fault(&cluster.admin(), 2, Some(drill))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("fault drills are not allowed"), "{refused}");
     assert!(
         client
@@ -388,6 +401,208 @@ async fn fault_drills_are_refused_unless_allowed() {
     assert!(statuses.iter().all(|s| s.view == 0));
 }
 
+/// A raw gRPC client of replica `id`, as any program that reaches its client port could use it.
+async fn raw_client(
+    cluster: &Cluster,
+    id: u32,
+) -> bft_replica::net::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
+    let replica = cluster
+        .layout
+        .client_replicas()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
+    bft_replica::net::proto::replica_client::ReplicaClient::connect(format!("http://{}", replica.address))
+        .await
+        .unwrap()
+}
+
+/// The refusal's message, after checking it is a PERMISSION_DENIED.
+fn denied<T: std::fmt::Debug>(answer: Result<tonic::Response<T>, tonic::Status>) -> String {
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    status.message().to_string()
+}
+
+/// Drills are administrative acts: a request not signed with the administrator key, signed for another replica
+/// or another action, signed long ago, or replayed is refused with PERMISSION_DENIED and changes nothing; a fresh
+/// signed one is carried out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_need_a_fresh_signature_by_the_administrator_and_are_not_replayed() {
+    use bft_replica::crypto::KeyPair;
+    use bft_replica::drill::{Action, Order};
+    use bft_replica::net::proto::{ForceViewChangeRequest, InjectFaultRequest};
+    let cluster = Cluster::start(4, "drillauth");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let admin = cluster.admin();
+    let stranger = KeyPair::generate();
+    let leave_0 = Action::ForceViewChange { leave_view: 0 };
+    let force = |leave_view, authorization| ForceViewChangeRequest {
+        leave_view,
+        authorization,
+    };
+
+    // A forced view change at the primary.
+    let mut primary = raw_client(&cluster, 1).await;
+    let refused = denied(primary.force_view_change(force(0, None)).await);
+    assert!(
+        refused.contains("must be signed with the administrator key"),
+        "{refused}"
+    );
+    let forged = Order::new(1, leave_0).sign(&stranger);
+    let refused = denied(primary.force_view_change(force(0, Some(forged))).await);
+    assert!(refused.contains("not signed by the administrator key"), "{refused}");
+    let for_2 = Order::new(2, leave_0).sign(&admin);
+    let refused = denied(primary.force_view_change(force(0, Some(for_2))).await);
+    assert!(refused.contains("addressed to replica 2"), "{refused}");
+    let for_view_0 = Order::new(1, leave_0).sign(&admin);
+    let refused = denied(primary.force_view_change(force(5, Some(for_view_0))).await);
+    assert!(refused.contains("not signed by the administrator key"), "{refused}");
+    let mut old = Order::new(1, leave_0);
+    old.unix_ms -= 120_000;
+    let refused = denied(primary.force_view_change(force(0, Some(old.sign(&admin)))).await);
+    assert!(refused.contains("from this replica's clock"), "{refused}");
+
+    // An injected fault at member 4.
+    let mut member_4 = raw_client(&cluster, 4).await;
+    let silence = FaultDrill::new(Fault::Silence, 1.0).unwrap();
+    let inject = |drill: Option<FaultDrill>, authorization| InjectFaultRequest {
+        fault: drill.map_or(String::new(), |d| d.fault.name().to_string()),
+        probability: drill.map_or(0.0, |d| d.probability),
+        clear: drill.is_none(),
+        authorization,
+    };
+    let refused = denied(member_4.inject_fault(inject(Some(silence), None)).await);
+    assert!(
+        refused.contains("must be signed with the administrator key"),
+        "{refused}"
+    );
+    let forged = Order::new(4, Action::InjectFault(Some(silence))).sign(&stranger);
+    let refused = denied(member_4.inject_fault(inject(Some(silence), Some(forged))).await);
+    assert!(refused.contains("not signed by the administrator key"), "{refused}");
+    let gentler = FaultDrill::new(Fault::Silence, 0.1).unwrap();
+    let for_gentler = Order::new(4, Action::InjectFault(Some(gentler))).sign(&admin);
+    let refused = denied(member_4.inject_fault(inject(Some(silence), Some(for_gentler))).await);
+    assert!(refused.contains("not signed by the administrator key"), "{refused}");
+
+    // Nothing changed: no drill runs or ran, nobody left view 0.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let statuses = wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    for s in &statuses {
+        assert_eq!((s.view, s.view_active, s.drilled), (0, true, false), "{s:?}");
+        assert!(s.fault_drill.is_empty(), "{s:?}");
+    }
+    assert!(
+        client
+            .view_changes()
+            .await
+            .iter()
+            .all(|(_, v)| v.as_ref().unwrap().view_changes.is_empty())
+    );
+
+    // Signed: carried out, once.
+    let start_silence = inject(
+        Some(silence),
+        Some(Order::new(4, Action::InjectFault(Some(silence))).sign(&admin)),
+    );
+    let active = member_4
+        .inject_fault(start_silence.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .active;
+    assert_eq!(active, "silence p=1");
+    let clear = inject(None, Some(Order::new(4, Action::InjectFault(None)).sign(&admin)));
+    assert_eq!(
+        member_4.inject_fault(clear.clone()).await.unwrap().into_inner().active,
+        ""
+    );
+    let refused = denied(member_4.inject_fault(start_silence).await);
+    assert!(refused.contains("used before"), "{refused}");
+    let refused = denied(member_4.inject_fault(clear).await);
+    assert!(refused.contains("used before"), "{refused}");
+    let statuses = wait_executed(&client, &[4], 0).await;
+    assert!(statuses[0].fault_drill.is_empty(), "{:?}", statuses[0]);
+
+    // A signed forced view change at every replica at once moves the cluster to view 1; a replayed one is refused.
+    let started = std::time::Instant::now();
+    let mut requests = Vec::new();
+    let mut calls = tokio::task::JoinSet::new();
+    for id in 1..=4 {
+        let request = force(0, Some(Order::new(id, leave_0).sign(&admin)));
+        requests.push(request.clone());
+        let mut raw = raw_client(&cluster, id).await;
+        calls.spawn(async move { raw.force_view_change(request).await.map(|e| e.into_inner()) });
+    }
+    while let Some(answer) = calls.join_next().await {
+        let event = answer.unwrap().unwrap();
+        assert_eq!((event.view, event.new_primary), (1, 2), "{event:?}");
+    }
+    println!(
+        "signed forced view change: every replica answered after {} ms",
+        started.elapsed().as_millis()
+    );
+    let refused = denied(primary.force_view_change(requests[0].clone()).await);
+    assert!(refused.contains("used before"), "{refused}");
+    let statuses = wait_until(&client, &[1, 2, 3, 4], |s| s.view == 1 && s.view_active).await;
+    assert!(statuses.iter().all(|s| s.primary == 2), "{statuses:?}");
+}
+
+/// `bftctl view-change` asks every replica at once; one that already joined view 1 on its peers' VIEW-CHANGEs
+/// when its own request arrives must not move on to view 2 alone (that left the new primary outside its own
+/// view for a view-change timeout). A drill moves the cluster exactly one view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_forcing_every_replica_at_once_moves_the_cluster_exactly_one_view() {
+    let cluster = Cluster::start(4, "drillonce");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 0, 1, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+    let admin = cluster.admin();
+    let started = std::time::Instant::now();
+    let event = client.force_view_change(&admin).await.unwrap();
+    let first = started.elapsed();
+    assert_eq!(
+        (event.view, event.old_primary, event.new_primary),
+        (1, 1, 2),
+        "{event:?}"
+    );
+    wait_until(&client, &[1, 2, 3, 4], |s| s.view == 1 && s.view_active).await;
+    println!(
+        "forced view change: first report after {} ms ({} ms at that replica), all in view 1 after {} ms",
+        first.as_millis(),
+        event.duration_ms,
+        started.elapsed().as_millis()
+    );
+    // The requests of that drill arriving late, after their replica is in view 1: each answers at once with
+    // the view it is in, and nobody moves.
+    for replica in cluster.layout.client_replicas() {
+        let id = replica.id;
+        let one = Client::new(vec![replica]).unwrap();
+        let asked = std::time::Instant::now();
+        let event = one.force_view_change_leaving(&admin, 0).await.unwrap();
+        assert_eq!((event.view, event.new_primary), (1, 2), "replica {id}: {event:?}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "replica {id} waited");
+    }
+    // Two view-change timeouts later, still everyone in view 1, each having changed views once; and it commits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let statuses = wait_until(&client, &[1, 2, 3, 4], |s| s.view_active).await;
+    for s in &statuses {
+        assert_eq!((s.id, s.view, s.view_active, s.primary), (s.id, 1, true, 2), "{s:?}");
+    }
+    for (id, history) in client.view_changes().await {
+        let views: Vec<u64> = history.unwrap().view_changes.iter().map(|v| v.view).collect();
+        assert_eq!(views, [1], "replica {id}");
+    }
+    assert_eq!(
+        client.submit(transfer(&cluster.layout, 1, 2, 5, 1)).await.unwrap(),
+        TxOutcome::Applied
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_restart() {
     let mut cluster = Cluster::start(4, "detect");
@@ -395,7 +610,7 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::SignatureCorruption, 1.0).unwrap();
     assert_eq!(
-        client.inject_fault(4, Some(drill)).await.unwrap(),
+        client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap(),
         "signature-corruption p=1"
     );
     // With F = 1 the three others still form a quorum: transfers commit while member 4's votes are refused.
@@ -420,7 +635,7 @@ async fn a_corrupting_member_is_detected_by_the_others_and_the_log_survives_a_re
     assert_eq!((health.malicious_detected, health.healthy_agents), (1, 3));
     assert_eq!(health.false_positive_rate, 0.0);
     assert_eq!(health.transactions_committed, 3);
-    assert_eq!(client.inject_fault(4, None).await.unwrap(), "");
+    assert_eq!(client.inject_fault(&cluster.admin(), 4, None).await.unwrap(), "");
 
     // The detection log is durable: a replica killed and restarted still has it.
     let voter: u32 = entry.voted_by[0].trim_start_matches("bft-agent-").parse().unwrap();
@@ -443,7 +658,7 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::DoubleSpend, 1.0).unwrap();
-    client.inject_fault(4, Some(drill)).await.unwrap();
+    client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap();
     // Member 4 signs the opposite outcome in every reply; clients still decide with F+1 = 2 matching replies,
     // and hand the contradiction to the replicas.
     let session = client.session();
@@ -697,10 +912,13 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     wait_executed(&client, &[1, 2, 3, 4, 5, 6, 7], 0).await;
     let drill = |fault, probability| Some(FaultDrill { fault, probability });
     client
-        .inject_fault(5, drill(Fault::SignatureCorruption, 0.5))
+        .inject_fault(&cluster.admin(), 5, drill(Fault::SignatureCorruption, 0.5))
         .await
         .unwrap();
-    client.inject_fault(6, drill(Fault::DoubleSpend, 0.3)).await.unwrap();
+    client
+        .inject_fault(&cluster.admin(), 6, drill(Fault::DoubleSpend, 0.3))
+        .await
+        .unwrap();
     let load = |count| BenchOptions {
         clients: 8,
         count: Some(count),
@@ -771,7 +989,10 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     .await;
 
     // The primary censors: the replicas elect agent 2 and the rest of the 1,000 transfers commit.
-    client.inject_fault(1, drill(Fault::Censorship, 1.0)).await.unwrap();
+    client
+        .inject_fault(&cluster.admin(), 1, drill(Fault::Censorship, 1.0))
+        .await
+        .unwrap();
     let second = run(&dir, &load(500)).await.unwrap();
     assert_eq!(second.committed, 500);
     let statuses = wait_until(&client, &new_members, |s| s.view >= 1 && s.transfers_applied >= 1000).await;
@@ -1195,7 +1416,7 @@ async fn a_backups_proposal_is_refused_with_proof_and_the_cluster_keeps_committi
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::BackupProposal, 1.0).unwrap();
-    client.inject_fault(4, Some(drill)).await.unwrap();
+    client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap();
     for nonce in 1..=3 {
         let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
         assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
@@ -1216,7 +1437,7 @@ async fn a_backups_proposal_is_refused_with_proof_and_the_cluster_keeps_committi
     }
     assert!(refusals > 0, "no proposal of member 4 was refused as not the primary's");
     // Nothing it sent stands in anyone's way: a view change completes and the cluster commits in the new view.
-    let event = client.force_view_change().await.unwrap();
+    let event = client.force_view_change(&cluster.admin()).await.unwrap();
     assert_eq!(event.view, 1, "{event:?}");
     let tx = transfer(&cluster.layout, 1, 2, 5, 1);
     assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
@@ -1231,7 +1452,7 @@ async fn transfers_given_to_one_backup_commit_and_one_member_cannot_depose_the_p
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::Depose, 1.0).unwrap();
-    client.inject_fault(4, Some(drill)).await.unwrap();
+    client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap();
     let backup = cluster
         .layout
         .client_replicas()
@@ -1266,7 +1487,7 @@ async fn an_equivocating_primary_is_proven() {
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
     let drill = FaultDrill::new(Fault::Equivocation, 0.5).unwrap();
-    client.inject_fault(1, Some(drill)).await.unwrap();
+    client.inject_fault(&cluster.admin(), 1, Some(drill)).await.unwrap();
     let started = std::time::Instant::now();
     let mut nonce = 0;
     let mut log = Vec::new();
@@ -1314,7 +1535,7 @@ async fn an_accusation_flood_is_refused_before_ordering_and_transfers_keep_commi
     }
     let before = measure(&client, &cluster.layout, 1).await;
     let drill = FaultDrill::new(Fault::AccusationFlood, 1.0).unwrap();
-    client.inject_fault(4, Some(drill)).await.unwrap();
+    client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let during = measure(&client, &cluster.layout, 21).await;
     println!("sequential commits per second: {before:.0} before the flood, {during:.0} during it");

@@ -88,10 +88,17 @@ pub trait Replicas {
         remove: &[MemberId],
         add: &[Target],
     ) -> impl Future<Output = Result<u64, ReplicaError>> + Send;
-    fn force_view_change(&self, targets: &[Target]) -> impl Future<Output = Result<String, ReplicaError>> + Send;
+    /// A drill, signed by `admin`: the cluster leaves the view it is in for the next one.
+    fn force_view_change(
+        &self,
+        targets: &[Target],
+        admin: &KeyPair,
+    ) -> impl Future<Output = Result<String, ReplicaError>> + Send;
+    /// A drill, signed by `admin`: `member` misbehaves as `drill` says (fault, probability), or stops.
     fn inject_fault(
         &self,
         targets: &[Target],
+        admin: &KeyPair,
         member: MemberId,
         drill: Option<(String, f64)>,
     ) -> impl Future<Output = Result<String, ReplicaError>> + Send;
@@ -151,9 +158,9 @@ impl Replicas for GrpcReplicas {
         Ok(done.epoch)
     }
 
-    async fn force_view_change(&self, targets: &[Target]) -> Result<String, ReplicaError> {
+    async fn force_view_change(&self, targets: &[Target], admin: &KeyPair) -> Result<String, ReplicaError> {
         let event = client(targets)?
-            .force_view_change()
+            .force_view_change(admin)
             .await
             .map_err(|e| ReplicaError::Refused(e.to_string()))?;
         Ok(format!(
@@ -168,6 +175,7 @@ impl Replicas for GrpcReplicas {
     async fn inject_fault(
         &self,
         targets: &[Target],
+        admin: &KeyPair,
         member: MemberId,
         drill: Option<(String, f64)>,
     ) -> Result<String, ReplicaError> {
@@ -179,7 +187,7 @@ impl Replicas for GrpcReplicas {
             }
         };
         client(targets)?
-            .inject_fault(member, drill)
+            .inject_fault(admin, member, drill)
             .await
             .map_err(|e| ReplicaError::Refused(e.to_string()))
     }
@@ -293,19 +301,20 @@ pub async fn reconcile<P: Platform, R: Replicas>(
             }
             Action::ForceViewChange => {
                 let current = targets(platform, &plan.status, &keys);
-                plan.events.push(match replicas.force_view_change(&current).await {
-                    Ok(note) => PlanEvent {
-                        warning: false,
-                        reason: "ViewChanged",
-                        note,
-                    },
-                    Err(error) => warning("ViewChangeFailed", error.to_string()),
-                });
+                plan.events
+                    .push(match replicas.force_view_change(&current, &admin).await {
+                        Ok(note) => PlanEvent {
+                            warning: false,
+                            reason: "ViewChanged",
+                            note,
+                        },
+                        Err(error) => warning("ViewChangeFailed", error.to_string()),
+                    });
             }
             Action::InjectFault { member, drill } => {
                 let current = targets(platform, &plan.status, &keys);
-                plan.events
-                    .push(match replicas.inject_fault(&current, *member, drill.clone()).await {
+                plan.events.push(
+                    match replicas.inject_fault(&current, &admin, *member, drill.clone()).await {
                         Ok(active) => PlanEvent {
                             warning: true,
                             reason: "FaultDrill",
@@ -316,7 +325,8 @@ pub async fn reconcile<P: Platform, R: Replicas>(
                             ),
                         },
                         Err(error) => warning("FaultDrillFailed", error.to_string()),
-                    });
+                    },
+                );
             }
             Action::MarkHandled(request) => platform.mark_handled(request).await?,
         }

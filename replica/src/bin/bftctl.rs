@@ -65,13 +65,17 @@ enum Commands {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
-    /// A drill: every replica changes views now; prints the view-change event (JSON).
+    /// A drill: every replica leaves the view the cluster is in now, so the cluster moves one view; prints the
+    /// view-change event (JSON). Signed with the administrator key.
     ViewChange {
         #[arg(long)]
         cluster: PathBuf,
         /// Required: this replaces the primary.
         #[arg(long)]
         force: bool,
+        /// The administrator's private key (PKCS#8 PEM); by default the testnet's DIR/admin.key.
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
     },
     /// Submit signed transfers: AMOUNT from one account to another, COUNT times (nonces follow the cluster's).
     Submit {
@@ -121,12 +125,14 @@ enum Commands {
         json: bool,
     },
     /// A drill: make one member misbehave (refused unless it allows fault injection), or stop it with --clear.
+    /// Signed with the administrator key.
     InjectFault {
         #[arg(long)]
         cluster: PathBuf,
         #[arg(long)]
         member: u32,
-        /// signature-corruption, double-spend, censorship, equivocation or silence.
+        /// signature-corruption, double-spend, censorship, equivocation, silence, backup-proposal, depose,
+        /// forged-relay or accusation-flood.
         #[arg(long, required_unless_present = "clear")]
         fault: Option<Fault>,
         /// The chance, in [0, 1], that the fault acts on each message (for censorship, each request).
@@ -134,6 +140,9 @@ enum Commands {
         probability: f64,
         #[arg(long, conflicts_with = "fault")]
         clear: bool,
+        /// The administrator's private key (PKCS#8 PEM); by default the testnet's DIR/admin.key.
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
     },
     /// Load: CLIENTS clients submit transfers, each one after another (closed loop) or at a given total rate
     /// (open loop), until COUNT were sent or for SECS; prints tx/s and latency percentiles.
@@ -264,12 +273,17 @@ async fn run(command: Commands) -> Result<(), String> {
             admin_key,
             timeout_secs,
         } => reconfigure(&cluster, remove, &add, admin_key, Duration::from_secs(timeout_secs)).await,
-        Commands::ViewChange { cluster, force } => {
+        Commands::ViewChange {
+            cluster,
+            force,
+            admin_key,
+        } => {
             if !force {
                 return Err("a view change replaces the primary: say --force".into());
             }
+            let admin = read_admin_key(&cluster, admin_key)?;
             let (client, _, _) = connect(&cluster)?;
-            let event = client.force_view_change().await.map_err(|e| e.to_string())?;
+            let event = client.force_view_change(&admin).await.map_err(|e| e.to_string())?;
             let agent = report::agent;
             let report = serde_json::json!({
                 "event": "view_change",
@@ -354,14 +368,19 @@ async fn run(command: Commands) -> Result<(), String> {
             fault,
             probability,
             clear,
+            admin_key,
         } => {
             let drill = match (fault, clear) {
                 (_, true) => None,
                 (Some(fault), false) => Some(FaultDrill::new(fault, probability)?),
                 (None, false) => return Err("say --fault KIND, or --clear".into()),
             };
+            let admin = read_admin_key(&cluster, admin_key)?;
             let (client, _, _) = connect(&cluster)?;
-            let active = client.inject_fault(member, drill).await.map_err(|e| e.to_string())?;
+            let active = client
+                .inject_fault(&admin, member, drill)
+                .await
+                .map_err(|e| e.to_string())?;
             match active.as_str() {
                 "" => println!("bft-agent-{member}: no fault drill"),
                 active => println!("bft-agent-{member}: {active}"),
@@ -688,6 +707,17 @@ async fn testnet_add(dir: &Path, id: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The administrator key: from `path`, or the testnet's (or the operator's local mode's) `DIR/admin.key`.
+fn read_admin_key(dir: &Path, path: Option<PathBuf>) -> Result<KeyPair, String> {
+    match path {
+        Some(path) => {
+            let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            KeyPair::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => testnet::admin_key(dir),
+    }
+}
+
 async fn reconfigure(
     dir: &Path,
     remove: Vec<u32>,
@@ -695,13 +725,7 @@ async fn reconfigure(
     admin_key: Option<PathBuf>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let admin = match admin_key {
-        Some(path) => {
-            let pem = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            KeyPair::from_pkcs8_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        None => testnet::admin_key(dir)?,
-    };
+    let admin = read_admin_key(dir, admin_key)?;
     let add = add
         .iter()
         .map(|item| new_member(dir, item))
