@@ -613,8 +613,8 @@ pub struct Rejoining {
 ///
 /// After a view-change timeout alone (or at once when back in the view), it signs a REJOIN taking back every
 /// VIEW-CHANGE it signed since it left, goes back to the view and keeps preparing there, and asks the members to
-/// acknowledge. A member acknowledges only while active in that view with at most F others leaving it, and only
-/// once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
+/// acknowledge. A member acknowledges only while active in that view, never having left it, with at most F others
+/// leaving it, and only once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
 /// NEW-VIEW built on one. Once a quorum holds it (itself included), the replica holds it too and sends COMMITs
 /// again. (If the others moved on meanwhile with a NEW-VIEW built on what it withdrew, a member that acknowledged
 /// refuses that view and waits outside it for the next, as the replica would have; the conditions above make that
@@ -702,6 +702,15 @@ impl Replica {
                 got: view,
                 current: self.view,
             });
+        }
+        // Only a member that never left the view vouches for it: a quorum of such members cannot coexist with a
+        // NEW-VIEW for a later view already built on what is withdrawn (that took 2F+1 members that left). A replica
+        // that is no member (yet) vouches for nothing.
+        if !self.membership.contains(self.id) {
+            return Err(Rejection::NotAMember(self.id));
+        }
+        if self.left_for_a_later_view() {
+            return Err(Rejection::Rejoin("this replica left the view too"));
         }
         let window = self.membership.n() as View;
         let withdrawn = &rejoin.body.withdrawn;

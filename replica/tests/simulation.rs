@@ -72,7 +72,7 @@ fn the_same_seed_replays_exactly() {
 #[test]
 fn every_byzantine_behaviour_is_exercised_and_refused() {
     let outcomes = run_seeds(4, 1, 0..120);
-    for behaviour in Behaviour::DRAWN {
+    for behaviour in Behaviour::ALL {
         let runs: Vec<&Outcome> = outcomes
             .iter()
             .filter(|o| o.byzantine.iter().any(|(_, b)| *b == behaviour))
