@@ -29,10 +29,13 @@ pub mod bounds {
     pub const VIEW_CHANGE_TIMEOUT_MS_MIN: u64 = 10;
     pub const VIEW_CHANGE_TIMEOUT_MS_MAX: u64 = 3_600_000;
     pub const CHECKPOINT_INTERVAL_MIN: u64 = 1;
-    pub const CHECKPOINT_INTERVAL_MAX: u64 = 1_000_000;
+    /// Bounded by what memory holds (`bft_replica::config::LOG_TRANSFERS_MAX`): the log holds up to two
+    /// intervals of slots, each up to a batch of 512 transfers at 432 bytes a transfer.
+    pub const CHECKPOINT_INTERVAL_MAX: u64 = bft_replica::config::CHECKPOINT_INTERVAL_MAX;
     /// The replica's pipeline depth (`max_inflight_batches`, not set by the spec): the log window holds at least it.
     pub const LOG_WINDOW_MIN: u64 = 4;
-    pub const LOG_WINDOW_MAX: u64 = 10_000_000;
+    /// 4,096 slots of 512 transfers: 2,097,152 transfers, about 864 MiB of log at most.
+    pub const LOG_WINDOW_MAX: u64 = bft_replica::config::LOG_WINDOW_MAX;
     pub const MAX_CONCURRENT_REQUESTS_MIN: u64 = 1;
     pub const MAX_CONCURRENT_REQUESTS_MAX: u64 = 10_000_000;
     pub const QUARANTINE_MS_MIN: u64 = 1_000;
@@ -40,6 +43,20 @@ pub mod bounds {
     pub const QUARANTINE_MS_MAX: u64 = 604_800_000;
     pub const REPLACEMENTS_PER_HOUR_MAX: u32 = 64;
     pub const GENERATED_ACCOUNTS_MAX: u32 = 100_000;
+}
+
+/// The parameters fixed when a cluster is created, with why: the schema's transition rules and `validate_update`
+/// refuse a change with these messages. The replicas take them from their own flags, so a change rolled out pod by
+/// pod would have honest replicas decide differently (their state digests diverge) or judge the same message
+/// differently.
+pub mod fixed {
+    pub const CHECKPOINT_INTERVAL: &str = "protocol.checkpointInterval is part of the replicated state (a reconfiguration takes effect at its next multiple): it is fixed when the cluster is created";
+    pub const LOG_WINDOW: &str = "protocol.logWindow is fixed when the cluster is created: every replica must judge the certificates in a VIEW-CHANGE by the same window";
+    pub const QUARANTINE_DURATION: &str = "detection.quarantineDurationMs is part of the replicated state (it decides when a quarantine expires): it is fixed when the cluster is created";
+    pub const CHECKPOINT_INTERVAL_RULE: &str = "self.checkpointInterval == oldSelf.checkpointInterval";
+    pub const QUARANTINE_DURATION_RULE: &str = "self.quarantineDurationMs == oldSelf.quarantineDurationMs";
+    /// The window in force, given or derived (twice the interval, at least the pipeline depth of 4), is the same.
+    pub const LOG_WINDOW_RULE: &str = "(has(self.logWindow) ? self.logWindow : (2 * self.checkpointInterval >= 4 ? 2 * self.checkpointInterval : 4)) == (has(oldSelf.logWindow) ? oldSelf.logWindow : (2 * oldSelf.checkpointInterval >= 4 ? 2 * oldSelf.checkpointInterval : 4))";
 }
 
 /// A Byzantine-fault-tolerant validator cluster: N replicas of which up to F = floor((N-1)/3) may crash or lie.
@@ -81,9 +98,14 @@ pub struct ByzantineClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.signatureAlgorithm == oldSelf.signatureAlgorithm").message("protocol.signatureAlgorithm cannot change after creation: every member's key is of this kind"))]
+    #[x_kube(
+        validation = Rule::new("self.signatureAlgorithm == oldSelf.signatureAlgorithm").message("protocol.signatureAlgorithm cannot change after creation: every member's key is of this kind"),
+        validation = Rule::new(fixed::CHECKPOINT_INTERVAL_RULE).message(fixed::CHECKPOINT_INTERVAL),
+        validation = Rule::new(fixed::LOG_WINDOW_RULE).message(fixed::LOG_WINDOW)
+    )]
     pub protocol: ProtocolSpec,
     #[serde(default)]
+    #[x_kube(validation = Rule::new(fixed::QUARANTINE_DURATION_RULE).message(fixed::QUARANTINE_DURATION))]
     pub detection: DetectionSpec,
     /// The ledger's starting accounts. Immutable: every replica's ledger starts from it.
     #[x_kube(validation = Rule::new("self == oldSelf").message("genesis cannot change after creation: every replica's ledger started from it"))]
@@ -117,7 +139,8 @@ pub enum SignatureAlgorithm {
     Ed25519,
 }
 
-/// Protocol parameters; the defaults are those of the reference drill.
+/// Protocol parameters; the defaults are those of the reference drill. The checkpoint interval and the log window
+/// are fixed when the cluster is created.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProtocolSpec {
@@ -129,13 +152,16 @@ pub struct ProtocolSpec {
     /// A backup that waits this long for a pending request to commit suspects the primary.
     #[schemars(range(min = 10, max = 3_600_000))]
     pub view_change_timeout_ms: u64,
-    /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected.
-    #[schemars(range(min = 1, max = 1_000_000))]
+    /// A stable checkpoint every this many sequence numbers; the log below it is garbage-collected. Part of the
+    /// replicated state (a reconfiguration takes effect at the next multiple of it): fixed at creation. At most
+    /// 2048: the log holds up to two intervals of batches in memory.
+    #[schemars(range(min = 1, max = 2_048))]
     pub checkpoint_interval: u64,
     /// How far above the stable checkpoint sequence numbers may be assigned (PBFT's L). Optional: twice the
-    /// checkpoint interval when left out; when given, at least that.
+    /// checkpoint interval when left out; when given, at least that, and at most 4096 (4096 batches of 512
+    /// transfers: about 864 MiB of log). Fixed at creation: every replica judges certificates by it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 4, max = 10_000_000))]
+    #[schemars(range(min = 4, max = 4_096))]
     pub log_window: Option<u64>,
     /// In-flight client requests each replica admits at once (back-pressure beyond).
     #[schemars(range(min = 1, max = 10_000_000))]
@@ -161,7 +187,8 @@ impl Default for ProtocolSpec {
 pub struct DetectionSpec {
     /// Whether the operator acts on members the replicas quarantine (fences and replaces them).
     pub enabled: bool,
-    /// How long the replicas ignore a member proven malicious (unless it is removed first).
+    /// How long the replicas ignore a member proven malicious (unless it is removed first). Part of the
+    /// replicated state (a quarantine's expiry is decided by it): fixed at creation.
     #[schemars(range(min = 1_000, max = 604_800_000))]
     pub quarantine_duration_ms: u64,
 }
@@ -565,11 +592,25 @@ impl ByzantineClusterSpec {
         }
     }
 
-    /// Changes from `old` that the schema's transition rules refuse.
+    /// Changes from `old` that the schema's transition rules refuse, with the same messages.
     pub fn validate_update(&self, old: &ByzantineClusterSpec) -> Result<(), InvalidSpec> {
         let mut errors = Vec::new();
         if self.replicas != old.replicas {
             errors.push("replicas cannot change after creation: resizing a cluster is a reconfiguration the operator does not do yet; create a new cluster".to_string());
+        }
+        if self.protocol.signature_algorithm != old.protocol.signature_algorithm {
+            errors.push(
+                "protocol.signatureAlgorithm cannot change after creation: every member's key is of this kind".into(),
+            );
+        }
+        if self.protocol.checkpoint_interval != old.protocol.checkpoint_interval {
+            errors.push(fixed::CHECKPOINT_INTERVAL.into());
+        }
+        if self.params().log_window != old.params().log_window {
+            errors.push(fixed::LOG_WINDOW.into());
+        }
+        if self.detection.quarantine_duration_ms != old.detection.quarantine_duration_ms {
+            errors.push(fixed::QUARANTINE_DURATION.into());
         }
         if self.genesis != old.genesis {
             errors.push("genesis cannot change after creation: every replica's ledger started from it".into());

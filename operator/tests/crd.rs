@@ -94,6 +94,10 @@ fn the_schema_carries_the_bounds_and_enums() {
         Some(crd::bounds::CHECKPOINT_INTERVAL_MAX as f64)
     );
     assert_eq!(
+        protocol["logWindow"]["maximum"].as_f64(),
+        Some(crd::bounds::LOG_WINDOW_MAX as f64)
+    );
+    assert_eq!(
         protocol["maxConcurrentRequests"]["maximum"].as_f64(),
         Some(crd::bounds::MAX_CONCURRENT_REQUESTS_MAX as f64)
     );
@@ -147,7 +151,7 @@ fn a_log_window_below_twice_the_checkpoint_interval_is_refused_at_apply_time() {
         object
     };
     let message = "protocol.logWindow must be at least twice protocol.checkpointInterval";
-    for (interval, window) in [(500, 999), (1_000_000, 1_999_999)] {
+    for (interval, window) in [(500, 999), (2_048, 4_095)] {
         let bad = with(interval, Some(window));
         let refused = refusals(&bad, None);
         assert!(refused.iter().any(|m| m.contains(message)), "{refused:?}");
@@ -155,7 +159,7 @@ fn a_log_window_below_twice_the_checkpoint_interval_is_refused_at_apply_time() {
         let error = cluster.spec.validate().unwrap_err().to_string();
         assert!(error.contains(message), "{error}");
     }
-    for (interval, window) in [(500, None), (500, Some(1000)), (1_000_000, Some(10_000_000))] {
+    for (interval, window) in [(500, None), (500, Some(1000)), (2_048, Some(4_096)), (2_048, None)] {
         let good = with(interval, window);
         assert_eq!(refusals(&good, None), Vec::<String>::new(), "{interval} {window:?}");
         let cluster: ByzantineCluster = serde_json::from_value(good).unwrap();
@@ -192,6 +196,177 @@ fn genesis_replicas_and_the_signature_algorithm_cannot_change() {
     let mut new = old.clone();
     new["spec"]["protocol"]["viewChangeTimeoutMs"] = json!(8000);
     assert_eq!(refusals(&new, Some(&old)), Vec::<String>::new());
+}
+
+/// The CRD as committed (what `kubectl apply` installs) carries the transition rules of the parameters fixed at
+/// creation, with their messages, where the API server applies them.
+#[test]
+fn the_committed_crd_carries_the_transition_rules_of_the_fixed_parameters() {
+    let committed: Value = serde_saphyr::from_str(&std::fs::read_to_string(CRD_FILE).unwrap()).unwrap();
+    let spec = &committed["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    let rules = |at: &Value| -> Vec<(String, String)> {
+        at["x-kubernetes-validations"]
+            .as_array()
+            .map(|rules| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["rule"].as_str().unwrap().to_string(),
+                            r["message"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let protocol = &spec["protocol"];
+    let protocol_rules = rules(protocol);
+    let detection_rules = rules(&spec["detection"]);
+    for (rules, rule, message) in [
+        (
+            &protocol_rules,
+            crd::fixed::CHECKPOINT_INTERVAL_RULE,
+            crd::fixed::CHECKPOINT_INTERVAL,
+        ),
+        (&protocol_rules, crd::fixed::LOG_WINDOW_RULE, crd::fixed::LOG_WINDOW),
+        (
+            &detection_rules,
+            crd::fixed::QUARANTINE_DURATION_RULE,
+            crd::fixed::QUARANTINE_DURATION,
+        ),
+    ] {
+        assert!(rule.contains("oldSelf"), "{rule} is a transition rule");
+        assert!(
+            rules.contains(&(rule.to_string(), message.to_string())),
+            "{rule} not in {rules:?}"
+        );
+    }
+    assert!(
+        protocol_rules
+            .iter()
+            .any(|(rule, _)| rule == "self.signatureAlgorithm == oldSelf.signatureAlgorithm"),
+        "{protocol_rules:?}"
+    );
+    assert_eq!(
+        protocol["properties"]["checkpointInterval"]["maximum"].as_f64(),
+        Some(2048.0)
+    );
+    assert_eq!(protocol["properties"]["logWindow"]["maximum"].as_f64(), Some(4096.0));
+}
+
+/// The parameters that shape the replicated state (or how a replica judges a message) are fixed at creation: the
+/// schema refuses changing them in place, and `validate_update` (the local platform) refuses the same with the
+/// same message; what may change in place still does.
+#[test]
+fn parameters_fixed_at_creation_cannot_change_in_place() {
+    let old = drill();
+    let old_spec = || serde_json::from_value::<ByzantineCluster>(old.clone()).unwrap().spec;
+    type Change = fn(&mut Value);
+    let changes: [(&str, Change, &str); 6] = [
+        (
+            "checkpointInterval",
+            |o| o["spec"]["protocol"]["checkpointInterval"] = json!(50),
+            crd::fixed::CHECKPOINT_INTERVAL,
+        ),
+        (
+            "quarantineDurationMs",
+            |o| o["spec"]["detection"]["quarantineDurationMs"] = json!(60_000),
+            crd::fixed::QUARANTINE_DURATION,
+        ),
+        (
+            "logWindow given",
+            |o| o["spec"]["protocol"]["logWindow"] = json!(1_000),
+            crd::fixed::LOG_WINDOW,
+        ),
+        (
+            "replicas",
+            |o| {
+                o["spec"]["replicas"] = json!(10);
+                o["spec"]["protocol"]["verificationThreshold"] = json!(7);
+            },
+            "replicas cannot change after creation",
+        ),
+        (
+            "genesis",
+            |o| o["spec"]["genesis"]["generatedAccounts"]["count"] = json!(10),
+            "genesis cannot change after creation",
+        ),
+        (
+            // The window follows the interval when left out: changing the interval changes it too.
+            "checkpointInterval with the window following it",
+            |o| o["spec"]["protocol"]["checkpointInterval"] = json!(200),
+            crd::fixed::LOG_WINDOW,
+        ),
+    ];
+    for (what, change, message) in changes {
+        let mut new = old.clone();
+        change(&mut new);
+        let refused = refusals(&new, Some(&old));
+        assert!(refused.iter().any(|m| m.contains(message)), "{what}: {refused:?}");
+        // As a fresh cluster it is valid: only the change is refused.
+        assert_eq!(refusals(&new, None), Vec::<String>::new(), "{what}");
+        let new_spec = serde_json::from_value::<ByzantineCluster>(new).unwrap().spec;
+        assert_eq!(new_spec.validate(), Ok(()), "{what}");
+        let error = new_spec.validate_update(&old_spec()).unwrap_err().to_string();
+        assert!(error.contains(message), "{what}: {error}");
+    }
+
+    // Writing out the window the interval already gives changes nothing, and is taken.
+    let mut new = old.clone();
+    new["spec"]["protocol"]["logWindow"] = json!(200);
+    assert_eq!(refusals(&new, Some(&old)), Vec::<String>::new());
+    let new_spec = serde_json::from_value::<ByzantineCluster>(new).unwrap().spec;
+    assert_eq!(new_spec.validate_update(&old_spec()), Ok(()));
+
+    // What is local to each replica, or the operator's own, may change in place.
+    let mut new = old.clone();
+    new["spec"]["protocol"]["viewChangeTimeoutMs"] = json!(8000);
+    new["spec"]["protocol"]["maxConcurrentRequests"] = json!(500);
+    new["spec"]["detection"]["enabled"] = json!(false);
+    new["spec"]["faultDrills"]["allowed"] = json!(false);
+    new["spec"]["replacement"]["mode"] = json!("Supervised");
+    new["spec"]["image"] = json!("bft-replica:next");
+    assert_eq!(refusals(&new, Some(&old)), Vec::<String>::new());
+    let new_spec = serde_json::from_value::<ByzantineCluster>(new).unwrap().spec;
+    assert_eq!(new_spec.validate_update(&old_spec()), Ok(()));
+}
+
+#[test]
+fn bounds_keep_the_log_within_memory() {
+    let with = |interval: u64, window: Option<u64>| {
+        let mut object = drill();
+        object["spec"]["protocol"]["checkpointInterval"] = json!(interval);
+        if let Some(window) = window {
+            object["spec"]["protocol"]["logWindow"] = json!(window);
+        }
+        serde_json::from_value::<ByzantineCluster>(object).unwrap().spec
+    };
+    // The example: an interval of 1,000,000 would keep up to 2,000,000 slots in memory.
+    for (interval, window, message) in [
+        (
+            1_000_000,
+            None,
+            "protocol.checkpointInterval must be between 1 and 2048, got 1000000",
+        ),
+        (
+            2_049,
+            None,
+            "protocol.checkpointInterval must be between 1 and 2048, got 2049",
+        ),
+        (
+            100,
+            Some(4_097),
+            "protocol.logWindow must be between 4 and 4096, got 4097",
+        ),
+    ] {
+        let error = with(interval, window).validate().unwrap_err().to_string();
+        assert!(error.contains(message), "{error}");
+    }
+    let largest = with(2_048, None);
+    assert_eq!(largest.validate(), Ok(()));
+    assert_eq!(largest.params().log_window, 4_096);
+    assert_eq!(largest.params().validate(), Ok(()));
 }
 
 #[test]

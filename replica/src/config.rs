@@ -36,6 +36,16 @@ pub enum ConfigError {
         min: u64,
         max: u64,
     },
+    #[error(
+        "log_window x max_batch_size = {log_window} x {max_batch_size} = {transfers} transfers, more than the log may hold \
+         ({max}: about 864 MiB of memory at 432 bytes a transfer); lower log_window (and checkpoint_interval) or max_batch_size"
+    )]
+    LogTooLarge {
+        log_window: u64,
+        max_batch_size: u64,
+        transfers: u64,
+        max: u64,
+    },
     #[error("this replica's id {0} is not a member")]
     NotAMember(ReplicaId),
     #[error("this replica's key does not match the public key of member {0} in the membership")]
@@ -97,6 +107,18 @@ impl Membership {
         self.members.iter().map(|m| m.id)
     }
 }
+
+/// The largest checkpoint interval: the log holds up to two intervals of slots above the stable checkpoint.
+pub const CHECKPOINT_INTERVAL_MAX: u64 = 2_048;
+/// The largest log window (PBFT's L): how many sequence numbers above the stable checkpoint a replica holds.
+pub const LOG_WINDOW_MAX: u64 = 4_096;
+/// The most transfers the log may hold, `log_window` × `max_batch_size`: at `LOG_BYTES_PER_TRANSFER` each, about
+/// 864 MiB (906 MB) of a replica's memory, the votes aside (at most 4N signed votes of 120 bytes a slot: 126 MB
+/// more for 4,096 slots at N = 64). The defaults (window 200, batches of 512) hold 102,400 transfers: 44 MB.
+pub const LOG_TRANSFERS_MAX: u64 = 2_097_152;
+/// What one batched transfer costs in the log: a `SignedTransfer` is 144 bytes, and a slot holds its batch up to
+/// three times (the PRE-PREPARE, and copies in its prepared and its committed certificates).
+pub const LOG_BYTES_PER_TRANSFER: u64 = 3 * 144;
 
 /// Protocol parameters. The defaults are those of the reference drill; a configuration names only what it changes.
 /// A configuration that leaves out `log_window` gets `Params::log_window_for` its checkpoint interval, so raising
@@ -214,17 +236,32 @@ impl Params {
             }
             Ok(())
         }
-        range("checkpoint_interval", self.checkpoint_interval, 1, 1_000_000)?;
+        // Bounded by what memory holds: see `LOG_TRANSFERS_MAX`.
+        range(
+            "checkpoint_interval",
+            self.checkpoint_interval,
+            1,
+            CHECKPOINT_INTERVAL_MAX,
+        )?;
         range(
             "log_window",
             self.log_window,
             self.checkpoint_interval.max(1) * 2,
-            10_000_000,
+            LOG_WINDOW_MAX,
         )?;
         range("view_change_timeout_ms", self.view_change_timeout_ms, 10, 3_600_000)?;
         range("view_change_backoff_max", self.view_change_backoff_max as u64, 0, 20)?;
         range("status_interval_ms", self.status_interval_ms, 1, 3_600_000)?;
         range("max_batch_size", self.max_batch_size as u64, 1, 65_536)?;
+        let transfers = self.log_window.saturating_mul(self.max_batch_size as u64);
+        if transfers > LOG_TRANSFERS_MAX {
+            return Err(ConfigError::LogTooLarge {
+                log_window: self.log_window,
+                max_batch_size: self.max_batch_size as u64,
+                transfers,
+                max: LOG_TRANSFERS_MAX,
+            });
+        }
         range("max_inflight_batches", self.max_inflight_batches, 1, self.log_window)?;
         range(
             "max_concurrent_requests",
@@ -326,8 +363,8 @@ mod tests {
         // The pipeline depth bounds it from below: an interval of 1 alone would give a window of 2 < 4 batches.
         let p = parse(r#"{"checkpoint_interval": 1}"#);
         assert_eq!((p.log_window, p.validate()), (4, Ok(())));
-        let p = parse(r#"{"checkpoint_interval": 1000000}"#);
-        assert_eq!((p.log_window, p.validate()), (2_000_000, Ok(())));
+        let p = parse(r#"{"checkpoint_interval": 2048}"#);
+        assert_eq!((p.log_window, p.validate()), (4_096, Ok(())));
         // Given, it is taken as given, and checked.
         let p = parse(r#"{"checkpoint_interval": 500, "log_window": 5000}"#);
         assert_eq!(p.log_window, 5000);
@@ -354,6 +391,67 @@ mod tests {
                 name: "checkpoint_interval",
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn what_the_log_may_hold_is_bounded_by_memory() {
+        // The figure in `LOG_TRANSFERS_MAX` and the README: 144 bytes a transfer, 120 a signed vote.
+        assert_eq!(std::mem::size_of::<crate::ledger::SignedTransfer>(), 144);
+        assert_eq!(
+            std::mem::size_of::<crate::messages::Signed<crate::messages::Prepare>>(),
+            120
+        );
+        assert_eq!(LOG_TRANSFERS_MAX * LOG_BYTES_PER_TRANSFER, 864 << 20);
+        let with = |checkpoint_interval: u64, log_window: u64, max_batch_size: usize| Params {
+            checkpoint_interval,
+            log_window,
+            max_batch_size,
+            ..Params::default()
+        };
+        // The largest of each, with the default batch, is just within the bound.
+        assert_eq!(with(CHECKPOINT_INTERVAL_MAX, LOG_WINDOW_MAX, 512).validate(), Ok(()));
+        assert_eq!(
+            Params::default()
+                .with_checkpoint_interval(CHECKPOINT_INTERVAL_MAX)
+                .validate(),
+            Ok(())
+        );
+        // An interval of 1,000,000 (2,000,000 slots) is refused, and so is one past the bound.
+        for interval in [CHECKPOINT_INTERVAL_MAX + 1, 1_000_000] {
+            let error = Params::default()
+                .with_checkpoint_interval(interval)
+                .validate()
+                .unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("checkpoint_interval must be between 1 and 2048, got {interval}")
+            );
+        }
+        let error = with(100, LOG_WINDOW_MAX + 1, 512).validate().unwrap_err();
+        assert_eq!(error.to_string(), "log_window must be between 200 and 4096, got 4097");
+        // A window within its bound still may not hold more transfers than memory does.
+        let error = with(100, 4_096, 1_024).validate().unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::LogTooLarge {
+                log_window: 4_096,
+                max_batch_size: 1_024,
+                transfers: 4_194_304,
+                max: LOG_TRANSFERS_MAX
+            }
+        );
+        assert!(
+            error.to_string().starts_with(
+                "log_window x max_batch_size = 4096 x 1024 = 4194304 transfers, more than the log may hold (2097152"
+            ),
+            "{error}"
+        );
+        assert_eq!(with(100, 2_048, 1_024).validate(), Ok(()));
+        assert_eq!(with(4, 32, 65_536).validate(), Ok(()));
+        assert!(matches!(
+            with(4, 33, 65_536).validate(),
+            Err(ConfigError::LogTooLarge { .. })
         ));
     }
 }

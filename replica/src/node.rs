@@ -320,7 +320,7 @@ pub async fn run(
         });
     }
     tracing::info!(id = config.id, listen = %config.listen, metrics = ?config.metrics_listen, "replica serving");
-    let server = tonic::transport::Server::builder()
+    let server = grpc_server()
         .add_service(health_service)
         .add_service(
             proto::replica_server::ReplicaServer::new(service)
@@ -345,6 +345,40 @@ pub async fn run(
 
 /// How long a stopping replica lets open calls finish.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Calls one connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). tonic sets no limit by
+/// default (hyper's own default is 200); a peer link or a load generator uses a few streams, and a client with
+/// more calls than this waits for one to end.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+
+/// Streams a client may have reset before the server accepted them, at once, before it loses its connection (GOAWAY
+/// ENHANCE_YOUR_CALM "too_many_resets"): the HTTP/2 rapid-reset protection (CVE-2023-44487).
+///
+/// h2 (0.4.20) counts only resets of streams still in its accept queue, and the count falls again as the queue
+/// is drained: a call the server accepted, is answering or has answered may be cancelled without limit. Its
+/// default of 20 is what cut well-behaved clients under faults: while a replica stalls (paused, starved of CPU,
+/// or behind a partition) a client's calls time out and it cancels them, and the HEADERS and RST_STREAM of all of
+/// them reach the replica together once it runs again (a paused process finds them in its socket buffer, a healed
+/// partition delivers them in a burst), before it accepted any. 21 calls cancelled in one stall lost the
+/// connection. 1,024, as many calls as a connection may have open at once, lets a client have all of them
+/// cancelled unseen in one stall (500 cancelled calls arriving at once, four times over, keep their connection
+/// in `replica/tests/http2.rs`); a flood (thousands of HEADERS each followed by RST_STREAM, far faster than the
+/// server accepts them) passes it within its first 1,025 streams and loses its connection (the same test). What
+/// the queue can hold stays bounded: 1,024 streams whose headers are at most 16 KiB each.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 1_024;
+
+/// Streams the server may reset because the client broke the protocol, over a connection's life, before it sends
+/// GOAWAY "too_many_internal_resets" (RUSTSEC-2024-0003). hyper's default, which tonic replaces with no limit at
+/// all unless it is given: a client's own cancellations never count here, only its protocol errors.
+pub const MAX_LOCAL_ERROR_RESETS: usize = 1_024;
+
+/// The gRPC server of a replica, with the HTTP/2 limits above.
+pub fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+}
 
 /// The most commands stepped before their outputs are persisted and sent together.
 const GROUP_MAX: usize = 512;

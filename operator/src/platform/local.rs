@@ -4,7 +4,9 @@
 //! - `replica-<id>.key` (PKCS#8 PEM, mode 0600; created once, deleted when the member is fenced),
 //!   `replica-<id>.json` (its configuration), `replica-<id>/` (its data), `replica-<id>.log`, `replica-<id>.pid`;
 //! - `accounts.json` (generated genesis accounts' keys: test material), `admin.key` (signs reconfigurations);
-//! - `status.json` (the ByzantineCluster's status, written whenever it changes), `events.jsonl`, `handled.json`.
+//! - `status.json` (the ByzantineCluster's status, written whenever it changes), `events.jsonl`, `handled.json`;
+//! - `spec.json` (the spec in force: what the API server stores on Kubernetes; an edit of FILE that changes what
+//!   is fixed at creation is refused against it, also across restarts of the operator).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -407,6 +409,29 @@ impl Platform for LocalPlatform {
     }
 }
 
+/// Takes up `spec` for the cluster in `dir` unless it changes what the spec recorded there (`spec.json`) fixed at
+/// creation, as the schema's transition rules do on Kubernetes; records it when taken up.
+pub fn accept_spec(dir: &Path, spec: &ByzantineClusterSpec) -> Result<(), String> {
+    let path = dir.join("spec.json");
+    let recorded = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let text = serde_json::to_string_pretty(spec).expect("serialisable");
+    if let Some(recorded) = &recorded {
+        let old: ByzantineClusterSpec = serde_json::from_str(recorded)
+            .map_err(|e| format!("{}: not a ByzantineCluster spec: {e}", path.display()))?;
+        spec.validate_update(&old)
+            .map_err(|e| format!("{e} (the cluster in {} runs with {})", dir.display(), path.display()))?;
+        if *recorded == text {
+            return Ok(());
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write_atomic(&path, text.as_bytes()).map_err(|e| e.to_string())
+}
+
 /// How often the local loop polls the replicas when nothing is in progress.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How soon the next step runs when one is in progress.
@@ -425,14 +450,15 @@ pub async fn run(
         crate::crd::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
     };
     let first = read(file)?;
+    // A change made while the operator was stopped is refused like one made while it runs.
+    accept_spec(dir, &first.spec).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut platform = LocalPlatform::new(dir, binary, first.spec.clone()).map_err(|e| e.to_string())?;
     let mut status = platform.recorded_status().map_err(|e| e.to_string())?;
-    let mut spec = first.spec;
     tokio::pin!(shutdown);
     let outcome = loop {
         // An edited file is taken up, unless its change is one the schema would refuse.
         let next = match read(file) {
-            Ok(cluster) => match cluster.spec.validate_update(&spec) {
+            Ok(cluster) => match accept_spec(dir, &cluster.spec) {
                 Ok(()) => {
                     let a = cluster.metadata.annotations.clone().unwrap_or_default();
                     let requests = crate::plan::Requests {
@@ -441,7 +467,7 @@ pub async fn run(
                         inject_fault: a.get(crate::crd::annotations::INJECT_FAULT).cloned(),
                         handled: platform.handled(),
                     };
-                    spec = cluster.spec;
+                    let spec = cluster.spec;
                     platform.set_spec(spec.clone());
                     let pass = super::reconcile(
                         &platform,
@@ -483,4 +509,54 @@ pub async fn run(
     let stopped = platform.stop_all(Duration::from_secs(5)).map_err(|e| e.to_string())?;
     tracing::info!(stopped, "members stopped");
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ByzantineClusterSpec {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/drill.yaml")).unwrap();
+        crate::crd::from_yaml(&text).unwrap().spec
+    }
+
+    fn dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bft-local-spec-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_recorded_spec_refuses_a_change_of_what_is_fixed_at_creation() {
+        let dir = dir("fixed");
+        let created = spec();
+        assert_eq!(accept_spec(&dir, &created), Ok(()));
+        assert!(dir.join("spec.json").exists());
+
+        // What may change is taken up and recorded.
+        let mut edited = created.clone();
+        edited.protocol.view_change_timeout_ms = 8_000;
+        edited.detection.enabled = false;
+        assert_eq!(accept_spec(&dir, &edited), Ok(()));
+
+        // What is part of the replicated state is refused against the recorded spec: as an operator restarted
+        // with an edited file finds it.
+        let mut interval = edited.clone();
+        interval.protocol.checkpoint_interval += 1;
+        let mut quarantine = edited.clone();
+        quarantine.detection.quarantine_duration_ms += 1_000;
+        for (changed, message) in [
+            (&interval, crate::crd::fixed::CHECKPOINT_INTERVAL),
+            (&quarantine, crate::crd::fixed::QUARANTINE_DURATION),
+        ] {
+            let error = accept_spec(&dir, changed).unwrap_err();
+            assert!(error.contains(message), "{error}");
+            assert!(error.contains("spec.json"), "{error}");
+        }
+        let recorded: ByzantineClusterSpec =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("spec.json")).unwrap()).unwrap();
+        assert_eq!(recorded, edited);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
