@@ -80,7 +80,7 @@ impl Behaviour {
             Behaviour::DoubleSpend => (Fault::DoubleSpend, 1.0),
             Behaviour::Censor => (Fault::Censorship, 1.0),
             Behaviour::Silent => (Fault::Silence, 1.0),
-            Behaviour::BackupProposal => (Fault::BackupProposal, 1.0),
+            Behaviour::BackupProposal => (Fault::BackupProposal, 0.3),
             Behaviour::Depose => (Fault::Depose, 1.0),
             Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
@@ -537,11 +537,13 @@ impl Sim {
             Some(_) | None => Phase::Over,
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
+        let mut scenario_member = None;
         if let Some(member) = config.scenario.and_then(|s| s.byzantine_member())
             && config.pinned.is_empty()
         {
             config.pinned.push(member);
             config.byzantine = 1;
+            scenario_member = Some(member.0);
         }
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let spares = usize::from(config.reconfigure);
@@ -633,7 +635,12 @@ impl Sim {
                     incarnation: 0,
                     behaviour: byzantine.get(&id).copied(),
                     seen: Vec::new(),
-                    saboteur: byzantine.get(&id).and_then(|b| b.drill()).map(|drill| {
+                    saboteur: byzantine.get(&id).and_then(|b| b.drill()).map(|mut drill| {
+                        // The member a scenario plays acts at every chance: the scenario is there to play its move
+                        // (once in 200 seeds a backup-proposal member's few proposals all came too late to prove it).
+                        if scenario_member == Some(id) {
+                            drill.probability = 1.0;
+                        }
                         let accomplice = Accomplice {
                             key: accomplice.clone(),
                             payee: clients[0].key.public(),
@@ -906,7 +913,10 @@ impl Sim {
                     self.outcome.catch_up_ms = None;
                 }
                 self.healed = true;
-                // The schedule ends with the chaos window, however far it got.
+                // The schedule ends with the chaos window, however far it got; the lone suspicion's cut ends there.
+                if self.phase == Phase::SuspecterCutOff {
+                    self.advance_phase(Phase::Over);
+                }
                 self.phase = Phase::Over;
                 self.partition = None;
                 for index in 0..self.replicas.len() {

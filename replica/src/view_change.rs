@@ -307,6 +307,16 @@ impl Replica {
 
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) -> Result<(), Rejection> {
         let view = nv.body.view;
+        // One the verifier let through on the previous membership's word (`new_view_of_either_epoch`) only tells a
+        // new member the view the cluster works in: it may propose nothing of this epoch. Else a member removed by
+        // the reconfiguration, primary of a view under the old membership, proposed in the new epoch (the
+        // simulator saw it, N = 4, seed 30280).
+        let epoch_started_at = self.governance.epoch_started_at.unwrap_or(0);
+        if nv.from != self.membership.primary(view)
+            && nv.body.pre_prepares.iter().any(|pp| pp.body.seq > epoch_started_at)
+        {
+            return Err(Rejection::NotFromPrimary("new-view"));
+        }
         if let Some(vc) = nv.body.view_changes.iter().find(|vc| self.is_withdrawn(vc)) {
             return Err(Rejection::Withdrawn(vc.from));
         }
