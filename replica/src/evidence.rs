@@ -13,12 +13,18 @@ use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
 use crate::messages::{
-    Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed, StateTransfer,
+    Checkpoint, CheckpointCert, MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, ReplicaId, Reply, Seq, Signable,
+    Signed, StateTransfer,
 };
 use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
 pub const MAX_EVIDENCE_REPLIES: usize = 64;
+
+/// The largest evidence made of NEW-VIEWs a replica puts to consensus (encoded): it travels inside a proposal, which
+/// must stay below `MAX_MESSAGE_BYTES` with the rest of its batch. NEW-VIEWs are small unless they re-propose many
+/// full batches; larger ones are refused all the same, only not proven.
+pub const MAX_NEW_VIEW_EVIDENCE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
 
 // Evidence is rare and short-lived: its variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -49,6 +55,16 @@ pub enum Evidence {
     /// sends one, since it cuts both from one snapshot (`ledger::Manifest::check_chunk`). Whole, as signed: the
     /// signature covers the chunk (at most `STATE_CHUNK_BYTES`).
     BadStateChunk { transfer: Signed<StateTransfer> },
+    /// Two different NEW-VIEWs the primary of their view signed for it. An honest primary makes one NEW-VIEW per
+    /// view and installs it at once; two let it lead different replicas into one view on different terms.
+    ConflictingNewViews {
+        first: Signed<NewView>,
+        second: Signed<NewView>,
+    },
+    /// A NEW-VIEW the primary of its view signed on fewer than a quorum of distinct valid VIEW-CHANGEs for that
+    /// view: an honest primary waits for a quorum, since only a quorum is sure to carry every batch that may have
+    /// committed. Anyone holding the membership can count them.
+    NewViewWithoutQuorum { new_view: Signed<NewView> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +131,34 @@ impl Evidence {
             .map(|_| evidence)
     }
 
+    /// The proof two NEW-VIEWs for one view make, the one the replica installed first and one it refused as
+    /// conflicting with it, if they do (checked here with the epoch, like every proof that leaves).
+    pub fn of_conflicting_new_views(
+        replica: &Replica,
+        first: Signed<NewView>,
+        second: Signed<NewView>,
+    ) -> Option<Evidence> {
+        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+        Evidence::ConflictingNewViews { first, second }.proving(replica.membership(), epoch_started_at)
+    }
+
+    /// The proof a refused NEW-VIEW makes if its primary signed it on fewer than a quorum of valid VIEW-CHANGEs.
+    /// Whoever relayed it: the check is of the primary's own signature, so a spoiled one proves nothing.
+    pub fn of_refused_new_view(
+        membership: &Membership,
+        epoch_started_at: Seq,
+        new_view: Signed<NewView>,
+    ) -> Option<Evidence> {
+        Evidence::NewViewWithoutQuorum { new_view }.proving(membership, epoch_started_at)
+    }
+
+    /// This evidence, if it proves something and is small enough to put to consensus.
+    fn proving(self, membership: &Membership, epoch_started_at: Seq) -> Option<Evidence> {
+        self.verify(membership, epoch_started_at).ok()?;
+        let size = postcard::to_allocvec(&self).map_or(usize::MAX, |bytes| bytes.len());
+        (size <= MAX_NEW_VIEW_EVIDENCE_BYTES).then_some(self)
+    }
+
     /// The member the evidence names, before it is checked (`verify` says whether it proves anything).
     pub fn named(&self) -> ReplicaId {
         match self {
@@ -123,6 +167,8 @@ impl Evidence {
             Evidence::DivergentCheckpoint { checkpoint, .. } => checkpoint.from,
             Evidence::DivergentReply { member, .. } => *member,
             Evidence::BadStateChunk { transfer } => transfer.from,
+            Evidence::ConflictingNewViews { second, .. } => second.from,
+            Evidence::NewViewWithoutQuorum { new_view } => new_view.from,
         }
     }
 
@@ -234,6 +280,36 @@ impl Evidence {
                     Err(_) => Ok((transfer.from, FaultType::DivergentExecution)),
                 }
             }
+            Evidence::ConflictingNewViews { first, second } => {
+                let view = second.body.view;
+                if first.from != second.from || first.body.view != view || first.body == second.body {
+                    return Err(EvidenceError::ProvesNothing(
+                        "not two different NEW-VIEWs of one member for one view".into(),
+                    ));
+                }
+                for new_view in [first, second] {
+                    new_view_of_this_epoch(membership, epoch_started_at, new_view)?;
+                }
+                Ok((second.from, FaultType::Equivocation))
+            }
+            Evidence::NewViewWithoutQuorum { new_view } => {
+                new_view_of_this_epoch(membership, epoch_started_at, new_view)?;
+                let view = new_view.body.view;
+                let valid: BTreeSet<ReplicaId> = new_view
+                    .body
+                    .view_changes
+                    .iter()
+                    .filter(|vc| vc.body.new_view == view && genuine(membership, *vc).is_ok())
+                    .map(|vc| vc.from)
+                    .collect();
+                if valid.len() >= membership.quorum() {
+                    return Err(EvidenceError::ProvesNothing(format!(
+                        "the NEW-VIEW holds {} valid VIEW-CHANGEs, a quorum",
+                        valid.len()
+                    )));
+                }
+                Ok((new_view.from, FaultType::ProtocolViolation))
+            }
         }
     }
 
@@ -257,6 +333,32 @@ impl Evidence {
             })
             .collect())
     }
+}
+
+/// A NEW-VIEW signed by the primary its view has in `membership`, made in the epoch that began after
+/// `epoch_started_at`: one whose VIEW-CHANGEs all start from a checkpoint below the epoch's first was made by an earlier
+/// membership (a member sends its VIEW-CHANGE in an epoch only once that epoch's first checkpoint is stable), under
+/// which another member may have been that view's primary, with another quorum. The VIEW-CHANGEs' checkpoints are
+/// what the primary signed: a relay cannot move them.
+fn new_view_of_this_epoch(
+    membership: &Membership,
+    epoch_started_at: Seq,
+    new_view: &Signed<NewView>,
+) -> Result<(), EvidenceError> {
+    let view = new_view.body.view;
+    let starts_at = new_view.body.view_changes.iter().map(|vc| vc.body.checkpoint.seq).max();
+    if epoch_started_at > 0 && starts_at.is_none_or(|seq| seq < epoch_started_at) {
+        return Err(EvidenceError::ProvesNothing(format!(
+            "the NEW-VIEW for view {view} starts below sequence {epoch_started_at}: an earlier membership's"
+        )));
+    }
+    if new_view.from != membership.primary(view) {
+        return Err(EvidenceError::ProvesNothing(format!(
+            "member {} is not the primary of view {view}",
+            new_view.from
+        )));
+    }
+    genuine(membership, new_view)
 }
 
 /// (member, sequence, transfer) for each member whose signed reply contradicts F+1 others' for that transfer.

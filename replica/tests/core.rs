@@ -203,8 +203,12 @@ impl Cluster {
                 Output::Event(event) => {
                     // A host's verifier checks against the membership its core has in force.
                     if let Event::EpochStarted { .. } = event {
-                        let membership = self.replicas[id as usize - 1].membership().clone();
-                        self.verifiers[id as usize - 1].shared_membership().set(membership);
+                        let core = &self.replicas[id as usize - 1];
+                        let epoch_started_at = core.governance().epoch_started_at.unwrap_or(0);
+                        let membership = core.membership().clone();
+                        self.verifiers[id as usize - 1]
+                            .shared_membership()
+                            .set(membership, epoch_started_at);
                     }
                     self.events.push((id, event))
                 }
