@@ -41,12 +41,14 @@ fn relayable(kind: &str) -> bool {
 /// Where a peer's message was refused, and what is left of it there.
 pub enum Refusal<'a> {
     /// By the stateless verifier, which hands the message back whole, with the member whose stream carried it, and
-    /// the membership it checked against (in force after `epoch_started_at`): what proof is checked against.
+    /// the membership it checked against (in force after `epoch_started_at`, the replica having executed up to
+    /// `executed`): what proof is checked against.
     Verification {
         message: Message,
         carrier: ReplicaId,
         membership: &'a Membership,
         epoch_started_at: Seq,
+        executed: Seq,
     },
     /// By the core, which consumed the message: its header (`Evidence::header`), and the core, which knows what
     /// the sender signed before for the slot.
@@ -89,9 +91,10 @@ pub fn observation_of_refusal(
                 message: Message::NewView(new_view),
                 membership,
                 epoch_started_at,
+                executed,
                 ..
             },
-        ) => Evidence::of_refused_new_view(membership, epoch_started_at, new_view),
+        ) => Evidence::of_refused_new_view(membership, epoch_started_at, executed, new_view),
         // A second, different NEW-VIEW from the primary of a view this replica installed: the core keeps both.
         (Rejection::Equivocation, Refusal::Core { header: None, replica }) if summary.kind == "new_view" => replica
             .conflicting_new_views()
@@ -384,6 +387,7 @@ mod tests {
             carrier,
             membership: &membership,
             epoch_started_at: 0,
+            executed: 0,
         };
         observation_of_refusal(&summary, &rejection, refusal)
     }
@@ -412,6 +416,7 @@ mod tests {
             carrier: 2,
             membership: &membership,
             epoch_started_at: 0,
+            executed: 0,
         };
         let duplicate = observation_of_refusal(&summary, &Rejection::Duplicate, refusal);
         assert_eq!(duplicate, None, "an honest member sends duplicates too");
@@ -442,6 +447,7 @@ mod tests {
                 carrier,
                 membership: &membership,
                 epoch_started_at: 0,
+                executed: 0,
             };
             observation_of_refusal(&summary, &rejection, refusal).map(|o| (o.member, o.fault))
         };

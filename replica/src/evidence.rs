@@ -144,11 +144,25 @@ impl Evidence {
 
     /// The proof a refused NEW-VIEW makes if its primary signed it on fewer than a quorum of valid VIEW-CHANGEs.
     /// Whoever relayed it: the check is of the primary's own signature, so a spoiled one proves nothing.
+    ///
+    /// Only a NEW-VIEW whose VIEW-CHANGEs all start at or below `executed` (the last sequence number this replica
+    /// executed), so that it lies in the epoch this replica knows: a replica that has not reached a reconfiguration
+    /// yet may be shown a NEW-VIEW of the next membership, whose quorum is another (the simulator saw one framed).
+    /// Once ordered, the proof is checked again where it executes, by which point no later epoch can exist.
     pub fn of_refused_new_view(
         membership: &Membership,
         epoch_started_at: Seq,
+        executed: Seq,
         new_view: Signed<NewView>,
     ) -> Option<Evidence> {
+        if new_view
+            .body
+            .view_changes
+            .iter()
+            .any(|vc| vc.body.checkpoint.seq > executed)
+        {
+            return None;
+        }
         Evidence::NewViewWithoutQuorum { new_view }.proving(membership, epoch_started_at)
     }
 

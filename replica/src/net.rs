@@ -260,6 +260,7 @@ impl ReplicaRpc for Service {
                             carrier: peer,
                             membership: verifier.membership(),
                             epoch_started_at: verifier.epoch_started_at(),
+                            executed: verifier.executed(),
                         };
                         if let Some(observation) =
                             crate::detection::observation_of_refusal(&summary, &rejection, refusal)

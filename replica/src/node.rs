@@ -231,6 +231,7 @@ pub async fn run(
     let shared_membership = verifier.shared_membership();
     // After a restart in a later epoch: proof is checked in the epoch the replica is in.
     shared_membership.set(membership.clone(), replica.governance().epoch_started_at.unwrap_or(0));
+    shared_membership.executed_up_to(replica.last_executed());
     let make_verifier = move || verifier.sharing_cache();
     let (submits, submit_inbox) = mpsc::channel(65_536);
     tokio::spawn(crate::net::verify_submits(
@@ -498,6 +499,7 @@ impl Host {
             self.carry_out_one(output);
         }
         update_gauges(&self.replica, &self.links, &self.metrics, &mut self.counted);
+        self.shared_membership.executed_up_to(self.replica.last_executed());
         // Forget clients that gave up waiting.
         if self.waiting.len() > 4 * GROUP_MAX {
             self.waiting.retain(|_, waiters| {

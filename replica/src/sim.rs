@@ -774,6 +774,7 @@ impl Sim {
             r.verifier
                 .shared_membership()
                 .set(core.membership().clone(), epoch_started_at);
+            r.verifier.shared_membership().executed_up_to(core.last_executed());
         }
     }
 
@@ -1027,6 +1028,7 @@ impl Sim {
                             carrier: from,
                             membership: verifier.membership(),
                             epoch_started_at: verifier.epoch_started_at(),
+                            executed: verifier.executed(),
                         };
                         if self.is_honest(index)
                             && let Some(observation) = observation_of_refusal(&summary, &rejection, refusal)
@@ -1071,6 +1073,15 @@ impl Sim {
                 }
                 self.count_rejection(index, &rejection)
             }
+        }
+        self.follow_execution(index);
+    }
+
+    /// A replica's verifier knows how far its core executed, as a process's does.
+    fn follow_execution(&mut self, index: usize) {
+        let r = &self.replicas[index];
+        if let Some(core) = &r.core {
+            r.verifier.shared_membership().executed_up_to(core.last_executed());
         }
     }
 

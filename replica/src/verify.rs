@@ -210,6 +210,8 @@ type CurrentAndPrevious = (Arc<Membership>, Option<Arc<Membership>>, Seq);
 pub struct SharedMembership {
     current: Arc<std::sync::RwLock<CurrentAndPrevious>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The last sequence number the replica executed, as its host last said (`executed_up_to`).
+    executed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedMembership {
@@ -217,6 +219,7 @@ impl SharedMembership {
         SharedMembership {
             current: Arc::new(std::sync::RwLock::new((Arc::new(membership), None, 0))),
             generation: Arc::default(),
+            executed: Arc::default(),
         }
     }
 
@@ -233,6 +236,12 @@ impl SharedMembership {
 
     pub fn get(&self) -> Arc<Membership> {
         self.current.read().expect("no panic while holding the lock").0.clone()
+    }
+
+    /// The host says how far its replica executed, after each step: proof from a refused message is drawn only
+    /// from what lies in that span of the epoch (what lies above may be a later membership's, unknown here yet).
+    pub fn executed_up_to(&self, seq: Seq) {
+        self.executed.store(seq, std::sync::atomic::Ordering::Release);
     }
 
     /// The membership in force and the sequence number after which it took effect, read together.
@@ -323,6 +332,11 @@ impl Verifier {
     /// of what a refused message shows is checked in (`Evidence::verify`).
     pub fn epoch_started_at(&self) -> Seq {
         self.epoch_started_at
+    }
+
+    /// The last sequence number the replica executed, as its host last said (`SharedMembership::executed_up_to`).
+    pub fn executed(&self) -> Seq {
+        self.shared.executed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The handle through which a new epoch's membership reaches this verifier and those sharing its cache.
@@ -979,6 +993,7 @@ mod tests {
             carrier,
             membership: verifier.membership(),
             epoch_started_at: verifier.epoch_started_at(),
+            executed: verifier.executed(),
         };
         let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
         (rejection, observation)
@@ -1036,6 +1051,7 @@ mod tests {
             carrier: senders[0],
             membership: verifier.membership(),
             epoch_started_at: 0,
+            executed: 0,
         };
         let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
         assert_eq!(
