@@ -566,6 +566,112 @@ mod tests {
         ));
     }
 
+    /// Member `from`'s VIEW-CHANGE for view 1 from a checkpoint at `checkpoint_seq`.
+    fn view_change(keys: &[KeyPair], from: ReplicaId, checkpoint_seq: Seq) -> Signed<crate::messages::ViewChange> {
+        let body = crate::messages::ViewChange {
+            new_view: 1,
+            checkpoint: CheckpointCert {
+                seq: checkpoint_seq,
+                state_digest: Digest([3; 32]),
+                proof: Vec::new(),
+            },
+            prepared: Vec::new(),
+            revision: 0,
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    /// A NEW-VIEW for view 1 signed by `from` on the VIEW-CHANGEs of `senders`.
+    fn new_view(keys: &[KeyPair], from: ReplicaId, senders: &[ReplicaId], checkpoint_seq: Seq) -> Signed<NewView> {
+        let body = NewView {
+            view: 1,
+            view_changes: senders.iter().map(|id| view_change(keys, *id, checkpoint_seq)).collect(),
+            pre_prepares: Vec::new(),
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    #[test]
+    fn two_different_new_views_of_a_views_primary_prove_equivocation_and_nothing_else_does() {
+        let (membership, keys) = cluster();
+        // Member 2 is the primary of view 1.
+        let first = new_view(&keys, 2, &[1, 2, 3], 0);
+        let second = new_view(&keys, 2, &[2, 3, 4], 0);
+        let proof = Evidence::ConflictingNewViews {
+            first: first.clone(),
+            second: second.clone(),
+        };
+        assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::Equivocation)));
+        assert_eq!(proof.named(), 2);
+        let proves_nothing = |first: Signed<NewView>, second: Signed<NewView>, epoch_started_at: Seq| {
+            let evidence = Evidence::ConflictingNewViews { first, second };
+            matches!(
+                evidence.verify(&membership, epoch_started_at),
+                Err(EvidenceError::ProvesNothing(_))
+            )
+        };
+        assert!(proves_nothing(first.clone(), first.clone(), 0), "the same NEW-VIEW twice");
+        let mut other_view = second.clone();
+        other_view.body.view = 5;
+        let other_view = Signed::new(2, other_view.body, &keys[1]);
+        assert!(proves_nothing(first.clone(), other_view, 0), "another view");
+        // Member 3 is no primary of view 1: what it signs as a NEW-VIEW is refused, never its primary's doing.
+        let by_backup = (new_view(&keys, 3, &[1, 2, 3], 0), new_view(&keys, 3, &[2, 3, 4], 0));
+        assert!(proves_nothing(by_backup.0, by_backup.1, 0), "not the view's primary");
+        // Made before an epoch that began after sequence 10: another membership's view 1.
+        assert!(proves_nothing(first.clone(), second.clone(), 10), "an earlier epoch");
+        let later = (new_view(&keys, 2, &[1, 2, 3], 10), new_view(&keys, 2, &[2, 3, 4], 12));
+        assert_eq!(
+            Evidence::ConflictingNewViews {
+                first: later.0,
+                second: later.1
+            }
+            .verify(&membership, 10),
+            Ok((2, FaultType::Equivocation)),
+            "both of the epoch"
+        );
+        // A forged second NEW-VIEW (member 3's key in 2's name) is not the primary's.
+        let mut forged = new_view(&keys, 3, &[2, 3, 4], 0);
+        forged.from = 2;
+        let framed = Evidence::ConflictingNewViews { first, second: forged };
+        assert_eq!(framed.verify(&membership, 0), Err(EvidenceError::BadSignature(2)));
+    }
+
+    #[test]
+    fn a_new_view_on_fewer_than_a_quorum_of_valid_view_changes_proves_a_protocol_violation() {
+        let (membership, keys) = cluster();
+        let short = new_view(&keys, 2, &[2, 3], 0);
+        let proof = Evidence::NewViewWithoutQuorum { new_view: short.clone() };
+        assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::ProtocolViolation)));
+        let proves_nothing = |new_view: Signed<NewView>, epoch_started_at: Seq| {
+            let evidence = Evidence::NewViewWithoutQuorum { new_view };
+            matches!(
+                evidence.verify(&membership, epoch_started_at),
+                Err(EvidenceError::ProvesNothing(_))
+            )
+        };
+        assert!(proves_nothing(new_view(&keys, 2, &[1, 2, 3], 0), 0), "a quorum");
+        // The same VIEW-CHANGE twice counts once; one whose signature does not verify counts for nothing.
+        let mut twice = new_view(&keys, 2, &[2, 3], 0).body;
+        twice.view_changes.push(twice.view_changes[1].clone());
+        assert!(!proves_nothing(Signed::new(2, twice, &keys[1]), 0), "a duplicate");
+        let mut spoiled = new_view(&keys, 2, &[1, 2, 3], 0).body;
+        spoiled.view_changes[0].signature = spoiled.view_changes[0].signature.corrupted();
+        assert!(!proves_nothing(Signed::new(2, spoiled, &keys[1]), 0), "signed over a spoiled one");
+        assert!(proves_nothing(new_view(&keys, 3, &[2, 3], 0), 0), "not the view's primary");
+        assert!(proves_nothing(short.clone(), 10), "an earlier epoch's");
+        assert!(!proves_nothing(new_view(&keys, 2, &[2, 3], 10), 10), "this epoch's");
+        // The primary's own signature spoiled (by whoever relayed it): nothing is proven.
+        let mut forged = short;
+        forged.signature = forged.signature.corrupted();
+        let forged = Evidence::NewViewWithoutQuorum { new_view: forged };
+        assert_eq!(forged.verify(&membership, 0), Err(EvidenceError::BadSignature(2)));
+        // A refused NEW-VIEW reaching past what this replica executed may be a later membership's: no proof made.
+        let ahead = new_view(&keys, 2, &[2, 3], 20);
+        assert!(Evidence::of_refused_new_view(&membership, 0, 19, ahead.clone()).is_none());
+        assert!(Evidence::of_refused_new_view(&membership, 0, 20, ahead).is_some());
+    }
+
     fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {
         Evidence::of_replies(membership, replies).unwrap().remove(0)
     }

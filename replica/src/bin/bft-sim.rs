@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks), as ID=BEHAVIOUR;
+    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary), as ID=BEHAVIOUR;
     /// repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
