@@ -585,7 +585,10 @@ mod tests {
     fn new_view(keys: &[KeyPair], from: ReplicaId, senders: &[ReplicaId], checkpoint_seq: Seq) -> Signed<NewView> {
         let body = NewView {
             view: 1,
-            view_changes: senders.iter().map(|id| view_change(keys, *id, checkpoint_seq)).collect(),
+            view_changes: senders
+                .iter()
+                .map(|id| view_change(keys, *id, checkpoint_seq))
+                .collect(),
             pre_prepares: Vec::new(),
         };
         Signed::new(from, body, &keys[from as usize - 1])
@@ -610,7 +613,10 @@ mod tests {
                 Err(EvidenceError::ProvesNothing(_))
             )
         };
-        assert!(proves_nothing(first.clone(), first.clone(), 0), "the same NEW-VIEW twice");
+        assert!(
+            proves_nothing(first.clone(), first.clone(), 0),
+            "the same NEW-VIEW twice"
+        );
         let mut other_view = second.clone();
         other_view.body.view = 5;
         let other_view = Signed::new(2, other_view.body, &keys[1]);
@@ -641,7 +647,9 @@ mod tests {
     fn a_new_view_on_fewer_than_a_quorum_of_valid_view_changes_proves_a_protocol_violation() {
         let (membership, keys) = cluster();
         let short = new_view(&keys, 2, &[2, 3], 0);
-        let proof = Evidence::NewViewWithoutQuorum { new_view: short.clone() };
+        let proof = Evidence::NewViewWithoutQuorum {
+            new_view: short.clone(),
+        };
         assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::ProtocolViolation)));
         let proves_nothing = |new_view: Signed<NewView>, epoch_started_at: Seq| {
             let evidence = Evidence::NewViewWithoutQuorum { new_view };
@@ -657,8 +665,14 @@ mod tests {
         assert!(!proves_nothing(Signed::new(2, twice, &keys[1]), 0), "a duplicate");
         let mut spoiled = new_view(&keys, 2, &[1, 2, 3], 0).body;
         spoiled.view_changes[0].signature = spoiled.view_changes[0].signature.corrupted();
-        assert!(!proves_nothing(Signed::new(2, spoiled, &keys[1]), 0), "signed over a spoiled one");
-        assert!(proves_nothing(new_view(&keys, 3, &[2, 3], 0), 0), "not the view's primary");
+        assert!(
+            !proves_nothing(Signed::new(2, spoiled, &keys[1]), 0),
+            "signed over a spoiled one"
+        );
+        assert!(
+            proves_nothing(new_view(&keys, 3, &[2, 3], 0), 0),
+            "not the view's primary"
+        );
         assert!(proves_nothing(short.clone(), 10), "an earlier epoch's");
         assert!(!proves_nothing(new_view(&keys, 2, &[2, 3], 10), 10), "this epoch's");
         // The primary's own signature spoiled (by whoever relayed it): nothing is proven.
