@@ -868,6 +868,13 @@ impl Replica {
     fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) -> Result<(), Rejection> {
         let PrePrepare { view, seq, digest, .. } = pp.body;
         self.check_active_view(view)?;
+        // The same rule the certificates of a view change are checked by: a proposal accepted here must be one this
+        // replica can prove in a VIEW-CHANGE, or one backup's proposal stops the cluster for good. Checked before the
+        // watermarks, so a backup's proposal arriving late is refused as such, with its proof. Up to the next
+        // boundary the membership in force decides; above it, once that boundary has executed (see below).
+        if seq > self.governance.epoch_started_at.unwrap_or(0) && seq <= self.next_boundary() {
+            verify::check_proposer(&self.membership, &pp)?;
+        }
         self.check_watermarks(seq)?;
         if seq <= self.last_executed {
             return Err(Rejection::Duplicate);
@@ -898,9 +905,6 @@ impl Replica {
             }
             return Ok(());
         }
-        // The same rule the certificates of a view change are checked by: a proposal accepted here must be one this
-        // replica can prove in a VIEW-CHANGE, or one backup's proposal stops the cluster for good.
-        verify::check_proposer(&self.membership, &pp)?;
         let slot = self.log.entry(seq).or_default();
         if slot.view == view {
             if let Some(existing) = &slot.pre_prepare {

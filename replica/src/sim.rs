@@ -83,7 +83,7 @@ impl Behaviour {
             Behaviour::DoubleSpend => (Fault::DoubleSpend, 1.0),
             Behaviour::Censor => (Fault::Censorship, 1.0),
             Behaviour::Silent => (Fault::Silence, 1.0),
-            Behaviour::BackupProposal => (Fault::BackupProposal, 0.3),
+            Behaviour::BackupProposal => (Fault::BackupProposal, 1.0),
             Behaviour::Depose => (Fault::Depose, 1.0),
             Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),

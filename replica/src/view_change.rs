@@ -179,9 +179,14 @@ impl Replica {
             .range(self.stable.seq + 1..)
             .filter_map(|(_, slot)| slot.prepared.clone())
             .collect();
-        let revision = self.withdrawn.get(&self.id).map_or(0, |held| {
-            held.iter().filter(|(view, _)| *view == new_view).count() as u32
-        });
+        // Every VIEW-CHANGE it signed for this view, withdrawn or being withdrawn, has a lower revision.
+        let signed_before = self
+            .own_view_changes
+            .iter()
+            .chain(self.withdrawn.get(&self.id).into_iter().flatten())
+            .filter(|(view, _)| *view == new_view)
+            .count();
+        let revision = signed_before as u32;
         let vc = self.sign(ViewChange {
             new_view,
             checkpoint: self.stable.clone(),
@@ -685,6 +690,15 @@ impl Replica {
         // (the others may have moved on with it).
         let signed = self.sign(Rejoin { view, withdrawn });
         self.out.push(Output::Broadcast(Message::Rejoin(signed.clone())));
+        // Members that hold the withdrawal no longer count what it withdraws: should this replica leave the view
+        // again, it signs a new VIEW-CHANGE (of a higher revision) rather than stand on one they refuse.
+        if self
+            .view_changes
+            .get(&self.id)
+            .is_some_and(|vc| signed.body.withdrawn.contains(&(vc.body.new_view, view_change_id(vc))))
+        {
+            self.view_changes.remove(&self.id);
+        }
         self.rejoin = Some(Rejoining {
             signed,
             acks: BTreeSet::new(),
