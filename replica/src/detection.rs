@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::Membership;
 use crate::crypto::KeyPair;
 use crate::evidence::Evidence;
 use crate::governance::{Accusation, Decision, Operation};
 use crate::history::{
     EpochRecord, FaultType, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord,
 };
-use crate::messages::{Message, ReplicaId, Signed};
+use crate::messages::{Message, ReplicaId, Seq, Signed};
 use crate::replica::{Event, Replica, ViewChangeReason};
 use crate::verify::Rejection;
 
@@ -39,8 +40,16 @@ fn relayable(kind: &str) -> bool {
 
 /// Where a peer's message was refused, and what is left of it there.
 pub enum Refusal<'a> {
-    /// By the stateless verifier, which hands the message back whole, with the member whose stream carried it.
-    Verification { message: Message, carrier: ReplicaId },
+    /// By the stateless verifier, which hands the message back whole, with the member whose stream carried it, and
+    /// the membership it checked against (in force after `epoch_started_at`, the replica having executed up to
+    /// `executed`): what proof is checked against.
+    Verification {
+        message: Message,
+        carrier: ReplicaId,
+        membership: &'a Membership,
+        epoch_started_at: Seq,
+        executed: Seq,
+    },
     /// By the core, which consumed the message: its header (`Evidence::header`), and the core, which knows what
     /// the sender signed before for the slot.
     Core {
@@ -73,6 +82,23 @@ pub fn observation_of_refusal(
                 ..
             },
         ) => Some(Evidence::DoubleSpend { proposal }),
+        // A NEW-VIEW refused for what it holds (too few VIEW-CHANGEs, one whose signature does not verify): proof if
+        // its primary's own signature covers fewer than a quorum of valid ones, whoever relayed it. The verifier
+        // judged its content before that signature, so `of_refused_new_view` checks it.
+        (
+            Rejection::BadCertificate(_) | Rejection::BadRelayedSignature { .. },
+            Refusal::Verification {
+                message: Message::NewView(new_view),
+                membership,
+                epoch_started_at,
+                executed,
+                ..
+            },
+        ) => Evidence::of_refused_new_view(membership, epoch_started_at, executed, new_view),
+        // A second, different NEW-VIEW from the primary of a view this replica installed: the core keeps both.
+        (Rejection::Equivocation, Refusal::Core { header: None, replica }) if summary.kind == "new_view" => replica
+            .conflicting_new_views()
+            .and_then(|(first, second)| Evidence::of_conflicting_new_views(replica, first.clone(), second.clone())),
         (
             Rejection::Equivocation,
             Refusal::Core {
@@ -355,7 +381,15 @@ mod tests {
             from: signer,
         };
         let carrier = message.sender();
-        observation_of_refusal(&summary, &rejection, Refusal::Verification { message, carrier })
+        let membership = replica(1).0.membership().clone();
+        let refusal = Refusal::Verification {
+            message,
+            carrier,
+            membership: &membership,
+            epoch_started_at: 0,
+            executed: 0,
+        };
+        observation_of_refusal(&summary, &rejection, refusal)
     }
 
     fn accused(detected: &Detected) -> Option<(ReplicaId, u64, u64)> {
@@ -376,9 +410,13 @@ mod tests {
         // A signature by another member inside what the sender relays: not the sender's doing.
         assert_eq!(bad_signature(3, prepare(2)), None);
         let summary = MessageSummary::of(&prepare(2));
+        let membership = replica(1).0.membership().clone();
         let refusal = Refusal::Verification {
             message: prepare(2),
             carrier: 2,
+            membership: &membership,
+            epoch_started_at: 0,
+            executed: 0,
         };
         let duplicate = observation_of_refusal(&summary, &Rejection::Duplicate, refusal);
         assert_eq!(duplicate, None, "an honest member sends duplicates too");
@@ -402,10 +440,14 @@ mod tests {
             kind: summary.kind,
             from: 2,
         };
+        let membership = replica(1).0.membership().clone();
         let carried_by = |carrier| {
             let refusal = Refusal::Verification {
                 message: relayed.clone(),
                 carrier,
+                membership: &membership,
+                epoch_started_at: 0,
+                executed: 0,
             };
             observation_of_refusal(&summary, &rejection, refusal).map(|o| (o.member, o.fault))
         };

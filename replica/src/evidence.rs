@@ -13,12 +13,18 @@ use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
 use crate::messages::{
-    Checkpoint, CheckpointCert, Message, PrePrepare, ReplicaId, Reply, Seq, Signable, Signed, StateTransfer,
+    Checkpoint, CheckpointCert, MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, ReplicaId, Reply, Seq, Signable,
+    Signed, StateTransfer,
 };
 use crate::replica::Replica;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
 pub const MAX_EVIDENCE_REPLIES: usize = 64;
+
+/// The largest evidence made of NEW-VIEWs a replica puts to consensus (encoded): it travels inside a proposal, which
+/// must stay below `MAX_MESSAGE_BYTES` with the rest of its batch. NEW-VIEWs are small unless they re-propose many
+/// full batches; larger ones are refused all the same, only not proven.
+pub const MAX_NEW_VIEW_EVIDENCE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
 
 // Evidence is rare and short-lived: its variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -49,6 +55,16 @@ pub enum Evidence {
     /// sends one, since it cuts both from one snapshot (`ledger::Manifest::check_chunk`). Whole, as signed: the
     /// signature covers the chunk (at most `STATE_CHUNK_BYTES`).
     BadStateChunk { transfer: Signed<StateTransfer> },
+    /// Two different NEW-VIEWs the primary of their view signed for it. An honest primary makes one NEW-VIEW per
+    /// view and installs it at once; two let it lead different replicas into one view on different terms.
+    ConflictingNewViews {
+        first: Signed<NewView>,
+        second: Signed<NewView>,
+    },
+    /// A NEW-VIEW the primary of its view signed on fewer than a quorum of distinct valid VIEW-CHANGEs for that
+    /// view: an honest primary waits for a quorum, since only a quorum is sure to carry every batch that may have
+    /// committed. Anyone holding the membership can count them.
+    NewViewWithoutQuorum { new_view: Signed<NewView> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +131,48 @@ impl Evidence {
             .map(|_| evidence)
     }
 
+    /// The proof two NEW-VIEWs for one view make, the one the replica installed first and one it refused as
+    /// conflicting with it, if they do (checked here with the epoch, like every proof that leaves).
+    pub fn of_conflicting_new_views(
+        replica: &Replica,
+        first: Signed<NewView>,
+        second: Signed<NewView>,
+    ) -> Option<Evidence> {
+        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+        Evidence::ConflictingNewViews { first, second }.proving(replica.membership(), epoch_started_at)
+    }
+
+    /// The proof a refused NEW-VIEW makes if its primary signed it on fewer than a quorum of valid VIEW-CHANGEs.
+    /// Whoever relayed it: the check is of the primary's own signature, so a spoiled one proves nothing.
+    ///
+    /// Only a NEW-VIEW whose VIEW-CHANGEs all start at or below `executed` (the last sequence number this replica
+    /// executed), so that it lies in the epoch this replica knows: a replica that has not reached a reconfiguration
+    /// yet may be shown a NEW-VIEW of the next membership, whose quorum is another (the simulator saw one framed).
+    /// Once ordered, the proof is checked again where it executes, by which point no later epoch can exist.
+    pub fn of_refused_new_view(
+        membership: &Membership,
+        epoch_started_at: Seq,
+        executed: Seq,
+        new_view: Signed<NewView>,
+    ) -> Option<Evidence> {
+        if new_view
+            .body
+            .view_changes
+            .iter()
+            .any(|vc| vc.body.checkpoint.seq > executed)
+        {
+            return None;
+        }
+        Evidence::NewViewWithoutQuorum { new_view }.proving(membership, epoch_started_at)
+    }
+
+    /// This evidence, if it proves something and is small enough to put to consensus.
+    fn proving(self, membership: &Membership, epoch_started_at: Seq) -> Option<Evidence> {
+        self.verify(membership, epoch_started_at).ok()?;
+        let size = postcard::to_allocvec(&self).map_or(usize::MAX, |bytes| bytes.len());
+        (size <= MAX_NEW_VIEW_EVIDENCE_BYTES).then_some(self)
+    }
+
     /// The member the evidence names, before it is checked (`verify` says whether it proves anything).
     pub fn named(&self) -> ReplicaId {
         match self {
@@ -123,6 +181,8 @@ impl Evidence {
             Evidence::DivergentCheckpoint { checkpoint, .. } => checkpoint.from,
             Evidence::DivergentReply { member, .. } => *member,
             Evidence::BadStateChunk { transfer } => transfer.from,
+            Evidence::ConflictingNewViews { second, .. } => second.from,
+            Evidence::NewViewWithoutQuorum { new_view } => new_view.from,
         }
     }
 
@@ -234,6 +294,36 @@ impl Evidence {
                     Err(_) => Ok((transfer.from, FaultType::DivergentExecution)),
                 }
             }
+            Evidence::ConflictingNewViews { first, second } => {
+                let view = second.body.view;
+                if first.from != second.from || first.body.view != view || first.body == second.body {
+                    return Err(EvidenceError::ProvesNothing(
+                        "not two different NEW-VIEWs of one member for one view".into(),
+                    ));
+                }
+                for new_view in [first, second] {
+                    new_view_of_this_epoch(membership, epoch_started_at, new_view)?;
+                }
+                Ok((second.from, FaultType::Equivocation))
+            }
+            Evidence::NewViewWithoutQuorum { new_view } => {
+                new_view_of_this_epoch(membership, epoch_started_at, new_view)?;
+                let view = new_view.body.view;
+                let valid: BTreeSet<ReplicaId> = new_view
+                    .body
+                    .view_changes
+                    .iter()
+                    .filter(|vc| vc.body.new_view == view && genuine(membership, *vc).is_ok())
+                    .map(|vc| vc.from)
+                    .collect();
+                if valid.len() >= membership.quorum() {
+                    return Err(EvidenceError::ProvesNothing(format!(
+                        "the NEW-VIEW holds {} valid VIEW-CHANGEs, a quorum",
+                        valid.len()
+                    )));
+                }
+                Ok((new_view.from, FaultType::ProtocolViolation))
+            }
         }
     }
 
@@ -257,6 +347,32 @@ impl Evidence {
             })
             .collect())
     }
+}
+
+/// A NEW-VIEW signed by the primary its view has in `membership`, made in the epoch that began after
+/// `epoch_started_at`: one whose VIEW-CHANGEs all start from a checkpoint below the epoch's first was made by an earlier
+/// membership (a member sends its VIEW-CHANGE in an epoch only once that epoch's first checkpoint is stable), under
+/// which another member may have been that view's primary, with another quorum. The VIEW-CHANGEs' checkpoints are
+/// what the primary signed: a relay cannot move them.
+fn new_view_of_this_epoch(
+    membership: &Membership,
+    epoch_started_at: Seq,
+    new_view: &Signed<NewView>,
+) -> Result<(), EvidenceError> {
+    let view = new_view.body.view;
+    let starts_at = new_view.body.view_changes.iter().map(|vc| vc.body.checkpoint.seq).max();
+    if epoch_started_at > 0 && starts_at.is_none_or(|seq| seq < epoch_started_at) {
+        return Err(EvidenceError::ProvesNothing(format!(
+            "the NEW-VIEW for view {view} starts below sequence {epoch_started_at}: an earlier membership's"
+        )));
+    }
+    if new_view.from != membership.primary(view) {
+        return Err(EvidenceError::ProvesNothing(format!(
+            "member {} is not the primary of view {view}",
+            new_view.from
+        )));
+    }
+    genuine(membership, new_view)
 }
 
 /// (member, sequence, transfer) for each member whose signed reply contradicts F+1 others' for that transfer.
@@ -448,6 +564,126 @@ mod tests {
             swapped.verify(&membership, 0),
             Err(EvidenceError::ProvesNothing(_))
         ));
+    }
+
+    /// Member `from`'s VIEW-CHANGE for view 1 from a checkpoint at `checkpoint_seq`.
+    fn view_change(keys: &[KeyPair], from: ReplicaId, checkpoint_seq: Seq) -> Signed<crate::messages::ViewChange> {
+        let body = crate::messages::ViewChange {
+            new_view: 1,
+            checkpoint: CheckpointCert {
+                seq: checkpoint_seq,
+                state_digest: Digest([3; 32]),
+                proof: Vec::new(),
+            },
+            prepared: Vec::new(),
+            revision: 0,
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    /// A NEW-VIEW for view 1 signed by `from` on the VIEW-CHANGEs of `senders`.
+    fn new_view(keys: &[KeyPair], from: ReplicaId, senders: &[ReplicaId], checkpoint_seq: Seq) -> Signed<NewView> {
+        let body = NewView {
+            view: 1,
+            view_changes: senders
+                .iter()
+                .map(|id| view_change(keys, *id, checkpoint_seq))
+                .collect(),
+            pre_prepares: Vec::new(),
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    #[test]
+    fn two_different_new_views_of_a_views_primary_prove_equivocation_and_nothing_else_does() {
+        let (membership, keys) = cluster();
+        // Member 2 is the primary of view 1.
+        let first = new_view(&keys, 2, &[1, 2, 3], 0);
+        let second = new_view(&keys, 2, &[2, 3, 4], 0);
+        let proof = Evidence::ConflictingNewViews {
+            first: first.clone(),
+            second: second.clone(),
+        };
+        assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::Equivocation)));
+        assert_eq!(proof.named(), 2);
+        let proves_nothing = |first: Signed<NewView>, second: Signed<NewView>, epoch_started_at: Seq| {
+            let evidence = Evidence::ConflictingNewViews { first, second };
+            matches!(
+                evidence.verify(&membership, epoch_started_at),
+                Err(EvidenceError::ProvesNothing(_))
+            )
+        };
+        assert!(
+            proves_nothing(first.clone(), first.clone(), 0),
+            "the same NEW-VIEW twice"
+        );
+        let mut other_view = second.clone();
+        other_view.body.view = 5;
+        let other_view = Signed::new(2, other_view.body, &keys[1]);
+        assert!(proves_nothing(first.clone(), other_view, 0), "another view");
+        // Member 3 is no primary of view 1: what it signs as a NEW-VIEW is refused, never its primary's doing.
+        let by_backup = (new_view(&keys, 3, &[1, 2, 3], 0), new_view(&keys, 3, &[2, 3, 4], 0));
+        assert!(proves_nothing(by_backup.0, by_backup.1, 0), "not the view's primary");
+        // Made before an epoch that began after sequence 10: another membership's view 1.
+        assert!(proves_nothing(first.clone(), second.clone(), 10), "an earlier epoch");
+        let later = (new_view(&keys, 2, &[1, 2, 3], 10), new_view(&keys, 2, &[2, 3, 4], 12));
+        assert_eq!(
+            Evidence::ConflictingNewViews {
+                first: later.0,
+                second: later.1
+            }
+            .verify(&membership, 10),
+            Ok((2, FaultType::Equivocation)),
+            "both of the epoch"
+        );
+        // A forged second NEW-VIEW (member 3's key in 2's name) is not the primary's.
+        let mut forged = new_view(&keys, 3, &[2, 3, 4], 0);
+        forged.from = 2;
+        let framed = Evidence::ConflictingNewViews { first, second: forged };
+        assert_eq!(framed.verify(&membership, 0), Err(EvidenceError::BadSignature(2)));
+    }
+
+    #[test]
+    fn a_new_view_on_fewer_than_a_quorum_of_valid_view_changes_proves_a_protocol_violation() {
+        let (membership, keys) = cluster();
+        let short = new_view(&keys, 2, &[2, 3], 0);
+        let proof = Evidence::NewViewWithoutQuorum {
+            new_view: short.clone(),
+        };
+        assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::ProtocolViolation)));
+        let proves_nothing = |new_view: Signed<NewView>, epoch_started_at: Seq| {
+            let evidence = Evidence::NewViewWithoutQuorum { new_view };
+            matches!(
+                evidence.verify(&membership, epoch_started_at),
+                Err(EvidenceError::ProvesNothing(_))
+            )
+        };
+        assert!(proves_nothing(new_view(&keys, 2, &[1, 2, 3], 0), 0), "a quorum");
+        // The same VIEW-CHANGE twice counts once; one whose signature does not verify counts for nothing.
+        let mut twice = new_view(&keys, 2, &[2, 3], 0).body;
+        twice.view_changes.push(twice.view_changes[1].clone());
+        assert!(!proves_nothing(Signed::new(2, twice, &keys[1]), 0), "a duplicate");
+        let mut spoiled = new_view(&keys, 2, &[1, 2, 3], 0).body;
+        spoiled.view_changes[0].signature = spoiled.view_changes[0].signature.corrupted();
+        assert!(
+            !proves_nothing(Signed::new(2, spoiled, &keys[1]), 0),
+            "signed over a spoiled one"
+        );
+        assert!(
+            proves_nothing(new_view(&keys, 3, &[2, 3], 0), 0),
+            "not the view's primary"
+        );
+        assert!(proves_nothing(short.clone(), 10), "an earlier epoch's");
+        assert!(!proves_nothing(new_view(&keys, 2, &[2, 3], 10), 10), "this epoch's");
+        // The primary's own signature spoiled (by whoever relayed it): nothing is proven.
+        let mut forged = short;
+        forged.signature = forged.signature.corrupted();
+        let forged = Evidence::NewViewWithoutQuorum { new_view: forged };
+        assert_eq!(forged.verify(&membership, 0), Err(EvidenceError::BadSignature(2)));
+        // A refused NEW-VIEW reaching past what this replica executed may be a later membership's: no proof made.
+        let ahead = new_view(&keys, 2, &[2, 3], 20);
+        assert!(Evidence::of_refused_new_view(&membership, 0, 19, ahead.clone()).is_none());
+        assert!(Evidence::of_refused_new_view(&membership, 0, 20, ahead).is_some());
     }
 
     fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {

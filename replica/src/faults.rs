@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::{
-    Checkpoint, CheckpointCert, Commit, Message, PrePrepare, Prepare, ReplicaId, Reply, Signed, Status, View,
+    Checkpoint, CheckpointCert, Commit, Message, NewView, PrePrepare, Prepare, ReplicaId, Reply, Signed, Status, View,
     ViewChange, proposal_digest,
 };
 
@@ -44,10 +44,14 @@ pub enum Fault {
     ForgedRelay,
     /// Signs accusations of every other member, over and over (each new in time and count).
     AccusationFlood,
+    /// As the primary of a view being installed, sends different valid NEW-VIEWs to different peers (its own
+    /// VIEW-CHANGE signed again without its prepared certificates, the VIEW-CHANGEs in another order), and to
+    /// others one on fewer than a quorum of VIEW-CHANGEs, re-proposing what that smaller set determines.
+    EquivocatingNewPrimary,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::SignatureCorruption,
         Fault::DoubleSpend,
         Fault::Censorship,
@@ -57,6 +61,7 @@ impl Fault {
         Fault::Depose,
         Fault::ForgedRelay,
         Fault::AccusationFlood,
+        Fault::EquivocatingNewPrimary,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -70,6 +75,7 @@ impl Fault {
             Fault::Depose => "depose",
             Fault::ForgedRelay => "forged-relay",
             Fault::AccusationFlood => "accusation-flood",
+            Fault::EquivocatingNewPrimary => "equivocating-new-primary",
         }
     }
 }
@@ -140,6 +146,8 @@ pub struct Saboteur {
     pub now_ms: u64,
     /// The members, as far as this saboteur has heard of them (the senders of what it sends and is told).
     members: u32,
+    /// How many times this saboteur sent its own NEW-VIEWs: which peer gets which version turns with it.
+    new_view_sends: usize,
 }
 
 impl Saboteur {
@@ -157,6 +165,7 @@ impl Saboteur {
             genesis_digest: Digest::default(),
             now_ms: 0,
             members: 4,
+            new_view_sends: 0,
         }
     }
 
@@ -256,6 +265,30 @@ impl Saboteur {
                 };
                 vec![Some(Message::Status(Signed::new(self.id, body, &self.key))); peers]
             }
+            Fault::EquivocatingNewPrimary => {
+                let Message::NewView(nv) = message else {
+                    return vec![Some(message.clone()); peers];
+                };
+                if nv.from != self.id || !self.acts() {
+                    return vec![Some(message.clone()); peers];
+                }
+                // Peers in turn get the honest NEW-VIEW, another valid one, and one short of a quorum; a later send
+                // (an answer to one peer's STATUS) takes the next in turn.
+                let versions = [
+                    Some(message.clone()),
+                    self.other_new_view(nv).map(Message::NewView),
+                    self.new_view_short_of_quorum(nv).map(Message::NewView),
+                ];
+                let turn = self.new_view_sends;
+                self.new_view_sends += 1;
+                (0..peers)
+                    .map(|i| {
+                        versions[(i + turn) % versions.len()]
+                            .clone()
+                            .or_else(|| Some(message.clone()))
+                    })
+                    .collect()
+            }
             Fault::BackupProposal => {
                 if let Message::Prepare(vote) = message
                     && self.acts()
@@ -341,6 +374,63 @@ impl Saboteur {
         };
         let commits = (1..=self.members).map(|id| Signed::new(id, vote, &self.key)).collect();
         Message::Committed(crate::messages::CommittedCert { pre_prepare, commits })
+    }
+
+    /// A NEW-VIEW for the view of `nv` on `view_changes`, with the PRE-PREPAREs they determine, signed by this
+    /// member: valid wherever `view_changes` are a quorum.
+    fn new_view_on(&self, view: View, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
+        let (_, entries) = crate::view_change::derive_new_view(&view_changes);
+        let pre_prepares = entries
+            .into_iter()
+            .map(|r| {
+                let body = PrePrepare {
+                    view,
+                    seq: r.seq,
+                    digest: r.digest,
+                    batch: r.batch,
+                    ops: r.ops,
+                    at_ms: r.at_ms,
+                };
+                Signed::new(self.id, body, &self.key)
+            })
+            .collect();
+        let body = NewView {
+            view,
+            view_changes,
+            pre_prepares,
+        };
+        Signed::new(self.id, body, &self.key)
+    }
+
+    /// Another valid NEW-VIEW for the same view: the same members' VIEW-CHANGEs in reverse order, this member's own
+    /// signed again without its prepared certificates (a VIEW-CHANGE nobody can prove incomplete; the quorum still
+    /// carries whatever committed). Where this member prepared what the others did not, it re-proposes other batches.
+    fn other_new_view(&self, nv: &Signed<NewView>) -> Option<Signed<NewView>> {
+        let mut view_changes = nv.body.view_changes.clone();
+        if view_changes.len() < 2 {
+            return None;
+        }
+        view_changes.reverse();
+        for vc in view_changes
+            .iter_mut()
+            .filter(|vc| vc.from == self.id && !vc.body.prepared.is_empty())
+        {
+            let body = ViewChange {
+                prepared: Vec::new(),
+                ..vc.body.clone()
+            };
+            *vc = Signed::new(self.id, body, &self.key);
+        }
+        Some(self.new_view_on(nv.body.view, view_changes))
+    }
+
+    /// A NEW-VIEW on one VIEW-CHANGE fewer than the quorum the honest one holds (its own kept), with what that smaller
+    /// set determines: no honest primary sends one, and its signature over it is proof.
+    fn new_view_short_of_quorum(&self, nv: &Signed<NewView>) -> Option<Signed<NewView>> {
+        let mut view_changes = nv.body.view_changes.clone();
+        let position = view_changes.iter().rposition(|vc| vc.from != self.id)?;
+        view_changes.remove(position);
+        Some(self.new_view_on(nv.body.view, view_changes))
     }
 
     /// The reply sent to a client: a double spender signs outcomes the quorum did not reach.

@@ -177,6 +177,35 @@ impl Observation {
                 received: "a signed chunk its manifest contradicts".into(),
                 proof: None,
             },
+            Evidence::ConflictingNewViews { first, second } => Observation {
+                member: second.from,
+                fault: FaultType::Equivocation,
+                message: "new_view".into(),
+                sequence: None,
+                transaction: None,
+                expected: format!(
+                    "one signed NEW-VIEW for view {} ({} VIEW-CHANGEs, {} proposals)",
+                    first.body.view,
+                    first.body.view_changes.len(),
+                    first.body.pre_prepares.len()
+                ),
+                received: format!(
+                    "a second, different one ({} VIEW-CHANGEs, {} proposals)",
+                    second.body.view_changes.len(),
+                    second.body.pre_prepares.len()
+                ),
+                proof: None,
+            },
+            Evidence::NewViewWithoutQuorum { new_view } => Observation {
+                member: new_view.from,
+                fault: FaultType::ProtocolViolation,
+                message: "new_view".into(),
+                sequence: None,
+                transaction: None,
+                expected: format!("a NEW-VIEW for view {} on a quorum of VIEW-CHANGEs", new_view.body.view),
+                received: format!("a signed NEW-VIEW on {} VIEW-CHANGEs", new_view.body.view_changes.len()),
+                proof: None,
+            },
         };
         observation.proof = Some(proof);
         observation

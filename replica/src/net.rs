@@ -255,7 +255,13 @@ impl ReplicaRpc for Service {
                         .inc();
                     verifier.message_or_back(message).map_err(|refused| {
                         let (rejection, message) = *refused;
-                        let refusal = crate::detection::Refusal::Verification { message, carrier: peer };
+                        let refusal = crate::detection::Refusal::Verification {
+                            message,
+                            carrier: peer,
+                            membership: verifier.membership(),
+                            epoch_started_at: verifier.epoch_started_at(),
+                            executed: verifier.executed(),
+                        };
                         if let Some(observation) =
                             crate::detection::observation_of_refusal(&summary, &rejection, refusal)
                         {

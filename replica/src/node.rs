@@ -229,6 +229,9 @@ pub async fn run(
         params.max_batch_size,
     );
     let shared_membership = verifier.shared_membership();
+    // After a restart in a later epoch: proof is checked in the epoch the replica is in.
+    shared_membership.set(membership.clone(), replica.governance().epoch_started_at.unwrap_or(0));
+    shared_membership.executed_up_to(replica.last_executed());
     let make_verifier = move || verifier.sharing_cache();
     let (submits, submit_inbox) = mpsc::channel(65_536);
     tokio::spawn(crate::net::verify_submits(
@@ -496,6 +499,7 @@ impl Host {
             self.carry_out_one(output);
         }
         update_gauges(&self.replica, &self.links, &self.metrics, &mut self.counted);
+        self.shared_membership.executed_up_to(self.replica.last_executed());
         // Forget clients that gave up waiting.
         if self.waiting.len() > 4 * GROUP_MAX {
             self.waiting.retain(|_, waiters| {
@@ -815,7 +819,8 @@ impl Host {
     fn epoch_started(&mut self, epoch: u64, seq: Seq, removed: Vec<ReplicaId>) {
         let membership = self.replica.membership().clone();
         tracing::warn!(epoch, seq, members = ?membership.ids().collect::<Vec<_>>(), ?removed, "new epoch");
-        self.shared_membership.set(membership.clone());
+        let epoch_started_at = self.replica.governance().epoch_started_at.unwrap_or(0);
+        self.shared_membership.set(membership.clone(), epoch_started_at);
         self.links.retain(|id, _| membership.contains(*id));
         let me = self.replica.id();
         for id in membership.ids().filter(|id| *id != me) {

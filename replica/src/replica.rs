@@ -220,6 +220,9 @@ pub struct Replica {
     pub(crate) last_active_view: View,
     pub(crate) view_change_started_ms: Option<u64>,
     pub(crate) new_view: Option<Signed<NewView>>,
+    /// The last NEW-VIEW refused as another one for the view of `new_view` by the same primary: with it, proof of
+    /// that primary's equivocation (`conflicting_new_views`). One message, dropped when the next view installs.
+    pub(crate) conflicting_new_view: Option<Signed<NewView>>,
     /// The latest VIEW-CHANGE from each member (this one included).
     pub(crate) view_changes: BTreeMap<ReplicaId, Signed<ViewChange>>,
     /// The highest view this replica ever sent a VIEW-CHANGE for (0: none). Signed and out, it may go into that
@@ -333,6 +336,7 @@ impl Replica {
             },
             view_change_started_ms: None,
             new_view: durable.new_view.clone(),
+            conflicting_new_view: None,
             view_changes: BTreeMap::new(),
             highest_view_change_sent: 0,
             own_view_changes: Vec::new(),
@@ -565,6 +569,14 @@ impl Replica {
 
     pub fn params(&self) -> &Params {
         &self.params
+    }
+
+    /// The NEW-VIEW installed for its view and a different one its primary signed for the same view, refused since:
+    /// proof of the primary's equivocation (`Evidence::ConflictingNewViews`).
+    pub fn conflicting_new_views(&self) -> Option<(&Signed<NewView>, &Signed<NewView>)> {
+        let first = self.new_view.as_ref()?;
+        let second = self.conflicting_new_view.as_ref()?;
+        (first.body.view == second.body.view).then_some((first, second))
     }
 
     /// The replicated membership state: epoch, members, quarantines, a pending reconfiguration.

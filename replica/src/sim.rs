@@ -57,6 +57,9 @@ pub enum Behaviour {
     /// Serves state-transfer chunks whose bytes are not the certified ones, under its own valid signature (and
     /// is otherwise honest): a lagging replica must refuse them, catch up from the others, and hold the proof.
     CorruptChunks,
+    /// As the primary of a view being installed, sends different valid NEW-VIEWs to different peers, and to others
+    /// one on fewer than a quorum of VIEW-CHANGEs (otherwise honest).
+    EquivocatingNewPrimary,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -84,6 +87,7 @@ impl Behaviour {
             Behaviour::Depose => (Fault::Depose, 1.0),
             Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
+            Behaviour::EquivocatingNewPrimary => (Fault::EquivocatingNewPrimary, 1.0),
             // The simulator corrupts the chunks itself (`send_from`).
             Behaviour::Replay | Behaviour::CorruptChunks => return None,
         };
@@ -103,10 +107,11 @@ impl Behaviour {
             Behaviour::ForgedRelay => "forged-relay",
             Behaviour::AccusationFlood => "accusation-flood",
             Behaviour::CorruptChunks => "corrupt-chunks",
+            Behaviour::EquivocatingNewPrimary => "equivocating-new-primary",
         }
     }
 
-    pub const ALL: [Behaviour; 11] = [
+    pub const ALL: [Behaviour; 12] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
@@ -118,6 +123,7 @@ impl Behaviour {
         Behaviour::ForgedRelay,
         Behaviour::AccusationFlood,
         Behaviour::CorruptChunks,
+        Behaviour::EquivocatingNewPrimary,
     ];
 }
 
@@ -169,10 +175,17 @@ pub enum Scenario {
     /// stalled until then), and no honest replica may install another view. Prints votes_again_ms with --json (0:
     /// it was voting again before the heal).
     LoneSuspicion,
+    /// The primary of view 1 is Byzantine and the primary of view 0 is cut off until an honest member installs
+    /// view 1 (the cluster must change to it; then the old primary is back, so that at N = 4 a quorum of honest
+    /// members remains once the Byzantine one is quarantined): the primary of view 1 sends different valid NEW-VIEWs to different replicas and to others
+    /// one on fewer than a quorum of VIEW-CHANGEs. No violation, the cluster commits again by view 2 at the latest
+    /// (an honest replica that installs a later view is a violation), and the primary must be proven by what it
+    /// signed. Prints new_view_proof_ms with --json: simulated time from its first NEW-VIEW to the first proof.
+    EquivocatingNewPrimary,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
@@ -181,6 +194,7 @@ impl Scenario {
         Scenario::AccusationFlood,
         Scenario::FaultyChunkServers,
         Scenario::LoneSuspicion,
+        Scenario::EquivocatingNewPrimary,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -193,6 +207,7 @@ impl Scenario {
             Scenario::AccusationFlood => "accusation-flood",
             Scenario::FaultyChunkServers => "faulty-chunk-servers",
             Scenario::LoneSuspicion => "lone-suspicion",
+            Scenario::EquivocatingNewPrimary => "equivocating-new-primary",
         }
     }
 
@@ -207,6 +222,8 @@ impl Scenario {
             Scenario::AccusationFlood => Some((2, Behaviour::AccusationFlood)),
             Scenario::FaultyChunkServers => None,
             Scenario::LoneSuspicion => Some((LONE_SUSPECTER + 1, Behaviour::Depose)),
+            // The primary of view 1 at the genesis (ids 1..=N in order).
+            Scenario::EquivocatingNewPrimary => Some((2, Behaviour::EquivocatingNewPrimary)),
         }
     }
 
@@ -221,7 +238,10 @@ impl Scenario {
 
     /// Whether what the scenario's Byzantine member does is provable, so an honest replica must prove it.
     fn must_prove(&self) -> bool {
-        matches!(self, Scenario::BackupProposal | Scenario::EquivocatingPrimary)
+        matches!(
+            self,
+            Scenario::BackupProposal | Scenario::EquivocatingPrimary | Scenario::EquivocatingNewPrimary
+        )
     }
 }
 
@@ -252,6 +272,8 @@ enum Phase {
     LaggardCatchingUp,
     /// `Scenario::LoneSuspicion`: the path between the primary of view 0 and the suspecter is cut.
     SuspecterCutOff,
+    /// `Scenario::EquivocatingNewPrimary`: the primary of view 0 is cut off until an honest member installs view 1.
+    OldPrimaryCutOff,
     Over,
 }
 
@@ -355,6 +377,9 @@ pub struct Outcome {
     /// `Scenario::LoneSuspicion`: simulated time from the end of the cut until the suspecter is active in the
     /// cluster's view and sends its COMMITs there.
     pub votes_again_ms: Option<u64>,
+    /// `Scenario::EquivocatingNewPrimary`: simulated time from the Byzantine primary's first NEW-VIEW to the first
+    /// proof an honest member holds of what it signed in NEW-VIEWs.
+    pub new_view_proof_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -493,6 +518,8 @@ pub struct Sim {
     outcomes: BTreeMap<Seq, Vec<(Digest, TxOutcome)>>,
     partition: Option<BTreeSet<ReplicaId>>,
     healed: bool,
+    /// When a member running `Behaviour::EquivocatingNewPrimary` first sent a NEW-VIEW of its own.
+    new_view_sent_ms: Option<u64>,
     /// Since when each honest member has been outside the view most honest members are active in, once healed.
     lagging: BTreeMap<ReplicaId, u64>,
     /// Every COMMIT any member signed and sent (honest or not, delivered or not), by view, sequence and digest:
@@ -534,6 +561,7 @@ impl Sim {
             Some(Scenario::CompetingCertificates) => Phase::TargetPreparesAlone,
             Some(Scenario::FaultyChunkServers) => Phase::LaggardDown,
             Some(Scenario::LoneSuspicion) => Phase::SuspecterCutOff,
+            Some(Scenario::EquivocatingNewPrimary) => Phase::OldPrimaryCutOff,
             Some(_) | None => Phase::Over,
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
@@ -682,6 +710,7 @@ impl Sim {
             scenario_reached: config.scenario.map(|_| format!("{phase:?}")),
             catch_up_ms: None,
             votes_again_ms: None,
+            new_view_proof_ms: None,
         };
         Sim {
             config,
@@ -700,6 +729,7 @@ impl Sim {
             outcomes: BTreeMap::new(),
             partition: None,
             healed: false,
+            new_view_sent_ms: None,
             lagging: BTreeMap::new(),
             commit_votes: HashMap::new(),
             certified: BTreeMap::new(),
@@ -747,7 +777,11 @@ impl Sim {
     fn follow_membership(&mut self, index: usize) {
         let r = &self.replicas[index];
         if let Some(core) = &r.core {
-            r.verifier.shared_membership().set(core.membership().clone());
+            let epoch_started_at = core.governance().epoch_started_at.unwrap_or(0);
+            r.verifier
+                .shared_membership()
+                .set(core.membership().clone(), epoch_started_at);
+            r.verifier.shared_membership().executed_up_to(core.last_executed());
         }
     }
 
@@ -998,7 +1032,14 @@ impl Sim {
                     Ok(v) => Input::Message(v),
                     Err(refused) => {
                         let (rejection, message) = *refused;
-                        let refusal = Refusal::Verification { message, carrier: from };
+                        let verifier = &self.replicas[index].verifier;
+                        let refusal = Refusal::Verification {
+                            message,
+                            carrier: from,
+                            membership: verifier.membership(),
+                            epoch_started_at: verifier.epoch_started_at(),
+                            executed: verifier.executed(),
+                        };
                         if self.is_honest(index)
                             && let Some(observation) = observation_of_refusal(&summary, &rejection, refusal)
                         {
@@ -1042,6 +1083,15 @@ impl Sim {
                 }
                 self.count_rejection(index, &rejection)
             }
+        }
+        self.follow_execution(index);
+    }
+
+    /// A replica's verifier knows how far its core executed, as a process's does.
+    fn follow_execution(&mut self, index: usize) {
+        let r = &self.replicas[index];
+        if let Some(core) = &r.core {
+            r.verifier.shared_membership().executed_up_to(core.last_executed());
         }
     }
 
@@ -1140,6 +1190,15 @@ impl Sim {
                             self.violation(format!(
                                 "replica {id} installed view {view}: one member's lone suspicion changed the primary"
                             ));
+                        }
+                        if self.config.scenario == Some(Scenario::EquivocatingNewPrimary) && *view > 2 {
+                            self.violation(format!(
+                                "replica {id} installed view {view}: the Byzantine primary of view 1 took more than \
+                                 one view change past it"
+                            ));
+                        }
+                        if *view >= 1 && self.phase == Phase::OldPrimaryCutOff {
+                            self.advance_phase(Phase::Over);
                         }
                         if *view >= 2 && self.phase == Phase::FirstPrimaryCutOff {
                             self.advance_phase(Phase::Over);
@@ -1287,6 +1346,14 @@ impl Sim {
             Ok((_, _)) if !membership.contains(me) => {}
             Ok((member, fault)) => {
                 *self.outcome.proven.entry(member).or_default() += 1;
+                if let (
+                    Evidence::ConflictingNewViews { .. } | Evidence::NewViewWithoutQuorum { .. },
+                    Some(sent),
+                    None,
+                ) = (evidence, self.new_view_sent_ms, self.outcome.new_view_proof_ms)
+                {
+                    self.outcome.new_view_proof_ms = Some(self.now - sent);
+                }
                 if self.config.verbose {
                     eprintln!("{:>6} ms proof: member {member} {}", self.now, fault.name());
                 }
@@ -1313,6 +1380,12 @@ impl Sim {
         };
         if self.replicas[index].behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
             self.replicas[index].seen.push(message.clone());
+        }
+        if let (Some(Behaviour::EquivocatingNewPrimary), Message::NewView(nv)) =
+            (self.replicas[index].behaviour, &message)
+            && nv.from == id
+        {
+            self.new_view_sent_ms.get_or_insert(self.now);
         }
         let mut extra = Vec::new();
         let copies = match self.replicas[index].saboteur.as_mut() {
@@ -1354,6 +1427,7 @@ impl Sim {
         {
             return true;
         }
+
         match (self.phase, message) {
             (Phase::TargetPreparesAlone, Message::Prepare(vote)) => vote.body.view == 0 && to != target,
             (Phase::TargetPreparesAlone, Message::Commit(vote)) => vote.body.view == 0,
@@ -1362,6 +1436,10 @@ impl Sim {
             (Phase::TargetPreparesAlone, _) => false,
             (Phase::TargetCutOff, _) => from == target || to == target,
             (Phase::FirstPrimaryCutOff, _) => from == first_primary || to == first_primary,
+            (Phase::OldPrimaryCutOff, _) => {
+                let primary = self.membership.primary(0);
+                from == primary || to == primary
+            }
             (Phase::SuspecterCutOff, _) => {
                 let primary = self.membership.primary(0);
                 (from, to) == (primary, LONE_SUSPECTER) || (from, to) == (LONE_SUSPECTER, primary)

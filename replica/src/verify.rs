@@ -201,7 +201,8 @@ impl Checks {
     }
 }
 
-type CurrentAndPrevious = (Arc<Membership>, Option<Arc<Membership>>);
+/// The membership in force, the one before it, and the sequence number after which the one in force took effect.
+type CurrentAndPrevious = (Arc<Membership>, Option<Arc<Membership>>, Seq);
 
 /// The membership in force and the one before it, shared by a process's verifiers: a new epoch changes them for
 /// all of them at once.
@@ -209,27 +210,44 @@ type CurrentAndPrevious = (Arc<Membership>, Option<Arc<Membership>>);
 pub struct SharedMembership {
     current: Arc<std::sync::RwLock<CurrentAndPrevious>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
+    /// The last sequence number the replica executed, as its host last said (`executed_up_to`).
+    executed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedMembership {
     pub fn new(membership: Membership) -> SharedMembership {
         SharedMembership {
-            current: Arc::new(std::sync::RwLock::new((Arc::new(membership), None))),
+            current: Arc::new(std::sync::RwLock::new((Arc::new(membership), None, 0))),
             generation: Arc::default(),
+            executed: Arc::default(),
         }
     }
 
-    pub fn set(&self, membership: Membership) {
+    /// The membership in force from the sequence number after `epoch_started_at` (0 for the genesis's).
+    pub fn set(&self, membership: Membership, epoch_started_at: Seq) {
         let mut both = self.current.write().expect("no panic while holding the lock");
         if *both.0 != membership {
             let before = std::mem::replace(&mut both.0, Arc::new(membership));
             both.1 = Some(before);
         }
+        both.2 = epoch_started_at;
         self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     pub fn get(&self) -> Arc<Membership> {
         self.current.read().expect("no panic while holding the lock").0.clone()
+    }
+
+    /// The host says how far its replica executed, after each step: proof from a refused message is drawn only
+    /// from what lies in that span of the epoch (what lies above may be a later membership's, unknown here yet).
+    pub fn executed_up_to(&self, seq: Seq) {
+        self.executed.store(seq, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The membership in force and the sequence number after which it took effect, read together.
+    fn get_with_epoch(&self) -> (Arc<Membership>, Seq) {
+        let both = self.current.read().expect("no panic while holding the lock");
+        (both.0.clone(), both.2)
     }
 
     /// The membership of the epoch before the current one, if this process saw it.
@@ -247,6 +265,8 @@ pub struct Verifier {
     shared: SharedMembership,
     /// The shared membership as of `seen_generation`: re-read only when it changed.
     membership: Arc<Membership>,
+    /// The sequence number after which `membership` took effect: what proof is checked against.
+    epoch_started_at: Seq,
     seen_generation: u64,
     genesis_digest: Digest,
     log_window: u64,
@@ -263,6 +283,7 @@ impl Verifier {
         let shared = SharedMembership::new(membership);
         Verifier {
             membership: shared.get(),
+            epoch_started_at: 0,
             seen_generation: shared.generation(),
             shared,
             genesis_digest,
@@ -279,10 +300,13 @@ impl Verifier {
     /// verifies its client submits and each peer's stream on separate tasks, in parallel; sharing the record
     /// means a backup verifies a transfer once, not again in the PRE-PREPARE that carries it.
     pub fn sharing_cache(&self) -> Verifier {
+        let seen_generation = self.shared.generation();
+        let (membership, epoch_started_at) = self.shared.get_with_epoch();
         Verifier {
             shared: self.shared.clone(),
-            membership: self.shared.get(),
-            seen_generation: self.shared.generation(),
+            membership,
+            epoch_started_at,
+            seen_generation,
             genesis_digest: self.genesis_digest,
             log_window: self.log_window,
             max_batch_size: self.max_batch_size,
@@ -304,6 +328,17 @@ impl Verifier {
         &self.membership
     }
 
+    /// The sequence number after which the membership in force took effect (0 for the genesis's): the epoch proof
+    /// of what a refused message shows is checked in (`Evidence::verify`).
+    pub fn epoch_started_at(&self) -> Seq {
+        self.epoch_started_at
+    }
+
+    /// The last sequence number the replica executed, as its host last said (`SharedMembership::executed_up_to`).
+    pub fn executed(&self) -> Seq {
+        self.shared.executed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The handle through which a new epoch's membership reaches this verifier and those sharing its cache.
     pub fn shared_membership(&self) -> SharedMembership {
         self.shared.clone()
@@ -312,7 +347,7 @@ impl Verifier {
     fn refresh_membership(&mut self) {
         let generation = self.shared.generation();
         if generation != self.seen_generation {
-            self.membership = self.shared.get();
+            (self.membership, self.epoch_started_at) = self.shared.get_with_epoch();
             self.seen_generation = generation;
         }
     }
@@ -953,13 +988,22 @@ mod tests {
         let summary = MessageSummary::of(&message);
         let rejection = verifier.message(message.clone()).unwrap_err();
         let carrier = message.sender();
-        let refusal = crate::detection::Refusal::Verification { message, carrier };
+        let refusal = crate::detection::Refusal::Verification {
+            message,
+            carrier,
+            membership: verifier.membership(),
+            epoch_started_at: verifier.epoch_started_at(),
+            executed: verifier.executed(),
+        };
         let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
         (rejection, observation)
     }
 
-    /// An honest primary's NEW-VIEW that carries a VIEW-CHANGE with a spoiled signature is refused, naming the
-    /// VIEW-CHANGE's signer, and accuses no one; the primary's own signature spoiled is the primary's.
+    /// A NEW-VIEW that carries a VIEW-CHANGE with a spoiled signature is refused, naming the VIEW-CHANGE's signer,
+    /// and never accuses that signer. The primary signed the NEW-VIEW over it (its signature covers the VIEW-CHANGEs
+    /// whole, so no relay can spoil one under it): with fewer than a quorum of valid ones left, that is proof against
+    /// the primary. A relay that spoils one after the primary signed breaks the primary's own signature, and proves
+    /// nothing; the primary's own signature spoiled on its own stream is the primary's.
     #[test]
     fn a_bad_signature_inside_a_new_view_is_not_the_primarys() {
         let (keys, membership) = members(4);
@@ -983,14 +1027,37 @@ mod tests {
 
         let mut spoiled = clean.clone();
         spoiled[1].signature = spoiled[1].signature.corrupted();
-        let (rejection, accusation) = refuse(&mut verifier, Message::NewView(new_view(spoiled)));
+        let (rejection, proof) = refuse(&mut verifier, Message::NewView(new_view(spoiled.clone())));
         let expected = Rejection::BadRelayedSignature {
             kind: "new_view",
             inner: ViewChange::DOMAIN,
             signer: senders[1],
         };
         assert_eq!(rejection, expected);
-        assert_eq!(accusation, None);
+        let proof = proof.expect("the primary signed a NEW-VIEW on two valid VIEW-CHANGEs of three");
+        assert_eq!(
+            (proof.member, proof.fault, proof.proof.is_some()),
+            (primary, FaultType::ProtocolViolation, true)
+        );
+        // Spoiled after the primary signed: its signature no longer covers what arrives, so nobody is proven.
+        let mut relayed = new_view(clean.clone());
+        relayed.body.view_changes = spoiled;
+        let message = Message::NewView(relayed);
+        let summary = MessageSummary::of(&message);
+        let rejection = verifier.message(message.clone()).unwrap_err();
+        assert!(matches!(rejection, Rejection::BadSignature { from, .. } if from == primary));
+        let refusal = crate::detection::Refusal::Verification {
+            message,
+            carrier: senders[0],
+            membership: verifier.membership(),
+            epoch_started_at: 0,
+            executed: 0,
+        };
+        let observation = crate::detection::observation_of_refusal(&summary, &rejection, refusal);
+        assert_eq!(
+            observation, None,
+            "carried by another member: the relay may have spoiled it"
+        );
 
         let mut own = new_view(clean);
         own.signature = own.signature.corrupted();

@@ -317,6 +317,16 @@ impl Replica {
         {
             return Err(Rejection::NotFromPrimary("new-view"));
         }
+        // One NEW-VIEW per view: another one its primary signed for a view installed here is never installed (going
+        // back to the view would otherwise take it), and the two are proof against the primary.
+        if let Some(installed) = &self.new_view
+            && installed.body.view == view
+            && installed.from == nv.from
+            && installed.body != nv.body
+        {
+            self.conflicting_new_view = Some(nv);
+            return Err(Rejection::Equivocation);
+        }
         if let Some(vc) = nv.body.view_changes.iter().find(|vc| self.is_withdrawn(vc)) {
             return Err(Rejection::Withdrawn(vc.from));
         }
@@ -359,6 +369,7 @@ impl Replica {
         self.view_changes
             .retain(|from, vc| *from == me && vc.body.new_view > view);
         self.new_view = Some(nv.clone());
+        self.conflicting_new_view = None;
         // What this replica signed for this view or earlier ones is settled; a NEW-VIEW for an earlier view is never
         // installed again, so withdrawals for them are of no more use.
         self.own_view_changes.retain(|(new_view, _)| *new_view > view);

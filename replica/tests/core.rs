@@ -203,8 +203,12 @@ impl Cluster {
                 Output::Event(event) => {
                     // A host's verifier checks against the membership its core has in force.
                     if let Event::EpochStarted { .. } = event {
-                        let membership = self.replicas[id as usize - 1].membership().clone();
-                        self.verifiers[id as usize - 1].shared_membership().set(membership);
+                        let core = &self.replicas[id as usize - 1];
+                        let epoch_started_at = core.governance().epoch_started_at.unwrap_or(0);
+                        let membership = core.membership().clone();
+                        self.verifiers[id as usize - 1]
+                            .shared_membership()
+                            .set(membership, epoch_started_at);
                     }
                     self.events.push((id, event))
                 }
@@ -1738,4 +1742,99 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
     assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (0, true));
     c.deliver(3, in_force).unwrap();
     assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (1, true));
+}
+
+/// A NEW-VIEW for view 1 signed by member 2 on `view_changes`, with the proposals they determine.
+fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
+    let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
+    let pre_prepares = entries
+        .into_iter()
+        .map(|r| {
+            let body = PrePrepare {
+                view: 1,
+                seq: r.seq,
+                digest: r.digest,
+                batch: r.batch,
+                ops: r.ops,
+                at_ms: r.at_ms,
+            };
+            Signed::new(2, body, &c.keys[1])
+        })
+        .collect();
+    let body = NewView {
+        view: 1,
+        view_changes,
+        pre_prepares,
+    };
+    Signed::new(2, body, &c.keys[1])
+}
+
+/// A Byzantine new primary's NEW-VIEWs were refused but never evidence: one on fewer than a quorum of
+/// VIEW-CHANGEs, and a second, different one for a view a replica installed (which a replica going back to that view
+/// would even have installed). Each is now proof from the primary's own signature, whoever relays it; a spoiled
+/// signature proves nothing.
+#[test]
+fn a_new_primarys_conflicting_or_short_new_views_are_refused_with_proof() {
+    use bft_replica::detection::{Refusal, observation_of_refusal};
+    use bft_replica::evidence::Evidence;
+    use bft_replica::history::{FaultType, MessageSummary};
+
+    let mut c = Cluster::new(4, params());
+    c.muted.push(1);
+    c.submit(c.transfer(0, 1, 10, 1));
+    c.settle();
+    c.time_out();
+    assert!(c.honest().all(|r| r.view() == 1 && r.view_active()));
+    let installed = c.durables[2].new_view.clone().expect("replica 3 installed view 1");
+    assert_eq!(installed.from, 2);
+    let membership = c.replicas[0].membership().clone();
+
+    // The same VIEW-CHANGEs in another order: valid, and different.
+    let mut reordered = installed.body.view_changes.clone();
+    reordered.reverse();
+    let second = new_view_on(&c, reordered);
+    assert_ne!(second.body, installed.body);
+    let message = Message::NewView(second.clone());
+    let summary = MessageSummary::of(&message);
+    assert_eq!(c.deliver(3, message), Err(Rejection::Equivocation));
+    assert_eq!(c.replicas[2].conflicting_new_views().map(|(_, s)| s), Some(&second));
+    let refusal = Refusal::Core {
+        header: None,
+        replica: &c.replicas[2],
+    };
+    let observation = observation_of_refusal(&summary, &Rejection::Equivocation, refusal).expect("proof");
+    let proof = observation.proof.expect("with evidence");
+    assert!(matches!(proof, Evidence::ConflictingNewViews { .. }));
+    assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::Equivocation)));
+    // The NEW-VIEW installed, relayed again, is no conflict.
+    assert_ne!(
+        c.deliver(3, Message::NewView(installed.clone())),
+        Err(Rejection::Equivocation)
+    );
+
+    // One VIEW-CHANGE short of a quorum, relayed by member 3: refused, and proof against member 2.
+    let short = new_view_on(&c, installed.body.view_changes[..2].to_vec());
+    let judge = |c: &mut Cluster, new_view: Signed<NewView>| {
+        let message = Message::NewView(new_view);
+        let summary = MessageSummary::of(&message);
+        let (rejection, message) = *c.verifiers[3].message_or_back(message).unwrap_err();
+        let refusal = Refusal::Verification {
+            message,
+            carrier: 3,
+            membership: &membership,
+            epoch_started_at: 0,
+            executed: c.replicas[3].last_executed(),
+        };
+        (rejection.clone(), observation_of_refusal(&summary, &rejection, refusal))
+    };
+    let (rejection, observation) = judge(&mut c, short.clone());
+    assert_eq!(rejection, Rejection::BadCertificate("new-view quorum"));
+    let proof = observation.and_then(|o| o.proof).expect("proof");
+    assert!(matches!(proof, Evidence::NewViewWithoutQuorum { .. }));
+    assert_eq!(proof.verify(&membership, 0), Ok((2, FaultType::ProtocolViolation)));
+    // Its signature spoiled on the way: the relay may have done it, and nobody is proven.
+    let mut spoiled = short;
+    spoiled.signature = spoiled.signature.corrupted();
+    let (_, observation) = judge(&mut c, spoiled);
+    assert_eq!(observation, None);
 }

@@ -268,3 +268,31 @@ fn a_corrupting_member_is_accused_through_the_shipped_detection_policy() {
     let accused = outcomes.iter().filter(|o| o.accused.contains_key(&3)).count();
     assert!(accused >= 15, "member 3 accused in only {accused} of 20 seeds");
 }
+
+/// A Byzantine new primary (member 2, the primary of view 1, once the primary of view 0 is cut off) sends
+/// different valid NEW-VIEWs to different replicas and one on fewer than a quorum of VIEW-CHANGEs to others. No
+/// seed breaks an invariant, the cluster commits again by view 2 (the scenario fails a seed where an honest replica
+/// installs a later view), and honest replicas hold proof of what the primary signed, soon after it sent it.
+#[test]
+fn an_equivocating_new_primary_is_proven_and_the_cluster_commits_again() {
+    for (replicas, seeds) in [(4, 0..12), (7, 0..8)] {
+        let outcomes: Vec<Outcome> = seeds
+            .map(|seed| {
+                let mut config = SimConfig::new(seed, replicas, 0);
+                config.scenario = Some(Scenario::EquivocatingNewPrimary);
+                sim::run(config)
+            })
+            .collect();
+        assert_all_ok(&outcomes);
+        for o in &outcomes {
+            assert!(o.proven.contains_key(&2), "N = {replicas}, seed {}: not proven", o.seed);
+            assert!(
+                o.new_view_proof_ms.is_some_and(|ms| ms < 1_000),
+                "N = {replicas}, seed {}: proof {:?} ms after the NEW-VIEW",
+                o.seed,
+                o.new_view_proof_ms
+            );
+            assert!(o.committed > 0, "N = {replicas}, seed {}: nothing committed", o.seed);
+        }
+    }
+}

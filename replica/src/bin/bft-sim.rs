@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks), as ID=BEHAVIOUR;
+    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary), as ID=BEHAVIOUR;
     /// repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
@@ -59,7 +59,10 @@ struct Args {
     /// faulty-chunk-servers (a lagging member catches up by state transfer while its F lowest-ranked peers crash
     /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json); lone-suspicion (a
     /// backup cut off from the primary leaves view 0 with a Byzantine member's suspicion while the rest stay:
-    /// once healed it votes in view 0 again, and nobody installs another view; it prints votes_again_ms).
+    /// once healed it votes in view 0 again, and nobody installs another view; it prints votes_again_ms);
+    /// equivocating-new-primary (the primary of view 0 is cut off and the Byzantine primary of view 1 sends
+    /// different valid NEW-VIEWs to different replicas and one on fewer than a quorum of VIEW-CHANGEs to others: it is
+    /// proven, and the cluster commits again by view 2; it prints new_view_proof_ms).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
@@ -95,6 +98,9 @@ struct Summary {
     catch_up_ms: Vec<u64>,
     /// lone-suspicion: per seed, the simulated time (ms) from the heal until the suspecter votes in the cluster's view.
     votes_again_ms: Vec<u64>,
+    /// equivocating-new-primary: per seed, the simulated time (ms) from the Byzantine primary's first NEW-VIEW to
+    /// the first proof of it an honest member holds.
+    new_view_proof_ms: Vec<u64>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
 }
@@ -140,6 +146,7 @@ fn main() -> ExitCode {
         members: args.members.clone(),
         catch_up_ms: Vec::new(),
         votes_again_ms: Vec::new(),
+        new_view_proof_ms: Vec::new(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -169,6 +176,7 @@ fn main() -> ExitCode {
         summary.reconfigured += u64::from(outcome.epoch > 0);
         summary.catch_up_ms.extend(outcome.catch_up_ms);
         summary.votes_again_ms.extend(outcome.votes_again_ms);
+        summary.new_view_proof_ms.extend(outcome.new_view_proof_ms);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -232,6 +240,15 @@ fn main() -> ExitCode {
             println!(
                 "lone suspicion: the healed member voted again {min}-{max} ms after the heal ({} seeds)",
                 summary.votes_again_ms.len()
+            );
+        }
+        if let (Some(min), Some(max)) = (
+            summary.new_view_proof_ms.iter().min(),
+            summary.new_view_proof_ms.iter().max(),
+        ) {
+            println!(
+                "equivocating new primary: proven {min}-{max} ms after its first NEW-VIEW ({} seeds)",
+                summary.new_view_proof_ms.len()
             );
         }
         if !summary.failing_seeds.is_empty() {
