@@ -35,7 +35,7 @@ pub fn may_carry(peer: ReplicaId, message: &Message) -> bool {
 /// batches, and the view the cluster works in, from whoever answers its STATUS, even when the primary that made
 /// the NEW-VIEW has failed since. A bad signature in one accuses nobody but on its signer's own stream.
 fn relayable(kind: &str) -> bool {
-    matches!(kind, "committed" | "new_view")
+    matches!(kind, "committed" | "new_view" | "rejoin_ack")
 }
 
 /// Where a peer's message was refused, and what is left of it there.

@@ -236,6 +236,9 @@ pub struct Replica {
     /// Each member's withdrawn VIEW-CHANGEs (this replica's own included) for views above the last installed here:
     /// they count for nothing, and a NEW-VIEW built on one is refused.
     pub(crate) withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
+    /// Each member's latest withdrawal waiting for the primaries of the views it withdraws to vouch for it, with
+    /// those that did (`view_change.rs`).
+    pub(crate) rejoins_held: BTreeMap<ReplicaId, (Signed<Rejoin>, BTreeSet<ReplicaId>)>,
     /// View changes since something last executed; the timeout doubles with each.
     pub(crate) failed_views: u32,
     /// For each member (this one included), the view whose primary it said, in its latest STATUS, it suspects, and
@@ -342,6 +345,7 @@ impl Replica {
             own_view_changes: Vec::new(),
             rejoin: None,
             withdrawn: durable.withdrawn.clone(),
+            rejoins_held: BTreeMap::new(),
             failed_views: 0,
             suspicions: BTreeMap::new(),
             ledger,

@@ -627,6 +627,8 @@ const WITHDRAWALS_PER_MEMBER_MAX: usize = 64;
 pub struct Rejoining {
     pub(crate) signed: Signed<Rejoin>,
     pub(crate) acks: BTreeSet<ReplicaId>,
+    /// The acknowledgements of the primaries of the withdrawn views, which the other members wait for.
+    pub(crate) primary_acks: Vec<Signed<RejoinAck>>,
 }
 
 /// Rejoining a view left with too little company.
@@ -690,9 +692,12 @@ impl Replica {
             && rejoining.signed.body.view == view
             && rejoining.signed.body.withdrawn == withdrawn
         {
-            // Under way: a member that lost it gets it again.
-            let message = Message::Rejoin(rejoining.signed.clone());
-            self.out.push(Output::Broadcast(message));
+            // Under way: a member that lost it, or what the primaries said of it, gets it again.
+            let mut messages = vec![Message::Rejoin(rejoining.signed.clone())];
+            messages.extend(rejoining.primary_acks.iter().cloned().map(Message::RejoinAck));
+            for message in messages {
+                self.out.push(Output::Broadcast(message));
+            }
             return;
         }
         // Until a quorum holds the withdrawal this replica sends no COMMIT, so what it withdraws is still true of
@@ -712,6 +717,7 @@ impl Replica {
         self.rejoin = Some(Rejoining {
             signed,
             acks: BTreeSet::new(),
+            primary_acks: Vec::new(),
         });
         if alone {
             self.view = view;
@@ -732,33 +738,8 @@ impl Replica {
     /// withdrawal durably, then acknowledge it.
     pub(crate) fn on_rejoin(&mut self, rejoin: Signed<Rejoin>) -> Result<(), Rejection> {
         let view = rejoin.body.view;
-        if !self.view_active || self.view != view {
-            return Err(Rejection::WrongView {
-                got: view,
-                current: self.view,
-            });
-        }
-        // Only a member that never left the view vouches for it: a quorum of such members cannot coexist with a
-        // NEW-VIEW for a later view already built on what is withdrawn (that took 2F+1 members that left). A replica
-        // that is no member (yet) vouches for nothing.
-        if !self.membership.contains(self.id) {
-            return Err(Rejection::NotAMember(self.id));
-        }
-        if self.left_for_a_later_view() {
-            return Err(Rejection::Rejoin("this replica left the view too"));
-        }
         let window = self.membership.n() as View;
         let withdrawn = &rejoin.body.withdrawn;
-        // Nor while F+1 others are leaving the view: the member's VIEW-CHANGE may be going into the next NEW-VIEW,
-        // which this replica would then refuse.
-        let others_leaving = self
-            .view_changes
-            .iter()
-            .filter(|(from, vc)| **from != self.id && **from != rejoin.from && vc.body.new_view > view)
-            .count();
-        if others_leaving > self.membership.f() {
-            return Err(Rejection::Rejoin("the view is being left"));
-        }
         if withdrawn.is_empty()
             || withdrawn.len() > window as usize
             || withdrawn
@@ -769,6 +750,70 @@ impl Replica {
                 "it withdraws nothing, or views outside the window above its view",
             ));
         }
+        self.vouch_checks(&rejoin)?;
+        let primaries = self.rejoin_primaries(&rejoin);
+        if primaries.contains(&self.id) {
+            return self.vouch(rejoin);
+        }
+        // Held until the primaries of the withdrawn views vouch for it (the member relays what they send).
+        let digest = rejoin.body.digest();
+        let seen = match self.rejoins_held.get(&rejoin.from) {
+            Some((held, seen)) if held.body.digest() == digest => seen.clone(),
+            _ => BTreeSet::new(),
+        };
+        let ready = primaries.is_subset(&seen);
+        self.rejoins_held.insert(rejoin.from, (rejoin.clone(), seen));
+        if ready { self.vouch(rejoin) } else { Ok(()) }
+    }
+
+    /// The members whose word a withdrawal waits for before anyone else vouches for it: the primaries of the views
+    /// it withdraws VIEW-CHANGEs for, the only members that could build a NEW-VIEW on one. One that vouched never
+    /// builds one (unless Byzantine: then the NEW-VIEW is refused like any bad one, and the view after follows), and
+    /// one that already built one is past the view and cannot vouch, so nobody else does: a member that vouched is
+    /// never left refusing the NEW-VIEW the others work in.
+    fn rejoin_primaries(&self, rejoin: &Signed<Rejoin>) -> BTreeSet<ReplicaId> {
+        rejoin
+            .body
+            .withdrawn
+            .iter()
+            .map(|(new_view, _)| self.membership.primary(*new_view))
+            .filter(|primary| *primary != rejoin.from)
+            .collect()
+    }
+
+    /// Whether this replica may vouch for a withdrawal now.
+    fn vouch_checks(&self, rejoin: &Signed<Rejoin>) -> Result<(), Rejection> {
+        let view = rejoin.body.view;
+        if !self.view_active || self.view != view {
+            return Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            });
+        }
+        // Only a member that never left the view vouches for it. A replica that is no member (yet) vouches for
+        // nothing.
+        if !self.membership.contains(self.id) {
+            return Err(Rejection::NotAMember(self.id));
+        }
+        if self.left_for_a_later_view() {
+            return Err(Rejection::Rejoin("this replica left the view too"));
+        }
+        // Nor while F+1 others are leaving the view: the cluster is moving on.
+        let others_leaving = self
+            .view_changes
+            .iter()
+            .filter(|(from, vc)| **from != self.id && **from != rejoin.from && vc.body.new_view > view)
+            .count();
+        if others_leaving > self.membership.f() {
+            return Err(Rejection::Rejoin("the view is being left"));
+        }
+        Ok(())
+    }
+
+    /// Holds the withdrawal durably, then acknowledges it.
+    fn vouch(&mut self, rejoin: Signed<Rejoin>) -> Result<(), Rejection> {
+        self.rejoins_held.remove(&rejoin.from);
+        let withdrawn = &rejoin.body.withdrawn;
         let held = self.withdrawn.entry(rejoin.from).or_default();
         let new: Vec<(View, Digest)> = withdrawn.iter().filter(|w| !held.contains(w)).copied().collect();
         if held.len() + new.len() > WITHDRAWALS_PER_MEMBER_MAX {
@@ -787,7 +832,7 @@ impl Replica {
         }
         let ack = self.sign(RejoinAck {
             member: rejoin.from,
-            view,
+            view: rejoin.body.view,
             rejoin: rejoin.body.digest(),
         });
         self.out.push(Output::Send {
@@ -797,11 +842,35 @@ impl Replica {
         Ok(())
     }
 
-    /// A member holds this replica's withdrawal. With a quorum holding it, this replica votes again.
-    pub(crate) fn on_rejoin_ack(&mut self, ack: Signed<RejoinAck>) -> Result<(), Rejection> {
-        let Some(rejoining) = self.rejoin.as_mut() else {
+    /// A primary of a withdrawn view vouched for another member's withdrawal (relayed by that member): what this
+    /// replica waited for to vouch too.
+    fn on_primary_vouched(&mut self, ack: Signed<RejoinAck>) -> Result<(), Rejection> {
+        let Some((rejoin, _)) = self.rejoins_held.get(&ack.body.member) else {
             return Err(Rejection::Duplicate);
         };
+        let rejoin = rejoin.clone();
+        let primaries = self.rejoin_primaries(&rejoin);
+        if rejoin.body.digest() != ack.body.rejoin || !primaries.contains(&ack.from) {
+            return Err(Rejection::Rejoin("not from the primary of a view it withdraws"));
+        }
+        let (_, seen) = self.rejoins_held.get_mut(&ack.body.member).expect("held");
+        seen.insert(ack.from);
+        if !primaries.is_subset(seen) {
+            return Ok(());
+        }
+        self.vouch_checks(&rejoin)?;
+        self.vouch(rejoin)
+    }
+
+    /// A member holds this replica's withdrawal. With a quorum holding it, this replica votes again.
+    pub(crate) fn on_rejoin_ack(&mut self, ack: Signed<RejoinAck>) -> Result<(), Rejection> {
+        if ack.body.member != self.id {
+            return self.on_primary_vouched(ack);
+        }
+        let Some(primaries) = self.rejoin.as_ref().map(|r| self.rejoin_primaries(&r.signed)) else {
+            return Err(Rejection::Duplicate);
+        };
+        let rejoining = self.rejoin.as_mut().expect("under way");
         let wanted = (self.id, rejoining.signed.body.view, rejoining.signed.body.digest());
         if (ack.body.member, ack.body.view, ack.body.rejoin) != wanted {
             return Err(Rejection::Rejoin("acknowledges another withdrawal"));
@@ -809,9 +878,19 @@ impl Replica {
         if !rejoining.acks.insert(ack.from) {
             return Err(Rejection::Duplicate);
         }
+        // The others vouch once the primaries of the withdrawn views did: they hear it from this replica.
+        if primaries.contains(&ack.from) {
+            rejoining.primary_acks.push(ack.clone());
+            self.out.push(Output::Broadcast(Message::RejoinAck(ack)));
+        }
+        let rejoining = self.rejoin.as_ref().expect("under way");
         let view = rejoining.signed.body.view;
         // This replica holds its own withdrawal too.
-        if rejoining.acks.len() + 1 < self.membership.quorum() || !self.view_active || self.view != view {
+        if rejoining.acks.len() + 1 < self.membership.quorum()
+            || !primaries.is_subset(&rejoining.acks)
+            || !self.view_active
+            || self.view != view
+        {
             return Ok(());
         }
         let signed = self.rejoin.take().expect("under way").signed;
