@@ -664,13 +664,14 @@ impl Replica {
     pub(crate) fn try_rejoin(&mut self) {
         let view = self.last_active_view;
         if !self.membership.contains(self.id)
-            || self.membership.primary(view) == self.id
             || (view > 0 && self.new_view.as_ref().is_none_or(|nv| nv.body.view != view))
         {
             return;
         }
         let withholding = self.view_active && self.view == view && self.left_for_a_later_view();
-        let alone = !self.view_active
+        // Outside it, never the view's own primary, whose NEW-VIEW fixes what it proposed (as `return_to_view`).
+        let alone = self.membership.primary(view) != self.id
+            && !self.view_active
             && self.view > view
             && self
                 .view_change_started_ms
@@ -749,6 +750,15 @@ impl Replica {
             return Err(Rejection::Rejoin(
                 "it withdraws nothing, or views outside the window above its view",
             ));
+        }
+        // Whatever this replica may vouch for, the member is no longer leaving the view on those VIEW-CHANGEs: they
+        // count as its support for leaving it no more (it signs new ones should it leave again).
+        if self
+            .view_changes
+            .get(&rejoin.from)
+            .is_some_and(|vc| withdrawn.contains(&(vc.body.new_view, view_change_id(vc))))
+        {
+            self.view_changes.remove(&rejoin.from);
         }
         self.vouch_checks(&rejoin)?;
         let primaries = self.rejoin_primaries(&rejoin);

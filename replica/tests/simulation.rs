@@ -218,7 +218,12 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// above); members changing to the view of a silent primary that went back, again and again, to the view before
 /// on a NEW-VIEW a lagging member relayed (N = 7, 1154, 7132, 7174, 7192); a replica restarted while changing
 /// views that took the view it was changing to for the last one it worked in, and so never went back to the
-/// cluster's (N = 4 with one Byzantine, 3092 and 3167).
+/// cluster's (N = 4 with one Byzantine, 3092 and 3167). Then, around the withdrawal of VIEW-CHANGEs (REJOIN): a
+/// withdrawal acknowledged by members that had left too, or not yet members, left members refusing the NEW-VIEW the
+/// others went on with (N = 4: 5093, 20010, 20919; N = 7: 20072, 20226); a member whose withdrawal was half
+/// acknowledged stood on the VIEW-CHANGE those members refused, so a silent primary was never replaced (N = 4,
+/// 20813); a primary back in its own view withholding its COMMITs could not withdraw (N = 4, 44926); and a removed
+/// member's NEW-VIEW, valid under the old membership, proposed in the new epoch (N = 4, 30280).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
@@ -232,6 +237,14 @@ fn seeds_that_once_failed_the_sweeps() {
         (7, 2, 7132),
         (7, 2, 7174),
         (7, 2, 7192),
+        (4, 1, 5093),
+        (4, 1, 20010),
+        (4, 1, 20919),
+        (4, 1, 20813),
+        (4, 1, 44926),
+        (4, 1, 30280),
+        (7, 2, 20072),
+        (7, 2, 20226),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
