@@ -460,6 +460,12 @@ impl Replica {
         if self.others_left(view) > self.membership.f() {
             return;
         }
+        self.go_back_to(view);
+    }
+
+    /// Works in `view` again, which this replica had left: its suspicion of it is over, and the request timer runs
+    /// for what is pending.
+    fn go_back_to(&mut self, view: View) {
         self.view = view;
         self.view_active = true;
         self.view_started_ms = self.now_ms;
@@ -659,6 +665,17 @@ impl Replica {
             .is_some_and(|held| held.contains(&(vc.body.new_view, view_change_id(vc))))
     }
 
+    /// Stops counting `member`'s VIEW-CHANGE held here if it is one of `withdrawn` (view, `view_change_id`).
+    fn forget_view_change_of(&mut self, member: ReplicaId, withdrawn: &[(View, Digest)]) {
+        if self
+            .view_changes
+            .get(&member)
+            .is_some_and(|vc| withdrawn.contains(&(vc.body.new_view, view_change_id(vc))))
+        {
+            self.view_changes.remove(&member);
+        }
+    }
+
     /// Called each status interval: starts (or sends again) a REJOIN when this replica is alone outside the view
     /// the others work in, or back in it without voting.
     pub(crate) fn try_rejoin(&mut self) {
@@ -708,30 +725,14 @@ impl Replica {
         self.out.push(Output::Broadcast(Message::Rejoin(signed.clone())));
         // Members that hold the withdrawal no longer count what it withdraws: should this replica leave the view
         // again, it signs a new VIEW-CHANGE (of a higher revision) rather than stand on one they refuse.
-        if self
-            .view_changes
-            .get(&self.id)
-            .is_some_and(|vc| signed.body.withdrawn.contains(&(vc.body.new_view, view_change_id(vc))))
-        {
-            self.view_changes.remove(&self.id);
-        }
+        self.forget_view_change_of(self.id, &signed.body.withdrawn);
         self.rejoin = Some(Rejoining {
             signed,
             acks: BTreeSet::new(),
             primary_acks: Vec::new(),
         });
         if alone {
-            self.view = view;
-            self.view_active = true;
-            self.view_started_ms = self.now_ms;
-            self.view_change_started_ms = None;
-            self.suspicions.remove(&self.id);
-            if self.pending.is_empty() {
-                self.timer_armed = false;
-                self.timer_generation += 1;
-            } else {
-                self.arm_progress_timer();
-            }
+            self.go_back_to(view);
         }
     }
 
@@ -753,13 +754,7 @@ impl Replica {
         }
         // Whatever this replica may vouch for, the member is no longer leaving the view on those VIEW-CHANGEs: they
         // count as its support for leaving it no more (it signs new ones should it leave again).
-        if self
-            .view_changes
-            .get(&rejoin.from)
-            .is_some_and(|vc| withdrawn.contains(&(vc.body.new_view, view_change_id(vc))))
-        {
-            self.view_changes.remove(&rejoin.from);
-        }
+        self.forget_view_change_of(rejoin.from, withdrawn);
         self.vouch_checks(&rejoin)?;
         let primaries = self.rejoin_primaries(&rejoin);
         if primaries.contains(&self.id) {
@@ -833,13 +828,8 @@ impl Replica {
             held.extend(new);
             self.out.push(Output::Persist(Entry::Rejoin(rejoin.clone())));
         }
-        if self
-            .view_changes
-            .get(&rejoin.from)
-            .is_some_and(|vc| self.is_withdrawn(vc))
-        {
-            self.view_changes.remove(&rejoin.from);
-        }
+        // One relayed again since it was first forgotten (`on_rejoin`) goes too.
+        self.forget_view_change_of(rejoin.from, withdrawn);
         let ack = self.sign(RejoinAck {
             member: rejoin.from,
             view: rejoin.body.view,
@@ -911,9 +901,7 @@ impl Replica {
             .entry(self.id)
             .or_default()
             .extend(withdrawn.iter().copied());
-        if self.view_changes.get(&self.id).is_some_and(|vc| self.is_withdrawn(vc)) {
-            self.view_changes.remove(&self.id);
-        }
+        self.forget_view_change_of(self.id, &withdrawn);
         self.own_view_changes.retain(|w| !withdrawn.contains(w));
         self.highest_view_change_sent = self
             .own_view_changes
