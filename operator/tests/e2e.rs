@@ -44,7 +44,7 @@ async fn wait_for(
 }
 
 #[tokio::test]
-#[ignore]
+#[ignore = "needs a real Kubernetes cluster with the operator installed: operator/tests/e2e/kind.sh sets one up"]
 async fn a_cluster_comes_up_fences_a_misbehaving_member_and_is_deleted_cleanly() {
     let client = client().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());

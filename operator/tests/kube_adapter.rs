@@ -950,7 +950,7 @@ async fn drills_asked_by_annotation_run_once_and_are_refused_unless_allowed() {
 /// The operator's memory with 50 clusters of 7 members reconciled against the mock API server (a figure for
 /// the report; run with `cargo test -p bft-operator --release --test kube_adapter -- --ignored --nocapture`).
 #[tokio::test]
-#[ignore]
+#[ignore = "prints a figure (memory at 50 clusters); run in release with --ignored --nocapture"]
 async fn memory_at_fifty_clusters() {
     fn rss_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
