@@ -245,6 +245,11 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 30280),
         (7, 2, 20072),
         (7, 2, 20226),
+        // A committed certificate relayed above a reconfiguration's boundary, counted on a removed member's COMMIT.
+        (4, 1, 41352),
+        (4, 1, 44601),
+        (4, 1, 41924),
+        (7, 2, 41789),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
