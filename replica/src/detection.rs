@@ -202,6 +202,14 @@ impl Detector {
         if observation.member == replica.id() {
             return Detected::default();
         }
+        // Proof is judged by the membership in force when it is acted on, as where it would execute: an epoch begun
+        // since it was observed may have removed a member whose signature it needs.
+        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+        if let Some(evidence) = &observation.proof
+            && evidence.verify(replica.membership(), epoch_started_at).is_err()
+        {
+            return Detected::default();
+        }
         let operation = self.report(replica, key, &observation, now_ms);
         let logged = self.history.observe(observation, now_ms);
         self.changed |= logged;
@@ -286,10 +294,18 @@ impl Detector {
                 checkpoint,
                 certificate,
             } => {
-                return Some(Observation::proven(Evidence::DivergentCheckpoint {
+                let evidence = Evidence::DivergentCheckpoint {
                     checkpoint: checkpoint.clone(),
                     certificate: certificate.clone(),
-                }));
+                };
+                // A certificate the membership before an epoch signed proves nothing under the one in force, which
+                // is what the evidence is checked against (a removed member's vote no longer counts: N = 7, seed
+                // 40297 saw 4 valid signatures of 5).
+                let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
+                return evidence
+                    .verify(replica.membership(), epoch_started_at)
+                    .is_ok()
+                    .then(|| Observation::proven(evidence));
             }
             Event::Decided {
                 seq,

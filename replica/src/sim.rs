@@ -899,7 +899,7 @@ impl Sim {
             } => {
                 let index = replica as usize - 1;
                 if self.replicas[index].incarnation == incarnation {
-                    self.observed(index, *observation);
+                    self.act_on(index, *observation);
                 }
             }
             SimEvent::Crash(id) => {
@@ -1226,6 +1226,8 @@ impl Sim {
                             None => None,
                         };
                         if let Some(observation) = observed {
+                            // Checked as made: an epoch may begin before the policy acts on it.
+                            self.check_observation(index, &observation);
                             let observation = Box::new(observation);
                             let replica = id;
                             self.schedule(
@@ -1289,6 +1291,11 @@ impl Sim {
     /// consensus is stepped into its core. The simulator checks on top that the observation frames no honest member.
     fn observed(&mut self, index: usize, observation: Observation) {
         self.check_observation(index, &observation);
+        self.act_on(index, observation);
+    }
+
+    /// The detection policy acts on an observation already checked.
+    fn act_on(&mut self, index: usize, observation: Observation) {
         let now = self.now;
         let SimReplica {
             core, detector, key, ..

@@ -250,6 +250,8 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 44601),
         (4, 1, 41924),
         (7, 2, 41789),
+        // Checkpoint-divergence evidence from before an epoch, observed after it began.
+        (7, 2, 40297),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
