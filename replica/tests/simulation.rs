@@ -252,6 +252,9 @@ fn seeds_that_once_failed_the_sweeps() {
         (7, 2, 41789),
         // Checkpoint-divergence evidence from before an epoch, observed after it began.
         (7, 2, 40297),
+        // A withdrawal whose primary's acknowledgement came before an epoch changed who that primary is.
+        (4, 1, 40416),
+        (4, 1, 44526),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
