@@ -647,8 +647,8 @@ pub struct Rejoining {
 ///
 /// After a view-change timeout alone (or at once when back in the view), it signs a REJOIN taking back every
 /// VIEW-CHANGE it signed since it left, goes back to the view and keeps preparing there, and asks the members to
-/// acknowledge. A member acknowledges only while active in that view, never having left it, with at most F others
-/// leaving it, and only once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
+/// acknowledge. A member acknowledges only while active in that view, having installed no later one, with at most F
+/// members leaving it (itself included), and only once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
 /// NEW-VIEW built on one. Once a quorum holds it (itself included), the replica holds it too and sends COMMITs
 /// again. (If the others moved on meanwhile with a NEW-VIEW built on what it withdrew, a member that acknowledged
 /// refuses that view and waits outside it for the next, as the replica would have; the conditions above make that
@@ -795,20 +795,21 @@ impl Replica {
                 current: self.view,
             });
         }
-        // Only a member that never left the view vouches for it. A replica that is no member (yet) vouches for
-        // nothing.
+        // A replica that is no member (yet) vouches for nothing.
         if !self.membership.contains(self.id) {
             return Err(Rejection::NotAMember(self.id));
         }
-        if self.left_for_a_later_view() {
-            return Err(Rejection::Rejoin("this replica left the view too"));
-        }
-        // Nor while F+1 others are leaving the view: the cluster is moving on.
+        // A member back in the view without voting (it left too, and came back: `return_to_view`, `try_rejoin`)
+        // installed no later view either, so it may vouch: two members that left together on their own suspicions
+        // would otherwise each refuse the other's withdrawal for good, and with one faulty member the cluster
+        // stalled (N = 4, seed 50129). It counts among those leaving. Nobody vouches while F+1 others are leaving
+        // the view: the cluster is moving on.
         let others_leaving = self
             .view_changes
             .iter()
             .filter(|(from, vc)| **from != self.id && **from != rejoin.from && vc.body.new_view > view)
-            .count();
+            .count()
+            + usize::from(self.left_for_a_later_view());
         if others_leaving > self.membership.f() {
             return Err(Rejection::Rejoin("the view is being left"));
         }

@@ -255,6 +255,8 @@ fn seeds_that_once_failed_the_sweeps() {
         // A withdrawal whose primary's acknowledgement came before an epoch changed who that primary is.
         (4, 1, 40416),
         (4, 1, 44526),
+        // Two members that left a view together, each refusing the other's withdrawal.
+        (4, 1, 50129),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
