@@ -257,6 +257,9 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 44526),
         // Two members that left a view together, each refusing the other's withdrawal.
         (4, 1, 50129),
+        // A primary that left its own view alone.
+        (4, 1, 43774),
+        (7, 2, 41898),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
