@@ -223,7 +223,12 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// others went on with (N = 4: 5093, 20010, 20919; N = 7: 20072, 20226); a member whose withdrawal was half
 /// acknowledged stood on the VIEW-CHANGE those members refused, so a silent primary was never replaced (N = 4,
 /// 20813); a primary back in its own view withholding its COMMITs could not withdraw (N = 4, 44926); and a removed
-/// member's NEW-VIEW, valid under the old membership, proposed in the new epoch (N = 4, 30280).
+/// member's NEW-VIEW, valid under the old membership, proposed in the new epoch (N = 4, 30280). Later: a committed
+/// certificate relayed above a reconfiguration's boundary, counted on a removed member's COMMIT (N = 4, 41352, 44601,
+/// 41924; N = 7, 41789); checkpoint-divergence evidence observed before an epoch and acted on after it (N = 7,
+/// 40297); a withdrawal whose primary acknowledged before an epoch made it that primary (N = 4, 40416, 44526); two
+/// members that left a view together, each refusing the other's withdrawal (N = 4, 50129); and a primary that left
+/// its own view alone (N = 4, 43774, 51467; N = 7, 41898).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
@@ -245,21 +250,17 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 30280),
         (7, 2, 20072),
         (7, 2, 20226),
-        // A committed certificate relayed above a reconfiguration's boundary, counted on a removed member's COMMIT.
         (4, 1, 41352),
         (4, 1, 44601),
         (4, 1, 41924),
         (7, 2, 41789),
-        // Checkpoint-divergence evidence from before an epoch, observed after it began.
         (7, 2, 40297),
-        // A withdrawal whose primary's acknowledgement came before an epoch changed who that primary is.
         (4, 1, 40416),
         (4, 1, 44526),
-        // Two members that left a view together, each refusing the other's withdrawal.
         (4, 1, 50129),
-        // A primary that left its own view alone.
         (4, 1, 43774),
         (7, 2, 41898),
+        (4, 1, 51467),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
