@@ -49,6 +49,9 @@ pub struct Durable {
     pub view_changes_signed: Vec<(View, Digest)>,
     /// Each member's withdrawn VIEW-CHANGEs (view, `view_change_id`) for the view active here and later ones.
     pub withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
+    /// This replica's own withdrawal, sent and not yet held by a quorum: members that hold it refuse what it
+    /// withdraws, so after a restart this replica must not stand on that either (it sends it again instead).
+    pub rejoin_under_way: Option<Signed<Rejoin>>,
 }
 
 impl Default for Durable {
@@ -64,6 +67,7 @@ impl Default for Durable {
             sent: Vec::new(),
             view_changes_signed: Vec::new(),
             withdrawn: BTreeMap::new(),
+            rejoin_under_way: None,
         }
     }
 }
@@ -80,6 +84,12 @@ impl Durable {
                 }
             }
             Entry::Sent(Message::NewView(nv)) | Entry::NewView(nv) => self.enter_new_view(nv),
+            // Sent once it went back to the view it withdraws from.
+            Entry::Sent(Message::Rejoin(rejoin)) => {
+                self.view = rejoin.body.view;
+                self.view_active = true;
+                self.rejoin_under_way = Some(rejoin);
+            }
             Entry::Sent(message) => {
                 if matches!(
                     message,
@@ -110,6 +120,9 @@ impl Durable {
                     self.view_change = None;
                     self.view = rejoin.body.view;
                     self.view_active = true;
+                }
+                if self.rejoin_under_way.as_ref().is_some_and(|own| own.from == member) {
+                    self.rejoin_under_way = None;
                 }
             }
             Entry::Checkpoint { cert, snapshot } => {

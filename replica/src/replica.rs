@@ -388,6 +388,19 @@ impl Replica {
             self.view_changes.insert(self.id, vc.clone());
             self.highest_view_change_sent = vc.body.new_view;
         }
+        // A withdrawal under way when it stopped: it had gone back to the view, and members that hold the withdrawal
+        // refuse what it withdraws, so it must not build a NEW-VIEW on that (the simulator saw a restarted primary
+        // do so, and the cluster stall: N = 4, seed 41308). It sends the withdrawal again (`try_rejoin`).
+        if let Some(signed) = &durable.rejoin_under_way
+            && (durable.view, durable.view_active) == (signed.body.view, true)
+        {
+            self.forget_view_change_of(self.id, &signed.body.withdrawn);
+            self.rejoin = Some(crate::view_change::Rejoining {
+                signed: signed.clone(),
+                acks: BTreeSet::new(),
+                primary_acks: Vec::new(),
+            });
+        }
         // Less what a quorum holds withdrawn (this replica persists its own withdrawal only then).
         let withdrawn = durable.withdrawn.get(&self.id);
         self.own_view_changes = durable

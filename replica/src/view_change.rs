@@ -666,7 +666,7 @@ impl Replica {
     }
 
     /// Stops counting `member`'s VIEW-CHANGE held here if it is one of `withdrawn` (view, `view_change_id`).
-    fn forget_view_change_of(&mut self, member: ReplicaId, withdrawn: &[(View, Digest)]) {
+    pub(crate) fn forget_view_change_of(&mut self, member: ReplicaId, withdrawn: &[(View, Digest)]) {
         if self
             .view_changes
             .get(&member)
@@ -723,7 +723,7 @@ impl Replica {
         // it: it holds its own withdrawal only then, and meanwhile follows a NEW-VIEW built on it like any other
         // (the others may have moved on with it).
         let signed = self.sign(Rejoin { view, withdrawn });
-        self.out.push(Output::Broadcast(Message::Rejoin(signed.clone())));
+        self.persist_and_broadcast(Message::Rejoin(signed.clone()));
         // Members that hold the withdrawal no longer count what it withdraws: should this replica leave the view
         // again, it signs a new VIEW-CHANGE (of a higher revision) rather than stand on one they refuse.
         self.forget_view_change_of(self.id, &signed.body.withdrawn);

@@ -228,7 +228,8 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// 41924; N = 7, 41789); checkpoint-divergence evidence observed before an epoch and acted on after it (N = 7,
 /// 40297); a withdrawal whose primary acknowledged before an epoch made it that primary (N = 4, 40416, 44526); two
 /// members that left a view together, each refusing the other's withdrawal (N = 4, 50129); and a primary that left
-/// its own view alone (N = 4, 43774, 51467; N = 7, 41898).
+/// its own view alone (N = 4, 43774, 51467; N = 7, 41898); a primary restarted during its withdrawal that built a
+/// NEW-VIEW on the VIEW-CHANGE it was withdrawing (N = 4, 41308).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
@@ -261,6 +262,7 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 43774),
         (7, 2, 41898),
         (4, 1, 51467),
+        (4, 1, 41308),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
