@@ -531,6 +531,10 @@ pub struct Sim {
     phase: Phase,
     /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
     removed: Option<ReplicaId>,
+    /// The epoch in which each proven member was last proven. A quarantine is owed for proof of the epoch in force:
+    /// proof about a NEW-VIEW or certificate of an earlier membership proves nothing under the next one, and is
+    /// refused where it would execute.
+    proven_in_epoch: BTreeMap<ReplicaId, u64>,
     outcome: Outcome,
     trace: sha2::Sha256,
 }
@@ -735,6 +739,7 @@ impl Sim {
             certified: BTreeMap::new(),
             phase,
             removed: None,
+            proven_in_epoch: BTreeMap::new(),
             outcome,
             trace: sha2::Sha256::default(),
         }
@@ -1353,6 +1358,8 @@ impl Sim {
             Ok((_, _)) if !membership.contains(me) => {}
             Ok((member, fault)) => {
                 *self.outcome.proven.entry(member).or_default() += 1;
+                let epoch = self.replicas[index].core.as_ref().map_or(0, |core| core.epoch());
+                self.proven_in_epoch.insert(member, epoch);
                 if let (
                     Evidence::ConflictingNewViews { .. } | Evidence::NewViewWithoutQuorum { .. },
                     Some(sent),
@@ -1973,10 +1980,9 @@ impl Sim {
             core.governance().is_quarantined(member) || core.governance().retired.contains(&member)
         };
         if !self
-            .outcome
-            .proven
-            .keys()
-            .all(|member| running_honest().all(|core| shut_out(core, *member)))
+            .proven_in_epoch
+            .iter()
+            .all(|(member, epoch)| running_honest().all(|core| core.epoch() > *epoch || shut_out(core, *member)))
         {
             return false;
         }
