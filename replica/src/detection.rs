@@ -82,11 +82,13 @@ pub fn observation_of_refusal(
                 ..
             },
         ) => Some(Evidence::DoubleSpend { proposal }),
-        // A NEW-VIEW refused for what it holds (too few VIEW-CHANGEs, one whose signature does not verify): proof if
-        // its primary's own signature covers fewer than a quorum of valid ones, whoever relayed it. The verifier
-        // judged its content before that signature, so `of_refused_new_view` checks it.
+        // A NEW-VIEW refused for what it holds (too few VIEW-CHANGEs, one whose signature does not verify, other
+        // PRE-PREPAREs than its VIEW-CHANGEs determine): proof against its primary if its own signature covers fewer
+        // than a quorum of valid ones or PRE-PREPAREs not derived from them, whoever relayed it. Else against the
+        // signer of a VIEW-CHANGE in it carrying a certificate that cannot hold, if that signer's own signature
+        // verifies. The verifier judged the content before the signatures, so the evidence checks them.
         (
-            Rejection::BadCertificate(_) | Rejection::BadRelayedSignature { .. },
+            Rejection::BadCertificate(_) | Rejection::BadRelayedSignature { .. } | Rejection::NotFromPrimary(_),
             Refusal::Verification {
                 message: Message::NewView(new_view),
                 membership,
@@ -94,7 +96,27 @@ pub fn observation_of_refusal(
                 executed,
                 ..
             },
-        ) => Evidence::of_refused_new_view(membership, epoch_started_at, executed, new_view),
+        ) => Evidence::of_refused_new_view(membership, epoch_started_at, executed, new_view.clone()).or_else(|| {
+            new_view
+                .body
+                .view_changes
+                .into_iter()
+                .find_map(|vc| Evidence::of_refused_view_change(membership, epoch_started_at, executed, vc))
+        }),
+        // A VIEW-CHANGE refused for a prepared certificate it carries (a vote in it that does not verify, a proposal
+        // not by its view's primary, too few votes): its signer signed over the certificate, so it is proof against
+        // the signer if the certificate cannot hold (`Evidence::InvalidViewChange`), never against the members
+        // named inside (a vote's signature spoiled proves nothing against its voter).
+        (
+            Rejection::BadCertificate(_) | Rejection::BadRelayedSignature { .. } | Rejection::NotFromPrimary(_),
+            Refusal::Verification {
+                message: Message::ViewChange(view_change),
+                membership,
+                epoch_started_at,
+                executed,
+                ..
+            },
+        ) => Evidence::of_refused_view_change(membership, epoch_started_at, executed, view_change),
         // A second, different NEW-VIEW from the primary of a view this replica installed: the core keeps both.
         (Rejection::Equivocation, Refusal::Core { header: None, replica }) if summary.kind == "new_view" => replica
             .conflicting_new_views()

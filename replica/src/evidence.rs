@@ -13,18 +13,25 @@ use crate::crypto::Digest;
 use crate::history::FaultType;
 use crate::ledger::TxOutcome;
 use crate::messages::{
-    Checkpoint, CheckpointCert, MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, ReplicaId, Reply, Seq, Signable,
-    Signed, StateTransfer,
+    Checkpoint, CheckpointCert, MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId,
+    Reply, Seq, Signable, Signed, StateTransfer, ViewChange,
 };
 use crate::replica::Replica;
+use crate::view_change::derive_new_view;
 
 /// The most replies one piece of evidence may hold: two per member is already more than a proof needs.
 pub const MAX_EVIDENCE_REPLIES: usize = 64;
 
-/// The largest evidence made of NEW-VIEWs a replica puts to consensus (encoded): it travels inside a proposal, which
-/// must stay below `MAX_MESSAGE_BYTES` with the rest of its batch. NEW-VIEWs are small unless they re-propose many
-/// full batches; larger ones are refused all the same, only not proven.
-pub const MAX_NEW_VIEW_EVIDENCE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
+/// The largest evidence made of NEW-VIEWs or VIEW-CHANGEs a replica puts to consensus (encoded): it travels inside a
+/// proposal, which must stay below `MAX_MESSAGE_BYTES` with the rest of its batch. Both are small unless they carry
+/// many full batches; larger ones are refused all the same, only not proven.
+pub const MAX_VIEW_CHANGE_EVIDENCE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
+
+/// The most steps (re-proposals times prepared certificates) re-deriving a NEW-VIEW's PRE-PREPARES may take when
+/// its evidence is checked: every replica checks evidence where it executes, and a NEW-VIEW no honest primary makes
+/// could hold far more than any log window. An honest one needs a few million at most (a window of 1,000 sequence
+/// numbers, 10 members); a NEW-VIEW beyond this is refused all the same, only not proven.
+const MAX_DERIVATION_STEPS: usize = 1 << 24;
 
 // Evidence is rare and short-lived: its variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -65,6 +72,16 @@ pub enum Evidence {
     /// view: an honest primary waits for a quorum, since only a quorum is sure to carry every batch that may have
     /// committed. Anyone holding the membership can count them.
     NewViewWithoutQuorum { new_view: Signed<NewView> },
+    /// A NEW-VIEW the primary of its view signed whose PRE-PREPAREs are not exactly those its own VIEW-CHANGEs
+    /// determine (`view_change::derive_new_view`). An honest primary derives them from the very VIEW-CHANGEs it puts
+    /// in and signs both at once, so anyone derives them again from the NEW-VIEW alone: neither the membership nor
+    /// whether the VIEW-CHANGEs are valid (or withdrawn since) enters the derivation, only the primary's signature.
+    NewViewNotDerived { new_view: Signed<NewView> },
+    /// A VIEW-CHANGE the member signed carrying a prepared certificate that cannot hold (`broken_certificate`). Its
+    /// signature covers the certificates it carries, and an honest member carries only certificates it formed from
+    /// votes it verified: the member vouched for one it never held, whoever relays the VIEW-CHANGE. Its checkpoint
+    /// certificate proves nothing either way.
+    InvalidViewChange { view_change: Signed<ViewChange> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,14 +180,37 @@ impl Evidence {
         {
             return None;
         }
-        Evidence::NewViewWithoutQuorum { new_view }.proving(membership, epoch_started_at)
+        let without_quorum = Evidence::NewViewWithoutQuorum {
+            new_view: new_view.clone(),
+        };
+        without_quorum
+            .proving(membership, epoch_started_at)
+            .or_else(|| Evidence::NewViewNotDerived { new_view }.proving(membership, epoch_started_at))
+    }
+
+    /// The proof a refused VIEW-CHANGE makes against its signer if a prepared certificate it carries cannot hold,
+    /// whether it came on its signer's stream or inside a NEW-VIEW someone relays: the check is of the signer's own
+    /// signature over the certificate, so one spoiled on the way proves nothing.
+    ///
+    /// Only a VIEW-CHANGE whose checkpoint is at or below `executed`, as for a NEW-VIEW (`of_refused_new_view`): one
+    /// from further on may have been made under a membership this replica does not know yet.
+    pub fn of_refused_view_change(
+        membership: &Membership,
+        epoch_started_at: Seq,
+        executed: Seq,
+        view_change: Signed<ViewChange>,
+    ) -> Option<Evidence> {
+        if view_change.body.checkpoint.seq > executed {
+            return None;
+        }
+        Evidence::InvalidViewChange { view_change }.proving(membership, epoch_started_at)
     }
 
     /// This evidence, if it proves something and is small enough to put to consensus.
     fn proving(self, membership: &Membership, epoch_started_at: Seq) -> Option<Evidence> {
         self.verify(membership, epoch_started_at).ok()?;
         let size = postcard::to_allocvec(&self).map_or(usize::MAX, |bytes| bytes.len());
-        (size <= MAX_NEW_VIEW_EVIDENCE_BYTES).then_some(self)
+        (size <= MAX_VIEW_CHANGE_EVIDENCE_BYTES).then_some(self)
     }
 
     /// The member the evidence names, before it is checked (`verify` says whether it proves anything).
@@ -182,7 +222,8 @@ impl Evidence {
             Evidence::DivergentReply { member, .. } => *member,
             Evidence::BadStateChunk { transfer } => transfer.from,
             Evidence::ConflictingNewViews { second, .. } => second.from,
-            Evidence::NewViewWithoutQuorum { new_view } => new_view.from,
+            Evidence::NewViewWithoutQuorum { new_view } | Evidence::NewViewNotDerived { new_view } => new_view.from,
+            Evidence::InvalidViewChange { view_change } => view_change.from,
         }
     }
 
@@ -324,6 +365,32 @@ impl Evidence {
                 }
                 Ok((new_view.from, FaultType::ProtocolViolation))
             }
+            Evidence::NewViewNotDerived { new_view } => {
+                new_view_of_this_epoch(membership, epoch_started_at, new_view)?;
+                if pre_prepares_derived(new_view)? {
+                    return Err(EvidenceError::ProvesNothing(
+                        "its PRE-PREPAREs are those its VIEW-CHANGEs determine".into(),
+                    ));
+                }
+                Ok((new_view.from, FaultType::ProtocolViolation))
+            }
+            Evidence::InvalidViewChange { view_change } => {
+                genuine(membership, view_change)?;
+                // The checkpoint certificate is left unproven: across an epoch an honest member's rests on the
+                // membership before it (a removed member's votes, another quorum), and which membership signed one
+                // cannot be told from the certificate alone. A bad one is refused all the same.
+                let broken = view_change
+                    .body
+                    .prepared
+                    .iter()
+                    .any(|cert| broken_certificate(membership, epoch_started_at, cert));
+                if !broken {
+                    return Err(EvidenceError::ProvesNothing(
+                        "every prepared certificate it carries may hold".into(),
+                    ));
+                }
+                Ok((view_change.from, FaultType::ProtocolViolation))
+            }
         }
     }
 
@@ -373,6 +440,84 @@ fn new_view_of_this_epoch(
         )));
     }
     genuine(membership, new_view)
+}
+
+/// Whether a NEW-VIEW's PRE-PREPAREs are exactly those its VIEW-CHANGEs determine, signed by its own signer: what an
+/// honest primary always sends. Refused (proving nothing) when re-deriving them would take more than
+/// `MAX_DERIVATION_STEPS`.
+fn pre_prepares_derived(new_view: &Signed<NewView>) -> Result<bool, EvidenceError> {
+    let NewView {
+        view,
+        view_changes,
+        pre_prepares,
+    } = &new_view.body;
+    // How many re-proposals the derivation makes, counted first: it runs from the highest checkpoint to the highest
+    // prepared certificate above it, and a Byzantine primary's NEW-VIEW may name any sequence number.
+    let low = view_changes.iter().map(|vc| vc.body.checkpoint.seq).max().unwrap_or(0);
+    let certificates = || view_changes.iter().flat_map(|vc| &vc.body.prepared);
+    let high = certificates()
+        .map(PreparedCert::seq)
+        .filter(|seq| *seq > low)
+        .max()
+        .unwrap_or(low);
+    if high - low != pre_prepares.len() as Seq {
+        return Ok(false);
+    }
+    if pre_prepares.len().saturating_mul(certificates().count()) > MAX_DERIVATION_STEPS {
+        return Err(EvidenceError::ProvesNothing(
+            "the NEW-VIEW is too large to derive again".into(),
+        ));
+    }
+    let (_, derived) = derive_new_view(view_changes);
+    Ok(derived.iter().zip(pre_prepares).all(|(derived, pp)| {
+        pp.from == new_view.from
+            && pp.body.view == *view
+            && pp.body.seq == derived.seq
+            && pp.body.digest == derived.digest
+            && pp.body.batch == derived.batch
+            && pp.body.ops == derived.ops
+            && pp.body.at_ms == derived.at_ms
+    }))
+}
+
+/// Whether a prepared certificate is one no honest member holds, checked in the epoch that began after
+/// `epoch_started_at`. An honest member forms one from a PRE-PREPARE and PREPAREs it verified
+/// (`Replica::check_prepared`): each PREPARE for that proposal, none by its proposer, one per member, a quorum with
+/// the proposer's, the proposer its view's primary.
+///
+/// What no reconfiguration changes is judged whatever the certificate's sequence number: the votes' agreement with
+/// the proposal, and signatures, since a member keeps its key for good (ids are never reused and a key never changes;
+/// `governance::next_members`), so one that does not verify now never did. A removed member's cannot be checked and
+/// counts for nothing. So the proof still holds when an epoch begins between its making and its execution (the
+/// simulator saw a quarantine dropped so, N = 7, seed 90164). Who is a view's primary and how many make a quorum
+/// change with every reconfiguration, and a replica may hold a certificate above an epoch's start formed under the
+/// membership before it (it installs a NEW-VIEW's PRE-PREPAREs above its next checkpoint boundary at once, where
+/// `on_pre_prepare` defers one until the boundary executed, and keeps the certificate into the new epoch): those two
+/// are judged only in the genesis epoch, which no other membership preceded.
+fn broken_certificate(membership: &Membership, epoch_started_at: Seq, cert: &PreparedCert) -> bool {
+    let does_not_verify = |result: Result<(), EvidenceError>| matches!(result, Err(EvidenceError::BadSignature(_)));
+    let pp = &cert.pre_prepare;
+    if does_not_verify(genuine(membership, pp)) {
+        return true;
+    }
+    let wanted = Prepare {
+        view: pp.body.view,
+        seq: pp.body.seq,
+        digest: pp.body.digest,
+    };
+    let mut voters = BTreeSet::new();
+    for vote in &cert.prepares {
+        let for_another_proposal = vote.body != wanted;
+        let by_proposer_or_twice = vote.from == pp.from || !voters.insert(vote.from);
+        if for_another_proposal || by_proposer_or_twice || does_not_verify(genuine(membership, vote)) {
+            return true;
+        }
+    }
+    if epoch_started_at > 0 {
+        return false;
+    }
+    let prepared_by = voters.iter().filter(|voter| membership.contains(**voter)).count();
+    pp.from != membership.primary(pp.body.view) || prepared_by + 1 < membership.quorum()
 }
 
 /// (member, sequence, transfer) for each member whose signed reply contradicts F+1 others' for that transfer.
@@ -684,6 +829,286 @@ mod tests {
         let ahead = new_view(&keys, 2, &[2, 3], 20);
         assert!(Evidence::of_refused_new_view(&membership, 0, 19, ahead.clone()).is_none());
         assert!(Evidence::of_refused_new_view(&membership, 0, 20, ahead).is_some());
+    }
+
+    /// A prepared certificate for an empty batch at `seq` in `view`, proposed by `proposer` and prepared by `voters`.
+    fn certificate(keys: &[KeyPair], proposer: ReplicaId, view: u64, seq: Seq, voters: &[ReplicaId]) -> PreparedCert {
+        let body = PrePrepare {
+            view,
+            seq,
+            digest: crate::messages::proposal_digest(&[], &[], 0),
+            batch: Vec::new(),
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        let vote = Prepare {
+            view,
+            seq,
+            digest: body.digest,
+        };
+        PreparedCert {
+            pre_prepare: Signed::new(proposer, body, &keys[proposer as usize - 1]),
+            prepares: voters
+                .iter()
+                .map(|id| Signed::new(*id, vote, &keys[*id as usize - 1]))
+                .collect(),
+        }
+    }
+
+    /// Member `from`'s VIEW-CHANGE for view 1 from a checkpoint at `checkpoint_seq`, carrying `prepared`.
+    fn view_change_carrying(
+        keys: &[KeyPair],
+        from: ReplicaId,
+        checkpoint_seq: Seq,
+        prepared: Vec<PreparedCert>,
+    ) -> Signed<ViewChange> {
+        let mut body = view_change(keys, from, checkpoint_seq).body;
+        body.prepared = prepared;
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    /// The NEW-VIEW for view 1 `from` signs on `view_changes`, with the PRE-PREPAREs they determine.
+    fn derived_new_view(keys: &[KeyPair], from: ReplicaId, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
+        let (_, derived) = derive_new_view(&view_changes);
+        let pre_prepares = derived
+            .into_iter()
+            .map(|r| {
+                let body = PrePrepare {
+                    view: 1,
+                    seq: r.seq,
+                    digest: r.digest,
+                    batch: r.batch,
+                    ops: r.ops,
+                    at_ms: r.at_ms,
+                };
+                Signed::new(from, body, &keys[from as usize - 1])
+            })
+            .collect();
+        let body = NewView {
+            view: 1,
+            view_changes,
+            pre_prepares,
+        };
+        Signed::new(from, body, &keys[from as usize - 1])
+    }
+
+    #[test]
+    fn a_new_view_re_proposing_what_its_view_changes_do_not_determine_proves_a_protocol_violation() {
+        let (membership, keys) = cluster();
+        let proves = |new_view: Signed<NewView>, epoch_started_at: Seq| {
+            Evidence::NewViewNotDerived { new_view }.verify(&membership, epoch_started_at)
+        };
+        let proves_nothing = |new_view: Signed<NewView>, epoch_started_at: Seq| {
+            matches!(proves(new_view, epoch_started_at), Err(EvidenceError::ProvesNothing(_)))
+        };
+        // Member 1 (primary of view 0) proposed at 1, members 2 and 3 prepared it: a VIEW-CHANGE carries it.
+        let prepared = certificate(&keys, 1, 0, 1, &[2, 3]);
+        let view_changes = vec![
+            view_change_carrying(&keys, 1, 0, Vec::new()),
+            view_change_carrying(&keys, 2, 0, Vec::new()),
+            view_change_carrying(&keys, 3, 0, vec![prepared.clone()]),
+        ];
+        // What member 2, primary of view 1, signs honestly: nothing proven, here or with no certificate at all.
+        let honest = derived_new_view(&keys, 2, view_changes.clone());
+        assert_eq!(honest.body.pre_prepares.len(), 1);
+        assert!(proves_nothing(honest.clone(), 0), "the honest NEW-VIEW");
+        assert!(
+            proves_nothing(new_view(&keys, 2, &[1, 2, 3], 0), 0),
+            "nothing to re-propose"
+        );
+
+        // Another batch at 1, or nothing at all, where a VIEW-CHANGE carries a prepared one: proof.
+        let mut other_batch = honest.body.clone();
+        let payer = KeyPair::from_secret([9; 32]);
+        let transfer = crate::ledger::Transfer {
+            from: payer.public(),
+            to: keys[0].public(),
+            amount: 1,
+            nonce: 1,
+        }
+        .sign(&payer);
+        let mut swapped = other_batch.pre_prepares[0].body.clone();
+        swapped.batch = vec![transfer];
+        swapped.digest = crate::messages::proposal_digest(&swapped.batch, &[], 0);
+        other_batch.pre_prepares[0] = Signed::new(2, swapped, &keys[1]);
+        let other_batch = Signed::new(2, other_batch, &keys[1]);
+        assert_eq!(proves(other_batch.clone(), 0), Ok((2, FaultType::ProtocolViolation)));
+        let mut dropped = honest.body.clone();
+        dropped.pre_prepares.clear();
+        assert_eq!(
+            proves(Signed::new(2, dropped, &keys[1]), 0),
+            Ok((2, FaultType::ProtocolViolation)),
+            "the prepared batch left out"
+        );
+        // The derived proposal in another member's name is not what the primary re-proposes either.
+        let mut by_another = honest.body.clone();
+        by_another.pre_prepares[0] = Signed::new(3, by_another.pre_prepares[0].body.clone(), &keys[2]);
+        assert_eq!(
+            proves(Signed::new(2, by_another, &keys[1]), 0),
+            Ok((2, FaultType::ProtocolViolation))
+        );
+
+        // Whatever the VIEW-CHANGEs hold, an honest primary's derivation from them proves nothing: not even over one
+        // carrying a certificate with a spoiled vote (the primary is not judged here for taking it in).
+        let mut spoiled = prepared.clone();
+        spoiled.prepares[0].signature = spoiled.prepares[0].signature.corrupted();
+        let mut over_spoiled = view_changes.clone();
+        over_spoiled[2] = view_change_carrying(&keys, 3, 0, vec![spoiled]);
+        assert!(proves_nothing(derived_new_view(&keys, 2, over_spoiled), 0));
+
+        assert!(
+            proves_nothing(derived_new_view(&keys, 3, view_changes.clone()), 0) && {
+                let mut by_backup = other_batch.body.clone();
+                by_backup.pre_prepares.clear();
+                proves_nothing(Signed::new(3, by_backup, &keys[2]), 0)
+            },
+            "not the view's primary"
+        );
+        assert!(proves_nothing(other_batch.clone(), 10), "an earlier epoch's");
+        let mut forged = other_batch.clone();
+        forged.signature = forged.signature.corrupted();
+        assert_eq!(
+            proves(forged, 0),
+            Err(EvidenceError::BadSignature(2)),
+            "relayed, spoiled"
+        );
+
+        // A certificate at a sequence number far past any window is answered without deriving every number up to it.
+        let far = certificate(&keys, 1, 0, 1 << 40, &[2, 3]);
+        let mut far_view_changes = view_changes.clone();
+        far_view_changes[2] = view_change_carrying(&keys, 3, 0, vec![far]);
+        let body = NewView {
+            view: 1,
+            view_changes: far_view_changes,
+            pre_prepares: Vec::new(),
+        };
+        assert_eq!(
+            proves(Signed::new(2, body, &keys[1]), 0),
+            Ok((2, FaultType::ProtocolViolation))
+        );
+
+        // A refused NEW-VIEW: on fewer than a quorum, that is its proof; on a quorum, the re-proposals are.
+        let short = new_view(&keys, 2, &[2, 3], 0);
+        assert!(matches!(
+            Evidence::of_refused_new_view(&membership, 0, 0, short),
+            Some(Evidence::NewViewWithoutQuorum { .. })
+        ));
+        assert!(matches!(
+            Evidence::of_refused_new_view(&membership, 0, 0, other_batch),
+            Some(Evidence::NewViewNotDerived { .. })
+        ));
+        assert_eq!(Evidence::of_refused_new_view(&membership, 0, 0, honest), None);
+    }
+
+    #[test]
+    fn a_view_change_carrying_a_certificate_that_cannot_hold_proves_its_signer_and_nothing_else_does() {
+        let (membership, keys) = cluster();
+        let proves = |view_change: Signed<ViewChange>, epoch_started_at: Seq| {
+            Evidence::InvalidViewChange { view_change }.verify(&membership, epoch_started_at)
+        };
+        let proves_nothing = |view_change: Signed<ViewChange>, epoch_started_at: Seq| {
+            matches!(
+                proves(view_change, epoch_started_at),
+                Err(EvidenceError::ProvesNothing(_))
+            )
+        };
+        // Member 1 is the primary of views 0 and 4, member 2 of view 1.
+        let valid = certificate(&keys, 1, 0, 1, &[2, 3]);
+        assert!(
+            proves_nothing(view_change_carrying(&keys, 3, 0, vec![valid.clone()]), 0),
+            "a valid one"
+        );
+        assert!(proves_nothing(view_change_carrying(&keys, 3, 0, Vec::new()), 0), "none");
+
+        // A vote whose signature does not verify, under member 3's signature: member 3's doing, never the voter's.
+        let mut spoiled = valid.clone();
+        spoiled.prepares[0].signature = spoiled.prepares[0].signature.corrupted();
+        let carrying_spoiled = view_change_carrying(&keys, 3, 0, vec![valid.clone(), spoiled.clone()]);
+        let evidence = Evidence::InvalidViewChange {
+            view_change: carrying_spoiled.clone(),
+        };
+        assert_eq!(evidence.named(), 3);
+        assert_eq!(
+            proves(carrying_spoiled.clone(), 0),
+            Ok((3, FaultType::ProtocolViolation))
+        );
+        // The same VIEW-CHANGE with its own signature spoiled (by whoever relayed it): nothing is proven.
+        let mut relayed = carrying_spoiled.clone();
+        relayed.signature = relayed.signature.corrupted();
+        assert_eq!(proves(relayed, 0), Err(EvidenceError::BadSignature(3)));
+        let mut bad_proposal = valid.clone();
+        bad_proposal.pre_prepare.signature = bad_proposal.pre_prepare.signature.corrupted();
+        assert_eq!(
+            proves(view_change_carrying(&keys, 3, 0, vec![bad_proposal]), 0),
+            Ok((3, FaultType::ProtocolViolation)),
+            "a proposal whose signature does not verify"
+        );
+
+        // Votes that no honest member counts: for another proposal, by the proposer, the same voter twice.
+        let mut other_digest = valid.clone();
+        let mut vote = other_digest.prepares[0].body;
+        vote.digest = Digest([5; 32]);
+        other_digest.prepares[0] = Signed::new(2, vote, &keys[1]);
+        let by_proposer = certificate(&keys, 1, 0, 1, &[2, 1]);
+        let twice = certificate(&keys, 1, 0, 1, &[2, 2]);
+        for broken in [other_digest, by_proposer, twice] {
+            assert_eq!(
+                proves(view_change_carrying(&keys, 3, 0, vec![broken.clone()]), 0),
+                Ok((3, FaultType::ProtocolViolation)),
+                "{broken:?}"
+            );
+        }
+
+        // Not the view's primary, or too few votes: proof in the genesis epoch, which no membership preceded. In a
+        // later one an honest member may carry such a certificate, formed under the membership before.
+        let by_backup = certificate(&keys, 2, 0, 5, &[3, 4]);
+        let one_vote = certificate(&keys, 1, 4, 5, &[2]);
+        for broken in [by_backup, one_vote] {
+            assert_eq!(
+                proves(view_change_carrying(&keys, 3, 4, vec![broken.clone()]), 0),
+                Ok((3, FaultType::ProtocolViolation))
+            );
+            assert!(
+                proves_nothing(view_change_carrying(&keys, 3, 4, vec![broken]), 4),
+                "a later epoch"
+            );
+        }
+        // A removed member's vote cannot be checked: it counts for nothing, and blames nobody.
+        let mut with_outsider = valid.clone();
+        let outsider = KeyPair::from_secret([77; 32]);
+        with_outsider
+            .prepares
+            .push(Signed::new(9, with_outsider.prepares[0].body, &outsider));
+        assert!(proves_nothing(
+            view_change_carrying(&keys, 3, 0, vec![with_outsider]),
+            0
+        ));
+
+        // A certificate at or below the epoch's start, made under the membership before (another primary, another
+        // quorum) proves nothing; a signature in it that does not verify proves the signer wrong in any epoch, as a
+        // member keeps its key for good (so a proof made before an epoch began still holds where it executes after).
+        let stale = certificate(&keys, 2, 0, 10, &[3]);
+        assert!(
+            proves_nothing(view_change_carrying(&keys, 3, 8, vec![stale.clone()]), 10),
+            "a stale one"
+        );
+        let mut spoiled_stale = stale;
+        spoiled_stale.prepares[0].signature = spoiled_stale.prepares[0].signature.corrupted();
+        assert_eq!(
+            proves(view_change_carrying(&keys, 3, 8, vec![spoiled_stale]), 10),
+            Ok((3, FaultType::ProtocolViolation)),
+            "a spoiled vote in a stale one"
+        );
+        assert_eq!(
+            proves(carrying_spoiled, 16),
+            Ok((3, FaultType::ProtocolViolation)),
+            "after an epoch began"
+        );
+
+        // A refused VIEW-CHANGE from past what this replica executed may be a later membership's: no proof made.
+        let ahead = view_change_carrying(&keys, 3, 20, vec![certificate(&keys, 2, 0, 21, &[3, 4])]);
+        assert!(Evidence::of_refused_view_change(&membership, 0, 19, ahead.clone()).is_none());
+        assert!(Evidence::of_refused_view_change(&membership, 0, 20, ahead).is_some());
     }
 
     fn found_or(membership: &Membership, replies: &[Signed<Reply>]) -> Evidence {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::{
-    Checkpoint, CheckpointCert, Commit, Message, NewView, PrePrepare, Prepare, ReplicaId, Reply, Signed, Status, View,
-    ViewChange, proposal_digest,
+    Checkpoint, CheckpointCert, Commit, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId, Reply, Signed,
+    Status, View, ViewChange, proposal_digest,
 };
 
 /// A fault a member can be made to commit.
@@ -48,10 +48,14 @@ pub enum Fault {
     /// VIEW-CHANGE signed again without its prepared certificates, the VIEW-CHANGEs in another order), and to
     /// others one on fewer than a quorum of VIEW-CHANGEs, re-proposing what that smaller set determines.
     EquivocatingNewPrimary,
+    /// Whenever it sends its VIEW-CHANGE, signs one carrying a prepared certificate it made up, for the sequence
+    /// number after its checkpoint: a PRE-PREPARE it signs itself in the view before, and PREPAREs in every other
+    /// member's name whose signatures do not verify. Its signature over the VIEW-CHANGE is proof against it.
+    FabricatedCertificate,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::SignatureCorruption,
         Fault::DoubleSpend,
         Fault::Censorship,
@@ -62,6 +66,7 @@ impl Fault {
         Fault::ForgedRelay,
         Fault::AccusationFlood,
         Fault::EquivocatingNewPrimary,
+        Fault::FabricatedCertificate,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -76,6 +81,7 @@ impl Fault {
             Fault::ForgedRelay => "forged-relay",
             Fault::AccusationFlood => "accusation-flood",
             Fault::EquivocatingNewPrimary => "equivocating-new-primary",
+            Fault::FabricatedCertificate => "fabricated-certificate",
         }
     }
 }
@@ -289,6 +295,15 @@ impl Saboteur {
                     })
                     .collect()
             }
+            Fault::FabricatedCertificate => {
+                let copy = match message {
+                    Message::ViewChange(vc) if vc.from == self.id && self.acts() => {
+                        Message::ViewChange(self.with_fabricated_certificate(vc))
+                    }
+                    _ => message.clone(),
+                };
+                vec![Some(copy); peers]
+            }
             Fault::BackupProposal => {
                 if let Message::Prepare(vote) = message
                     && self.acts()
@@ -431,6 +446,42 @@ impl Saboteur {
         let position = view_changes.iter().rposition(|vc| vc.from != self.id)?;
         view_changes.remove(position);
         Some(self.new_view_on(nv.body.view, view_changes))
+    }
+
+    /// `vc` signed again with a prepared certificate made up for the sequence number after its checkpoint (in place
+    /// of the one it held there, if any): a PRE-PREPARE this member signs in the view before the VIEW-CHANGE's, and
+    /// PREPAREs for it in every other member's name, signed with this member's key, so that none verifies.
+    fn with_fabricated_certificate(&self, vc: &Signed<ViewChange>) -> Signed<ViewChange> {
+        let seq = vc.body.checkpoint.seq + 1;
+        let view = vc.body.new_view.saturating_sub(1);
+        let body = PrePrepare {
+            view,
+            seq,
+            digest: proposal_digest(&[], &[], 0),
+            batch: Vec::new(),
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        let vote = Prepare {
+            view,
+            seq,
+            digest: body.digest,
+        };
+        let prepares = (1..=self.members)
+            .filter(|member| *member != self.id)
+            .map(|member| Signed::new(member, vote, &self.key))
+            .collect();
+        let made_up = PreparedCert {
+            pre_prepare: Signed::new(self.id, body, &self.key),
+            prepares,
+        };
+        let mut prepared: Vec<PreparedCert> = vc.body.prepared.iter().filter(|c| c.seq() != seq).cloned().collect();
+        prepared.insert(0, made_up);
+        let body = ViewChange {
+            prepared,
+            ..vc.body.clone()
+        };
+        Signed::new(self.id, body, &self.key)
     }
 
     /// The reply sent to a client: a double spender signs outcomes the quorum did not reach.

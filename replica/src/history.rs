@@ -206,6 +206,38 @@ impl Observation {
                 received: format!("a signed NEW-VIEW on {} VIEW-CHANGEs", new_view.body.view_changes.len()),
                 proof: None,
             },
+            Evidence::NewViewNotDerived { new_view } => Observation {
+                member: new_view.from,
+                fault: FaultType::ProtocolViolation,
+                message: "new_view".into(),
+                sequence: None,
+                transaction: None,
+                expected: format!(
+                    "a NEW-VIEW for view {} re-proposing what its VIEW-CHANGEs determine",
+                    new_view.body.view
+                ),
+                received: format!(
+                    "a signed NEW-VIEW with {} other proposals",
+                    new_view.body.pre_prepares.len()
+                ),
+                proof: None,
+            },
+            Evidence::InvalidViewChange { view_change } => Observation {
+                member: view_change.from,
+                fault: FaultType::ProtocolViolation,
+                message: "view_change".into(),
+                sequence: None,
+                transaction: None,
+                expected: format!(
+                    "a VIEW-CHANGE for view {} carrying only prepared certificates that hold",
+                    view_change.body.new_view
+                ),
+                received: format!(
+                    "a signed VIEW-CHANGE carrying one that does not hold ({} in all)",
+                    view_change.body.prepared.len()
+                ),
+                proof: None,
+            },
         };
         observation.proof = Some(proof);
         observation

@@ -60,6 +60,8 @@ pub enum Behaviour {
     /// As the primary of a view being installed, sends different valid NEW-VIEWs to different peers, and to others
     /// one on fewer than a quorum of VIEW-CHANGEs (otherwise honest).
     EquivocatingNewPrimary,
+    /// Signs VIEW-CHANGEs carrying a prepared certificate it made up (otherwise honest).
+    FabricatedCertificate,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -88,6 +90,7 @@ impl Behaviour {
             Behaviour::ForgedRelay => (Fault::ForgedRelay, 0.5),
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
             Behaviour::EquivocatingNewPrimary => (Fault::EquivocatingNewPrimary, 1.0),
+            Behaviour::FabricatedCertificate => (Fault::FabricatedCertificate, 1.0),
             // The simulator corrupts the chunks itself (`send_from`).
             Behaviour::Replay | Behaviour::CorruptChunks => return None,
         };
@@ -108,10 +111,11 @@ impl Behaviour {
             Behaviour::AccusationFlood => "accusation-flood",
             Behaviour::CorruptChunks => "corrupt-chunks",
             Behaviour::EquivocatingNewPrimary => "equivocating-new-primary",
+            Behaviour::FabricatedCertificate => "fabricated-certificate",
         }
     }
 
-    pub const ALL: [Behaviour; 12] = [
+    pub const ALL: [Behaviour; 13] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
@@ -124,6 +128,7 @@ impl Behaviour {
         Behaviour::AccusationFlood,
         Behaviour::CorruptChunks,
         Behaviour::EquivocatingNewPrimary,
+        Behaviour::FabricatedCertificate,
     ];
 }
 
@@ -182,10 +187,17 @@ pub enum Scenario {
     /// (an honest replica that installs a later view is a violation), and the primary must be proven by what it
     /// signed. Prints new_view_proof_ms with --json: simulated time from its first NEW-VIEW to the first proof.
     EquivocatingNewPrimary,
+    /// A Byzantine backup (member 3) signs VIEW-CHANGEs carrying a prepared certificate it made up, and the cluster
+    /// must change views: the proposals of the primary of view 0 are dropped until an honest member installs view 1
+    /// (its other messages pass, so it joins the view change, and a quorum of honest VIEW-CHANGEs forms without the
+    /// Byzantine member's). No violation, the cluster commits again in view 1 (an honest replica that installs a
+    /// later view is a violation), and the member must be proven by the VIEW-CHANGE it signed. Prints
+    /// certificate_proof_ms with --json: simulated time from its first VIEW-CHANGE to the first proof.
+    FabricatedCertificate,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
@@ -195,6 +207,7 @@ impl Scenario {
         Scenario::FaultyChunkServers,
         Scenario::LoneSuspicion,
         Scenario::EquivocatingNewPrimary,
+        Scenario::FabricatedCertificate,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -208,6 +221,7 @@ impl Scenario {
             Scenario::FaultyChunkServers => "faulty-chunk-servers",
             Scenario::LoneSuspicion => "lone-suspicion",
             Scenario::EquivocatingNewPrimary => "equivocating-new-primary",
+            Scenario::FabricatedCertificate => "fabricated-certificate",
         }
     }
 
@@ -224,6 +238,8 @@ impl Scenario {
             Scenario::LoneSuspicion => Some((LONE_SUSPECTER + 1, Behaviour::Depose)),
             // The primary of view 1 at the genesis (ids 1..=N in order).
             Scenario::EquivocatingNewPrimary => Some((2, Behaviour::EquivocatingNewPrimary)),
+            // A backup of views 0 and 1, so that view 1 has an honest primary.
+            Scenario::FabricatedCertificate => Some((3, Behaviour::FabricatedCertificate)),
         }
     }
 
@@ -240,7 +256,10 @@ impl Scenario {
     fn must_prove(&self) -> bool {
         matches!(
             self,
-            Scenario::BackupProposal | Scenario::EquivocatingPrimary | Scenario::EquivocatingNewPrimary
+            Scenario::BackupProposal
+                | Scenario::EquivocatingPrimary
+                | Scenario::EquivocatingNewPrimary
+                | Scenario::FabricatedCertificate
         )
     }
 }
@@ -274,6 +293,9 @@ enum Phase {
     SuspecterCutOff,
     /// `Scenario::EquivocatingNewPrimary`: the primary of view 0 is cut off until an honest member installs view 1.
     OldPrimaryCutOff,
+    /// `Scenario::FabricatedCertificate`: the proposals of the primary of view 0 are dropped until an honest member
+    /// installs view 1.
+    ProposalsDropped,
     Over,
 }
 
@@ -380,6 +402,9 @@ pub struct Outcome {
     /// `Scenario::EquivocatingNewPrimary`: simulated time from the Byzantine primary's first NEW-VIEW to the first
     /// proof an honest member holds of what it signed in NEW-VIEWs.
     pub new_view_proof_ms: Option<u64>,
+    /// `Scenario::FabricatedCertificate`: simulated time from the Byzantine member's first VIEW-CHANGE to the first
+    /// proof an honest member holds of the certificate it made up.
+    pub certificate_proof_ms: Option<u64>,
 }
 
 impl Outcome {
@@ -520,6 +545,8 @@ pub struct Sim {
     healed: bool,
     /// When a member running `Behaviour::EquivocatingNewPrimary` first sent a NEW-VIEW of its own.
     new_view_sent_ms: Option<u64>,
+    /// When a member running `Behaviour::FabricatedCertificate` first sent a VIEW-CHANGE of its own.
+    view_change_sent_ms: Option<u64>,
     /// Since when each honest member has been outside the view most honest members are active in, once healed.
     lagging: BTreeMap<ReplicaId, u64>,
     /// Every COMMIT any member signed and sent (honest or not, delivered or not), by view, sequence and digest:
@@ -566,6 +593,7 @@ impl Sim {
             Some(Scenario::FaultyChunkServers) => Phase::LaggardDown,
             Some(Scenario::LoneSuspicion) => Phase::SuspecterCutOff,
             Some(Scenario::EquivocatingNewPrimary) => Phase::OldPrimaryCutOff,
+            Some(Scenario::FabricatedCertificate) => Phase::ProposalsDropped,
             Some(_) | None => Phase::Over,
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
@@ -715,6 +743,7 @@ impl Sim {
             catch_up_ms: None,
             votes_again_ms: None,
             new_view_proof_ms: None,
+            certificate_proof_ms: None,
         };
         Sim {
             config,
@@ -734,6 +763,7 @@ impl Sim {
             partition: None,
             healed: false,
             new_view_sent_ms: None,
+            view_change_sent_ms: None,
             lagging: BTreeMap::new(),
             commit_votes: HashMap::new(),
             certified: BTreeMap::new(),
@@ -1202,7 +1232,13 @@ impl Sim {
                                  one view change past it"
                             ));
                         }
-                        if *view >= 1 && self.phase == Phase::OldPrimaryCutOff {
+                        if self.config.scenario == Some(Scenario::FabricatedCertificate) && *view > 1 {
+                            self.violation(format!(
+                                "replica {id} installed view {view}: a made-up certificate took more than one view \
+                                 change"
+                            ));
+                        }
+                        if *view >= 1 && matches!(self.phase, Phase::OldPrimaryCutOff | Phase::ProposalsDropped) {
                             self.advance_phase(Phase::Over);
                         }
                         if *view >= 2 && self.phase == Phase::FirstPrimaryCutOff {
@@ -1368,6 +1404,11 @@ impl Sim {
                 {
                     self.outcome.new_view_proof_ms = Some(self.now - sent);
                 }
+                if let (Evidence::InvalidViewChange { .. }, Some(sent), None) =
+                    (evidence, self.view_change_sent_ms, self.outcome.certificate_proof_ms)
+                {
+                    self.outcome.certificate_proof_ms = Some(self.now - sent);
+                }
                 if self.config.verbose {
                     eprintln!("{:>6} ms proof: member {member} {}", self.now, fault.name());
                 }
@@ -1400,6 +1441,12 @@ impl Sim {
             && nv.from == id
         {
             self.new_view_sent_ms.get_or_insert(self.now);
+        }
+        if let (Some(Behaviour::FabricatedCertificate), Message::ViewChange(vc)) =
+            (self.replicas[index].behaviour, &message)
+            && vc.from == id
+        {
+            self.view_change_sent_ms.get_or_insert(self.now);
         }
         let mut extra = Vec::new();
         let copies = match self.replicas[index].saboteur.as_mut() {
@@ -1454,6 +1501,11 @@ impl Sim {
                 let primary = self.membership.primary(0);
                 from == primary || to == primary
             }
+            // Everything else of the primary's passes: it must join the view change for a quorum to form.
+            (Phase::ProposalsDropped, Message::PrePrepare(pp)) => {
+                from == self.membership.primary(0) && pp.body.view == 0
+            }
+            (Phase::ProposalsDropped, _) => false,
             (Phase::SuspecterCutOff, _) => {
                 let primary = self.membership.primary(0);
                 (from, to) == (primary, LONE_SUSPECTER) || (from, to) == (LONE_SUSPECTER, primary)

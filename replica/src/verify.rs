@@ -1078,7 +1078,8 @@ mod tests {
 
     /// A relay that forwards a forged committed batch (junk signatures, a batch spending one nonce twice, named as
     /// the honest primary's) gets nobody blamed: content is judged only once its signatures are checked, and what
-    /// a certificate holds is never its proposer's proof. Once every honest replica logged the primary so.
+    /// a certificate holds is never its proposer's proof. Once every honest replica logged the primary so. In a
+    /// VIEW-CHANGE the same certificate proves its signer wrong, never the proposer named in it.
     #[test]
     fn a_forged_double_spend_relayed_in_a_certificate_blames_nobody() {
         let (keys, membership) = members(4);
@@ -1123,7 +1124,9 @@ mod tests {
         assert_eq!(observation, None, "{rejection}");
         assert_ne!(rejection, Rejection::ConflictingTransfers);
 
-        // Inside a VIEW-CHANGE's prepared certificate, from the member that signed the VIEW-CHANGE: the same.
+        // Inside a VIEW-CHANGE's prepared certificate, from the member that signed the VIEW-CHANGE: still nothing
+        // against the primary. The VIEW-CHANGE's signer signed over a proposal whose signature does not verify, so
+        // it is proven (`Evidence::InvalidViewChange`).
         let prepares = (2..=3)
             .map(|id| {
                 let body = Prepare {
@@ -1140,7 +1143,12 @@ mod tests {
         };
         let vc = view_change(&keys, 3, genesis(), vec![cert]);
         let (rejection, observation) = refuse(&mut verifier, Message::ViewChange(vc));
-        assert_eq!(observation, None, "{rejection}");
+        let observation = observation.expect("proof against the VIEW-CHANGE's signer");
+        assert_eq!(
+            (observation.member, observation.fault, observation.proof.is_some()),
+            (3, FaultType::ProtocolViolation, true),
+            "{rejection}"
+        );
 
         // Sent alone on its own stream, correctly signed, the same proposal is the primary's proof.
         let signed = Signed::new(primary, proposal, &keys[0]);
@@ -1154,10 +1162,14 @@ mod tests {
         );
     }
 
-    /// A VIEW-CHANGE whose checkpoint proof or prepared certificate holds a spoiled vote names the vote's signer
-    /// and accuses no one, least of all the VIEW-CHANGE's sender.
+    /// A VIEW-CHANGE whose checkpoint proof or prepared certificate holds a spoiled vote is refused naming the vote's
+    /// signer, and never accuses that voter: anyone may have spoiled the vote before the sender took it in. The
+    /// sender's own signature covers the certificates it carries, though, and an honest sender carries only votes it
+    /// verified: a spoiled vote in a prepared certificate is proof against the sender (`Evidence::InvalidViewChange`).
+    /// A checkpoint certificate proves nothing either way (across an epoch an honest one may rest on votes the
+    /// membership in force cannot check), so the spoiled checkpoint vote accuses no one.
     #[test]
-    fn a_bad_vote_inside_a_view_change_is_not_its_senders() {
+    fn a_bad_vote_inside_a_view_change_never_blames_the_voter_and_proves_the_sender_only_by_a_prepared_certificate() {
         let (keys, membership) = members(4);
         let sender = 3;
         let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
@@ -1227,12 +1239,101 @@ mod tests {
             .unwrap();
         prepares[0].signature = prepares[0].signature.corrupted();
         let message = Message::ViewChange(view_change(&keys, sender, genesis(), vec![cert(prepares)]));
-        let (rejection, accusation) = refuse(&mut verifier, message);
+        let (rejection, proof) = refuse(&mut verifier, message);
         let expected = Rejection::BadRelayedSignature {
             kind: "view_change",
             inner: Prepare::DOMAIN,
             signer: voters[0],
         };
-        assert_eq!((rejection, accusation), (expected, None));
+        assert_eq!(rejection, expected);
+        let proof = proof.expect("the sender signed over a vote that does not verify");
+        assert_eq!(
+            (proof.member, proof.fault, proof.proof.is_some()),
+            (sender, FaultType::ProtocolViolation, true)
+        );
+    }
+
+    /// A NEW-VIEW carrying a VIEW-CHANGE with a made-up prepared certificate (a proposal by a backup, votes in others'
+    /// names that do not verify) is refused, and proves the VIEW-CHANGE's signer wrong, whoever relays the NEW-VIEW:
+    /// not the primary, which signed a quorum of VIEW-CHANGEs and derived its proposals from them, nor the members
+    /// named inside. With that VIEW-CHANGE's own signature spoiled, nobody is proven.
+    #[test]
+    fn a_made_up_certificate_inside_a_new_view_proves_the_view_changes_signer_only() {
+        let (keys, membership) = members(4);
+        let primary = membership.primary(1);
+        let byzantine = 4;
+        let proposal = PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: proposal_digest(&[], &[], 0),
+            batch: Vec::new(),
+            ops: Vec::new(),
+            at_ms: 0,
+        };
+        let vote = Prepare {
+            view: 0,
+            seq: 1,
+            digest: proposal.digest,
+        };
+        let own_key = &keys[byzantine as usize - 1];
+        let made_up = PreparedCert {
+            pre_prepare: Signed::new(byzantine, proposal, own_key),
+            prepares: [1, 2, 3].iter().map(|id| Signed::new(*id, vote, own_key)).collect(),
+        };
+        let mut view_changes: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|id| view_change(&keys, *id, genesis(), Vec::new()))
+            .collect();
+        view_changes.push(view_change(&keys, byzantine, genesis(), vec![made_up]));
+        let new_view = |view_changes: Vec<Signed<ViewChange>>| {
+            let (_, derived) = derive_new_view(&view_changes);
+            let pre_prepares = derived
+                .into_iter()
+                .map(|r| {
+                    let body = PrePrepare {
+                        view: 1,
+                        seq: r.seq,
+                        digest: r.digest,
+                        batch: r.batch,
+                        ops: r.ops,
+                        at_ms: r.at_ms,
+                    };
+                    Signed::new(primary, body, &keys[primary as usize - 1])
+                })
+                .collect();
+            let body = NewView {
+                view: 1,
+                view_changes,
+                pre_prepares,
+            };
+            Signed::new(primary, body, &keys[primary as usize - 1])
+        };
+        let mut verifier = Verifier::new(membership.clone(), Digest::default(), 100, 64);
+        let message = Message::NewView(new_view(view_changes.clone()));
+        let summary = MessageSummary::of(&message);
+        let rejection = verifier.message(message.clone()).unwrap_err();
+        assert_eq!(rejection, Rejection::NotFromPrimary("pre-prepare"));
+        let relayed_by = |message: Message, rejection: &Rejection, carrier| {
+            let refusal = crate::detection::Refusal::Verification {
+                message,
+                carrier,
+                membership: &membership,
+                epoch_started_at: 0,
+                executed: 0,
+            };
+            crate::detection::observation_of_refusal(&summary, rejection, refusal)
+                .map(|o| (o.member, o.fault, o.proof.is_some()))
+        };
+        for carrier in [primary, 3] {
+            assert_eq!(
+                relayed_by(message.clone(), &rejection, carrier),
+                Some((byzantine, FaultType::ProtocolViolation, true)),
+                "carried by {carrier}"
+            );
+        }
+        view_changes[3].signature = view_changes[3].signature.corrupted();
+        let message = Message::NewView(new_view(view_changes));
+        let rejection = verifier.message(message.clone()).unwrap_err();
+        assert_eq!(relayed_by(message, &rejection, 3), None, "{rejection}");
     }
 }

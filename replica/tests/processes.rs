@@ -1556,3 +1556,108 @@ async fn an_accusation_flood_is_refused_before_ordering_and_transfers_keep_commi
         assert!(quarantined.is_empty(), "replica {} quarantines {quarantined:?}", s.id);
     }
 }
+
+/// A member that signs VIEW-CHANGEs carrying a prepared certificate it made up (a proposal it signed in view 0 and
+/// votes in the others' names that do not verify): at the next view change the others refuse its VIEW-CHANGE with
+/// proof, since its own signature covers the certificate. It is proven, nobody else is logged (least of all the
+/// members named in the made-up votes), the view changes without it and transfers commit in the new view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_change_with_a_made_up_certificate_is_proof_against_its_signer() {
+    let cluster = Cluster::start(4, "fabricated");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    for nonce in 1..=2 {
+        let tx = transfer(&cluster.layout, 0, 1, 5, nonce);
+        assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let drill = FaultDrill::new(Fault::FabricatedCertificate, 1.0).unwrap();
+    client.inject_fault(&cluster.admin(), 4, Some(drill)).await.unwrap();
+    let started = std::time::Instant::now();
+    let event = client.force_view_change(&cluster.admin()).await.unwrap();
+    assert_eq!((event.view, event.new_primary), (1, 2), "{event:?}");
+    assert!(!event.triggered_by.contains(&4), "its VIEW-CHANGE counted: {event:?}");
+    let log = detection_of(&client, 4, "bft-agent-4", "protocol_violation").await;
+    println!(
+        "made-up certificate proven {} ms after the forced view change",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        log.iter()
+            .any(|e| e.agent_id == "bft-agent-4" && e.fault_type == "protocol_violation" && e.proven && e.confirmed),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-4"),
+        "only member 4: {log:?}"
+    );
+    for nonce in 1..=2 {
+        let tx = transfer(&cluster.layout, 1, 2, 5, nonce);
+        assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    }
+    let statuses = wait_until(&client, &[1, 2, 3], |s| s.transfers_applied == 4).await;
+    assert!(statuses.iter().all(|s| s.view >= 1), "{statuses:?}");
+    let log = report::detection_log(4, &client.detections().await);
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-4"),
+        "only member 4, to the end: {log:?}"
+    );
+}
+
+/// The primary of view 1 sends different valid NEW-VIEWs to different members and one on fewer than a quorum of
+/// VIEW-CHANGEs to another: a forced view change to view 1 has it proven by what it signed (two NEW-VIEWs for one
+/// view, or the short one), nobody else is logged, it is quarantined, and the cluster commits again in a later view.
+/// Each proof may be held by one replica only (the one that got the short NEW-VIEW, or both of two different ones),
+/// so the entry is proven but need not be confirmed by F+1: consensus acts on one replica's proof.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_equivocating_new_primary_is_proven_and_the_cluster_commits_again() {
+    let cluster = Cluster::start(4, "new-primary");
+    let client = cluster.client();
+    wait_executed(&client, &[1, 2, 3, 4], 0).await;
+    let tx = transfer(&cluster.layout, 0, 1, 5, 1);
+    assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    let drill = FaultDrill::new(Fault::EquivocatingNewPrimary, 1.0).unwrap();
+    client.inject_fault(&cluster.admin(), 2, Some(drill)).await.unwrap();
+    let started = std::time::Instant::now();
+    let event = client.force_view_change(&cluster.admin()).await.unwrap();
+    assert!(event.view >= 1, "{event:?}");
+    let proven = |log: &[report::DetectionEntry]| {
+        log.iter().any(|e| {
+            e.agent_id == "bft-agent-2"
+                && (e.fault_type == "equivocation" || e.fault_type == "protocol_violation")
+                && e.proven
+        })
+    };
+    let mut log = Vec::new();
+    for _ in 0..300 {
+        log = report::detection_log(4, &client.detections().await);
+        if proven(&log) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "equivocating new primary proven {} ms after the forced view change",
+        started.elapsed().as_millis()
+    );
+    assert!(proven(&log), "{log:?}");
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-2"),
+        "only member 2: {log:?}"
+    );
+    // The proof is ordered and the primary quarantined: the others leave its view and commit in the next.
+    let tx = transfer(&cluster.layout, 1, 2, 5, 1);
+    assert_eq!(client.submit(tx).await.unwrap(), TxOutcome::Applied);
+    let statuses = wait_until(&client, &[1, 3, 4], |s| {
+        s.transfers_applied == 2 && s.view >= 2 && s.view_active && member_state(s, 2) == "quarantined"
+    })
+    .await;
+    println!(
+        "committing again in views {:?}",
+        statuses.iter().map(|s| (s.id, s.view)).collect::<Vec<_>>()
+    );
+    let log = report::detection_log(4, &client.detections().await);
+    assert!(
+        log.iter().all(|e| e.agent_id == "bft-agent-2"),
+        "only member 2, to the end: {log:?}"
+    );
+}

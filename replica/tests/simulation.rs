@@ -330,3 +330,42 @@ fn an_equivocating_new_primary_is_proven_and_the_cluster_commits_again() {
         }
     }
 }
+
+/// A Byzantine backup (member 3) signs VIEW-CHANGEs carrying a prepared certificate it made up, while the primary's
+/// proposals are dropped until view 1 installs. No seed breaks an invariant, honest replicas hold proof against the
+/// member (and against nobody else: the simulator fails a seed whose evidence accuses an honest member) soon after
+/// it sent its first VIEW-CHANGE, and the cluster commits everything in view 1, one view change (the scenario fails a
+/// seed where an honest replica installs a later view).
+#[test]
+fn a_made_up_certificate_in_a_view_change_is_proven_and_the_cluster_commits_in_the_next_view() {
+    for (replicas, seeds) in [(4, 0..20), (7, 0..10)] {
+        let outcomes: Vec<Outcome> = seeds
+            .map(|seed| {
+                let mut config = SimConfig::new(seed, replicas, 0);
+                config.scenario = Some(Scenario::FabricatedCertificate);
+                sim::run(config)
+            })
+            .collect();
+        assert_all_ok(&outcomes);
+        for o in &outcomes {
+            assert_eq!(
+                o.proven.keys().collect::<Vec<_>>(),
+                vec![&3],
+                "N = {replicas}, seed {}: proven",
+                o.seed
+            );
+            assert!(
+                o.certificate_proof_ms.is_some_and(|ms| ms < 1_000),
+                "N = {replicas}, seed {}: proof {:?} ms after the VIEW-CHANGE",
+                o.seed,
+                o.certificate_proof_ms
+            );
+            assert_eq!(
+                (o.view_changes, o.committed),
+                (1, 24),
+                "N = {replicas}, seed {}: (view, transfers committed)",
+                o.seed
+            );
+        }
+    }
+}

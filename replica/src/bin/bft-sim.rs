@@ -29,8 +29,8 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
-    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary), as ID=BEHAVIOUR;
-    /// repeatable. Counts towards --byzantine.
+    /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary,
+    /// fabricated-certificate), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -62,7 +62,10 @@ struct Args {
     /// once healed it votes in view 0 again, and nobody installs another view; it prints votes_again_ms);
     /// equivocating-new-primary (the primary of view 0 is cut off and the Byzantine primary of view 1 sends
     /// different valid NEW-VIEWs to different replicas and one on fewer than a quorum of VIEW-CHANGEs to others: it is
-    /// proven, and the cluster commits again by view 2; it prints new_view_proof_ms).
+    /// proven, and the cluster commits again by view 2; it prints new_view_proof_ms); fabricated-certificate (a
+    /// Byzantine backup signs VIEW-CHANGEs carrying a prepared certificate it made up while the primary's proposals
+    /// are dropped until view 1 installs: it is proven, nobody else is, and the cluster commits again in view 1; it
+    /// prints certificate_proof_ms).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
@@ -101,6 +104,9 @@ struct Summary {
     /// equivocating-new-primary: per seed, the simulated time (ms) from the Byzantine primary's first NEW-VIEW to
     /// the first proof of it an honest member holds.
     new_view_proof_ms: Vec<u64>,
+    /// fabricated-certificate: per seed, the simulated time (ms) from the Byzantine member's first VIEW-CHANGE to the
+    /// first proof of it an honest member holds.
+    certificate_proof_ms: Vec<u64>,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
 }
@@ -147,6 +153,7 @@ fn main() -> ExitCode {
         catch_up_ms: Vec::new(),
         votes_again_ms: Vec::new(),
         new_view_proof_ms: Vec::new(),
+        certificate_proof_ms: Vec::new(),
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -177,6 +184,7 @@ fn main() -> ExitCode {
         summary.catch_up_ms.extend(outcome.catch_up_ms);
         summary.votes_again_ms.extend(outcome.votes_again_ms);
         summary.new_view_proof_ms.extend(outcome.new_view_proof_ms);
+        summary.certificate_proof_ms.extend(outcome.certificate_proof_ms);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -249,6 +257,15 @@ fn main() -> ExitCode {
             println!(
                 "equivocating new primary: proven {min}-{max} ms after its first NEW-VIEW ({} seeds)",
                 summary.new_view_proof_ms.len()
+            );
+        }
+        if let (Some(min), Some(max)) = (
+            summary.certificate_proof_ms.iter().min(),
+            summary.certificate_proof_ms.iter().max(),
+        ) {
+            println!(
+                "fabricated certificate: proven {min}-{max} ms after its first VIEW-CHANGE ({} seeds)",
+                summary.certificate_proof_ms.len()
             );
         }
         if !summary.failing_seeds.is_empty() {

@@ -132,7 +132,7 @@ enum Commands {
         #[arg(long)]
         member: u32,
         /// signature-corruption, double-spend, censorship, equivocation, silence, backup-proposal, depose,
-        /// forged-relay or accusation-flood.
+        /// forged-relay, accusation-flood, equivocating-new-primary or fabricated-certificate.
         #[arg(long, required_unless_present = "clear")]
         fault: Option<Fault>,
         /// The chance, in [0, 1], that the fault acts on each message (for censorship, each request).
