@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
 use crate::messages::{
-    Checkpoint, CheckpointCert, Commit, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId, Reply, Signed,
-    Status, View, ViewChange, proposal_digest,
+    Checkpoint, CheckpointCert, Commit, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId, Reply, Seq,
+    Signed, Status, View, ViewChange, proposal_digest,
 };
 
 /// A fault a member can be made to commit.
@@ -308,15 +308,7 @@ impl Saboteur {
                 if let Message::Prepare(vote) = message
                     && self.acts()
                 {
-                    let (view, seq) = (vote.body.view, vote.body.seq + 1);
-                    let body = PrePrepare {
-                        view,
-                        seq,
-                        digest: proposal_digest(&[], &[], 0),
-                        batch: Vec::new(),
-                        ops: Vec::new(),
-                        at_ms: 0,
-                    };
+                    let body = empty_proposal(vote.body.view, vote.body.seq + 1);
                     self.extra
                         .push(Message::PrePrepare(Signed::new(self.id, body, &self.key)));
                 }
@@ -454,14 +446,7 @@ impl Saboteur {
     fn with_fabricated_certificate(&self, vc: &Signed<ViewChange>) -> Signed<ViewChange> {
         let seq = vc.body.checkpoint.seq + 1;
         let view = vc.body.new_view.saturating_sub(1);
-        let body = PrePrepare {
-            view,
-            seq,
-            digest: proposal_digest(&[], &[], 0),
-            batch: Vec::new(),
-            ops: Vec::new(),
-            at_ms: 0,
-        };
+        let body = empty_proposal(view, seq);
         let vote = Prepare {
             view,
             seq,
@@ -578,5 +563,18 @@ impl Saboteur {
             }
             other => other.clone(),
         }
+    }
+}
+
+/// An empty batch proposed for `(view, seq)`: what a member that proposes out of turn signs (what matters is who
+/// signed it, not what it holds).
+fn empty_proposal(view: View, seq: Seq) -> PrePrepare {
+    PrePrepare {
+        view,
+        seq,
+        digest: proposal_digest(&[], &[], 0),
+        batch: Vec::new(),
+        ops: Vec::new(),
+        at_ms: 0,
     }
 }
