@@ -237,8 +237,8 @@ pub struct Replica {
     /// they count for nothing, and a NEW-VIEW built on one is refused.
     pub(crate) withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
     /// Each member's latest withdrawal waiting for the primaries of the views it withdraws to vouch for it, with
-    /// those that did (`view_change.rs`).
-    pub(crate) rejoins_held: BTreeMap<ReplicaId, (Signed<Rejoin>, BTreeSet<ReplicaId>)>,
+    /// those that did and when it first arrived (`view_change.rs`).
+    pub(crate) rejoins_held: BTreeMap<ReplicaId, (Signed<Rejoin>, BTreeSet<ReplicaId>, u64)>,
     /// View changes since something last executed; the timeout doubles with each.
     pub(crate) failed_views: u32,
     /// For each member (this one included), the view whose primary it said, in its latest STATUS, it suspects, and

@@ -761,22 +761,26 @@ impl Replica {
         if primaries.contains(&self.id) {
             return self.vouch(rejoin);
         }
-        // Held until the primaries of the withdrawn views vouch for it (the member relays what they send).
+        // Held until the primaries of the withdrawn views vouch for it (the member relays what they send at once and
+        // again each status interval), or for two status intervals: a faulty primary that never vouches must not keep
+        // an honest member from voting for good (N = 7, seed 71223). The quorum that holds the withdrawal is what
+        // makes it safe; waiting for the primaries only spares members from refusing a NEW-VIEW the others work in.
         let digest = rejoin.body.digest();
-        let seen = match self.rejoins_held.get(&rejoin.from) {
-            Some((held, seen)) if held.body.digest() == digest => seen.clone(),
-            _ => BTreeSet::new(),
+        let (seen, since_ms) = match self.rejoins_held.get(&rejoin.from) {
+            Some((held, seen, since_ms)) if held.body.digest() == digest => (seen.clone(), *since_ms),
+            _ => (BTreeSet::new(), self.now_ms),
         };
-        let ready = primaries.is_subset(&seen);
-        self.rejoins_held.insert(rejoin.from, (rejoin.clone(), seen));
+        let waited = self.now_ms >= since_ms.saturating_add(2 * self.params.status_interval_ms);
+        let ready = waited || primaries.is_subset(&seen);
+        self.rejoins_held.insert(rejoin.from, (rejoin.clone(), seen, since_ms));
         if ready { self.vouch(rejoin) } else { Ok(()) }
     }
 
     /// The members whose word a withdrawal waits for before anyone else vouches for it: the primaries of the views
     /// it withdraws VIEW-CHANGEs for, the only members that could build a NEW-VIEW on one. One that vouched never
     /// builds one (unless Byzantine: then the NEW-VIEW is refused like any bad one, and the view after follows), and
-    /// one that already built one is past the view and cannot vouch, so nobody else does: a member that vouched is
-    /// never left refusing the NEW-VIEW the others work in.
+    /// one that already built one is past the view and cannot vouch, so nobody else does for a while (`on_rejoin`): a
+    /// member that vouched is seldom left refusing the NEW-VIEW the others work in.
     fn rejoin_primaries(&self, rejoin: &Signed<Rejoin>) -> BTreeSet<ReplicaId> {
         rejoin
             .body
@@ -847,7 +851,7 @@ impl Replica {
     /// A primary of a withdrawn view vouched for another member's withdrawal (relayed by that member): what this
     /// replica waited for to vouch too.
     fn on_primary_vouched(&mut self, ack: Signed<RejoinAck>) -> Result<(), Rejection> {
-        let Some((rejoin, _)) = self.rejoins_held.get(&ack.body.member) else {
+        let Some((rejoin, _, _)) = self.rejoins_held.get(&ack.body.member) else {
             return Err(Rejection::Duplicate);
         };
         let rejoin = rejoin.clone();
@@ -855,7 +859,7 @@ impl Replica {
         if rejoin.body.digest() != ack.body.rejoin || !primaries.contains(&ack.from) {
             return Err(Rejection::Rejoin("not from the primary of a view it withdraws"));
         }
-        let (_, seen) = self.rejoins_held.get_mut(&ack.body.member).expect("held");
+        let (_, seen, _) = self.rejoins_held.get_mut(&ack.body.member).expect("held");
         seen.insert(ack.from);
         if !primaries.is_subset(seen) {
             return Ok(());
@@ -893,11 +897,7 @@ impl Replica {
         let rejoining = self.rejoin.as_ref().expect("under way");
         let view = rejoining.signed.body.view;
         // This replica holds its own withdrawal too.
-        if rejoining.acks.len() + 1 < self.membership.quorum()
-            || !primaries.is_subset(&rejoining.acks)
-            || !self.view_active
-            || self.view != view
-        {
+        if rejoining.acks.len() + 1 < self.membership.quorum() || !self.view_active || self.view != view {
             return Ok(());
         }
         let signed = self.rejoin.take().expect("under way").signed;

@@ -230,7 +230,8 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// members that left a view together, each refusing the other's withdrawal (N = 4, 50129); and a primary that left
 /// its own view alone (N = 4, 43774, 51467; N = 7, 41898); a primary restarted during its withdrawal that built a
 /// NEW-VIEW on the VIEW-CHANGE it was withdrawing (N = 4, 41308). And the simulator owed a quarantine for proof
-/// against a NEW-VIEW of the membership before an epoch, which the next one rightly refuses (N = 7, 60606, 61503).
+/// against a NEW-VIEW of the membership before an epoch, which the next one rightly refuses (N = 7, 60606, 61503);
+/// and a withdrawal a faulty primary of the withdrawn view never vouched for (N = 7, 71223).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
@@ -266,6 +267,7 @@ fn seeds_that_once_failed_the_sweeps() {
         (4, 1, 41308),
         (7, 2, 60606),
         (7, 2, 61503),
+        (7, 2, 71223),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
