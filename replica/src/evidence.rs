@@ -469,15 +469,10 @@ fn pre_prepares_derived(new_view: &Signed<NewView>) -> Result<bool, EvidenceErro
         ));
     }
     let (_, derived) = derive_new_view(view_changes);
-    Ok(derived.iter().zip(pre_prepares).all(|(derived, pp)| {
-        pp.from == new_view.from
-            && pp.body.view == *view
-            && pp.body.seq == derived.seq
-            && pp.body.digest == derived.digest
-            && pp.body.batch == derived.batch
-            && pp.body.ops == derived.ops
-            && pp.body.at_ms == derived.at_ms
-    }))
+    Ok(derived
+        .into_iter()
+        .zip(pre_prepares)
+        .all(|(derived, pp)| pp.from == new_view.from && pp.body == derived.in_view(*view)))
 }
 
 /// Whether a prepared certificate is one no honest member holds, checked in the epoch that began after
@@ -872,17 +867,7 @@ mod tests {
         let (_, derived) = derive_new_view(&view_changes);
         let pre_prepares = derived
             .into_iter()
-            .map(|r| {
-                let body = PrePrepare {
-                    view: 1,
-                    seq: r.seq,
-                    digest: r.digest,
-                    batch: r.batch,
-                    ops: r.ops,
-                    at_ms: r.at_ms,
-                };
-                Signed::new(from, body, &keys[from as usize - 1])
-            })
+            .map(|r| Signed::new(from, r.in_view(1), &keys[from as usize - 1]))
             .collect();
         let body = NewView {
             view: 1,

@@ -389,17 +389,7 @@ impl Saboteur {
         let (_, entries) = crate::view_change::derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
-            .map(|r| {
-                let body = PrePrepare {
-                    view,
-                    seq: r.seq,
-                    digest: r.digest,
-                    batch: r.batch,
-                    ops: r.ops,
-                    at_ms: r.at_ms,
-                };
-                Signed::new(self.id, body, &self.key)
-            })
+            .map(|r| Signed::new(self.id, r.in_view(view), &self.key))
             .collect();
         let body = NewView {
             view,

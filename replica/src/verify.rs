@@ -1289,17 +1289,7 @@ mod tests {
             let (_, derived) = derive_new_view(&view_changes);
             let pre_prepares = derived
                 .into_iter()
-                .map(|r| {
-                    let body = PrePrepare {
-                        view: 1,
-                        seq: r.seq,
-                        digest: r.digest,
-                        batch: r.batch,
-                        ops: r.ops,
-                        at_ms: r.at_ms,
-                    };
-                    Signed::new(primary, body, &keys[primary as usize - 1])
-                })
+                .map(|r| Signed::new(primary, r.in_view(1), &keys[primary as usize - 1]))
                 .collect();
             let body = NewView {
                 view: 1,

@@ -93,6 +93,20 @@ pub struct Reproposal {
     pub at_ms: u64,
 }
 
+impl Reproposal {
+    /// The PRE-PREPARE that proposes it again in `view`.
+    pub fn in_view(self, view: View) -> PrePrepare {
+        PrePrepare {
+            view,
+            seq: self.seq,
+            digest: self.digest,
+            batch: self.batch,
+            ops: self.ops,
+            at_ms: self.at_ms,
+        }
+    }
+}
+
 impl Replica {
     /// Moves to `new_view` and asks the others to follow.
     pub(crate) fn start_view_change(&mut self, new_view: View, reason: ViewChangeReason) {
@@ -275,27 +289,7 @@ impl Replica {
             return;
         }
         let (_, entries) = derive_new_view(&view_changes);
-        let pre_prepares = entries
-            .into_iter()
-            .map(
-                |Reproposal {
-                     seq,
-                     digest,
-                     batch,
-                     ops,
-                     at_ms,
-                 }| {
-                    self.sign(PrePrepare {
-                        view,
-                        seq,
-                        digest,
-                        batch,
-                        ops,
-                        at_ms,
-                    })
-                },
-            )
-            .collect();
+        let pre_prepares = entries.into_iter().map(|r| self.sign(r.in_view(view))).collect();
         let nv = self.sign(NewView {
             view,
             view_changes,

@@ -1716,17 +1716,7 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
         let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
-            .map(|e| {
-                let body = PrePrepare {
-                    view: 1,
-                    seq: e.seq,
-                    digest: e.digest,
-                    batch: e.batch,
-                    ops: e.ops,
-                    at_ms: e.at_ms,
-                };
-                Signed::new(2, body, &c.keys[1])
-            })
+            .map(|e| Signed::new(2, e.in_view(1), &c.keys[1]))
             .collect();
         let body = NewView {
             view: 1,
@@ -1749,17 +1739,7 @@ fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<New
     let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
     let pre_prepares = entries
         .into_iter()
-        .map(|r| {
-            let body = PrePrepare {
-                view: 1,
-                seq: r.seq,
-                digest: r.digest,
-                batch: r.batch,
-                ops: r.ops,
-                at_ms: r.at_ms,
-            };
-            Signed::new(2, body, &c.keys[1])
-        })
+        .map(|r| Signed::new(2, r.in_view(1), &c.keys[1]))
         .collect();
     let body = NewView {
         view: 1,
