@@ -243,6 +243,9 @@ impl Replica {
             stable_seq: self.stable.seq,
             suspects: self.suspects(),
             fetching: Some(self.chunks_wanted()),
+            new_view: self
+                .new_view_id
+                .filter(|_| self.view_active && self.new_view.as_ref().is_some_and(|nv| nv.body.view == self.view)),
         });
         self.out.push(Output::Broadcast(Message::Status(status)));
     }
@@ -314,6 +317,10 @@ impl Replica {
         let s = s.body;
         // A suspicion counts whenever it arrives; what is served in answer is rate-limited below.
         let suspicion_changed = self.note_suspicion(peer, &s);
+        match s.new_view.filter(|_| s.view_active && peer != self.id) {
+            Some(id) => self.installed_by_peer.insert(peer, (s.view, id)),
+            None => self.installed_by_peer.remove(&peer),
+        };
         if suspicion_changed {
             self.check_suspicions();
         }

@@ -190,10 +190,16 @@ pub fn view_change_id(vc: &Signed<ViewChange>) -> Digest {
     Digest::of("pbft/view-change-id", &[&vc.signing_bytes()])
 }
 
+/// Which NEW-VIEW a member installed: a STATUS names it by this.
+pub fn new_view_id(nv: &Signed<NewView>) -> Digest {
+    Digest::of("pbft/new-view-id", &[&nv.signing_bytes()])
+}
+
 /// REJOIN: a member that left `view` with too little company (its own suspicion and F others' that the rest did
 /// not share) takes back the VIEW-CHANGEs it signed since, each named by its view and `view_change_id`, so that it
 /// can vote in `view` again. A withdrawn VIEW-CHANGE counts for nothing with a member that holds the withdrawal,
-/// and a NEW-VIEW built on it is refused there (see `view_change.rs`).
+/// and a NEW-VIEW built on it is refused there unless the member says it installed that NEW-VIEW itself (see
+/// `view_change.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejoin {
     pub view: View,
@@ -248,6 +254,10 @@ pub struct Status {
     pub suspects: bool,
     /// The state transfer under way, if any: what the member still lacks of it.
     pub fetching: Option<ChunksWanted>,
+    /// The NEW-VIEW the member installed for `view` (`new_view_id`), while it is active there. A member that holds
+    /// the sender's withdrawal of a VIEW-CHANGE accepts a NEW-VIEW built on it once the sender says it installed
+    /// that NEW-VIEW: the sender gave up its withdrawal before it took effect (`view_change.rs`).
+    pub new_view: Option<Digest>,
 }
 
 /// The chunks a member lacks of the state at the stable checkpoint `seq` (0 while no chunk has arrived yet): `first`,

@@ -245,6 +245,11 @@ pub struct Replica {
     /// whether that view was active there (a primary that stalls) or still changing (a NEW-VIEW that never came).
     /// One entry per member, so a peer cannot grow it. See `view_change.rs` for why suspicion comes first.
     pub(crate) suspicions: BTreeMap<ReplicaId, (View, bool)>,
+    /// The NEW-VIEW this replica installed last (`new_view_id`), which its STATUS names while it is active there.
+    pub(crate) new_view_id: Option<Digest>,
+    /// For each peer, the view and NEW-VIEW its latest STATUS said it installed and is active in (one entry per
+    /// member): a NEW-VIEW built on a VIEW-CHANGE its signer withdrew is accepted once the signer installed it.
+    pub(crate) installed_by_peer: BTreeMap<ReplicaId, (View, Digest)>,
 
     pub(crate) ledger: Ledger,
     /// The membership, its epoch and quarantines: replicated like the ledger. `membership` is its current view.
@@ -348,6 +353,8 @@ impl Replica {
             rejoins_held: BTreeMap::new(),
             failed_views: 0,
             suspicions: BTreeMap::new(),
+            new_view_id: durable.new_view.as_ref().map(new_view_id),
+            installed_by_peer: BTreeMap::new(),
             ledger,
             governance,
             pending_ops: Vec::new(),

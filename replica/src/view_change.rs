@@ -321,7 +321,9 @@ impl Replica {
             self.conflicting_new_view = Some(nv);
             return Err(Rejection::Equivocation);
         }
-        if let Some(vc) = nv.body.view_changes.iter().find(|vc| self.is_withdrawn(vc)) {
+        if let Some(vc) = nv.body.view_changes.iter().find(|vc| self.is_withdrawn(vc))
+            && !self.installed_by(vc.from, &nv)
+        {
             return Err(Rejection::Withdrawn(vc.from));
         }
         // A replica that left this view, or gave up waiting for its NEW-VIEW, with F+1 suspicions may find that the
@@ -362,6 +364,7 @@ impl Replica {
         let me = self.id;
         self.view_changes
             .retain(|from, vc| *from == me && vc.body.new_view > view);
+        self.new_view_id = Some(new_view_id(&nv));
         self.new_view = Some(nv.clone());
         self.conflicting_new_view = None;
         // What this replica signed for this view or earlier ones is settled; a NEW-VIEW for an earlier view is never
@@ -642,21 +645,35 @@ pub struct Rejoining {
 /// After a view-change timeout alone (or at once when back in the view), it signs a REJOIN taking back every
 /// VIEW-CHANGE it signed since it left, goes back to the view and keeps preparing there, and asks the members to
 /// acknowledge. A member acknowledges only while active in that view, having installed no later one, with at most F
-/// members leaving it (itself included), and only once it holds the withdrawal durably: from then on it counts those VIEW-CHANGEs for nothing and refuses any
-/// NEW-VIEW built on one. Once a quorum holds it (itself included), the replica holds it too and sends COMMITs
-/// again. (If the others moved on meanwhile with a NEW-VIEW built on what it withdrew, a member that acknowledged
-/// refuses that view and waits outside it for the next, as the replica would have; the conditions above make that
-/// race rare.) Why that is safe: a NEW-VIEW built on a withdrawn
-/// VIEW-CHANGE is refused by the F+1 or more honest members among that quorum, so it can never gather the quorum of
-/// PREPAREs a batch needs to prepare in its view, let alone commit; every NEW-VIEW that can take effect is built on
-/// VIEW-CHANGEs signed since, which carry what the replica prepared. A member that acknowledged was active in the
-/// view, so it had installed no later NEW-VIEW.
+/// members leaving it (itself included), and only once it holds the withdrawal durably: from then on it counts those
+/// VIEW-CHANGEs for nothing and refuses any NEW-VIEW built on one. Once a quorum holds it (itself included), the
+/// replica holds it too and sends COMMITs again. (If the others moved on meanwhile with a NEW-VIEW built on what it
+/// withdrew, the replica follows them before a quorum holds the withdrawal, gives it up, and says in its STATUS which
+/// NEW-VIEW it installed; a member that acknowledged then installs that NEW-VIEW too: `installed_by`.) Why that is
+/// safe: a NEW-VIEW built on a withdrawn VIEW-CHANGE is refused by the F+1 or more honest members among that quorum,
+/// so it can never gather the quorum of PREPAREs a batch needs to prepare in its view, let alone commit; every
+/// NEW-VIEW that can take effect is built on VIEW-CHANGEs signed since, which carry what the replica prepared. A
+/// member that acknowledged was active in the view, so it had installed no later NEW-VIEW.
 impl Replica {
     /// Whether a VIEW-CHANGE is one its sender withdrew.
     pub(crate) fn is_withdrawn(&self, vc: &Signed<ViewChange>) -> bool {
         self.withdrawn
             .get(&vc.from)
             .is_some_and(|held| held.contains(&(vc.body.new_view, view_change_id(vc))))
+    }
+
+    /// Whether `member` said in its STATUS that it installed `nv`, and is active in its view. Then `nv` may be
+    /// installed here even if built on a VIEW-CHANGE `member` withdrew: it withdraws only to vote again in the view it
+    /// left, and holds its own withdrawal (refusing such a NEW-VIEW) from the moment a quorum does, before it votes
+    /// (`on_rejoin_ack`); once it installed a later view, it never votes in the earlier one again. So what it withdrew
+    /// is still true of it. A member that vouched for a withdrawal whose primary had built a NEW-VIEW on it in good
+    /// faith (it had not heard of the withdrawal) was left outside the view the others worked in (N = 4, seed 81365).
+    fn installed_by(&self, member: ReplicaId, nv: &Signed<NewView>) -> bool {
+        member != self.id
+            && self
+                .installed_by_peer
+                .get(&member)
+                .is_some_and(|installed| *installed == (nv.body.view, new_view_id(nv)))
     }
 
     /// Stops counting `member`'s VIEW-CHANGE held here if it is one of `withdrawn` (view, `view_change_id`).

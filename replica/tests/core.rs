@@ -474,6 +474,7 @@ fn a_suspicion_needs_f_more_others_alone_move_no_one_and_a_replica_that_left_com
             stable_seq: 0,
             suspects: true,
             fetching: None,
+            new_view: None,
         };
         Message::Status(Signed::new(from, status, &c.keys[from as usize - 1]))
     };
@@ -611,6 +612,7 @@ fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
         stable_seq: 0,
         suspects: false,
         fetching: None,
+        new_view: None,
     };
     let from_4 = Message::Status(Signed::new(4, status, &c.keys[3]));
     assert_eq!(c.deliver(2, from_4.clone()), Err(Rejection::Quarantined(4)));
@@ -1337,6 +1339,7 @@ fn a_peer_claiming_absurd_progress_does_not_break_a_replica() {
         stable_seq: u64::MAX,
         suspects: true,
         fetching: None,
+        new_view: None,
     };
     for _ in 0..3 {
         c.now += 1000;
@@ -1407,6 +1410,7 @@ fn arbitrary_message(c: &Cluster) -> impl Strategy<Value = Message> {
                         stable_seq,
                         suspects: txs_len == 1,
                         fetching: None,
+                        new_view: None,
                     };
                     Message::Status(Signed::new(from, status, key))
                 }
@@ -1653,6 +1657,7 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
         stable_seq: 0,
         suspects: true,
         fetching: None,
+        new_view: None,
     };
     c.deliver(2, Message::Status(Signed::new(4, status, &c.keys[3])))
         .unwrap();
@@ -1732,6 +1737,92 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
     assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (0, true));
     c.deliver(3, in_force).unwrap();
     assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (1, true));
+}
+
+/// A member that vouched for a withdrawal installs a NEW-VIEW built on the withdrawn VIEW-CHANGE once the member
+/// that withdrew it says, in its STATUS, that it installed that very NEW-VIEW: the withdrawal never took effect there
+/// (a member holds its own only once a quorum does, and refuses such a NEW-VIEW from then on) and it never votes in
+/// the earlier view again. The new primary had built it in good faith, not having heard of the withdrawal; refused
+/// for good, the member that vouched was left outside the view the others worked in (simulator, N = 4, seed 81365).
+#[test]
+fn a_new_view_built_on_a_withdrawal_that_never_took_effect_is_installed_once_its_signer_installed_it() {
+    let mut c = Cluster::new(4, params());
+    // Replica 3 holds a transfer the primary never gets, times it out, and with member 4's suspicion leaves view 0
+    // alone, for view 1 (primary 2).
+    c.muted.push(3);
+    c.request(3, c.transfer(0, 1, 3, 1)).unwrap();
+    c.status_round();
+    c.muted.clear();
+    c.time_out();
+    let status = Status {
+        view: 0,
+        view_active: true,
+        last_executed: 0,
+        stable_seq: 0,
+        suspects: true,
+        fetching: None,
+        new_view: None,
+    };
+    c.deliver(3, Message::Status(Signed::new(4, status, &c.keys[3])))
+        .unwrap();
+    let withdrawn = c
+        .network
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::ViewChange(vc) if vc.from == 3 => Some(vc.clone()),
+            _ => None,
+        })
+        .expect("replica 3 sent its VIEW-CHANGE");
+    c.settle();
+    // The others go on in view 0, and a committed batch brings replica 3 back. Primary 2 of view 1 is cut off
+    // from then on, so it never hears of the withdrawal; replica 3 never hears that members hold it.
+    c.request(1, c.transfer(1, 2, 5, 1)).unwrap();
+    c.settle();
+    c.cut.push(2);
+    c.status_round();
+    assert!(c.replicas[2].withholds_commits(), "{}", c.replicas[2].describe());
+    c.muted.extend([1, 4]);
+    for _ in 0..3 {
+        c.status_round();
+    }
+    c.muted.clear();
+    c.cut.clear();
+    assert!(c.replicas[2].withholds_commits(), "{}", c.replicas[2].describe());
+
+    let view_change = |from: ReplicaId| {
+        let body = ViewChange {
+            new_view: 1,
+            checkpoint: withdrawn.body.checkpoint.clone(),
+            prepared: Vec::new(),
+            revision: 0,
+        };
+        Signed::new(from, body, &c.keys[from as usize - 1])
+    };
+    let nv = new_view_on(&c, vec![withdrawn.clone(), view_change(2), view_change(4)]);
+    let refused = c.deliver(1, Message::NewView(nv.clone()));
+    assert!(
+        matches!(refused, Err(Rejection::Withdrawn(3))),
+        "replica 1 vouched: {refused:?}"
+    );
+    // Another member's word is not the withdrawer's.
+    let claim = Status {
+        view: 1,
+        suspects: false,
+        new_view: Some(new_view_id(&nv)),
+        ..status
+    };
+    c.deliver(1, Message::Status(Signed::new(4, claim, &c.keys[3])))
+        .unwrap();
+    let refused = c.deliver(1, Message::NewView(nv.clone()));
+    assert!(matches!(refused, Err(Rejection::Withdrawn(3))), "{refused:?}");
+
+    // Replica 3 installs it (its withdrawal never took effect) and says so in its STATUS; replica 1 follows.
+    c.deliver(3, Message::NewView(nv.clone())).unwrap();
+    assert_eq!((c.replicas[2].view(), c.replicas[2].view_active()), (1, true));
+    c.step(3, Input::Timer(Timer::Status)).unwrap();
+    c.settle();
+    c.deliver(1, Message::NewView(nv)).unwrap();
+    assert_eq!((c.replicas[0].view(), c.replicas[0].view_active()), (1, true));
 }
 
 /// A NEW-VIEW for view 1 signed by member 2 on `view_changes`, with the proposals they determine.

@@ -268,6 +268,7 @@ fn seeds_that_once_failed_the_sweeps() {
         (7, 2, 60606),
         (7, 2, 61503),
         (7, 2, 71223),
+        (4, 1, 81365),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
