@@ -52,10 +52,16 @@ pub enum Fault {
     /// number after its checkpoint: a PRE-PREPARE it signs itself in the view before, and PREPAREs in every other
     /// member's name whose signatures do not verify. Its signature over the VIEW-CHANGE is proof against it.
     FabricatedCertificate,
+    /// ByzzFuzz's small-scope mutations, scheduled by round: in some protocol rounds (the sequence number a vote
+    /// or proposal is for, the view a VIEW-CHANGE is for), drawn with the probability, what it sends for that round
+    /// goes to some peers with one field nudged (the sequence number or view one off, a digest it signed for
+    /// another round, the prepared certificates left out), signed again with its own key; the others get it
+    /// unchanged.
+    RoundMutation,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::SignatureCorruption,
         Fault::DoubleSpend,
         Fault::Censorship,
@@ -67,6 +73,7 @@ impl Fault {
         Fault::AccusationFlood,
         Fault::EquivocatingNewPrimary,
         Fault::FabricatedCertificate,
+        Fault::RoundMutation,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -82,6 +89,7 @@ impl Fault {
             Fault::AccusationFlood => "accusation-flood",
             Fault::EquivocatingNewPrimary => "equivocating-new-primary",
             Fault::FabricatedCertificate => "fabricated-certificate",
+            Fault::RoundMutation => "round-mutation",
         }
     }
 }
@@ -154,6 +162,10 @@ pub struct Saboteur {
     members: u32,
     /// How many times this saboteur sent its own NEW-VIEWs: which peer gets which version turns with it.
     new_view_sends: usize,
+    /// Which rounds a round mutation acts in: drawn from this salt and the round, so no state grows with rounds.
+    round_salt: u64,
+    /// The digest of the last vote or proposal it sent: a round mutation puts it in another round's message.
+    last_digest: Digest,
 }
 
 impl Saboteur {
@@ -172,6 +184,8 @@ impl Saboteur {
             now_ms: 0,
             members: 4,
             new_view_sends: 0,
+            round_salt: seed,
+            last_digest: Digest::default(),
         }
     }
 
@@ -295,6 +309,7 @@ impl Saboteur {
                     })
                     .collect()
             }
+            Fault::RoundMutation => self.round_mutation(message, peers),
             Fault::FabricatedCertificate => {
                 let copy = match message {
                     Message::ViewChange(vc) if vc.from == self.id && self.acts() => {
@@ -457,6 +472,89 @@ impl Saboteur {
             ..vc.body.clone()
         };
         Signed::new(self.id, body, &self.key)
+    }
+
+    /// ByzzFuzz: in a round drawn for it, some peers get `message` with one field nudged, signed again; the rest,
+    /// and every peer outside such rounds, get it unchanged.
+    fn round_mutation(&mut self, message: &Message, peers: usize) -> Vec<Option<Message>> {
+        let (round, digest) = match message {
+            Message::PrePrepare(m) => (m.body.seq, Some(m.body.digest)),
+            Message::Prepare(m) => (m.body.seq, Some(m.body.digest)),
+            Message::Commit(m) => (m.body.seq, Some(m.body.digest)),
+            Message::Checkpoint(m) => (m.body.seq, None),
+            Message::ViewChange(m) => (m.body.new_view, None),
+            _ => return vec![Some(message.clone()); peers],
+        };
+        let kind = message.kind().as_bytes();
+        let drawn = Digest::of(
+            "round-mutation",
+            &[&self.round_salt.to_le_bytes(), kind, &round.to_le_bytes()],
+        );
+        let faulty = f64::from(drawn.0[0]) / 256.0 < self.drill.probability;
+        let other_digest = self.last_digest;
+        self.last_digest = digest.unwrap_or(other_digest);
+        if !faulty || message.sender() != self.id {
+            return vec![Some(message.clone()); peers];
+        }
+        let mutation = self.rng.random_range(0..3u8);
+        let mutated = self.nudged(message, mutation, other_digest);
+        (0..peers)
+            .map(|_| {
+                Some(if self.rng.random_bool(0.5) {
+                    mutated.clone()
+                } else {
+                    message.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// `message` with one field nudged (which, by `mutation`), signed again with this member's key.
+    fn nudged(&self, message: &Message, mutation: u8, other_digest: Digest) -> Message {
+        let off_by_one = |n: u64| if mutation == 0 { n + 1 } else { n.saturating_sub(1) };
+        match message {
+            Message::PrePrepare(m) => {
+                let mut body = m.body.clone();
+                match mutation {
+                    0 | 1 => body.seq = off_by_one(body.seq),
+                    _ => body.view += 1,
+                }
+                Message::PrePrepare(Signed::new(self.id, body, &self.key))
+            }
+            Message::Prepare(m) => {
+                let mut body = m.body;
+                match mutation {
+                    0 | 1 => body.seq = off_by_one(body.seq),
+                    _ => body.digest = other_digest,
+                }
+                Message::Prepare(Signed::new(self.id, body, &self.key))
+            }
+            Message::Commit(m) => {
+                let mut body = m.body;
+                match mutation {
+                    0 | 1 => body.seq = off_by_one(body.seq),
+                    _ => body.digest = other_digest,
+                }
+                Message::Commit(Signed::new(self.id, body, &self.key))
+            }
+            Message::Checkpoint(m) => {
+                let mut body = m.body;
+                match mutation {
+                    0 | 1 => body.seq = off_by_one(body.seq),
+                    _ => body.state_digest = other_digest,
+                }
+                Message::Checkpoint(Signed::new(self.id, body, &self.key))
+            }
+            Message::ViewChange(m) => {
+                let mut body = m.body.clone();
+                match mutation {
+                    0 | 1 => body.new_view = off_by_one(body.new_view),
+                    _ => body.prepared.clear(),
+                }
+                Message::ViewChange(Signed::new(self.id, body, &self.key))
+            }
+            other => other.clone(),
+        }
     }
 
     /// The reply sent to a client: a double spender signs outcomes the quorum did not reach.

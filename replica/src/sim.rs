@@ -62,6 +62,9 @@ pub enum Behaviour {
     EquivocatingNewPrimary,
     /// Signs VIEW-CHANGEs carrying a prepared certificate it made up (otherwise honest).
     FabricatedCertificate,
+    /// ByzzFuzz's small-scope mutations by round: in some rounds, what it sends goes to some peers with one field
+    /// nudged (a sequence number or view one off, another round's digest, a VIEW-CHANGE's certificates left out).
+    ByzzFuzz,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -91,6 +94,8 @@ impl Behaviour {
             Behaviour::AccusationFlood => (Fault::AccusationFlood, 1.0),
             Behaviour::EquivocatingNewPrimary => (Fault::EquivocatingNewPrimary, 1.0),
             Behaviour::FabricatedCertificate => (Fault::FabricatedCertificate, 1.0),
+            // The share of rounds drawn for mutation.
+            Behaviour::ByzzFuzz => (Fault::RoundMutation, 0.2),
             // The simulator corrupts the chunks itself (`send_from`).
             Behaviour::Replay | Behaviour::CorruptChunks => return None,
         };
@@ -112,10 +117,11 @@ impl Behaviour {
             Behaviour::CorruptChunks => "corrupt-chunks",
             Behaviour::EquivocatingNewPrimary => "equivocating-new-primary",
             Behaviour::FabricatedCertificate => "fabricated-certificate",
+            Behaviour::ByzzFuzz => "byzzfuzz",
         }
     }
 
-    pub const ALL: [Behaviour; 13] = [
+    pub const ALL: [Behaviour; 14] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
@@ -129,6 +135,7 @@ impl Behaviour {
         Behaviour::CorruptChunks,
         Behaviour::EquivocatingNewPrimary,
         Behaviour::FabricatedCertificate,
+        Behaviour::ByzzFuzz,
     ];
 }
 
@@ -194,10 +201,15 @@ pub enum Scenario {
     /// later view is a violation), and the member must be proven by the VIEW-CHANGE it signed. Prints
     /// certificate_proof_ms with --json: simulated time from its first VIEW-CHANGE to the first proof.
     FabricatedCertificate,
+    /// The primary of view 0 runs ByzzFuzz's small-scope mutations by round (`Behaviour::ByzzFuzz`): proposals,
+    /// votes, checkpoints and VIEW-CHANGEs of some rounds reach some replicas with a sequence number or view one off,
+    /// another round's digest, or the certificates left out. No violation, no honest member blamed, and every
+    /// transfer completes.
+    ByzzFuzz,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
@@ -208,6 +220,7 @@ impl Scenario {
         Scenario::LoneSuspicion,
         Scenario::EquivocatingNewPrimary,
         Scenario::FabricatedCertificate,
+        Scenario::ByzzFuzz,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -222,6 +235,7 @@ impl Scenario {
             Scenario::LoneSuspicion => "lone-suspicion",
             Scenario::EquivocatingNewPrimary => "equivocating-new-primary",
             Scenario::FabricatedCertificate => "fabricated-certificate",
+            Scenario::ByzzFuzz => "byzzfuzz",
         }
     }
 
@@ -240,6 +254,8 @@ impl Scenario {
             Scenario::EquivocatingNewPrimary => Some((2, Behaviour::EquivocatingNewPrimary)),
             // A backup of views 0 and 1, so that view 1 has an honest primary.
             Scenario::FabricatedCertificate => Some((3, Behaviour::FabricatedCertificate)),
+            // The primary of view 0: its mutated proposals reach the most.
+            Scenario::ByzzFuzz => Some((1, Behaviour::ByzzFuzz)),
         }
     }
 

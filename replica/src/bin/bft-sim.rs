@@ -30,7 +30,7 @@ struct Args {
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
     /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary,
-    /// fabricated-certificate), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
+    /// fabricated-certificate, byzzfuzz), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -65,7 +65,10 @@ struct Args {
     /// proven, and the cluster commits again by view 2; it prints new_view_proof_ms); fabricated-certificate (a
     /// Byzantine backup signs VIEW-CHANGEs carrying a prepared certificate it made up while the primary's proposals
     /// are dropped until view 1 installs: it is proven, nobody else is, and the cluster commits again in view 1; it
-    /// prints certificate_proof_ms).
+    /// prints certificate_proof_ms); byzzfuzz (the Byzantine primary of view 0 runs ByzzFuzz's small-scope
+    /// mutations by round: in some rounds its proposals, votes, checkpoints and VIEW-CHANGEs reach some replicas
+    /// with a sequence number or view one off, another round's digest, or the certificates left out, validly signed:
+    /// no violation, nobody honest blamed, every transfer completes).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,

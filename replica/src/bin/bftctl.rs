@@ -132,7 +132,8 @@ enum Commands {
         #[arg(long)]
         member: u32,
         /// signature-corruption, double-spend, censorship, equivocation, silence, backup-proposal, depose,
-        /// forged-relay, accusation-flood, equivocating-new-primary or fabricated-certificate.
+        /// forged-relay, accusation-flood, equivocating-new-primary, fabricated-certificate or round-mutation (in a
+        /// share of rounds given by the probability, messages nudged by one field for some peers).
         #[arg(long, required_unless_present = "clear")]
         fault: Option<Fault>,
         /// The chance, in [0, 1], that the fault acts on each message (for censorship, each request).
