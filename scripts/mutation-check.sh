@@ -22,7 +22,7 @@ EOF
 seeds=${MUTATION_SEEDS:-200}
 chunk=${MUTATION_CHUNK:-10}
 # The simulator's adversarial scenarios (bft-sim --scenario), tried on what random faults do not catch.
-scenarios=(competing-certificates faulty-chunk-servers depose backup-proposal equivocating-primary forged-relay accusation-flood lone-suspicion equivocating-new-primary fabricated-certificate)
+scenarios=(competing-certificates faulty-chunk-servers depose backup-proposal equivocating-primary forged-relay accusation-flood lone-suspicion equivocating-new-primary fabricated-certificate byzzfuzz twins)
 # A simulator run ends by simulated time, so only a hang in the core outlives this.
 chunk_timeout_s=${MUTATION_CHUNK_TIMEOUT_S:-600}
 baseline=1

@@ -10,7 +10,7 @@
 //! `liveness_bound_ms`, with at most F Byzantine members still misbehaving.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -65,6 +65,10 @@ pub enum Behaviour {
     /// ByzzFuzz's small-scope mutations by round: in some rounds, what it sends goes to some peers with one field
     /// nudged (a sequence number or view one off, another round's digest, a VIEW-CHANGE's certificates left out).
     ByzzFuzz,
+    /// Twins (Bano et al.): the member runs as two instances of the honest core under its one key, each meeting a
+    /// different part of the cluster (`Sim::plan_twin_splits`), so each acts honestly on what it sees and together
+    /// they sign conflicting proposals, votes and VIEW-CHANGEs.
+    Twins,
 }
 
 impl std::str::FromStr for Behaviour {
@@ -96,8 +100,8 @@ impl Behaviour {
             Behaviour::FabricatedCertificate => (Fault::FabricatedCertificate, 1.0),
             // The share of rounds drawn for mutation.
             Behaviour::ByzzFuzz => (Fault::RoundMutation, 0.2),
-            // The simulator corrupts the chunks itself (`send_from`).
-            Behaviour::Replay | Behaviour::CorruptChunks => return None,
+            // The simulator corrupts the chunks itself (`send_from`) and runs the twins.
+            Behaviour::Replay | Behaviour::CorruptChunks | Behaviour::Twins => return None,
         };
         Some(FaultDrill { fault, probability })
     }
@@ -118,10 +122,11 @@ impl Behaviour {
             Behaviour::EquivocatingNewPrimary => "equivocating-new-primary",
             Behaviour::FabricatedCertificate => "fabricated-certificate",
             Behaviour::ByzzFuzz => "byzzfuzz",
+            Behaviour::Twins => "twins",
         }
     }
 
-    pub const ALL: [Behaviour; 14] = [
+    pub const ALL: [Behaviour; 15] = [
         Behaviour::Equivocate,
         Behaviour::CorruptSignatures,
         Behaviour::DoubleSpend,
@@ -136,7 +141,13 @@ impl Behaviour {
         Behaviour::EquivocatingNewPrimary,
         Behaviour::FabricatedCertificate,
         Behaviour::ByzzFuzz,
+        Behaviour::Twins,
     ];
+
+    /// The behaviours random Byzantine members are drawn from: all but byzzfuzz and twins (the last two), so that every
+    /// seed recorded before they existed (the suite's seeds that once failed, the sweeps' ranges) still draws what it
+    /// drew then. They run with `--member ID=byzzfuzz` or `--member ID=twins` among random faults, and as scenarios.
+    pub const DRAWN: &'static [Behaviour] = Behaviour::ALL.split_at(Behaviour::ALL.len() - 2).0;
 }
 
 /// Adversarial schedules, built to reach situations random delays and losses almost never do. Each runs on a
@@ -206,10 +217,18 @@ pub enum Scenario {
     /// another round's digest, or the certificates left out. No violation, no honest member blamed, and every
     /// transfer completes.
     ByzzFuzz,
+    /// Twins (Bano et al., "Twins: BFT Systems Made Robust"): one member, drawn from the seed (so the primary of
+    /// view 0 in a quarter of the seeds at N = 4), runs as two instances of the honest core under its one key
+    /// (`Behaviour::Twins`), each meeting a different part of the cluster (`Sim::plan_twin_splits`), so that each
+    /// may meet a different quorum and sign, honestly, what conflicts with its twin. No violation (agreement, no
+    /// double spend), no honest member observed, accused or proven, and once the schedule ends (both twins still
+    /// running, seeing everyone) every transfer commits. Wherever an honest replica receives two conflicting messages
+    /// the twins signed, it proves the member; `Outcome::twin_conflicts` counts the slots they signed apart.
+    Twins,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::CompetingCertificates,
         Scenario::Depose,
         Scenario::BackupProposal,
@@ -221,6 +240,7 @@ impl Scenario {
         Scenario::EquivocatingNewPrimary,
         Scenario::FabricatedCertificate,
         Scenario::ByzzFuzz,
+        Scenario::Twins,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -236,11 +256,13 @@ impl Scenario {
             Scenario::EquivocatingNewPrimary => "equivocating-new-primary",
             Scenario::FabricatedCertificate => "fabricated-certificate",
             Scenario::ByzzFuzz => "byzzfuzz",
+            Scenario::Twins => "twins",
         }
     }
 
-    /// The Byzantine member a scenario plays, unless the run pins its own: a backup of view 0.
-    fn byzantine_member(&self) -> Option<(ReplicaId, Behaviour)> {
+    /// The Byzantine member a scenario plays, unless the run pins its own: a backup of view 0 (twins: any member,
+    /// by the seed).
+    fn byzantine_member(&self, seed: u64, replicas: usize) -> Option<(ReplicaId, Behaviour)> {
         match self {
             Scenario::CompetingCertificates => None,
             Scenario::Depose => Some((2, Behaviour::Depose)),
@@ -256,6 +278,8 @@ impl Scenario {
             Scenario::FabricatedCertificate => Some((3, Behaviour::FabricatedCertificate)),
             // The primary of view 0: its mutated proposals reach the most.
             Scenario::ByzzFuzz => Some((1, Behaviour::ByzzFuzz)),
+            // As the primary of view 0 the twins propose apart; as a backup they vote and change views apart.
+            Scenario::Twins => Some((1 + (seed % replicas as u64) as ReplicaId, Behaviour::Twins)),
         }
     }
 
@@ -421,6 +445,9 @@ pub struct Outcome {
     /// `Scenario::FabricatedCertificate`: simulated time from the Byzantine member's first VIEW-CHANGE to the first
     /// proof an honest member holds of the certificate it made up.
     pub certificate_proof_ms: Option<u64>,
+    /// `Behaviour::Twins`: slots (kind, view, sequence) in which a twinned member's two instances signed different
+    /// PRE-PREPAREs, PREPAREs, COMMITs or CHECKPOINTs, each a proof of equivocation for a replica that gets both.
+    pub twin_conflicts: u64,
 }
 
 impl Outcome {
@@ -438,7 +465,8 @@ enum Payload {
 #[derive(Clone, Debug)]
 enum SimEvent {
     Deliver {
-        /// The sending member (0 for a client): the network is the authenticated channel.
+        /// The sending instance (0 for a client) and the receiving one, by address (`Sim::member_at`): the network
+        /// is the authenticated channel of the member that runs there.
         from: ReplicaId,
         to: ReplicaId,
         payload: Payload,
@@ -448,6 +476,7 @@ enum SimEvent {
         reply: Signed<Reply>,
     },
     Timer {
+        /// The instance's address, as for `Observed`.
         replica: ReplicaId,
         incarnation: u64,
         timer: Timer,
@@ -570,6 +599,9 @@ pub struct Sim {
     commit_votes: HashMap<(View, Seq, Digest), BTreeSet<ReplicaId>>,
     /// The digest and view of the first commit certificate that could be formed at each sequence.
     certified: BTreeMap<Seq, (Digest, View)>,
+    /// VIEW-CHANGEs (member, view, `view_change_id`) that an honest member withdrew with effect: a quorum held the
+    /// withdrawal before it voted again (`view_change.rs`, REJOIN).
+    withdrawn_with_effect: BTreeSet<(ReplicaId, View, Digest)>,
     /// How far the scenario's schedule got.
     phase: Phase,
     /// The member the reconfiguration removes: it no longer follows the cluster once the others moved on.
@@ -578,9 +610,16 @@ pub struct Sim {
     /// proof about a NEW-VIEW or certificate of an earlier membership proves nothing under the next one, and is
     /// refused where it would execute.
     proven_in_epoch: BTreeMap<ReplicaId, u64>,
+    /// What each instance of a twinned member signed, by member and slot (kind, view, sequence): the digest by
+    /// instance index; and the slots where they differ.
+    twin_signed: HashMap<TwinSlot, BTreeMap<usize, Digest>>,
+    twin_conflicts: HashSet<TwinSlot>,
     outcome: Outcome,
     trace: sha2::Sha256,
 }
+
+/// A twinned member and a slot it signs in: kind (0 PRE-PREPARE, 1 PREPARE, 2 COMMIT, 3 CHECKPOINT), view, sequence.
+type TwinSlot = (ReplicaId, (u8, View, Seq));
 
 fn key_for(seed: u64, role: u8, index: u64) -> KeyPair {
     let mut secret = [0u8; 32];
@@ -614,7 +653,9 @@ impl Sim {
         };
         // A scenario's Byzantine member is the only one, unless the run names its own.
         let mut scenario_member = None;
-        if let Some(member) = config.scenario.and_then(|s| s.byzantine_member())
+        if let Some(member) = config
+            .scenario
+            .and_then(|s| s.byzantine_member(config.seed, config.replicas))
             && config.pinned.is_empty()
         {
             config.pinned.push(member);
@@ -679,7 +720,7 @@ impl Sim {
         let mut byzantine: BTreeMap<ReplicaId, Behaviour> = config.pinned.iter().copied().collect();
         for _ in 0..config.byzantine.saturating_sub(byzantine.len()) {
             let id = ids.remove(rng.random_range(0..ids.len()));
-            byzantine.insert(id, Behaviour::ALL[rng.random_range(0..Behaviour::ALL.len())]);
+            byzantine.insert(id, Behaviour::DRAWN[rng.random_range(0..Behaviour::DRAWN.len())]);
         }
 
         let genesis_digest = Config {
@@ -691,7 +732,7 @@ impl Sim {
         }
         .genesis_digest()
         .expect("valid genesis");
-        let replicas = keys
+        let mut replicas: Vec<SimReplica> = keys
             .into_iter()
             .enumerate()
             .map(|(i, key)| {
@@ -737,6 +778,31 @@ impl Sim {
                 }
             })
             .collect();
+        // A twinned member's second instance: its id and key, a core, log and verifier of its own, at an address
+        // after the members and spares (events address instances, messages name members: `Sim::addresses_of`).
+        let second_twins: Vec<SimReplica> = replicas
+            .iter()
+            .filter(|r| r.behaviour == Some(Behaviour::Twins))
+            .map(|r| SimReplica {
+                id: r.id,
+                key: r.key.clone(),
+                core: None,
+                durable: Durable::default(),
+                verifier: Verifier::new(
+                    membership.clone(),
+                    genesis_digest,
+                    config.params.log_window,
+                    config.params.max_batch_size,
+                ),
+                incarnation: 0,
+                behaviour: r.behaviour,
+                seen: Vec::new(),
+                saboteur: None,
+                detector: Detector::new(History::default()),
+                spare: false,
+            })
+            .collect();
+        replicas.extend(second_twins);
         let outcome = Outcome {
             seed: config.seed,
             committed: 0,
@@ -760,6 +826,7 @@ impl Sim {
             votes_again_ms: None,
             new_view_proof_ms: None,
             certificate_proof_ms: None,
+            twin_conflicts: 0,
         };
         Sim {
             config,
@@ -783,9 +850,12 @@ impl Sim {
             lagging: BTreeMap::new(),
             commit_votes: HashMap::new(),
             certified: BTreeMap::new(),
+            withdrawn_with_effect: BTreeSet::new(),
             phase,
             removed: None,
             proven_in_epoch: BTreeMap::new(),
+            twin_signed: HashMap::new(),
+            twin_conflicts: HashSet::new(),
             outcome,
             trace: sha2::Sha256::default(),
         }
@@ -840,6 +910,37 @@ impl Sim {
         self.replicas[index].behaviour.is_none()
     }
 
+    /// The member that runs at an address. Events address instances, by their place in `replicas` plus one: a
+    /// member's own id, but for a twinned member's second instance, which comes after the members and spares.
+    fn member_at(&self, address: ReplicaId) -> ReplicaId {
+        self.replicas[address as usize - 1].id
+    }
+
+    /// A member's id in traces, and for a twinned member's second instance its address too.
+    fn who(&self, index: usize) -> String {
+        match self.replicas[index].id {
+            id if id as usize == index + 1 => id.to_string(),
+            id => format!("{id} (second twin, at {})", index + 1),
+        }
+    }
+
+    /// The addresses of member `id`'s instances: one, or two if it is twinned. What a core sends a member reaches
+    /// every instance of it the network lets through.
+    fn addresses_of(&self, id: ReplicaId) -> Vec<ReplicaId> {
+        (1..=self.replicas.len() as ReplicaId)
+            .filter(|&address| self.member_at(address) == id)
+            .collect()
+    }
+
+    /// Every instance but those of the member that runs at `index`: a twin is the same member as its sibling, and a
+    /// member does not send to itself.
+    fn peers_of(&self, index: usize) -> Vec<ReplicaId> {
+        let id = self.replicas[index].id;
+        (1..=self.replicas.len() as ReplicaId)
+            .filter(|&address| self.member_at(address) != id)
+            .collect()
+    }
+
     /// Runs the scenario to the end and reports.
     pub fn run(mut self) -> Outcome {
         for index in 0..self.replicas.len() {
@@ -848,7 +949,8 @@ impl Sim {
             }
         }
         if self.config.reconfigure {
-            let add = self.replicas.len() as ReplicaId;
+            // The spare, next after the members (a twin's second instance comes after it).
+            let add = self.config.replicas as ReplicaId + 1;
             let remove = self
                 .outcome
                 .byzantine
@@ -908,7 +1010,14 @@ impl Sim {
                 self.schedule(back, SimEvent::Restart(id));
             }
         }
-        if self.config.partitions && self.rng.random_bool(0.5) {
+        // A twinned member's splits are the run's partitions (they are its behaviour, so they play even on a calm
+        // network); a random partition on top would cut across them.
+        let second_twins: Vec<ReplicaId> = (1..=self.replicas.len() as ReplicaId)
+            .filter(|&address| self.member_at(address) != address)
+            .collect();
+        if !second_twins.is_empty() {
+            self.plan_twin_splits(&second_twins);
+        } else if self.config.partitions && self.rng.random_bool(0.5) {
             let mut side = BTreeSet::new();
             let n = self.config.replicas;
             let size = self.rng.random_range(1..=n / 2);
@@ -917,6 +1026,34 @@ impl Sim {
             }
             let at = self.rng.random_range(0..chaos);
             self.schedule(at, SimEvent::Partition(side.into_iter().collect()));
+        }
+    }
+
+    /// `Behaviour::Twins`: the two instances of each twinned member meet different parts of the cluster. The chaos
+    /// window is cut in four quarters; in one, drawn from the seed, nothing is split and both instances see everyone.
+    /// In each other the members that are not twinned are split in two non-empty groups drawn from the seed, the
+    /// first instances joining the first group and the second instances the second, and nothing crosses. So each
+    /// instance acts on what its group does: at N = 4 one of them and the group of two make a quorum, and the next
+    /// split lets the other meet a quorum that holds what its twin signed. The heal ends the splits: all instances
+    /// then see everyone (twins never see each other: they are one member), and the honest members must commit.
+    fn plan_twin_splits(&mut self, second_twins: &[ReplicaId]) {
+        let chaos = self.config.chaos_ms;
+        let twinned: Vec<ReplicaId> = second_twins.iter().map(|&address| self.member_at(address)).collect();
+        let others: Vec<ReplicaId> = (1..=self.config.replicas as ReplicaId)
+            .filter(|id| !twinned.contains(id))
+            .collect();
+        let whole = self.rng.random_range(0..4);
+        for quarter in 0..4 {
+            let mut side = Vec::new();
+            if quarter != whole {
+                let mut pool = others.clone();
+                for _ in 0..self.rng.random_range(1..others.len()) {
+                    side.push(pool.remove(self.rng.random_range(0..pool.len())));
+                }
+                // A member's first instance is at its own id.
+                side.extend(&twinned);
+            }
+            self.schedule(quarter * chaos / 4, SimEvent::Partition(side));
         }
     }
 
@@ -1061,6 +1198,8 @@ impl Sim {
                 }
             }
             Payload::Message(message) => {
+                // The channel is the sending member's, whichever of its instances sent.
+                let from = self.member_at(from);
                 if behaviour == Some(Behaviour::Replay) && self.replicas[index].seen.len() < 500 {
                     self.replicas[index].seen.push(message.clone());
                 }
@@ -1106,7 +1245,7 @@ impl Sim {
 
     fn count_rejection(&mut self, index: usize, rejection: &crate::verify::Rejection) {
         if self.config.verbose {
-            eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, index + 1);
+            eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, self.who(index));
         }
         if self.is_honest(index) {
             *self.outcome.rejections.entry(rejection.label()).or_default() += 1;
@@ -1148,6 +1287,8 @@ impl Sim {
 
     fn carry_out(&mut self, index: usize, outputs: Vec<Output>) {
         let id = self.replicas[index].id;
+        // Where this instance runs: its timers come back here, not to its twin (`addresses_of`).
+        let address = index as ReplicaId + 1;
         let incarnation = self.replicas[index].incarnation;
         let honest = self.is_honest(index);
         // Certificates of batches executed in the step that began an epoch were accepted under the membership
@@ -1168,9 +1309,19 @@ impl Sim {
                     {
                         self.check_certificate(index, "prepared", |v| v.prepared_certificate(cert));
                     }
+                    // A member persists its own withdrawal once a quorum holds it, and only then votes again.
+                    if let (true, crate::durable::Entry::Rejoin(rejoin)) = (honest, &entry)
+                        && rejoin.from == id
+                    {
+                        self.withdrawn_with_effect
+                            .extend(rejoin.body.withdrawn.iter().map(|(view, vc)| (id, *view, *vc)));
+                    }
                     self.replicas[index].durable.apply(entry)
                 }
-                Output::Send { to, message } => self.send_from(index, vec![to], message),
+                Output::Send { to, message } => {
+                    let to = self.addresses_of(to);
+                    self.send_from(index, to, message)
+                }
                 Output::Broadcast(message) => {
                     if self.config.verbose
                         && let Message::PrePrepare(pp) = &message
@@ -1178,19 +1329,20 @@ impl Sim {
                         let (v, n, len) = (pp.body.view, pp.body.seq, pp.body.batch.len());
                         let txs: Vec<Digest> = pp.body.batch.iter().map(|t| t.digest()).collect();
                         eprintln!(
-                            "{:>6} ms replica {id}: proposes view {v} seq {n}: {len} transfers {txs:?}",
-                            self.now
+                            "{:>6} ms replica {}: proposes view {v} seq {n}: {len} transfers {txs:?}",
+                            self.now,
+                            self.who(index)
                         );
                     }
                     // Everyone the simulation runs: members ignore what a non-member sends, a member added later
                     // needs what the others send.
-                    let peers: Vec<ReplicaId> = (1..=self.replicas.len() as ReplicaId).filter(|&p| p != id).collect();
+                    let peers = self.peers_of(index);
                     self.send_from(index, peers, message);
                 }
                 Output::SetTimer { timer, after_ms } => self.schedule(
                     after_ms,
                     SimEvent::Timer {
-                        replica: id,
+                        replica: address,
                         incarnation,
                         timer,
                     },
@@ -1233,7 +1385,7 @@ impl Sim {
                 }
                 Output::Event(event) => {
                     if self.config.verbose {
-                        eprintln!("{:>6} ms replica {id}: {event:?}", self.now);
+                        eprintln!("{:>6} ms replica {}: {event:?}", self.now, self.who(index));
                     }
                     if let (true, Event::NewViewInstalled { view, .. }) = (honest, &event) {
                         self.check_new_view(index);
@@ -1286,7 +1438,7 @@ impl Sim {
                             // Checked as made: an epoch may begin before the policy acts on it.
                             self.check_observation(index, &observation);
                             let observation = Box::new(observation);
-                            let replica = id;
+                            let replica = address;
                             self.schedule(
                                 0,
                                 SimEvent::Observed {
@@ -1464,6 +1616,9 @@ impl Sim {
         {
             self.view_change_sent_ms.get_or_insert(self.now);
         }
+        if self.replicas[index].behaviour == Some(Behaviour::Twins) {
+            self.note_twin_signature(index, &message);
+        }
         let mut extra = Vec::new();
         let copies = match self.replicas[index].saboteur.as_mut() {
             Some(saboteur) => {
@@ -1477,9 +1632,10 @@ impl Sim {
             }
             None => vec![Some(message); peers.len()],
         };
+        let address = index as ReplicaId + 1;
         for message in extra {
-            for to in (1..=self.replicas.len() as ReplicaId).filter(|&p| p != id) {
-                self.network_send(id, to, Payload::Message(message.clone()));
+            for to in self.peers_of(index) {
+                self.network_send(address, to, Payload::Message(message.clone()));
             }
         }
         for (to, copy) in peers.into_iter().zip(copies) {
@@ -1487,7 +1643,7 @@ impl Sim {
                 if let Message::Commit(vote) = &copy {
                     self.count_commit_vote(index, vote);
                 }
-                self.network_send(id, to, Payload::Message(copy));
+                self.network_send(address, to, Payload::Message(copy));
             }
         }
     }
@@ -1600,6 +1756,28 @@ impl Sim {
         }
     }
 
+    /// Counts the slots in which a twinned member's two instances signed different messages, of the kinds a pair of
+    /// which proves equivocation (`Evidence::Equivocation`): what an honest replica could prove, if it got both.
+    fn note_twin_signature(&mut self, index: usize, message: &Message) {
+        let (from, slot, digest) = match message {
+            Message::PrePrepare(m) => (m.from, (0, m.body.view, m.body.seq), m.body.digest),
+            Message::Prepare(m) => (m.from, (1, m.body.view, m.body.seq), m.body.digest),
+            Message::Commit(m) => (m.from, (2, m.body.view, m.body.seq), m.body.digest),
+            Message::Checkpoint(m) => (m.from, (3, 0, m.body.seq), m.body.state_digest),
+            _ => return,
+        };
+        // Only what the instance signed itself, not what it relays.
+        let id = self.replicas[index].id;
+        if from != id {
+            return;
+        }
+        let signed = self.twin_signed.entry((id, slot)).or_default();
+        signed.insert(index, digest);
+        if signed.values().collect::<BTreeSet<_>>().len() > 1 && self.twin_conflicts.insert((id, slot)) {
+            self.outcome.twin_conflicts += 1;
+        }
+    }
+
     /// A NEW-VIEW an honest replica installs re-proposes every batch that may have committed in an earlier view
     /// above its checkpoint, at the same sequence: the heart of the view change's safety.
     fn check_new_view(&mut self, index: usize) {
@@ -1610,6 +1788,16 @@ impl Sim {
         else {
             return;
         };
+        // One built on a VIEW-CHANGE withdrawn with effect may leave out what its signer voted for since: the F+1
+        // honest members among the quorum that held the withdrawal refuse it, so it never gathers a quorum (the
+        // agreement invariant would see a batch commit there). An honest member that never heard of the withdrawal
+        // may still install it (N = 4, twins seed 25: a twinned primary built it on the side that had not heard).
+        if nv.body.view_changes.iter().any(|vc| {
+            self.withdrawn_with_effect
+                .contains(&(vc.from, vc.body.new_view, crate::messages::view_change_id(vc)))
+        }) {
+            return;
+        }
         let (checkpoint, reproposals) = crate::view_change::derive_new_view(&nv.body.view_changes);
         let reproposed: BTreeMap<Seq, Digest> = reproposals.iter().map(|r| (r.seq, r.digest)).collect();
         let missing: Vec<String> = self
@@ -1637,9 +1825,11 @@ impl Sim {
         }
     }
 
+    /// From one instance to another (addresses: `addresses_of`); partitions cut between instances, a scenario's own
+    /// drops between members.
     fn network_send(&mut self, from: ReplicaId, to: ReplicaId, payload: Payload) {
         if let Payload::Message(message) = &payload
-            && self.scenario_drops(from, to, message)
+            && self.scenario_drops(self.member_at(from), self.member_at(to), message)
         {
             return;
         }
@@ -2055,7 +2245,7 @@ impl Sim {
             return false;
         }
         if self.config.reconfigure {
-            let added = self.replicas.len() as ReplicaId;
+            let added = self.config.replicas as ReplicaId + 1;
             let target = running_honest().map(|c| c.last_executed()).max().unwrap_or(0);
             let new_member = self.replicas[added as usize - 1].core.as_ref();
             if running_honest().any(|core| core.epoch() < 1)

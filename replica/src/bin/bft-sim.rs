@@ -30,7 +30,9 @@ struct Args {
     transfers: usize,
     /// Make member ID Byzantine with a behaviour (equivocate, corrupt-signatures, double-spend, censor,
     /// replay, silent, backup-proposal, depose, forged-relay, accusation-flood, corrupt-chunks, equivocating-new-primary,
-    /// fabricated-certificate, byzzfuzz), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine.
+    /// fabricated-certificate, byzzfuzz, twins), as ID=BEHAVIOUR; repeatable. Counts towards --byzantine. Twins runs the member
+    /// as two honest instances under its key, each meeting a different part of the cluster (random members draw
+    /// every behaviour but byzzfuzz and twins).
     #[arg(long = "member", value_parser = parse_member)]
     members: Vec<(ReplicaId, Behaviour)>,
     /// A calm network: no loss, duplication, partitions or crashes (Byzantine members still misbehave).
@@ -69,6 +71,11 @@ struct Args {
     /// mutations by round: in some rounds its proposals, votes, checkpoints and VIEW-CHANGEs reach some replicas
     /// with a sequence number or view one off, another round's digest, or the certificates left out, validly signed:
     /// no violation, nobody honest blamed, every transfer completes).
+    /// prints certificate_proof_ms); twins (one member, by the seed, runs as two honest instances under its one key,
+    /// each meeting a different group of the others, the split drawn from the seed and changing each quarter of the
+    /// schedule, one quarter unsplit, so they sign conflicting proposals, votes and VIEW-CHANGEs: no violation, nobody
+    /// honest accused or proven, and every transfer commits once the schedule ends; it prints twin_conflicts and the
+    /// seeds that proved the member).
     /// In depose, backup-proposal, forged-relay and accusation-flood no honest replica may leave view 0.
     #[arg(long)]
     scenario: Option<Scenario>,
@@ -110,8 +117,18 @@ struct Summary {
     /// fabricated-certificate: per seed, the simulated time (ms) from the Byzantine member's first VIEW-CHANGE to the
     /// first proof of it an honest member holds.
     certificate_proof_ms: Vec<u64>,
+    /// Per Byzantine behaviour: the seeds a member ran it, and those in which honest replicas proved that member.
+    behaviours: std::collections::BTreeMap<&'static str, BehaviourSeeds>,
+    /// twins: seeds in which the twinned member's two instances signed conflicting messages (`Outcome::twin_conflicts`).
+    twin_conflict_seeds: u64,
     failing_seeds: Vec<u64>,
     failures: Vec<Outcome>,
+}
+
+#[derive(Default, serde::Serialize)]
+struct BehaviourSeeds {
+    seeds: u64,
+    proven: u64,
 }
 
 fn parse_member(text: &str) -> Result<(ReplicaId, Behaviour), String> {
@@ -157,6 +174,8 @@ fn main() -> ExitCode {
         votes_again_ms: Vec::new(),
         new_view_proof_ms: Vec::new(),
         certificate_proof_ms: Vec::new(),
+        behaviours: Default::default(),
+        twin_conflict_seeds: 0,
         failing_seeds: Vec::new(),
         failures: Vec::new(),
     };
@@ -188,6 +207,12 @@ fn main() -> ExitCode {
         summary.votes_again_ms.extend(outcome.votes_again_ms);
         summary.new_view_proof_ms.extend(outcome.new_view_proof_ms);
         summary.certificate_proof_ms.extend(outcome.certificate_proof_ms);
+        for (member, behaviour) in &outcome.byzantine {
+            let seeds = summary.behaviours.entry(behaviour.name()).or_default();
+            seeds.seeds += 1;
+            seeds.proven += u64::from(outcome.proven.contains_key(member));
+        }
+        summary.twin_conflict_seeds += u64::from(outcome.twin_conflicts > 0);
         for (label, count) in &outcome.rejections {
             *summary.refused.entry(label).or_default() += count;
         }
@@ -269,6 +294,20 @@ fn main() -> ExitCode {
             println!(
                 "fabricated certificate: proven {min}-{max} ms after its first VIEW-CHANGE ({} seeds)",
                 summary.certificate_proof_ms.len()
+            );
+        }
+        let proven: Vec<String> = summary
+            .behaviours
+            .iter()
+            .map(|(name, s)| format!("{name} in {} of {} seeds", s.proven, s.seeds))
+            .collect();
+        if !proven.is_empty() {
+            println!("Byzantine members proven: {}", proven.join(", "));
+        }
+        if summary.behaviours.contains_key("twins") {
+            println!(
+                "twins: the two instances signed conflicting messages in {} seeds",
+                summary.twin_conflict_seeds
             );
         }
         if !summary.failing_seeds.is_empty() {
