@@ -1636,20 +1636,15 @@ fn support_for_leaving_a_view_lapses_when_a_view_is_installed() {
     assert_eq!((r3.view(), r3.view_active()), (1, true), "{}", r3.describe());
 }
 
-/// A backup that left a view alone (its own suspicion and one Byzantine member's, while the others stayed) once sent
-/// no COMMIT until the next view change: with F real faults, the cluster stalled until then. It now takes back the
-/// VIEW-CHANGE it signed (REJOIN) and votes again once a quorum holds the withdrawal; what it withdrew counts for
-/// nothing with those members, after a restart too, and a NEW-VIEW built on it is refused.
-#[test]
-fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() {
-    let mut c = Cluster::new(4, params());
-    // Replica 2 holds a transfer the primary never gets (what 2 passes on is lost), and times it out.
-    c.muted.push(2);
-    c.request(2, c.transfer(0, 1, 3, 1)).unwrap();
+/// Makes `member` leave view 0 alone: it holds a transfer the primary never gets (what it passes on is lost) and
+/// times it out, and member 4, Byzantine, says it suspects the primary too: F+1 suspicions. Returns the VIEW-CHANGE
+/// it sent for view 1.
+fn leave_view_0_alone(c: &mut Cluster, member: ReplicaId) -> Signed<ViewChange> {
+    c.muted.push(member);
+    c.request(member, c.transfer(0, 1, 3, 1)).unwrap();
     c.status_round();
     c.muted.clear();
     c.time_out();
-    // Member 4, Byzantine, says it suspects the primary too: F+1 suspicions, so replica 2 leaves view 0, alone.
     let status = Status {
         view: 0,
         view_active: true,
@@ -1659,17 +1654,28 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
         fetching: None,
         new_view: None,
     };
-    c.deliver(2, Message::Status(Signed::new(4, status, &c.keys[3])))
+    c.deliver(member, Message::Status(Signed::new(4, status, &c.keys[3])))
         .unwrap();
-    let withdrawn = c
+    let view_change = c
         .network
         .iter()
         .find_map(|(_, m)| match m {
-            Message::ViewChange(vc) if vc.from == 2 => Some(vc.clone()),
+            Message::ViewChange(vc) if vc.from == member => Some(vc.clone()),
             _ => None,
         })
-        .expect("replica 2 sent its VIEW-CHANGE");
+        .expect("it sent its VIEW-CHANGE");
     c.settle();
+    view_change
+}
+
+/// A backup that left a view alone (its own suspicion and one Byzantine member's, while the others stayed) once sent
+/// no COMMIT until the next view change: with F real faults, the cluster stalled until then. It now takes back the
+/// VIEW-CHANGE it signed (REJOIN) and votes again once a quorum holds the withdrawal; what it withdrew counts for
+/// nothing with those members, after a restart too, and a NEW-VIEW built on it is refused.
+#[test]
+fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() {
+    let mut c = Cluster::new(4, params());
+    let withdrawn = leave_view_0_alone(&mut c, 2);
     assert!(
         c.replicas[..1]
             .iter()
@@ -1747,33 +1753,8 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
 #[test]
 fn a_new_view_built_on_a_withdrawal_that_never_took_effect_is_installed_once_its_signer_installed_it() {
     let mut c = Cluster::new(4, params());
-    // Replica 3 holds a transfer the primary never gets, times it out, and with member 4's suspicion leaves view 0
-    // alone, for view 1 (primary 2).
-    c.muted.push(3);
-    c.request(3, c.transfer(0, 1, 3, 1)).unwrap();
-    c.status_round();
-    c.muted.clear();
-    c.time_out();
-    let status = Status {
-        view: 0,
-        view_active: true,
-        last_executed: 0,
-        stable_seq: 0,
-        suspects: true,
-        fetching: None,
-        new_view: None,
-    };
-    c.deliver(3, Message::Status(Signed::new(4, status, &c.keys[3])))
-        .unwrap();
-    let withdrawn = c
-        .network
-        .iter()
-        .find_map(|(_, m)| match m {
-            Message::ViewChange(vc) if vc.from == 3 => Some(vc.clone()),
-            _ => None,
-        })
-        .expect("replica 3 sent its VIEW-CHANGE");
-    c.settle();
+    // Replica 3 leaves view 0 alone, for view 1 (primary 2).
+    let withdrawn = leave_view_0_alone(&mut c, 3);
     // The others go on in view 0, and a committed batch brings replica 3 back. Primary 2 of view 1 is cut off
     // from then on, so it never hears of the withdrawal; replica 3 never hears that members hold it.
     c.request(1, c.transfer(1, 2, 5, 1)).unwrap();
@@ -1807,9 +1788,12 @@ fn a_new_view_built_on_a_withdrawal_that_never_took_effect_is_installed_once_its
     // Another member's word is not the withdrawer's.
     let claim = Status {
         view: 1,
+        view_active: true,
+        last_executed: 0,
+        stable_seq: 0,
         suspects: false,
+        fetching: None,
         new_view: Some(new_view_id(&nv)),
-        ..status
     };
     c.deliver(1, Message::Status(Signed::new(4, claim, &c.keys[3])))
         .unwrap();
