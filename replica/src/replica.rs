@@ -427,21 +427,27 @@ impl Replica {
                 self.next_seq = self.next_seq.max(last.seq);
             }
         }
+        // Its own votes and proposals of the view it last worked in, which is the view it is in unless it was changing
+        // views when it stopped: then it may still go back to that one (`return_to_view`, `try_rejoin`), and must
+        // not sign anything there that conflicts with what it signed before. Restored only for the view it was
+        // changing to, a primary of view 0 restarted mid-change went back and proposed again at a sequence number
+        // it had proposed another batch for: honest, yet proven an equivocator (N = 4, seed 102580).
+        let view = self.last_active_view;
         for message in &durable.sent {
             match message {
-                Message::PrePrepare(pp) if pp.body.view == self.view && pp.body.seq > low => {
+                Message::PrePrepare(pp) if pp.body.view == view && pp.body.seq > low => {
                     let slot = self.log.entry(pp.body.seq).or_default();
                     slot.enter_view(pp.body.view);
                     slot.pre_prepare = Some(pp.clone());
                     self.next_seq = self.next_seq.max(pp.body.seq);
                     self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
                 }
-                Message::Prepare(p) if p.body.view == self.view && p.body.seq > low => {
+                Message::Prepare(p) if p.body.view == view && p.body.seq > low => {
                     let slot = self.log.entry(p.body.seq).or_default();
                     slot.enter_view(p.body.view);
                     slot.prepares.insert(self.id, p.clone());
                 }
-                Message::Commit(c) if c.body.view == self.view && c.body.seq > low => {
+                Message::Commit(c) if c.body.view == view && c.body.seq > low => {
                     let slot = self.log.entry(c.body.seq).or_default();
                     slot.enter_view(c.body.view);
                     slot.commits.insert(self.id, c.clone());
@@ -456,6 +462,14 @@ impl Replica {
     pub fn start(&mut self, now_ms: u64) -> Vec<Output> {
         self.now_ms = now_ms;
         self.view_started_ms = now_ms;
+        // Changing views when it stopped, it has been since now as far as it can tell: a replica that finds itself
+        // alone outside the view the others went back to withdraws its VIEW-CHANGE after a view-change timeout
+        // (`try_rejoin`). Without a start, a restarted primary of view 0 stayed changing to view 1 for good while the
+        // others, back in view 0, each counted its VIEW-CHANGE and refused one another's withdrawal (N = 4, seed
+        // 102580).
+        if !self.view_active {
+            self.view_change_started_ms.get_or_insert(now_ms);
+        }
         self.out.push(Output::SetTimer {
             timer: Timer::Status,
             after_ms: self.params.status_interval_ms,

@@ -233,7 +233,10 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
 /// against a NEW-VIEW of the membership before an epoch, which the next one rightly refuses (N = 7, 60606, 61503);
 /// and a withdrawal a faulty primary of the withdrawn view never vouched for (N = 7, 71223); and a member that vouched
 /// for a withdrawal refused for good the NEW-VIEW the others installed, which a primary that had not heard of the
-/// withdrawal built on it in good faith (N = 4, 81365).
+/// withdrawal built on it in good faith (N = 4, 81365); and a primary of view 0 restarted while changing views, which
+/// never started its view change's clock and so never rejoined view 0 while the others, back there, refused one
+/// another's withdrawal for its VIEW-CHANGE; made to rejoin, it proposed again at a sequence number it had proposed
+/// before the restart, its own proposals of view 0 not restored (N = 4, 102580).
 #[test]
 fn seeds_that_once_failed_the_sweeps() {
     let seeds = [
@@ -271,6 +274,7 @@ fn seeds_that_once_failed_the_sweeps() {
         (7, 2, 61503),
         (7, 2, 71223),
         (4, 1, 81365),
+        (4, 1, 102580),
     ];
     let outcomes: Vec<Outcome> = seeds
         .into_iter()
