@@ -236,7 +236,9 @@ impl Saboteur {
                 if let Message::Status(_) = message
                     && self.acts()
                 {
-                    for accused in (1..=self.members).filter(|m| *m != self.id) {
+                    // Several of each member at once, as a flood arrives: only one may wait to be ordered.
+                    let accused_each = (1..=self.members).filter(|m| *m != self.id).flat_map(|m| [m; 4]);
+                    for accused in accused_each {
                         let body = crate::governance::Accusation {
                             accused,
                             fault: crate::history::FaultType::SignatureMismatch,
