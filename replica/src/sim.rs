@@ -191,12 +191,16 @@ pub enum Scenario {
     /// failed, before a member could ask others for what it lacks (`--accounts 300000` at N = 4).
     FaultyChunkServers,
     /// One honest backup (member 2) suspects the primary alone: its path to the primary is cut for the whole chaos
-    /// window, so the requests clients give it never get ordered there; a Byzantine member (3) says in every
-    /// STATUS that it suspects the primary too (its VIEW-CHANGEs are dropped), so member 2 leaves view 0 with F+1
-    /// suspicions while the rest stay. Once the path heals, member 2 must vote in view 0 again within two
-    /// view-change timeouts (it once sent no COMMIT until the next view change, so with F real faults the cluster
-    /// stalled until then), and no honest replica may install another view. Prints votes_again_ms with --json (0:
-    /// it was voting again before the heal).
+    /// window, so the requests clients give it never get ordered there; F Byzantine members (3..=F+2) say in every
+    /// STATUS that they suspect the primary too, so member 2 leaves view 0 with F+1 suspicions while the rest stay.
+    /// Their VIEW-CHANGEs for the next views are dropped (with a suspecting honest member's they would be F+1, which
+    /// rightly moves everyone; the depose scenario plays those), but those for far views arrive: a VIEW-CHANGE for
+    /// a view beyond the window is no support, so it must not join member 2's into F+1 (once one for a far view
+    /// stood as its signer's support for leaving every view until then). Once the path heals, member 2 must vote
+    /// in view 0 again within two view-change timeouts (it once sent no COMMIT until the next view change, so with
+    /// F real faults the cluster stalled until then), and no honest replica may install another view. Prints
+    /// votes_again_ms with --json (0: it was voting again before the heal), in the seeds where member 2 left view 0
+    /// at all (in some, the requests it timed commit through the others first).
     LoneSuspicion,
     /// The primary of view 1 is Byzantine and the primary of view 0 is cut off until an honest member installs
     /// view 1 (the cluster must change to it; then the old primary is back, so that at N = 4 a quorum of honest
@@ -271,6 +275,7 @@ impl Scenario {
             Scenario::ForgedRelay => Some((2, Behaviour::ForgedRelay)),
             Scenario::AccusationFlood => Some((2, Behaviour::AccusationFlood)),
             Scenario::FaultyChunkServers => None,
+            // The first of its F suspecters (`Sim::new` pins the others).
             Scenario::LoneSuspicion => Some((LONE_SUSPECTER + 1, Behaviour::Depose)),
             // The primary of view 1 at the genesis (ids 1..=N in order).
             Scenario::EquivocatingNewPrimary => Some((2, Behaviour::EquivocatingNewPrimary)),
@@ -437,7 +442,7 @@ pub struct Outcome {
     /// `Scenario::FaultyChunkServers`: simulated time from the lagging member's restart to its adopting the state.
     pub catch_up_ms: Option<u64>,
     /// `Scenario::LoneSuspicion`: simulated time from the end of the cut until the suspecter is active in the
-    /// cluster's view and sends its COMMITs there.
+    /// cluster's view and sends its COMMITs there; none when it never left view 0.
     pub votes_again_ms: Option<u64>,
     /// `Scenario::EquivocatingNewPrimary`: simulated time from the Byzantine primary's first NEW-VIEW to the first
     /// proof an honest member holds of what it signed in NEW-VIEWs.
@@ -588,6 +593,9 @@ pub struct Sim {
     outcomes: BTreeMap<Seq, Vec<(Digest, TxOutcome)>>,
     partition: Option<BTreeSet<ReplicaId>>,
     healed: bool,
+    /// `Scenario::LoneSuspicion`: whether the suspecter left view 0 at all (in some seeds the requests it timed
+    /// commit through the others before its timer fires, and it never does).
+    suspecter_left: bool,
     /// When a member running `Behaviour::EquivocatingNewPrimary` first sent a NEW-VIEW of its own.
     new_view_sent_ms: Option<u64>,
     /// When a member running `Behaviour::FabricatedCertificate` first sent a VIEW-CHANGE of its own.
@@ -672,6 +680,12 @@ impl Sim {
             public_key: k.public(),
         });
         let membership = Membership::new(members.collect()).expect("valid membership");
+        if config.scenario == Some(Scenario::LoneSuspicion) && scenario_member.is_some() {
+            // F suspecters, so that with the cut-off member's own suspicion they are F+1 at every size.
+            let suspecters = LONE_SUSPECTER + 1..=LONE_SUSPECTER + membership.f() as ReplicaId;
+            config.pinned = suspecters.map(|id| (id, Behaviour::Depose)).collect();
+            config.byzantine = config.pinned.len();
+        }
         if config.scenario == Some(Scenario::FaultyChunkServers) {
             // The last B of the lowest-ranked F members serve corrupted chunks; the others will crash.
             let f = membership.f() as ReplicaId;
@@ -845,6 +859,7 @@ impl Sim {
             outcomes: BTreeMap::new(),
             partition: None,
             healed: false,
+            suspecter_left: false,
             new_view_sent_ms: None,
             view_change_sent_ms: None,
             lagging: BTreeMap::new(),
@@ -1424,6 +1439,9 @@ impl Sim {
                         ));
                     }
                     self.chunk_scenario_event(id, &event);
+                    if id == LONE_SUSPECTER && matches!(event, Event::ViewChangeStarted { .. }) {
+                        self.suspecter_left = true;
+                    }
                     if let Event::ViewChangeStarted { to_view: 1.., .. } = &event
                         && self.phase == Phase::TargetPreparesAlone
                         && id != self.membership.primary(2)
@@ -1655,11 +1673,13 @@ impl Sim {
     fn scenario_drops(&self, from: ReplicaId, to: ReplicaId, message: &Message) -> bool {
         let target = self.membership.primary(2);
         let first_primary = self.membership.primary(1);
-        // The lone suspicion's Byzantine supporter speaks by STATUS alone, the whole run: its VIEW-CHANGEs and a
-        // suspecting honest member's would be F+1, which rightly moves everyone (the depose scenario plays those).
+        // The lone suspicion's Byzantine supporters speak by STATUS and by VIEW-CHANGEs for far views alone: their
+        // VIEW-CHANGEs for the next views and a suspecting honest member's would be F+1, which rightly moves everyone
+        // (the depose scenario plays those). Beyond twice N every replica's window lies, wherever it is in the run.
         if self.config.scenario == Some(Scenario::LoneSuspicion)
-            && from == LONE_SUSPECTER + 1
-            && matches!(message, Message::ViewChange(_))
+            && let Message::ViewChange(vc) = message
+            && self.config.pinned.iter().any(|(id, _)| *id == from)
+            && vc.body.new_view <= 2 * self.config.replicas as View
         {
             return true;
         }
@@ -2149,6 +2169,7 @@ impl Sim {
         self.check_views_converge();
         if self.config.scenario == Some(Scenario::LoneSuspicion)
             && self.healed
+            && self.suspecter_left
             && self.outcome.votes_again_ms.is_none()
             && let Some(view) = self.cluster_view()
             && self.replicas[LONE_SUSPECTER as usize - 1]

@@ -197,6 +197,16 @@ fn adversarial_scenarios_keep_the_protocol_safe_and_live() {
                 })
                 .collect();
             assert_all_ok(&outcomes);
+            // Its F suspecters make the cut-off member leave view 0 at every size (with one, at N = 7 it never did,
+            // and the scenario tested nothing there).
+            if scenario == Scenario::LoneSuspicion {
+                let left = outcomes.iter().filter(|o| o.votes_again_ms.is_some()).count();
+                assert!(
+                    left * 3 >= outcomes.len(),
+                    "N = {replicas}: member 2 left view 0 in {left} of {} seeds only",
+                    outcomes.len()
+                );
+            }
             if byzantine == 0 {
                 for o in &outcomes {
                     assert_eq!(

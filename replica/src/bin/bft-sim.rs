@@ -60,8 +60,9 @@ struct Args {
     /// accusation-flood (a Byzantine backup accuses every member over and over: nobody honest is quarantined).
     /// faulty-chunk-servers (a lagging member catches up by state transfer while its F lowest-ranked peers crash
     /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json); lone-suspicion (a
-    /// backup cut off from the primary leaves view 0 with a Byzantine member's suspicion while the rest stay:
-    /// once healed it votes in view 0 again, and nobody installs another view; it prints votes_again_ms);
+    /// backup cut off from the primary leaves view 0 with F Byzantine members' suspicions while the rest stay,
+    /// and their VIEW-CHANGEs for far views must not count as support: once healed it votes in view 0 again, and
+    /// nobody installs another view; it prints votes_again_ms);
     /// equivocating-new-primary (the primary of view 0 is cut off and the Byzantine primary of view 1 sends
     /// different valid NEW-VIEWs to different replicas and one on fewer than a quorum of VIEW-CHANGEs to others: it is
     /// proven, and the cluster commits again by view 2; it prints new_view_proof_ms); fabricated-certificate (a
@@ -70,8 +71,7 @@ struct Args {
     /// prints certificate_proof_ms); byzzfuzz (the Byzantine primary of view 0 runs ByzzFuzz's small-scope
     /// mutations by round: in some rounds its proposals, votes, checkpoints and VIEW-CHANGEs reach some replicas
     /// with a sequence number or view one off, another round's digest, or the certificates left out, validly signed:
-    /// no violation, nobody honest blamed, every transfer completes).
-    /// prints certificate_proof_ms); twins (one member, by the seed, runs as two honest instances under its one key,
+    /// no violation, nobody honest blamed, every transfer completes); twins (one member, by the seed, runs as two honest instances under its one key,
     /// each meeting a different group of the others, the split drawn from the seed and changing each quarter of the
     /// schedule, one quarter unsplit, so they sign conflicting proposals, votes and VIEW-CHANGEs: no violation, nobody
     /// honest accused or proven, and every transfer commits once the schedule ends; it prints twin_conflicts and the
@@ -109,7 +109,8 @@ struct Summary {
     /// faulty-chunk-servers: per seed that got that far, the simulated time (ms) from the lagging member's restart
     /// to its adopting the state.
     catch_up_ms: Vec<u64>,
-    /// lone-suspicion: per seed, the simulated time (ms) from the heal until the suspecter votes in the cluster's view.
+    /// lone-suspicion: per seed in which the suspecter left view 0, the simulated time (ms) from the heal until it
+    /// votes in the cluster's view.
     votes_again_ms: Vec<u64>,
     /// equivocating-new-primary: per seed, the simulated time (ms) from the Byzantine primary's first NEW-VIEW to
     /// the first proof of it an honest member holds.
@@ -274,8 +275,10 @@ fn main() -> ExitCode {
         }
         if let (Some(min), Some(max)) = (summary.votes_again_ms.iter().min(), summary.votes_again_ms.iter().max()) {
             println!(
-                "lone suspicion: the healed member voted again {min}-{max} ms after the heal ({} seeds)",
-                summary.votes_again_ms.len()
+                "lone suspicion: the healed member voted again {min}-{max} ms after the heal (the {} of {} seeds in \
+                 which it had left view 0)",
+                summary.votes_again_ms.len(),
+                args.seeds
             );
         }
         if let (Some(min), Some(max)) = (
