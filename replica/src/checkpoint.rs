@@ -600,8 +600,9 @@ impl Replica {
         self.out.push(Output::Event(Event::StateTransferred { seq }));
         self.make_stable(checkpoint, snapshot);
         let above: Vec<_> = self.log.values().filter_map(|slot| slot.pre_prepare.clone()).collect();
-        self.proposed
-            .extend(above.iter().flat_map(|pp| pp.body.batch.iter().map(|tx| tx.digest())));
+        for pp in above {
+            self.note_proposed(&pp.body);
+        }
         self.try_execute();
         self.try_propose();
         Ok(())

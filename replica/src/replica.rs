@@ -436,11 +436,8 @@ impl Replica {
         for message in &durable.sent {
             match message {
                 Message::PrePrepare(pp) if pp.body.view == view && pp.body.seq > low => {
-                    let slot = self.log.entry(pp.body.seq).or_default();
-                    slot.enter_view(pp.body.view);
-                    slot.pre_prepare = Some(pp.clone());
                     self.next_seq = self.next_seq.max(pp.body.seq);
-                    self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                    self.log_pre_prepare(pp.clone());
                 }
                 Message::Prepare(p) if p.body.view == view && p.body.seq > low => {
                     let slot = self.log.entry(p.body.seq).or_default();
@@ -882,8 +879,6 @@ impl Replica {
             if batch.is_empty() && ops.is_empty() && !reconfiguration_waits && !quarantine_ends {
                 return;
             }
-            self.proposed.extend(batch.iter().map(|tx| tx.digest()));
-            self.proposed.extend(ops.iter().map(|op| op.digest()));
             self.next_seq = seq;
             let at_ms = self.now_ms;
             let pp = self.sign(PrePrepare {
@@ -894,9 +889,7 @@ impl Replica {
                 ops,
                 at_ms,
             });
-            let slot = self.log.entry(seq).or_default();
-            slot.enter_view(self.view);
-            slot.pre_prepare = Some(pp.clone());
+            self.log_pre_prepare(pp.clone());
             self.persist_and_broadcast(Message::PrePrepare(pp));
         }
     }
@@ -1002,16 +995,32 @@ impl Replica {
         }
     }
 
+    /// The one way a proposal enters the log (the primary's own, a peer's, one restored or re-proposed by a
+    /// NEW-VIEW): its slot moves to the proposal's view, and what it carries counts as proposed, so the primary
+    /// does not propose it again (once, two of five hand-copied sites forgot the governance operations).
+    pub(crate) fn log_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
+        self.note_proposed(&pp.body);
+        let slot = self.log.entry(pp.body.seq).or_default();
+        slot.enter_view(pp.body.view);
+        slot.pre_prepare = Some(pp);
+    }
+
+    /// What a proposal carries, transfers and operations, is in the log above the last executed batch.
+    pub(crate) fn note_proposed(&mut self, pp: &PrePrepare) {
+        self.proposed.extend(pp.batch.iter().map(|tx| tx.digest()));
+        self.proposed.extend(pp.ops.iter().map(|op| op.digest()));
+    }
+
     /// Logs a PRE-PREPARE of the current view and answers it with a PREPARE.
     pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
         let PrePrepare { view, seq, digest, .. } = pp.body;
         let is_primary = self.is_primary();
-        self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
-        self.proposed.extend(pp.body.ops.iter().map(|op| op.digest()));
-        let slot = self.log.entry(seq).or_default();
-        slot.enter_view(view);
-        slot.pre_prepare = Some(pp);
-        let votes: Vec<(ReplicaId, Digest)> = slot.prepares.values().map(|p| (p.from, p.body.digest)).collect();
+        self.log_pre_prepare(pp);
+        let votes: Vec<(ReplicaId, Digest)> = self.log[&seq]
+            .prepares
+            .values()
+            .map(|p| (p.from, p.body.digest))
+            .collect();
         for (peer, voted) in votes {
             self.show_proposal_to(peer, seq, voted);
         }
@@ -1175,16 +1184,12 @@ impl Replica {
         if !committed_under(&self.membership, &cert) {
             return Err(Rejection::BadCertificate("committed"));
         }
-        let slot = self.log.entry(seq).or_default();
-        if slot.committed.is_some() {
+        if self.log.get(&seq).is_some_and(|slot| slot.committed.is_some()) {
             return Err(Rejection::Duplicate);
         }
-        self.proposed
-            .extend(cert.pre_prepare.body.batch.iter().map(|tx| tx.digest()));
-        self.proposed
-            .extend(cert.pre_prepare.body.ops.iter().map(|op| op.digest()));
+        self.note_proposed(&cert.pre_prepare.body);
         let view = cert.pre_prepare.body.view;
-        slot.committed = Some(cert);
+        self.log.entry(seq).or_default().committed = Some(cert);
         self.return_to_view(view);
         self.try_execute();
         Ok(())

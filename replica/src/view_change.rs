@@ -405,10 +405,7 @@ impl Replica {
                 continue;
             }
             if is_primary {
-                let slot = self.log.entry(seq).or_default();
-                slot.enter_view(view);
-                slot.pre_prepare = Some(pp.clone());
-                self.proposed.extend(pp.body.batch.iter().map(|tx| tx.digest()));
+                self.log_pre_prepare(pp);
             } else {
                 self.accept_pre_prepare(pp);
             }

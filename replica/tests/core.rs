@@ -685,6 +685,68 @@ fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
     }
 }
 
+/// A governance operation re-proposed by a NEW-VIEW is in the new primary's log: it is not proposed again in a
+/// later batch. The primary that installs its own NEW-VIEW once noted only the transfers of what it re-proposed
+/// (so did a replica restoring its log, and one adopting a state), and ordered the operation a second time.
+#[test]
+fn an_operation_re_proposed_by_a_new_view_is_not_proposed_again() {
+    use bft_replica::evidence::Evidence;
+    use bft_replica::governance::Operation;
+    let mut c = Cluster::new(4, params());
+    let payer = KeyPair::from_secret([77; 32]);
+    let spend = |amount| {
+        Transfer {
+            from: payer.public(),
+            to: c.accounts[0].public(),
+            amount,
+            nonce: 1,
+        }
+        .sign(&payer)
+    };
+    let batch = vec![spend(1), spend(2)];
+    let proposal = PrePrepare {
+        view: 0,
+        seq: 1,
+        digest: batch_digest(&batch),
+        batch,
+        ops: Vec::new(),
+        at_ms: 0,
+    };
+    let op = Operation::Quarantine {
+        reporter: 2,
+        at_ms: c.now,
+        evidence: Box::new(Evidence::DoubleSpend {
+            proposal: Signed::new(4, proposal, &c.keys[3]),
+        }),
+    };
+    // Every member holds the operation; the primary of view 0 proposes it, and every COMMIT is lost.
+    for id in 1..=4 {
+        let outputs = c.replicas[id - 1].step(c.now, Input::Operation(op.clone())).unwrap();
+        c.carry_out(id as ReplicaId, outputs);
+    }
+    let mut steps = 0;
+    while let Some((to, message)) = c.network.pop_front() {
+        if !matches!(message, Message::Commit(_)) {
+            let _ = c.deliver(to, message);
+        }
+        steps += 1;
+        assert!(steps < 10_000);
+    }
+    assert!(c.replicas.iter().all(|r| r.last_executed() == 0));
+    c.muted.push(1);
+    c.time_out();
+    c.settle();
+    for r in c.honest() {
+        let decided = c
+            .events
+            .iter()
+            .filter(|(id, e)| *id == r.id() && matches!(e, Event::Decided { op: o, .. } if **o == op))
+            .count();
+        assert_eq!(decided, 1, "replica {} decided the operation once", r.id());
+        assert!(r.governance().is_quarantined(4));
+    }
+}
+
 #[test]
 fn a_forced_view_change_moves_every_replica_to_the_next_primary() {
     let mut c = Cluster::new(4, params());
