@@ -249,6 +249,18 @@ impl Cluster {
     }
 
     /// Delivers everything in flight, including what delivering produces.
+    /// Delivers PRE-PREPAREs and PREPAREs but loses every COMMIT: prepared everywhere, committed nowhere.
+    fn deliver_all_but_commits(&mut self) {
+        let mut steps = 0;
+        while let Some((to, message)) = self.network.pop_front() {
+            if !matches!(message, Message::Commit(_)) {
+                let _ = self.deliver(to, message);
+            }
+            steps += 1;
+            assert!(steps < 10_000);
+        }
+    }
+
     fn settle(&mut self) {
         let mut steps = 0;
         while let Some((to, message)) = self.network.pop_front() {
@@ -558,20 +570,8 @@ fn a_reply_to_a_retransmission_names_where_the_transfer_executed() {
     assert_eq!(reply.body.seq, executed_at);
 }
 
-/// A quarantine ends by the replicated clock (the time on executed batches), at one sequence number everywhere:
-/// a replica whose own clock says the quarantine is over still ignores the member until that batch executes.
-#[test]
-fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
-    use bft_replica::evidence::Evidence;
-    use bft_replica::governance::Operation;
-    let mut c = Cluster::new(
-        4,
-        Params {
-            quarantine_duration_ms: 10_000,
-            ..params()
-        },
-    );
-    c.now = 1_000;
+/// Member 2's report that member 4 proposed one payer's nonce twice, with the proposal member 4 signed.
+fn quarantine_4_for_a_double_spend(c: &Cluster) -> bft_replica::governance::Operation {
     let payer = KeyPair::from_secret([77; 32]);
     let spend = |amount| {
         Transfer {
@@ -591,13 +591,28 @@ fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
         ops: Vec::new(),
         at_ms: 0,
     };
-    let op = Operation::Quarantine {
+    bft_replica::governance::Operation::Quarantine {
         reporter: 2,
         at_ms: c.now,
-        evidence: Box::new(Evidence::DoubleSpend {
+        evidence: Box::new(bft_replica::evidence::Evidence::DoubleSpend {
             proposal: Signed::new(4, proposal, &c.keys[3]),
         }),
-    };
+    }
+}
+
+/// A quarantine ends by the replicated clock (the time on executed batches), at one sequence number everywhere:
+/// a replica whose own clock says the quarantine is over still ignores the member until that batch executes.
+#[test]
+fn a_quarantine_ends_at_the_same_sequence_number_on_every_replica() {
+    let mut c = Cluster::new(
+        4,
+        Params {
+            quarantine_duration_ms: 10_000,
+            ..params()
+        },
+    );
+    c.now = 1_000;
+    let op = quarantine_4_for_a_double_spend(&c);
     c.step(2, Input::Operation(op)).unwrap();
     c.settle();
     assert!(c.replicas.iter().all(|r| r.governance().is_quarantined(4)));
@@ -653,15 +668,7 @@ fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
     let mut c = Cluster::new(4, params());
     let tx = c.transfer(0, 1, 10, 1);
     c.submit(tx);
-    // Deliver PRE-PREPAREs and PREPAREs, but lose every COMMIT: prepared everywhere, committed nowhere.
-    let mut steps = 0;
-    while let Some((to, message)) = c.network.pop_front() {
-        if !matches!(message, Message::Commit(_)) {
-            let _ = c.deliver(to, message);
-        }
-        steps += 1;
-        assert!(steps < 10_000);
-    }
+    c.deliver_all_but_commits();
     assert!(c.replicas.iter().all(|r| r.last_executed() == 0));
     c.muted.push(1);
     c.time_out();
@@ -690,48 +697,14 @@ fn a_batch_prepared_before_the_view_change_is_recovered_at_the_same_sequence() {
 /// (so did a replica restoring its log, and one adopting a state), and ordered the operation a second time.
 #[test]
 fn an_operation_re_proposed_by_a_new_view_is_not_proposed_again() {
-    use bft_replica::evidence::Evidence;
-    use bft_replica::governance::Operation;
     let mut c = Cluster::new(4, params());
-    let payer = KeyPair::from_secret([77; 32]);
-    let spend = |amount| {
-        Transfer {
-            from: payer.public(),
-            to: c.accounts[0].public(),
-            amount,
-            nonce: 1,
-        }
-        .sign(&payer)
-    };
-    let batch = vec![spend(1), spend(2)];
-    let proposal = PrePrepare {
-        view: 0,
-        seq: 1,
-        digest: batch_digest(&batch),
-        batch,
-        ops: Vec::new(),
-        at_ms: 0,
-    };
-    let op = Operation::Quarantine {
-        reporter: 2,
-        at_ms: c.now,
-        evidence: Box::new(Evidence::DoubleSpend {
-            proposal: Signed::new(4, proposal, &c.keys[3]),
-        }),
-    };
+    let op = quarantine_4_for_a_double_spend(&c);
     // Every member holds the operation; the primary of view 0 proposes it, and every COMMIT is lost.
     for id in 1..=4 {
         let outputs = c.replicas[id - 1].step(c.now, Input::Operation(op.clone())).unwrap();
         c.carry_out(id as ReplicaId, outputs);
     }
-    let mut steps = 0;
-    while let Some((to, message)) = c.network.pop_front() {
-        if !matches!(message, Message::Commit(_)) {
-            let _ = c.deliver(to, message);
-        }
-        steps += 1;
-        assert!(steps < 10_000);
-    }
+    c.deliver_all_but_commits();
     assert!(c.replicas.iter().all(|r| r.last_executed() == 0));
     c.muted.push(1);
     c.time_out();
