@@ -10,11 +10,9 @@ use std::collections::BTreeMap;
 
 use crate::config::Membership;
 use crate::crypto::KeyPair;
-use crate::evidence::Evidence;
+use crate::evidence::{Evidence, FaultType};
 use crate::governance::{Accusation, Decision, Operation};
-use crate::history::{
-    EpochRecord, FaultType, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord,
-};
+use crate::history::{EpochRecord, History, MessageSummary, Observation, QuarantineRecord, ViewChangeRecord};
 use crate::messages::{Message, ReplicaId, Seq, Signed};
 use crate::replica::{Event, Replica, ViewChangeReason};
 use crate::verify::Rejection;

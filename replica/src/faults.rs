@@ -241,7 +241,7 @@ impl Saboteur {
                     for accused in accused_each {
                         let body = crate::governance::Accusation {
                             accused,
-                            fault: crate::history::FaultType::SignatureMismatch,
+                            fault: crate::evidence::FaultType::SignatureMismatch,
                             observed: self.rng.random_range(1..1_000_000),
                             at_ms: self.now_ms,
                         };

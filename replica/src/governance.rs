@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Membership, max_failures};
 use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
 use crate::evidence::Evidence;
-use crate::history::FaultType;
+use crate::evidence::FaultType;
 use crate::messages::{Member, ReplicaId, Seq, Signable, Signed};
 
 /// The most operations one batch may carry; a proposal with more is refused unread.

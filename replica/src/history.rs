@@ -4,47 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::evidence::Evidence;
+use crate::evidence::{Evidence, FaultType};
 use crate::messages::{Message, ReplicaId, Seq, View};
-
-/// The kinds of misbehaviour a replica can see in what a member sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultType {
-    /// A message in the member's name whose signature does not verify.
-    SignatureMismatch,
-    /// Two conflicting messages signed by the member for one slot.
-    Equivocation,
-    /// A proposal signed by the member that spends the same funds twice.
-    DoubleSpend,
-    /// A checkpoint signed by the member for a state the quorum did not reach.
-    DivergentExecution,
-    /// A signed message no honest member sends (a backup's proposal).
-    ProtocolViolation,
-}
-
-impl FaultType {
-    pub fn name(&self) -> &'static str {
-        match self {
-            FaultType::SignatureMismatch => "signature_mismatch",
-            FaultType::Equivocation => "equivocation",
-            FaultType::DoubleSpend => "double_spend",
-            FaultType::DivergentExecution => "divergent_execution",
-            FaultType::ProtocolViolation => "protocol_violation",
-        }
-    }
-
-    /// How it is usually seen.
-    pub fn method(&self) -> &'static str {
-        match self {
-            FaultType::SignatureMismatch => "signature_verification",
-            FaultType::Equivocation => "conflicting_signed_messages",
-            FaultType::DoubleSpend => "batch_validation",
-            FaultType::DivergentExecution => "checkpoint_comparison",
-            FaultType::ProtocolViolation => "protocol_rules",
-        }
-    }
-}
 
 /// One misbehaving message, as the replica saw it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -166,7 +166,7 @@ mod tests {
         history.observe(
             crate::history::Observation {
                 member: 5,
-                fault: crate::history::FaultType::SignatureMismatch,
+                fault: crate::evidence::FaultType::SignatureMismatch,
                 message: "prepare".into(),
                 sequence: Some(3),
                 transaction: None,

@@ -846,7 +846,8 @@ fn spends_once(pp: &PrePrepare) -> Result<(), Rejection> {
 mod tests {
     use super::*;
     use crate::crypto::{KeyPair, crafted};
-    use crate::history::{FaultType, MessageSummary, Observation};
+    use crate::evidence::FaultType;
+    use crate::history::{MessageSummary, Observation};
     use crate::ledger::Transfer;
     use crate::messages::Member;
 

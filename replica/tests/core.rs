@@ -1520,7 +1520,7 @@ fn force_view_change(c: &mut Cluster) {
 #[test]
 fn a_backups_proposal_is_refused_with_proof_and_the_cluster_goes_on() {
     use bft_replica::evidence::Evidence;
-    use bft_replica::history::FaultType;
+    use bft_replica::evidence::FaultType;
 
     let mut c = Cluster::new(4, params());
     let tx = c.transfer(0, 1, 5, 1);
@@ -1867,7 +1867,8 @@ fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<New
 fn a_new_primarys_conflicting_or_short_new_views_are_refused_with_proof() {
     use bft_replica::detection::{Refusal, observation_of_refusal};
     use bft_replica::evidence::Evidence;
-    use bft_replica::history::{FaultType, MessageSummary};
+    use bft_replica::evidence::FaultType;
+    use bft_replica::history::MessageSummary;
 
     let mut c = Cluster::new(4, params());
     c.muted.push(1);
