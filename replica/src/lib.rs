@@ -27,6 +27,8 @@ pub mod testnet;
 pub mod verify;
 
 pub mod checkpoint;
+pub mod state_transfer;
+pub mod status;
 pub mod view_change;
 
 pub use config::{Config, Membership, Params};

@@ -261,7 +261,7 @@ pub struct Status {
 }
 
 /// The chunks a member lacks of the state at the stable checkpoint `seq` (0 while no chunk has arrived yet): `first`,
-/// and of the `checkpoint::STATE_CHUNK_WINDOW` chunks from there those whose bit in `held` is clear (bit i stands
+/// and of the `state_transfer::STATE_CHUNK_WINDOW` chunks from there those whose bit in `held` is clear (bit i stands
 /// for chunk `first + i`). Peers split what it lacks among them by rank, shifted by `round`, which the member moves
 /// on when its first missing chunk did not come, so that a silent or lying peer's share goes to another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 //! a replica never forgets what it signed.
 //!
 //! This file holds the state and the normal case (requests, PRE-PREPARE, PREPARE, COMMIT, execution).
-//! `checkpoint.rs` holds checkpoints, garbage collection and catching up; `view_change.rs` the view change.
+//! `checkpoint.rs` holds checkpoints and garbage collection, `status.rs` the STATUS exchange and catching up,
+//! `state_transfer.rs` the transfer of a certified state in chunks, and `view_change.rs` the view change.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -265,7 +266,7 @@ pub struct Replica {
     pub(crate) log: BTreeMap<Seq, Slot>,
     pub(crate) stable: CheckpointCert,
     pub(crate) stable_snapshot: Vec<u8>,
-    pub(crate) state_transfers: crate::checkpoint::StateTransfers,
+    pub(crate) state_transfers: crate::state_transfer::StateTransfers,
     /// This replica's own checkpoint state digests and snapshots above the stable one.
     pub(crate) own_checkpoints: BTreeMap<Seq, (Digest, Vec<u8>)>,
     pub(crate) checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Signed<Checkpoint>>>,

@@ -664,7 +664,7 @@ impl Verifier {
             return Ok(());
         }
         let bad = Rejection::BadCertificate("state transfer");
-        let next = crate::checkpoint::head_membership(head).ok_or(bad.clone())?;
+        let next = crate::state_transfer::head_membership(head).ok_or(bad.clone())?;
         if next == *self.membership || cert.proof.len() > next.n() {
             return Err(bad);
         }

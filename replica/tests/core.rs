@@ -1006,7 +1006,7 @@ fn a_lagging_replica_catches_up_while_its_lowest_ranked_peer_is_down() {
 /// 4(N-2) chunks it held again every round).
 #[test]
 fn one_status_draws_each_missing_chunk_once_and_none_already_held() {
-    use bft_replica::checkpoint::STATE_CHUNKS_PER_ANSWER;
+    use bft_replica::state_transfer::STATE_CHUNKS_PER_ANSWER;
     let mut c = Cluster::with_accounts(7, params(), many_accounts(400_000));
     let last = leave_the_last_replica_behind(&mut c, 6);
     let mut held = std::collections::BTreeSet::new();
