@@ -313,7 +313,7 @@ impl Client {
             epoch,
             remove,
             add,
-            at_ms: crate::report::unix_ms(),
+            at_ms: crate::net::unix_ms(),
         };
         let op = Operation::Reconfigure(SignedReconfiguration::sign(body, admin));
         self.propose(&op).await?;

@@ -52,7 +52,7 @@ impl Order {
         Order {
             target,
             action,
-            unix_ms: crate::report::unix_ms(),
+            unix_ms: crate::net::unix_ms(),
             nonce: rand::random(),
         }
     }

@@ -23,6 +23,13 @@ use crate::ledger::SignedTransfer;
 use crate::messages::{MAX_MESSAGE_BYTES, Message, ReplicaId, Reply, Signable, Signed};
 use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
 
+/// Milliseconds since the Unix epoch, now: the wall clock hellos, drills and reports are stamped with.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub mod proto {
     tonic::include_proto!("bft.v1");
 }
@@ -212,7 +219,7 @@ impl Service {
         if hello.body.to != self.id {
             return Err(Status::unauthenticated("the hello is addressed to another member"));
         }
-        if hello.body.unix_ms.abs_diff(crate::report::unix_ms()) > HELLO_SKEW_MS {
+        if hello.body.unix_ms.abs_diff(unix_ms()) > HELLO_SKEW_MS {
             return Err(Status::unauthenticated(
                 "the hello's time is too far from this replica's clock",
             ));
@@ -452,7 +459,7 @@ impl Service {
     /// A drill is carried out only if allowed here and signed by the administrator for this replica, recently,
     /// and never before.
     fn admit_drill(&self, action: Action, authorization: Option<&proto::DrillAuthorization>) -> Result<(), Status> {
-        match self.drills.admit(action, authorization, crate::report::unix_ms()) {
+        match self.drills.admit(action, authorization, unix_ms()) {
             Ok(order) => {
                 tracing::warn!(?action, nonce = order.nonce, "fault drill ordered by the administrator");
                 Ok(())
@@ -545,7 +552,7 @@ impl PeerLink {
             let body = Hello {
                 to: peer,
                 nonce: rand::random(),
-                unix_ms: crate::report::unix_ms(),
+                unix_ms: unix_ms(),
             };
             postcard::to_allocvec(&Signed::new(me, body, &key)).expect("encoding to memory cannot fail")
         };

@@ -22,9 +22,9 @@ use crate::history::{Detection, History, MessageSummary, Observation, ViewChange
 use crate::ledger::SignedTransfer;
 use crate::messages::{Member, Message, ReplicaId, Reply, Seq, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
+use crate::net::unix_ms;
 use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
 use crate::replica::{Event, Input, Output, Replica};
-use crate::report::unix_ms;
 use crate::storage::Store;
 use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
 

@@ -11,13 +11,6 @@ use crate::config::{max_failures, quorum_size};
 use crate::messages::ReplicaId;
 use crate::net::proto::{DetectionsResponse, StatusResponse};
 
-/// Milliseconds since the Unix epoch, now.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 pub fn agent(id: ReplicaId) -> String {
     format!("bft-agent-{id}")
 }
@@ -280,24 +273,11 @@ pub fn health(
 
 /// Milliseconds since the Unix epoch as RFC 3339 in UTC, e.g. 2026-11-24T19:05:01.123Z.
 pub fn rfc3339(unix_ms: u64) -> String {
-    let (secs, ms) = (unix_ms / 1000, unix_ms % 1000);
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        day_secs / 3600,
-        day_secs / 60 % 60,
-        day_secs % 60
-    )
+    let at = i64::try_from(unix_ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    format!("{at:.3}")
 }
 
 #[cfg(test)]

@@ -724,7 +724,7 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
         let body = Hello {
             to,
             nonce: rand::random(),
-            unix_ms: report::unix_ms(),
+            unix_ms: bft_replica::net::unix_ms(),
         };
         postcard::to_allocvec(&Signed::new(3, body, &member_3)).unwrap()
     };

@@ -385,7 +385,7 @@ impl Platform for LocalPlatform {
                 .map_err(io(path.display().to_string()))?;
             for e in events {
                 let line = serde_json::json!({
-                    "time": bft_replica::report::rfc3339(bft_replica::report::unix_ms()),
+                    "time": bft_replica::report::rfc3339(bft_replica::net::unix_ms()),
                     "type": if e.warning { "Warning" } else { "Normal" },
                     "reason": e.reason,
                     "note": e.note,
@@ -476,7 +476,7 @@ pub async fn run(
                         cluster.metadata.generation.or(Some(1)),
                         &status,
                         &requests,
-                        bft_replica::report::unix_ms(),
+                        bft_replica::net::unix_ms(),
                     )
                     .await;
                     match pass {
