@@ -38,7 +38,7 @@ m = json.load(sys.stdin)
 print(any(t["name"] == "bft-operator" and "bin" in t["kind"]
           for p in m["packages"] if p["name"] == "bft-operator" for t in p["targets"]))')
 bins=(bft-replica bftctl)
-build=(-p bft-replica --bin bft-replica --bin bftctl)
+build=(-p bft-replica -p bft-client --bin bft-replica --bin bftctl)
 if [ "$has_operator_bin" = True ]; then
     bins+=(bft-operator)
     build+=(-p bft-operator --bin bft-operator)

@@ -29,7 +29,7 @@ if [ -z "${METRICS_URL:-}" ]; then
     command -v cargo >/dev/null 2>&1 || die "cargo is not installed; install a Rust toolchain (rustup) first"
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bft-validator/target}"
     base_port="${BASE_PORT:-7400}"
-    cargo build --release --locked -q -p bft-replica --bin bftctl --bin bft-replica
+    cargo build --release --locked -q -p bft-replica -p bft-client --bin bftctl --bin bft-replica
     bftctl="$CARGO_TARGET_DIR/release/bftctl"
     "$bftctl" testnet up --replicas 4 --dir "$dir/testnet" --base-port "$base_port" --accounts 16
     "$bftctl" bench --cluster "$dir/testnet" --count 200 --clients 8

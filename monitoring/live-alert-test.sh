@@ -27,7 +27,7 @@ if ! command -v prometheus >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/bft-validator/target}"
-cargo build --release --locked -q -p bft-replica --bin bftctl --bin bft-replica
+cargo build --release --locked -q -p bft-replica -p bft-client --bin bftctl --bin bft-replica
 bin="$CARGO_TARGET_DIR/release"
 
 dir=$(mktemp -d /tmp/bft-live-alert.XXXXXX)

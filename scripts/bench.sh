@@ -24,7 +24,7 @@ print(json.dumps(report))' "$label" | tee -a "$results"
 }
 
 if [ "${SKIP_CORE:-0}" != 1 ]; then
-    cargo bench -p bft-replica --bench core_throughput --locked
+    cargo bench -p bft-core --bench core_throughput --locked
 fi
 for n in $sizes; do
     dir="$(mktemp -d /tmp/bft-bench-n$n.XXXXXX)"

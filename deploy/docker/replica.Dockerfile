@@ -20,7 +20,7 @@ COPY replica replica
 COPY operator operator
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p bft-replica --bin bft-replica --bin bftctl \
+    cargo build --release --locked -p bft-replica -p bft-client --bin bft-replica --bin bftctl \
  && mkdir -p /out/bin /out/data \
  && cp target/release/bft-replica target/release/bftctl /out/bin/ \
  && strip --strip-debug /out/bin/*

@@ -109,7 +109,7 @@ async fn apply<R: Replicas + Send + Sync>(
         object.metadata.generation,
         &recorded,
         &requests(object),
-        bft_replica::net::unix_ms(),
+        bft_client::unix_ms(),
     )
     .await?;
     ctx.metrics.observe(&object.name_any(), &plan);

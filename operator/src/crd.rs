@@ -29,13 +29,13 @@ pub mod bounds {
     pub const VIEW_CHANGE_TIMEOUT_MS_MIN: u64 = 10;
     pub const VIEW_CHANGE_TIMEOUT_MS_MAX: u64 = 3_600_000;
     pub const CHECKPOINT_INTERVAL_MIN: u64 = 1;
-    /// Bounded by what memory holds (`bft_replica::config::LOG_TRANSFERS_MAX`): the log holds up to two
+    /// Bounded by what memory holds (`bft_core::config::LOG_TRANSFERS_MAX`): the log holds up to two
     /// intervals of slots, each up to a batch of 512 transfers at 432 bytes a transfer.
-    pub const CHECKPOINT_INTERVAL_MAX: u64 = bft_replica::config::CHECKPOINT_INTERVAL_MAX;
+    pub const CHECKPOINT_INTERVAL_MAX: u64 = bft_core::config::CHECKPOINT_INTERVAL_MAX;
     /// The replica's pipeline depth (`max_inflight_batches`, not set by the spec): the log window holds at least it.
     pub const LOG_WINDOW_MIN: u64 = 4;
     /// 4,096 slots of 512 transfers: 2,097,152 transfers, about 864 MiB of log at most.
-    pub const LOG_WINDOW_MAX: u64 = bft_replica::config::LOG_WINDOW_MAX;
+    pub const LOG_WINDOW_MAX: u64 = bft_core::config::LOG_WINDOW_MAX;
     pub const MAX_CONCURRENT_REQUESTS_MIN: u64 = 1;
     pub const MAX_CONCURRENT_REQUESTS_MAX: u64 = 10_000_000;
     pub const QUARANTINE_MS_MIN: u64 = 1_000;
@@ -170,7 +170,7 @@ pub struct ProtocolSpec {
 
 impl Default for ProtocolSpec {
     fn default() -> Self {
-        let params = bft_replica::Params::default();
+        let params = bft_core::Params::default();
         ProtocolSpec {
             signature_algorithm: SignatureAlgorithm::Ed25519,
             verification_threshold: None,
@@ -467,15 +467,15 @@ impl ByzantineClusterSpec {
 
     /// The replica's protocol parameters this spec asks for; the log window follows the checkpoint interval
     /// unless the spec gives one.
-    pub fn params(&self) -> bft_replica::Params {
-        let params = bft_replica::Params {
+    pub fn params(&self) -> bft_core::Params {
+        let params = bft_core::Params {
             view_change_timeout_ms: self.protocol.view_change_timeout_ms,
             max_concurrent_requests: self.protocol.max_concurrent_requests as usize,
             quarantine_duration_ms: self.detection.quarantine_duration_ms,
-            ..bft_replica::Params::default()
+            ..bft_core::Params::default()
         }
         .with_checkpoint_interval(self.protocol.checkpoint_interval);
-        bft_replica::Params {
+        bft_core::Params {
             log_window: self.protocol.log_window.unwrap_or(params.log_window),
             ..params
         }
@@ -558,7 +558,7 @@ impl ByzantineClusterSpec {
             );
         }
         if let Some(threshold) = p.verification_threshold {
-            let quorum = bft_replica::config::quorum_size(self.replicas as usize);
+            let quorum = bft_core::config::quorum_size(self.replicas as usize);
             if threshold as usize != quorum {
                 errors.push(format!(
                     "protocol.verificationThreshold must be the quorum ceil((N+F+1)/2) = {quorum} for {} replicas, got {threshold}",
@@ -571,7 +571,7 @@ impl ByzantineClusterSpec {
                 && a.account
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-            if !hex || bft_replica::crypto::PublicKey::from_hex(&a.account).is_err() {
+            if !hex || bft_core::crypto::PublicKey::from_hex(&a.account).is_err() {
                 errors.push(format!(
                     "genesis.accounts[{i}].account must be an Ed25519 public key in 64 lowercase hex digits"
                 ));

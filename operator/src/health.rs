@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bft_replica::client::{self, Client};
-use bft_replica::config::max_failures;
-use bft_replica::crypto::PublicKey;
-use bft_replica::messages::ReplicaId;
-use bft_replica::net::proto::{DetectionsResponse, StatusResponse};
-use bft_replica::report;
+use bft_client::client::{self, Client};
+use bft_client::proto::{DetectionsResponse, StatusResponse};
+use bft_client::report;
+use bft_core::config::max_failures;
+use bft_core::crypto::PublicKey;
+use bft_core::messages::ReplicaId;
 
 use crate::crd::DetectionStatus;
 use crate::plan::{MemberId, Observed, ObservedMember};
@@ -149,7 +149,7 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bft_replica::net::proto::Detection;
+    use bft_client::proto::Detection;
 
     fn status(id: ReplicaId, applied: u64, checkpoint: u64) -> (ReplicaId, Option<StatusResponse>) {
         let s = StatusResponse {
@@ -191,7 +191,7 @@ mod tests {
             let s = s.as_mut().unwrap();
             s.epoch = 1;
             s.member_states = (1..=7)
-                .map(|m| bft_replica::net::proto::MemberState {
+                .map(|m| bft_client::proto::MemberState {
                     id: m,
                     state: if m == 5 && [1, 2, 3, 5].contains(id) {
                         "quarantined"

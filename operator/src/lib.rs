@@ -17,7 +17,7 @@ pub mod platform;
 pub mod resources;
 pub mod telemetry;
 
-use bft_replica::config::{max_failures, quorum_size};
+use bft_core::config::{max_failures, quorum_size};
 
 /// What a cluster of `replicas` members tolerates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

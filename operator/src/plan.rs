@@ -949,7 +949,7 @@ fn time(rfc3339: &str) -> Time {
 }
 
 pub fn rfc3339(unix_ms: u64) -> String {
-    bft_replica::report::rfc3339(unix_ms)
+    bft_client::report::rfc3339(unix_ms)
 }
 
 pub fn parse_rfc3339(text: &str) -> Option<u64> {

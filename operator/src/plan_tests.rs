@@ -17,9 +17,7 @@ fn keys(ids: impl IntoIterator<Item = MemberId>) -> BTreeMap<MemberId, String> {
         .map(|id| {
             (
                 id,
-                bft_replica::crypto::KeyPair::from_secret([id as u8; 32])
-                    .public()
-                    .to_hex(),
+                bft_core::crypto::KeyPair::from_secret([id as u8; 32]).public().to_hex(),
             )
         })
         .collect()

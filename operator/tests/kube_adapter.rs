@@ -6,13 +6,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use bft_core::crypto::KeyPair;
 use bft_operator::controller::{self, Context};
 use bft_operator::crd::{ByzantineCluster, ReplacementStep};
 use bft_operator::health::Target;
 use bft_operator::plan::{MemberId, Observed, ObservedMember};
 use bft_operator::platform::{ReplicaError, Replicas};
 use bft_operator::telemetry::Metrics;
-use bft_replica::crypto::KeyPair;
 use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{Value, json};

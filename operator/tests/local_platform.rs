@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bft_replica::client::Client;
-use bft_replica::ledger::{Transfer, TxOutcome};
-use bft_replica::testnet;
+use bft_client::client::Client;
+use bft_client::testnet;
+use bft_core::ledger::{Transfer, TxOutcome};
 use serde_json::Value;
 
 /// bft-replica, built if it is not there yet (`cargo test -p bft-operator` builds only this package's binaries).

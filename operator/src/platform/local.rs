@@ -14,9 +14,9 @@ use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bft_replica::crypto::KeyPair;
-use bft_replica::node::{GenesisAccount, MemberConfig, NodeConfig};
-use bft_replica::testnet;
+use bft_client::node_config::{GenesisAccount, MemberConfig, NodeConfig};
+use bft_client::testnet;
+use bft_core::crypto::KeyPair;
 
 use super::{ClusterObjects, Platform, PlatformError};
 use crate::crd::{ByzantineClusterSpec, ByzantineClusterStatus};
@@ -116,7 +116,7 @@ impl LocalPlatform {
             listen,
             metrics_listen,
             allow_fault_injection: self.spec.fault_drills.allowed,
-            max_message_bytes: bft_replica::messages::MAX_MESSAGE_BYTES,
+            max_message_bytes: bft_core::messages::MAX_MESSAGE_BYTES,
             admin_key: state.admin_key.clone(),
         })
     }
@@ -255,10 +255,7 @@ impl Platform for LocalPlatform {
         if !path.exists() {
             let keys: Vec<KeyPair> = (0..count).map(|_| KeyPair::generate()).collect();
             let file = testnet::Accounts {
-                secrets: keys
-                    .iter()
-                    .map(|k| bft_replica::crypto::hex(&k.secret_bytes()))
-                    .collect(),
+                secrets: keys.iter().map(|k| bft_core::crypto::hex(&k.secret_bytes())).collect(),
                 balance,
             };
             create_secret_once(&path, &serde_json::to_vec_pretty(&file).expect("serialisable"))?;
@@ -267,7 +264,7 @@ impl Platform for LocalPlatform {
         let file: testnet::Accounts =
             serde_json::from_str(&text).map_err(|e| PlatformError::Other(format!("{}: {e}", path.display())))?;
         for secret in &file.secrets {
-            let key = bft_replica::crypto::decode_hex32(secret)
+            let key = bft_core::crypto::decode_hex32(secret)
                 .map(KeyPair::from_secret)
                 .ok_or_else(|| PlatformError::Other(format!("{}: a secret is not 64 hex digits", path.display())))?;
             accounts.push((key.public().to_hex(), file.balance));
@@ -385,7 +382,7 @@ impl Platform for LocalPlatform {
                 .map_err(io(path.display().to_string()))?;
             for e in events {
                 let line = serde_json::json!({
-                    "time": bft_replica::report::rfc3339(bft_replica::net::unix_ms()),
+                    "time": bft_client::report::rfc3339(bft_client::unix_ms()),
                     "type": if e.warning { "Warning" } else { "Normal" },
                     "reason": e.reason,
                     "note": e.note,
@@ -476,7 +473,7 @@ pub async fn run(
                         cluster.metadata.generation.or(Some(1)),
                         &status,
                         &requests,
-                        bft_replica::net::unix_ms(),
+                        bft_client::unix_ms(),
                     )
                     .await;
                     match pass {

@@ -7,7 +7,7 @@ pub mod local;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use bft_replica::crypto::{KeyPair, PublicKey};
+use bft_core::crypto::{KeyPair, PublicKey};
 
 use crate::crd::{ByzantineClusterSpec, ByzantineClusterStatus, MemberState};
 use crate::health::{self, Target};
@@ -107,21 +107,21 @@ pub trait Replicas {
 /// How long a reconfiguration may take to be in force with the added members taking part.
 pub const RECONFIGURE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The replicas reached over gRPC with `bft_replica::client`.
+/// The replicas reached over gRPC with `bft_client::client`.
 pub struct GrpcReplicas;
 
-fn client(targets: &[Target]) -> Result<bft_replica::client::Client, ReplicaError> {
+fn client(targets: &[Target]) -> Result<bft_client::client::Client, ReplicaError> {
     let replicas = targets
         .iter()
         .filter_map(|t| {
-            Some(bft_replica::client::Replica {
+            Some(bft_client::client::Replica {
                 id: t.id,
                 address: t.address.clone(),
                 public_key: PublicKey::from_hex(&t.public_key).ok()?,
             })
         })
         .collect();
-    bft_replica::client::Client::new(replicas).map_err(|e| ReplicaError::Refused(e.to_string()))
+    bft_client::client::Client::new(replicas).map_err(|e| ReplicaError::Refused(e.to_string()))
 }
 
 impl Replicas for GrpcReplicas {
@@ -143,7 +143,7 @@ impl Replicas for GrpcReplicas {
         let added = add
             .iter()
             .map(|t| {
-                Ok(bft_replica::governance::NewMember {
+                Ok(bft_core::governance::NewMember {
                     id: t.id,
                     public_key: PublicKey::from_hex(&t.public_key)
                         .map_err(|_| ReplicaError::Refused(format!("member {}: bad public key", t.id)))?,
@@ -182,8 +182,8 @@ impl Replicas for GrpcReplicas {
         let drill = match drill {
             None => None,
             Some((fault, p)) => {
-                let fault: bft_replica::faults::Fault = fault.parse().map_err(|e: String| ReplicaError::Refused(e))?;
-                Some(bft_replica::faults::FaultDrill::new(fault, p).map_err(ReplicaError::Refused)?)
+                let fault: bft_core::faults::Fault = fault.parse().map_err(|e: String| ReplicaError::Refused(e))?;
+                Some(bft_core::faults::FaultDrill::new(fault, p).map_err(ReplicaError::Refused)?)
             }
         };
         client(targets)?

@@ -61,9 +61,7 @@ mod tests {
             .map(|id| {
                 (
                     id,
-                    bft_replica::crypto::KeyPair::from_secret([id as u8; 32])
-                        .public()
-                        .to_hex(),
+                    bft_core::crypto::KeyPair::from_secret([id as u8; 32]).public().to_hex(),
                 )
             })
             .collect();
@@ -72,11 +70,11 @@ mod tests {
         assert_eq!(cm.immutable, Some(true));
         let data = cm.data.unwrap();
         // The replica's own types read what the operator writes (bft-replica --members-file).
-        let members: Vec<bft_replica::node::MemberConfig> = serde_json::from_str(&data[MEMBERS]).unwrap();
+        let members: Vec<bft_client::node_config::MemberConfig> = serde_json::from_str(&data[MEMBERS]).unwrap();
         assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(members[1].public_key, keys[&2]);
         assert_eq!(members[1].address, "drill-2-0.drill-peers.bft.svc:7000");
-        let genesis: Vec<bft_replica::node::GenesisAccount> = serde_json::from_str(&data[GENESIS]).unwrap();
+        let genesis: Vec<bft_client::node_config::GenesisAccount> = serde_json::from_str(&data[GENESIS]).unwrap();
         assert_eq!(genesis[0].balance, 100);
         assert!(
             !data.values().any(|v| v.contains("PRIVATE KEY")),

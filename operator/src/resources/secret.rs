@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use bft_replica::crypto::KeyPair;
+use bft_core::crypto::KeyPair;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
@@ -49,10 +49,7 @@ fn keypair_secret(cluster: &Cluster, name: &str, labels: &[(&str, String)], key:
 
 /// Generated genesis accounts (test material): their secret keys in hex, one per line.
 pub fn accounts(cluster: &Cluster, keys: &[KeyPair]) -> Secret {
-    let secrets: Vec<String> = keys
-        .iter()
-        .map(|k| bft_replica::crypto::hex(&k.secret_bytes()))
-        .collect();
+    let secrets: Vec<String> = keys.iter().map(|k| bft_core::crypto::hex(&k.secret_bytes())).collect();
     let mut secret: Secret = typed(json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -71,7 +68,7 @@ pub fn accounts(cluster: &Cluster, keys: &[KeyPair]) -> Secret {
 pub fn public_key(secret: &Secret) -> Option<String> {
     let bytes = &secret.data.as_ref()?.get(PUBLIC_KEY)?.0;
     let hex = String::from_utf8(bytes.clone()).ok()?;
-    bft_replica::crypto::PublicKey::from_hex(&hex).ok()?;
+    bft_core::crypto::PublicKey::from_hex(&hex).ok()?;
     Some(hex)
 }
 
@@ -80,7 +77,7 @@ pub fn account_keys(secret: &Secret) -> Option<Vec<KeyPair>> {
     let bytes = &secret.data.as_ref()?.get("accounts")?.0;
     let text = String::from_utf8(bytes.clone()).ok()?;
     text.lines()
-        .map(|l| bft_replica::crypto::decode_hex32(l).map(KeyPair::from_secret))
+        .map(|l| bft_core::crypto::decode_hex32(l).map(KeyPair::from_secret))
         .collect()
 }
 

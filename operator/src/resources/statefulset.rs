@@ -261,7 +261,7 @@ mod tests {
                                         params[*key] = value.into();
                                     }
                                 }
-                                let read: bft_replica::Params = serde_json::from_value(params).unwrap();
+                                let read: bft_core::Params = serde_json::from_value(params).unwrap();
                                 assert_eq!(read, spec.params(), "{what}");
                                 assert_eq!(read.validate(), Ok(()), "{what}");
                             }

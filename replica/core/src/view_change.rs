@@ -158,7 +158,7 @@ impl Replica {
     /// that arrived after it had given up on it. That VIEW-CHANGE may still go into a later NEW-VIEW without what
     /// this replica prepares now, so until it moves past it, it sends no COMMIT: no batch that commits counts on
     /// it, and every commit quorum keeps an honest member whose VIEW-CHANGE is current. Its PREPAREs still help.
-    pub(crate) fn left_for_a_later_view(&self) -> bool {
+    pub fn left_for_a_later_view(&self) -> bool {
         self.highest_view_change_sent > self.view
     }
 

@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bft_replica::client::Client;
-use bft_replica::config::Params;
-use bft_replica::crypto::{KeyPair, PublicKey};
-use bft_replica::faults::{Fault, FaultDrill};
-use bft_replica::ledger::{Transfer, TxOutcome};
-use bft_replica::report;
-use bft_replica::testnet::{self, Layout};
+use bft_client::client::Client;
+use bft_client::report;
+use bft_client::testnet::{self, Layout};
+use bft_core::config::Params;
+use bft_core::crypto::{KeyPair, PublicKey};
+use bft_core::faults::{Fault, FaultDrill};
+use bft_core::ledger::{Transfer, TxOutcome};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -400,7 +400,7 @@ async fn run(command: Commands) -> Result<(), String> {
             let duration = duration
                 .map(|s| Duration::try_from_secs_f64(s).map_err(|e| format!("--duration: {e}")))
                 .transpose()?;
-            let options = bft_replica::bench::BenchOptions {
+            let options = bft_client::bench::BenchOptions {
                 clients,
                 count: count.or(if duration.is_none() { Some(1000) } else { None }),
                 duration,
@@ -408,7 +408,7 @@ async fn run(command: Commands) -> Result<(), String> {
                 progress: !json,
                 kill_primary_after: kill_primary_after.map(Duration::from_secs_f64),
             };
-            let report = bft_replica::bench::run(&cluster, &options)
+            let report = bft_client::bench::run(&cluster, &options)
                 .await
                 .map_err(|e| e.to_string())?;
             if json {
@@ -752,14 +752,14 @@ async fn reconfigure(
 }
 
 /// ID (a testnet member's files) or ID=HOST:PORT=PUBLIC_KEY_HEX.
-fn new_member(dir: &Path, item: &str) -> Result<bft_replica::governance::NewMember, String> {
+fn new_member(dir: &Path, item: &str) -> Result<bft_core::governance::NewMember, String> {
     let parts: Vec<&str> = item.split('=').collect();
     let id: u32 = parts[0]
         .parse()
         .map_err(|_| format!("{item:?}: a member to add is ID or ID=HOST:PORT=PUBLIC_KEY_HEX"))?;
     match parts[..] {
         [_] => testnet::new_member(dir, id),
-        [_, address, key] => Ok(bft_replica::governance::NewMember {
+        [_, address, key] => Ok(bft_core::governance::NewMember {
             id,
             address: address.to_string(),
             public_key: PublicKey::from_hex(key).map_err(|e| format!("{item:?}: {e}"))?,

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bft_replica::node::{self, NodeConfig, NodeError};
+use bft_client::node_config::{self, ConfigFileError, NodeConfig};
+use bft_replica::node::{self, NodeError};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -69,17 +70,17 @@ impl Args {
     fn config(&self) -> Result<NodeConfig, NodeError> {
         let config = self.config_value()?;
         let source = self.config.clone().unwrap_or_else(|| "flags and environment".into());
-        serde_json::from_value(config).map_err(|error| NodeError::Parse { path: source, error })
+        serde_json::from_value(config).map_err(|error| ConfigFileError::Parse { path: source, error }.into())
     }
 
     /// The configuration as JSON, before it is read as a whole.
     fn config_value(&self) -> Result<Value, NodeError> {
         // The file as JSON, flags on top, then one check of the whole: a file may leave out what flags give.
         let mut config: Value = match &self.config {
-            Some(path) => node::read_json(path)?,
+            Some(path) => node_config::read_json(path)?,
             None => json!({}),
         };
-        let read_json = |path: &PathBuf| node::read_json::<Value>(path);
+        let read_json = |path: &PathBuf| node_config::read_json::<Value>(path);
         let mut set = |key: &str, value: Option<Value>| {
             if let Some(value) = value {
                 config[key] = value;
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn params(flags: &[&str]) -> bft_replica::Params {
+    fn params(flags: &[&str]) -> bft_core::Params {
         let base = [
             "bft-replica",
             "--id",
@@ -187,6 +188,6 @@ mod tests {
         assert_eq!(p.validate(), Ok(()));
         let p = params(&["--checkpoint-interval", "1000", "--log-window", "4096"]);
         assert_eq!((p.log_window, p.validate()), (4096, Ok(())));
-        assert_eq!(params(&[]), bft_replica::Params::default());
+        assert_eq!(params(&[]), bft_core::Params::default());
     }
 }

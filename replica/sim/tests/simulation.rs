@@ -1,6 +1,6 @@
 //! Seeded simulations of whole clusters: the invariants hold under a hostile network and F Byzantine members.
 
-use bft_replica::sim::{self, Behaviour, Outcome, Scenario, SimConfig};
+use bft_sim::{self as sim, Behaviour, Outcome, Scenario, SimConfig};
 
 fn run_seeds(replicas: usize, byzantine: usize, seeds: std::ops::Range<u64>) -> Vec<Outcome> {
     seeds
@@ -297,7 +297,7 @@ fn seeds_that_once_failed_the_sweeps() {
     assert_all_ok(&outcomes);
 }
 
-/// The simulator runs the detection policy the process ships (`bft_replica::detection`): a member corrupting its
+/// The simulator runs the detection policy the process ships (`bft_core::detection`): a member corrupting its
 /// signatures is accused by honest replicas through it, and only that member is; the runs stay safe and live.
 #[test]
 fn a_corrupting_member_is_accused_through_the_shipped_detection_policy() {

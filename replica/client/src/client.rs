@@ -10,20 +10,20 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::config::max_failures;
-use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::drill;
-use crate::faults::FaultDrill;
-use crate::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
-use crate::ledger::{SignedTransfer, TxOutcome};
-use crate::messages::{ReplicaId, Reply, Signed, View};
-use crate::net::proto::ProposeRequest;
-use crate::net::proto::replica_client::ReplicaClient;
-use crate::net::proto::{
+use crate::proto::ProposeRequest;
+use crate::proto::replica_client::ReplicaClient;
+use crate::proto::{
     self, AccountRequest, DetectionsRequest, DetectionsResponse, ForceViewChangeRequest, InjectFaultRequest,
     StatusRequest, StatusResponse, SubmitRequest, ViewChangeEvent, ViewChangesRequest, ViewChangesResponse,
 };
-use crate::verify::Rejection;
+use bft_core::config::max_failures;
+use bft_core::crypto::{Digest, KeyPair, PublicKey};
+use bft_core::faults::FaultDrill;
+use bft_core::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
+use bft_core::ledger::{SignedTransfer, TxOutcome};
+use bft_core::messages::{ReplicaId, Reply, Signed, View};
+use bft_core::verify::Rejection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -313,7 +313,7 @@ impl Client {
             epoch,
             remove,
             add,
-            at_ms: crate::net::unix_ms(),
+            at_ms: crate::unix_ms(),
         };
         let op = Operation::Reconfigure(SignedReconfiguration::sign(body, admin));
         self.propose(&op).await?;

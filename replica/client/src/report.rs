@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::{max_failures, quorum_size};
-use crate::messages::ReplicaId;
-use crate::net::proto::{DetectionsResponse, StatusResponse};
+use crate::proto::{DetectionsResponse, StatusResponse};
+use bft_core::config::{max_failures, quorum_size};
+use bft_core::messages::ReplicaId;
 
 pub fn agent(id: ReplicaId) -> String {
     format!("bft-agent-{id}")
@@ -283,7 +283,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::proto::{Detection, MemberState};
+    use crate::proto::{Detection, MemberState};
 
     fn status(id: ReplicaId, applied: u64, digest: &str, drilled: bool) -> (ReplicaId, Option<StatusResponse>) {
         let s = StatusResponse {

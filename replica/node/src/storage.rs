@@ -10,8 +10,8 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::durable::{Durable, Entry};
-use crate::history::History;
+use bft_core::durable::{Durable, Entry};
+use bft_core::history::History;
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
@@ -133,8 +133,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Digest, KeyPair};
-    use crate::messages::*;
+    use bft_core::crypto::{Digest, KeyPair};
+    use bft_core::messages::*;
 
     fn prepare(seq: Seq) -> Entry {
         let key = KeyPair::from_secret([1; 32]);
@@ -164,9 +164,9 @@ mod tests {
         assert_eq!(store.history(), &History::default());
         let mut history = History::default();
         history.observe(
-            crate::history::Observation {
+            bft_core::history::Observation {
                 member: 5,
-                fault: crate::evidence::FaultType::SignatureMismatch,
+                fault: bft_core::evidence::FaultType::SignatureMismatch,
                 message: "prepare".into(),
                 sequence: Some(3),
                 transaction: None,

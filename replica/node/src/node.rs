@@ -5,101 +5,33 @@
 //! never sends a message it could forget in a crash.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, ConfigError, Membership, Params};
-use crate::crypto::{Digest, KeyPair, PublicKey};
-use crate::detection::{Detector, Refusal, observation_of_refusal};
-use crate::evidence::Evidence;
-use crate::faults::{FaultDrill, Saboteur};
-use crate::governance::Decision;
-use crate::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
-use crate::ledger::SignedTransfer;
-use crate::messages::{Member, Message, ReplicaId, Reply, Seq, Signed};
 use crate::metrics::{FaultLabel, KindLabel, Metrics, OutcomeLabel};
-use crate::net::unix_ms;
-use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service, proto};
-use crate::replica::{Event, Input, Output, Replica};
+use crate::net::{Command, EncodedReply, PeerLink, ReplyTo, Service};
 use crate::storage::Store;
-use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
-
-/// A member as the configuration file lists it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MemberConfig {
-    pub id: ReplicaId,
-    /// host:port of its gRPC service.
-    pub address: String,
-    /// Hex.
-    pub public_key: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GenesisAccount {
-    /// The account's public key, hex.
-    pub account: String,
-    pub balance: u64,
-}
-
-/// The configuration file of `bft-replica` (JSON).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NodeConfig {
-    pub id: ReplicaId,
-    /// The replica's Ed25519 private key, PKCS#8 PEM.
-    pub key_file: PathBuf,
-    pub members: Vec<MemberConfig>,
-    pub genesis: Vec<GenesisAccount>,
-    #[serde(default)]
-    pub params: Params,
-    pub data_dir: PathBuf,
-    /// Where the gRPC service listens.
-    pub listen: SocketAddr,
-    /// Where `/metrics`, `/healthz` and `/readyz` are served (HTTP); none when absent.
-    #[serde(default)]
-    pub metrics_listen: Option<SocketAddr>,
-    /// Whether fault drills (a forced view change, injected faults) are accepted. Off in production.
-    #[serde(default)]
-    pub allow_fault_injection: bool,
-    /// The largest message accepted from a peer: at least `messages::MAX_MESSAGE_BYTES`, the largest one sends.
-    #[serde(default = "default_max_message_bytes")]
-    pub max_message_bytes: usize,
-    /// The administrator's public key (hex) that signs membership changes; part of the genesis, so every member
-    /// must name the same one. Without it the membership never changes.
-    #[serde(default)]
-    pub admin_key: Option<String>,
-}
-
-fn default_max_message_bytes() -> usize {
-    crate::messages::MAX_MESSAGE_BYTES
-}
+use bft_client::node_config::{ConfigFileError, MemberConfig, NodeConfig};
+use bft_client::proto;
+use bft_client::unix_ms;
+use bft_core::config::{Config, ConfigError};
+use bft_core::crypto::{Digest, KeyPair};
+use bft_core::detection::{Detector, Refusal, observation_of_refusal};
+use bft_core::evidence::Evidence;
+use bft_core::faults::{FaultDrill, Saboteur};
+use bft_core::governance::Decision;
+use bft_core::history::{Detection, History, MessageSummary, Observation, ViewChangeRecord};
+use bft_core::ledger::SignedTransfer;
+use bft_core::messages::{Message, ReplicaId, Reply, Seq, Signed};
+use bft_core::replica::{Event, Input, Output, Replica};
+use bft_core::verify::{Rejection, SharedMembership, Verified, Verifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("configuration {path} is invalid: {error}")]
-    Parse { path: PathBuf, error: serde_json::Error },
-    #[error("key file {path}: {error}")]
-    Key {
-        path: PathBuf,
-        error: crate::crypto::KeyFileError,
-    },
-    #[error("member {id}: {error}")]
-    MemberKey {
-        id: ReplicaId,
-        error: crate::crypto::KeyError,
-    },
-    #[error("administrator key: {0}")]
-    AdminKey(crate::crypto::KeyError),
-    #[error("genesis account {account}: {error}")]
-    GenesisKey {
-        account: String,
-        error: crate::crypto::KeyError,
-    },
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigFileError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -108,69 +40,6 @@ pub enum NodeError {
     DataDir { path: PathBuf, error: std::io::Error },
     #[error("gRPC server: {0}")]
     Server(#[from] tonic::transport::Error),
-}
-
-/// A file's text, or an error naming the file.
-pub fn read_file(path: &Path) -> Result<String, NodeError> {
-    std::fs::read_to_string(path).map_err(|error| NodeError::Read {
-        path: path.into(),
-        error,
-    })
-}
-
-/// A JSON file, or an error naming the file.
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, NodeError> {
-    serde_json::from_str(&read_file(path)?).map_err(|error| NodeError::Parse {
-        path: path.into(),
-        error,
-    })
-}
-
-impl NodeConfig {
-    pub fn load(path: &Path) -> Result<NodeConfig, NodeError> {
-        read_json(path)
-    }
-
-    pub fn membership(&self) -> Result<Membership, NodeError> {
-        let members = self
-            .members
-            .iter()
-            .map(|m| {
-                let public_key =
-                    PublicKey::from_hex(&m.public_key).map_err(|error| NodeError::MemberKey { id: m.id, error })?;
-                Ok(Member { id: m.id, public_key })
-            })
-            .collect::<Result<Vec<_>, NodeError>>()?;
-        Ok(Membership::new(members)?)
-    }
-
-    pub fn genesis(&self) -> Result<Vec<(PublicKey, u64)>, NodeError> {
-        self.genesis
-            .iter()
-            .map(|g| {
-                let key = PublicKey::from_hex(&g.account).map_err(|error| NodeError::GenesisKey {
-                    account: g.account.clone(),
-                    error,
-                })?;
-                Ok((key, g.balance))
-            })
-            .collect()
-    }
-
-    pub fn admin(&self) -> Result<Option<PublicKey>, NodeError> {
-        self.admin_key
-            .as_deref()
-            .map(|hex| PublicKey::from_hex(hex).map_err(NodeError::AdminKey))
-            .transpose()
-    }
-
-    fn key(&self) -> Result<KeyPair, NodeError> {
-        let path = &self.key_file;
-        KeyPair::from_pkcs8_pem(&read_file(path)?).map_err(|error| NodeError::Key {
-            path: path.clone(),
-            error,
-        })
-    }
 }
 
 /// Runs a replica until `shutdown` resolves.
@@ -182,11 +51,11 @@ pub async fn run(
     let membership = config.membership()?;
     let genesis = config.genesis()?;
     config.params.validate()?;
-    if config.max_message_bytes < crate::messages::MAX_MESSAGE_BYTES {
+    if config.max_message_bytes < bft_core::messages::MAX_MESSAGE_BYTES {
         return Err(ConfigError::OutOfRange {
             name: "max_message_bytes",
             value: config.max_message_bytes as u64,
-            min: crate::messages::MAX_MESSAGE_BYTES as u64,
+            min: bft_core::messages::MAX_MESSAGE_BYTES as u64,
             max: u64::MAX,
         }
         .into());
@@ -242,7 +111,7 @@ pub async fn run(
     ));
     let service = Service {
         commands: commands.clone(),
-        drills: crate::drill::Guard::new(config.id, config.allow_fault_injection, config.admin()?),
+        drills: bft_client::drill::Guard::new(config.id, config.allow_fault_injection, config.admin()?),
         metrics: metrics.clone(),
         submits,
         make_verifier: Box::new(make_verifier),
@@ -942,7 +811,7 @@ fn status(replica: &Replica, drill: Option<FaultDrill>, drilled: bool) -> proto:
         fault_drill: drill.map_or(String::new(), |d| d.to_string()),
         members: replica.membership().n() as u32,
         quorum_size: replica.membership().quorum() as u32,
-        max_failures: crate::config::max_failures(replica.membership().n()) as u32,
+        max_failures: bft_core::config::max_failures(replica.membership().n()) as u32,
         stable_state_digest: replica.stable_checkpoint().state_digest.to_hex(),
         drilled,
         epoch: replica.epoch(),

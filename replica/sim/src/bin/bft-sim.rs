@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use bft_replica::messages::ReplicaId;
-use bft_replica::sim::{self, Behaviour, Outcome, Scenario, SimConfig};
+use bft_core::messages::ReplicaId;
+use bft_sim::{self as sim, Behaviour, Outcome, Scenario, SimConfig};
 use clap::Parser;
 
 /// Run K seeded scenarios of N replicas, B of them Byzantine, over a lossy, partitioned network.

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::client;
-use crate::config::Params;
-use crate::crypto::{KeyPair, PublicKey};
-use crate::messages::ReplicaId;
-use crate::node::{GenesisAccount, MemberConfig, NodeConfig};
+use crate::node_config::{GenesisAccount, MemberConfig, NodeConfig};
+use bft_core::config::Params;
+use bft_core::crypto::{KeyPair, PublicKey};
+use bft_core::messages::ReplicaId;
 
 /// The genesis accounts with their private keys: test material only, never for a real cluster.
 #[derive(Serialize, Deserialize)]
@@ -77,7 +77,7 @@ impl Layout {
                 metrics_listen: Some(format!("127.0.0.1:{metrics_port}").parse().expect("valid address")),
                 // A testnet is where drills are run.
                 allow_fault_injection: true,
-                max_message_bytes: crate::messages::MAX_MESSAGE_BYTES,
+                max_message_bytes: bft_core::messages::MAX_MESSAGE_BYTES,
                 admin_key: Some(admin.public().to_hex()),
             };
             let path = dir.join(format!("replica-{id}.json"));
@@ -86,7 +86,7 @@ impl Layout {
         }
         let secrets = account_keys
             .iter()
-            .map(|k| crate::crypto::hex(&k.secret_bytes()))
+            .map(|k| bft_core::crypto::hex(&k.secret_bytes()))
             .collect();
         write_secret(
             &dir.join("accounts.json"),
@@ -140,13 +140,13 @@ pub fn add_member(dir: &Path, id: ReplicaId, port: u16, metrics_port: u16) -> Re
 }
 
 /// A testnet member as a reconfiguration adds it: id, address and public key, read from its files.
-pub fn new_member(dir: &Path, id: ReplicaId) -> Result<crate::governance::NewMember, String> {
+pub fn new_member(dir: &Path, id: ReplicaId) -> Result<bft_core::governance::NewMember, String> {
     let (configs, _) = load(dir)?;
     let config = configs
         .iter()
         .find(|c| c.id == id)
         .ok_or_else(|| format!("member {id} has no files in {}: add it first", dir.display()))?;
-    Ok(crate::governance::NewMember {
+    Ok(bft_core::governance::NewMember {
         id,
         public_key: own_public_key(config)?,
         address: config.listen.to_string(),
@@ -181,7 +181,7 @@ pub fn load(dir: &Path) -> Result<(Vec<NodeConfig>, Vec<KeyPair>), String> {
     let keys = accounts
         .secrets
         .iter()
-        .map(|hex| crate::crypto::decode_hex32(hex).map(KeyPair::from_secret))
+        .map(|hex| bft_core::crypto::decode_hex32(hex).map(KeyPair::from_secret))
         .collect::<Option<Vec<_>>>()
         .ok_or("accounts.json: a secret is not 64 hex digits")?;
     Ok((configs, keys))

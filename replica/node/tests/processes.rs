@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bft_replica::client::{Client, ClientError};
-use bft_replica::config::Params;
-use bft_replica::faults::{Fault, FaultDrill};
-use bft_replica::ledger::{RejectReason, Transfer, TxOutcome};
-use bft_replica::report;
-use bft_replica::testnet::{Layout, free_ports};
+use bft_client::client::{Client, ClientError};
+use bft_client::report;
+use bft_client::testnet::{Layout, free_ports};
+use bft_core::config::Params;
+use bft_core::faults::{Fault, FaultDrill};
+use bft_core::ledger::{RejectReason, Transfer, TxOutcome};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 struct Cluster {
@@ -27,7 +27,7 @@ impl Cluster {
     }
 
     /// A cluster whose configurations `adjust` changed before the replicas start.
-    fn start_with(n: usize, name: &str, adjust: impl Fn(&mut bft_replica::node::NodeConfig)) -> Cluster {
+    fn start_with(n: usize, name: &str, adjust: impl Fn(&mut bft_client::node_config::NodeConfig)) -> Cluster {
         let dir = std::env::temp_dir().join(format!("bft-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let params = Params {
@@ -91,8 +91,8 @@ impl Cluster {
     }
 
     /// The administrator key the testnet keeps: it signs reconfigurations and drills.
-    fn admin(&self) -> bft_replica::crypto::KeyPair {
-        bft_replica::testnet::admin_key(&self.layout.dir).unwrap()
+    fn admin(&self) -> bft_core::crypto::KeyPair {
+        bft_client::testnet::admin_key(&self.layout.dir).unwrap()
     }
 
     fn log(&self, index: usize) -> PathBuf {
@@ -112,7 +112,7 @@ impl Drop for Cluster {
     }
 }
 
-type StatusResponse = bft_replica::net::proto::StatusResponse;
+type StatusResponse = bft_client::proto::StatusResponse;
 
 /// A plain HTTP/1.0 GET: (status code, body).
 async fn http_get(address: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -193,7 +193,7 @@ async fn confirmed_detections(client: &Client, n: usize) -> Vec<report::Detectio
     log
 }
 
-fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_replica::ledger::SignedTransfer {
+fn transfer(layout: &Layout, from: usize, to: usize, amount: u64, nonce: u64) -> bft_core::ledger::SignedTransfer {
     let (payer, payee) = (&layout.accounts[from], &layout.accounts[to]);
     Transfer {
         from: payer.public(),
@@ -405,14 +405,14 @@ async fn fault_drills_are_refused_unless_allowed() {
 async fn raw_client(
     cluster: &Cluster,
     id: u32,
-) -> bft_replica::net::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
+) -> bft_client::proto::replica_client::ReplicaClient<tonic::transport::Channel> {
     let replica = cluster
         .layout
         .client_replicas()
         .into_iter()
         .find(|r| r.id == id)
         .unwrap();
-    bft_replica::net::proto::replica_client::ReplicaClient::connect(format!("http://{}", replica.address))
+    bft_client::proto::replica_client::ReplicaClient::connect(format!("http://{}", replica.address))
         .await
         .unwrap()
 }
@@ -429,9 +429,9 @@ fn denied<T: std::fmt::Debug>(answer: Result<tonic::Response<T>, tonic::Status>)
 /// signed one is carried out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_need_a_fresh_signature_by_the_administrator_and_are_not_replayed() {
-    use bft_replica::crypto::KeyPair;
-    use bft_replica::drill::{Action, Order};
-    use bft_replica::net::proto::{ForceViewChangeRequest, InjectFaultRequest};
+    use bft_client::drill::{Action, Order};
+    use bft_client::proto::{ForceViewChangeRequest, InjectFaultRequest};
+    use bft_core::crypto::KeyPair;
     let cluster = Cluster::start(4, "drillauth");
     let client = cluster.client();
     wait_executed(&client, &[1, 2, 3, 4], 0).await;
@@ -691,10 +691,10 @@ async fn a_member_signing_false_replies_is_proven_wrong_by_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
-    use bft_replica::crypto::{Digest, KeyPair};
-    use bft_replica::messages::{Message, Prepare, Signed};
+    use bft_client::proto::{PeerMessage, replica_client::ReplicaClient};
+    use bft_core::crypto::{Digest, KeyPair};
+    use bft_core::messages::{Message, Prepare, Signed};
     use bft_replica::net::Hello;
-    use bft_replica::net::proto::{PeerMessage, replica_client::ReplicaClient};
 
     let cluster = Cluster::start(4, "garbage");
     let client = cluster.client();
@@ -724,7 +724,7 @@ async fn garbage_from_the_network_is_refused_and_the_replica_carries_on() {
         let body = Hello {
             to,
             nonce: rand::random(),
-            unix_ms: bft_replica::net::unix_ms(),
+            unix_ms: bft_client::unix_ms(),
         };
         postcard::to_allocvec(&Signed::new(3, body, &member_3)).unwrap()
     };
@@ -830,7 +830,7 @@ async fn a_replica_with_a_bad_configuration_exits_with_a_clear_error() {
     let layout = Layout::generate(&dir, &ports[..4], &ports[4..], 1, 10, Params::default()).unwrap();
     let (_, path, config) = &layout.configs[0];
     // Starts replica 1 with a changed configuration; it must fail, and say why on standard error.
-    let start_with = |change: &dyn Fn(&mut bft_replica::node::NodeConfig)| -> String {
+    let start_with = |change: &dyn Fn(&mut bft_client::node_config::NodeConfig)| -> String {
         let mut wrong = config.clone();
         change(&mut wrong);
         std::fs::write(path, serde_json::to_vec(&wrong).unwrap()).unwrap();
@@ -904,7 +904,7 @@ fn member_state(status: &StatusResponse, member: u32) -> String {
 /// replicas elect agent 2; 1,000 transfers commit and no honest member is ever quarantined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
-    use bft_replica::bench::{BenchOptions, run};
+    use bft_client::bench::{BenchOptions, run};
     let mut cluster = Cluster::start(7, "drill");
     let dir = cluster.layout.dir.clone();
     let client = cluster.client();
@@ -964,18 +964,18 @@ async fn the_scenario_drill_detects_quarantines_replaces_and_changes_views() {
     // Agents 8 and 9, with fresh keys, replace 5 and 6 through the protocol.
     for id in [8, 9] {
         let ports = free_ports(2).unwrap();
-        bft_replica::testnet::add_member(&dir, id, ports[0], ports[1]).unwrap();
+        bft_client::testnet::add_member(&dir, id, ports[0], ports[1]).unwrap();
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_bft-replica"));
         // Stopped with the others when the cluster is dropped, whether the test passes or not.
         cluster
             .children
-            .push(Some(bft_replica::testnet::spawn(binary, &dir, id).unwrap()));
+            .push(Some(bft_client::testnet::spawn(binary, &dir, id).unwrap()));
     }
-    let (configs, _) = bft_replica::testnet::load(&dir).unwrap();
-    let client = Client::new(bft_replica::testnet::client_replicas(&configs)).unwrap();
-    let admin = bft_replica::testnet::admin_key(&dir).unwrap();
+    let (configs, _) = bft_client::testnet::load(&dir).unwrap();
+    let client = Client::new(bft_client::testnet::client_replicas(&configs)).unwrap();
+    let admin = bft_client::testnet::admin_key(&dir).unwrap();
     let add = [8, 9]
-        .map(|id| bft_replica::testnet::new_member(&dir, id).unwrap())
+        .map(|id| bft_client::testnet::new_member(&dir, id).unwrap())
         .to_vec();
     let done = client
         .reconfigure(&admin, vec![5, 6], add, Duration::from_secs(60))
@@ -1150,8 +1150,8 @@ fn active_view(statuses: &[(u32, Option<StatusResponse>)], quorum: usize) -> Opt
 }
 
 /// A replica's balance and nonce of `account`, as its Account RPC reports them.
-async fn account_at(address: std::net::SocketAddr, account: &bft_replica::crypto::PublicKey) -> (u64, u64) {
-    use bft_replica::net::proto::{AccountRequest, replica_client::ReplicaClient};
+async fn account_at(address: std::net::SocketAddr, account: &bft_core::crypto::PublicKey) -> (u64, u64) {
+    use bft_client::proto::{AccountRequest, replica_client::ReplicaClient};
     let mut replica = ReplicaClient::connect(format!("http://{address}")).await.unwrap();
     let request = AccountRequest {
         account: account.as_bytes().to_vec(),

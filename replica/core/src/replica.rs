@@ -577,6 +577,18 @@ impl Replica {
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
+    /// The proof this replica holds that the batch at `seq` committed, while `seq` is in its log.
+    pub fn committed_certificate(&self, seq: Seq) -> Option<&CommittedCert> {
+        self.log.get(&seq)?.committed.as_ref()
+    }
+    /// The last NEW-VIEW this replica installed (none until its first view change).
+    pub fn installed_new_view(&self) -> Option<&Signed<NewView>> {
+        self.new_view.as_ref()
+    }
+    /// The governance operations waiting to be proposed, oldest first.
+    pub fn pending_operations(&self) -> impl Iterator<Item = &Operation> {
+        self.pending_ops.iter().map(|(_, op, _)| op)
+    }
     /// What `message`'s sender signed before for the same slot, as this replica logged it: the other half of an
     /// equivocation it refused. PRE-PREPAREs come without their batch (their signature covers the header).
     pub fn signed_before(&self, message: &Message) -> Option<Message> {

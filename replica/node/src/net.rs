@@ -12,27 +12,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::crypto::Digest;
-use crate::crypto::KeyPair;
-use crate::drill::Action;
-use crate::evidence::Evidence;
-use crate::faults::{Fault, FaultDrill};
-use crate::governance::Operation;
-use crate::history::{MessageSummary, Observation};
-use crate::ledger::SignedTransfer;
-use crate::messages::{MAX_MESSAGE_BYTES, Message, ReplicaId, Reply, Signable, Signed};
-use crate::verify::{Rejection, SharedMembership, Verified, Verifier};
-
-/// Milliseconds since the Unix epoch, now: the wall clock hellos, drills and reports are stamped with.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub mod proto {
-    tonic::include_proto!("bft.v1");
-}
+use bft_client::drill::Action;
+use bft_client::{proto, unix_ms};
+use bft_core::crypto::Digest;
+use bft_core::crypto::KeyPair;
+use bft_core::evidence::Evidence;
+use bft_core::faults::{Fault, FaultDrill};
+use bft_core::governance::Operation;
+use bft_core::history::{MessageSummary, Observation};
+use bft_core::ledger::SignedTransfer;
+use bft_core::messages::{MAX_MESSAGE_BYTES, Message, ReplicaId, Reply, Signable, Signed};
+use bft_core::verify::{Rejection, SharedMembership, Verified, Verifier};
 
 use proto::replica_client::ReplicaClient;
 use proto::replica_server::Replica as ReplicaRpc;
@@ -103,7 +93,7 @@ impl ReplyTo {
 /// What the gRPC handlers ask of the protocol loop.
 pub enum Command {
     Message(Verified<Message>),
-    Timer(crate::replica::Timer),
+    Timer(bft_core::replica::Timer),
     Submit {
         tx: Verified<SignedTransfer>,
         respond: ReplyTo,
@@ -112,12 +102,12 @@ pub enum Command {
         respond: oneshot::Sender<proto::StatusResponse>,
     },
     Account {
-        account: crate::crypto::PublicKey,
+        account: bft_core::crypto::PublicKey,
         respond: oneshot::Sender<proto::AccountResponse>,
     },
     /// A drill: leave `leave_view` for the next view (nothing to do for a replica already past it).
     ForceViewChange {
-        leave_view: crate::messages::View,
+        leave_view: bft_core::messages::View,
         respond: oneshot::Sender<proto::ViewChangeEvent>,
     },
     /// Start (or with `None` stop) a fault drill; answered with the drill now running.
@@ -191,7 +181,7 @@ pub struct Service {
     pub commands: mpsc::Sender<Command>,
     /// Whether fault drills (a forced view change, injected faults) are accepted: only where allowed, and only
     /// signed with the administrator key.
-    pub drills: crate::drill::Guard,
+    pub drills: bft_client::drill::Guard,
     pub metrics: crate::metrics::Metrics,
     /// Each stream verifies with its own copy, so streams verify in parallel.
     /// Submitted transfers on their way to be verified in batches (`verify_submits`).
@@ -248,7 +238,7 @@ impl ReplicaRpc for Service {
         while let Some(item) = stream.message().await? {
             received += 1;
             let verified = match Message::decode(&item.message, self.max_message_bytes) {
-                Ok(message) if !crate::detection::may_carry(peer, &message) => Err((
+                Ok(message) if !bft_core::detection::may_carry(peer, &message) => Err((
                     "impersonation",
                     format!("member {peer} sent a message in {}'s name", message.sender()),
                 )),
@@ -262,7 +252,7 @@ impl ReplicaRpc for Service {
                         .inc();
                     verifier.message_or_back(message).map_err(|refused| {
                         let (rejection, message) = *refused;
-                        let refusal = crate::detection::Refusal::Verification {
+                        let refusal = bft_core::detection::Refusal::Verification {
                             message,
                             carrier: peer,
                             membership: verifier.membership(),
@@ -270,7 +260,7 @@ impl ReplicaRpc for Service {
                             executed: verifier.executed(),
                         };
                         if let Some(observation) =
-                            crate::detection::observation_of_refusal(&summary, &rejection, refusal)
+                            bft_core::detection::observation_of_refusal(&summary, &rejection, refusal)
                         {
                             // Best effort: under a flood the loop's queue is full and the count is enough.
                             let _ = self.commands.try_send(Command::Observed(Box::new(observation)));
@@ -424,7 +414,7 @@ impl ReplicaRpc for Service {
         request: Request<proto::ReplyEvidence>,
     ) -> Result<Response<proto::ReplyEvidenceAnswer>, Status> {
         let encoded = request.into_inner().replies;
-        if encoded.len() > crate::evidence::MAX_EVIDENCE_REPLIES {
+        if encoded.len() > bft_core::evidence::MAX_EVIDENCE_REPLIES {
             return Err(Status::invalid_argument("too many replies"));
         }
         let replies = encoded
@@ -447,7 +437,7 @@ impl ReplicaRpc for Service {
         &self,
         request: Request<proto::AccountRequest>,
     ) -> Result<Response<proto::AccountResponse>, Status> {
-        let account = crate::crypto::PublicKey::from_slice(&request.into_inner().account)
+        let account = bft_core::crypto::PublicKey::from_slice(&request.into_inner().account)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.ask(|respond| Command::Account { account, respond })
             .await

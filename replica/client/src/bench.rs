@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
-use crate::ledger::{Transfer, TxOutcome};
 use crate::testnet;
+use bft_core::ledger::{Transfer, TxOutcome};
 
 /// What to run. Exactly one of `count` and `duration` bounds the run.
 #[derive(Clone, Debug)]
@@ -249,7 +249,7 @@ async fn kill_primary(client: &Client, dir: &Path) -> Result<ViewChangeReport, B
     };
     let killed_at = Instant::now();
     testnet::kill(dir, primary).map_err(|e| BenchError::Cluster(e.to_string()))?;
-    let killed_unix_ms = crate::net::unix_ms();
+    let killed_unix_ms = crate::unix_ms();
     // Each replica's last executed sequence when first seen active in a later view: executing past it is a
     // commit of the new view.
     let mut active_from: std::collections::HashMap<u32, u64> = Default::default();

@@ -7,12 +7,12 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bft_replica::config::{Config, Membership, Params};
-use bft_replica::crypto::{Digest, KeyPair, PublicKey, SignedItem, verify_many};
-use bft_replica::ledger::{SignedTransfer, Transfer};
-use bft_replica::messages::{Member, Message, ReplicaId};
-use bft_replica::replica::{Input, Output, Replica};
-use bft_replica::verify::Verifier;
+use bft_core::config::{Config, Membership, Params};
+use bft_core::crypto::{Digest, KeyPair, PublicKey, SignedItem, verify_many};
+use bft_core::ledger::{SignedTransfer, Transfer};
+use bft_core::messages::{Member, Message, ReplicaId};
+use bft_core::replica::{Input, Output, Replica};
+use bft_core::verify::Verifier;
 
 /// Transfers submitted at once, as by that many clients each with one outstanding request.
 const WINDOW: usize = 4096;

@@ -2,13 +2,13 @@
 
 use std::collections::VecDeque;
 
-use bft_replica::config::{Config, Membership, Params};
-use bft_replica::crypto::{Digest, KeyPair, PublicKey};
-use bft_replica::durable::Durable;
-use bft_replica::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
-use bft_replica::messages::*;
-use bft_replica::replica::{Event, Input, Output, Replica, Timer};
-use bft_replica::verify::{Rejection, Verifier};
+use bft_core::config::{Config, Membership, Params};
+use bft_core::crypto::{Digest, KeyPair, PublicKey};
+use bft_core::durable::Durable;
+use bft_core::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
+use bft_core::messages::*;
+use bft_core::replica::{Event, Input, Output, Replica, Timer};
+use bft_core::verify::{Rejection, Verifier};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 
@@ -571,7 +571,7 @@ fn a_reply_to_a_retransmission_names_where_the_transfer_executed() {
 }
 
 /// Member 2's report that member 4 proposed one payer's nonce twice, with the proposal member 4 signed.
-fn quarantine_4_for_a_double_spend(c: &Cluster) -> bft_replica::governance::Operation {
+fn quarantine_4_for_a_double_spend(c: &Cluster) -> bft_core::governance::Operation {
     let payer = KeyPair::from_secret([77; 32]);
     let spend = |amount| {
         Transfer {
@@ -591,10 +591,10 @@ fn quarantine_4_for_a_double_spend(c: &Cluster) -> bft_replica::governance::Oper
         ops: Vec::new(),
         at_ms: 0,
     };
-    bft_replica::governance::Operation::Quarantine {
+    bft_core::governance::Operation::Quarantine {
         reporter: 2,
         at_ms: c.now,
-        evidence: Box::new(bft_replica::evidence::Evidence::DoubleSpend {
+        evidence: Box::new(bft_core::evidence::Evidence::DoubleSpend {
             proposal: Signed::new(4, proposal, &c.keys[3]),
         }),
     }
@@ -1006,7 +1006,7 @@ fn a_lagging_replica_catches_up_while_its_lowest_ranked_peer_is_down() {
 /// 4(N-2) chunks it held again every round).
 #[test]
 fn one_status_draws_each_missing_chunk_once_and_none_already_held() {
-    use bft_replica::state_transfer::STATE_CHUNKS_PER_ANSWER;
+    use bft_core::state_transfer::STATE_CHUNKS_PER_ANSWER;
     let mut c = Cluster::with_accounts(7, params(), many_accounts(400_000));
     let last = leave_the_last_replica_behind(&mut c, 6);
     let mut held = std::collections::BTreeSet::new();
@@ -1046,7 +1046,7 @@ fn one_status_draws_each_missing_chunk_once_and_none_already_held() {
 /// signed by one member in another's name).
 #[test]
 fn a_signed_bad_chunk_is_proof_against_its_signer_only() {
-    use bft_replica::evidence::{Evidence, EvidenceError};
+    use bft_core::evidence::{Evidence, EvidenceError};
     let mut c = Cluster::with_accounts(4, params(), many_accounts(60_000));
     let last = leave_the_last_replica_behind(&mut c, 6);
     c.now += c.config.params.status_interval_ms;
@@ -1130,7 +1130,7 @@ fn a_million_accounts_catch_up_with_one_peer_down_and_one_serving_bad_chunks() {
 /// (refused as well): they hold them back until the epoch's first checkpoint is stable. The view change completes.
 #[test]
 fn a_view_change_right_after_a_reconfiguration_completes() {
-    use bft_replica::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
+    use bft_core::governance::{NewMember, Operation, Reconfiguration, SignedReconfiguration};
     let mut c = Cluster::new(4, params());
     let added = c.add_spare();
     c.down.extend([3, added]);
@@ -1519,8 +1519,8 @@ fn force_view_change(c: &mut Cluster) {
 /// its own reason, and the backup's signature on it is proof.
 #[test]
 fn a_backups_proposal_is_refused_with_proof_and_the_cluster_goes_on() {
-    use bft_replica::evidence::Evidence;
-    use bft_replica::evidence::FaultType;
+    use bft_core::evidence::Evidence;
+    use bft_core::evidence::FaultType;
 
     let mut c = Cluster::new(4, params());
     let tx = c.transfer(0, 1, 5, 1);
@@ -1558,7 +1558,7 @@ fn a_backups_proposal_is_refused_with_proof_and_the_cluster_goes_on() {
 /// the sequence numbers it names into an earlier membership (where another primary may have proposed there).
 #[test]
 fn a_proposal_by_its_primary_or_of_an_earlier_epoch_proves_nothing() {
-    use bft_replica::evidence::Evidence;
+    use bft_core::evidence::Evidence;
 
     let c = Cluster::new(4, params());
     let body = PrePrepare {
@@ -1759,7 +1759,7 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
         Signed::new(from, body, &c.keys[from as usize - 1])
     };
     let new_view = |view_changes: Vec<Signed<ViewChange>>| {
-        let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
+        let (_, entries) = bft_core::view_change::derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
             .map(|e| Signed::new(2, e.in_view(1), &c.keys[1]))
@@ -1846,7 +1846,7 @@ fn a_new_view_built_on_a_withdrawal_that_never_took_effect_is_installed_once_its
 
 /// A NEW-VIEW for view 1 signed by member 2 on `view_changes`, with the proposals they determine.
 fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
-    let (_, entries) = bft_replica::view_change::derive_new_view(&view_changes);
+    let (_, entries) = bft_core::view_change::derive_new_view(&view_changes);
     let pre_prepares = entries
         .into_iter()
         .map(|r| Signed::new(2, r.in_view(1), &c.keys[1]))
@@ -1865,10 +1865,10 @@ fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<New
 /// signature proves nothing.
 #[test]
 fn a_new_primarys_conflicting_or_short_new_views_are_refused_with_proof() {
-    use bft_replica::detection::{Refusal, observation_of_refusal};
-    use bft_replica::evidence::Evidence;
-    use bft_replica::evidence::FaultType;
-    use bft_replica::history::MessageSummary;
+    use bft_core::detection::{Refusal, observation_of_refusal};
+    use bft_core::evidence::Evidence;
+    use bft_core::evidence::FaultType;
+    use bft_core::history::MessageSummary;
 
     let mut c = Cluster::new(4, params());
     c.muted.push(1);

@@ -16,18 +16,18 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::config::{Config, Membership, Params};
-use crate::crypto::{Digest, KeyPair, PublicKey};
-use crate::detection::{Detector, Refusal, may_carry, observation_of_refusal};
-use crate::durable::Durable;
-use crate::evidence::Evidence;
-use crate::faults::{Accomplice, Fault, FaultDrill, Saboteur};
-use crate::governance::Operation;
-use crate::history::{History, MessageSummary, Observation};
-use crate::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
-use crate::messages::*;
-use crate::replica::{Event, Input, Output, Replica, Timer};
-use crate::verify::Verifier;
+use bft_core::config::{Config, Membership, Params};
+use bft_core::crypto::{Digest, KeyPair, PublicKey};
+use bft_core::detection::{Detector, Refusal, may_carry, observation_of_refusal};
+use bft_core::durable::Durable;
+use bft_core::evidence::Evidence;
+use bft_core::faults::{Accomplice, Fault, FaultDrill, Saboteur};
+use bft_core::governance::Operation;
+use bft_core::history::{History, MessageSummary, Observation};
+use bft_core::ledger::{RejectReason, SignedTransfer, Transfer, TxOutcome};
+use bft_core::messages::*;
+use bft_core::replica::{Event, Input, Output, Replica, Timer};
+use bft_core::verify::Verifier;
 
 /// What a Byzantine member does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -1171,18 +1171,18 @@ impl Sim {
         let index = add as usize - 1;
         self.replicas[index].spare = false;
         self.start_replica(index);
-        let new = crate::governance::NewMember {
+        let new = bft_core::governance::NewMember {
             id: add,
             public_key: self.replicas[index].key.public(),
             address: format!("sim-{add}"),
         };
-        let body = crate::governance::Reconfiguration {
+        let body = bft_core::governance::Reconfiguration {
             epoch: 0,
             remove: vec![remove],
             add: vec![new],
             at_ms: self.now,
         };
-        let op = Operation::Reconfigure(crate::governance::SignedReconfiguration::sign(
+        let op = Operation::Reconfigure(bft_core::governance::SignedReconfiguration::sign(
             body,
             &admin_key(self.config.seed),
         ));
@@ -1258,7 +1258,7 @@ impl Sim {
         self.step(index, input);
     }
 
-    fn count_rejection(&mut self, index: usize, rejection: &crate::verify::Rejection) {
+    fn count_rejection(&mut self, index: usize, rejection: &bft_core::verify::Rejection) {
         if self.config.verbose {
             eprintln!("{:>6} ms replica {}: rejected: {rejection}", self.now, self.who(index));
         }
@@ -1322,13 +1322,13 @@ impl Sim {
                         .core
                         .as_ref()
                         .map_or(0, |core| core.governance().epoch_started_at.unwrap_or(0));
-                    if let (true, crate::durable::Entry::Prepared(cert)) = (honest, &entry)
+                    if let (true, bft_core::durable::Entry::Prepared(cert)) = (honest, &entry)
                         && cert.seq() > epoch_started_at
                     {
                         self.check_certificate(index, "prepared", |v| v.prepared_certificate(cert));
                     }
                     // A member persists its own withdrawal once a quorum holds it, and only then votes again.
-                    if let (true, crate::durable::Entry::Rejoin(rejoin)) = (honest, &entry)
+                    if let (true, bft_core::durable::Entry::Rejoin(rejoin)) = (honest, &entry)
                         && rejoin.from == id
                     {
                         self.withdrawn_with_effect
@@ -1391,8 +1391,7 @@ impl Sim {
                     let cert = self.replicas[index]
                         .core
                         .as_ref()
-                        .and_then(|core| core.log.get(&seq))
-                        .and_then(|slot| slot.committed.clone());
+                        .and_then(|core| core.committed_certificate(seq).cloned());
                     if let (Some(cert), false) = (cert, epoch_began) {
                         self.check_certificate(index, &format!("committed (sequence {seq})"), |v| {
                             v.message(Message::Committed(cert)).map(|_| ())
@@ -1471,7 +1470,7 @@ impl Sim {
                         }
                     }
                     if let (true, Event::Decided { decision, .. }) = (honest, &event)
-                        && let crate::governance::Decision::Quarantined { member, .. } = decision
+                        && let bft_core::governance::Decision::Quarantined { member, .. } = decision
                     {
                         self.outcome.quarantined.entry(*member).or_insert(self.now);
                     }
@@ -1496,7 +1495,7 @@ impl Sim {
         &mut self,
         index: usize,
         what: &str,
-        check: impl FnOnce(&mut Verifier) -> Result<(), crate::verify::Rejection>,
+        check: impl FnOnce(&mut Verifier) -> Result<(), bft_core::verify::Rejection>,
     ) {
         let id = self.replicas[index].id;
         // Only a member's, checked against the membership its core has in force (a member added by a
@@ -1603,7 +1602,7 @@ impl Sim {
                 }
             }
             // Evidence about what a member signed before a reconfiguration removed it proves nothing any more.
-            Err(crate::evidence::EvidenceError::NotAMember(_)) => {}
+            Err(bft_core::evidence::EvidenceError::NotAMember(_)) => {}
             Err(error) => self.violation(format!("an honest replica's evidence does not verify: {error}")),
         }
     }
@@ -1807,7 +1806,7 @@ impl Sim {
         let Some(nv) = self.replicas[index]
             .core
             .as_ref()
-            .and_then(|core| core.new_view.clone())
+            .and_then(|core| core.installed_new_view().cloned())
         else {
             return;
         };
@@ -1817,11 +1816,11 @@ impl Sim {
         // may still install it (N = 4, twins seed 25: a twinned primary built it on the side that had not heard).
         if nv.body.view_changes.iter().any(|vc| {
             self.withdrawn_with_effect
-                .contains(&(vc.from, vc.body.new_view, crate::messages::view_change_id(vc)))
+                .contains(&(vc.from, vc.body.new_view, bft_core::messages::view_change_id(vc)))
         }) {
             return;
         }
-        let (checkpoint, reproposals) = crate::view_change::derive_new_view(&nv.body.view_changes);
+        let (checkpoint, reproposals) = bft_core::view_change::derive_new_view(&nv.body.view_changes);
         let reproposed: BTreeMap<Seq, Digest> = reproposals.iter().map(|r| (r.seq, r.digest)).collect();
         let missing: Vec<String> = self
             .certified
@@ -2247,8 +2246,8 @@ impl Sim {
             return;
         };
         let mut waiting = BTreeSet::new();
-        let repeated = core.pending_ops.iter().find_map(|(_, op, _)| match op {
-            crate::governance::Operation::Accuse(a) if !waiting.insert((a.from, a.body.accused)) => {
+        let repeated = core.pending_operations().find_map(|op| match op {
+            bft_core::governance::Operation::Accuse(a) if !waiting.insert((a.from, a.body.accused)) => {
                 Some((a.from, a.body.accused))
             }
             _ => None,
@@ -2400,7 +2399,7 @@ impl Sim {
             }
         }
         let trace: [u8; 32] = self.trace.finalize().into();
-        self.outcome.trace = crate::crypto::hex(&trace[..16]);
+        self.outcome.trace = bft_core::crypto::hex(&trace[..16]);
         self.outcome
     }
 }

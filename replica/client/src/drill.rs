@@ -14,10 +14,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
-use crate::faults::FaultDrill;
-use crate::messages::{ReplicaId, View};
-use crate::net::proto::DrillAuthorization;
+use crate::proto::DrillAuthorization;
+use bft_core::crypto::{Digest, KeyPair, PublicKey, Signature};
+use bft_core::faults::FaultDrill;
+use bft_core::messages::{ReplicaId, View};
 
 const DOMAIN: &str = "pbft/drill";
 
@@ -52,7 +52,7 @@ impl Order {
         Order {
             target,
             action,
-            unix_ms: crate::net::unix_ms(),
+            unix_ms: crate::unix_ms(),
             nonce: rand::random(),
         }
     }
@@ -174,7 +174,7 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::faults::Fault;
+    use bft_core::faults::Fault;
 
     const NOW: u64 = 1_800_000_000_000;
 
