@@ -5,7 +5,7 @@
 //! probability; everything it sends that is not corrupted on purpose is correctly signed with the member's own
 //! key, so the other members see exactly what a compromised replica could send.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,7 +29,8 @@ pub enum Fault {
     DoubleSpend,
     /// Does not admit client requests, so as primary it proposes nothing.
     Censorship,
-    /// Sends conflicting PRE-PREPAREs, PREPAREs and COMMITs for one slot to different peers.
+    /// Sends conflicting PRE-PREPAREs for one slot to different peers, and backs each side's version with its
+    /// PREPAREs and COMMITs for that slot (other votes conflict at random).
     Equivocation,
     /// Sends nothing.
     Silence,
@@ -166,7 +167,21 @@ pub struct Saboteur {
     round_salt: u64,
     /// The digest of the last vote or proposal it sent: a round mutation puts it in another round's message.
     last_digest: Digest,
+    /// The last slots it proposed two versions of, each with which peers (by position) got the other version, and
+    /// that version: a retransmission goes to each side as before, and its PREPAREs and COMMITs for such a slot
+    /// back, to each peer, the version that peer got, so that each side may gather a quorum of its own.
+    equivocated: VecDeque<Equivocated>,
 }
+
+/// A slot a saboteur proposed two versions of (`Saboteur::equivocated`).
+struct Equivocated {
+    slot: (View, Seq),
+    other_to: Vec<bool>,
+    other: Signed<PrePrepare>,
+}
+
+/// How many equivocated slots a saboteur remembers: more than a log window's worth of proposals.
+const EQUIVOCATED_KEPT: usize = 64;
 
 impl Saboteur {
     pub fn new(drill: FaultDrill, id: ReplicaId, key: KeyPair, seed: u64, max_batch_size: usize) -> Saboteur {
@@ -186,6 +201,7 @@ impl Saboteur {
             new_view_sends: 0,
             round_salt: seed,
             last_digest: Digest::default(),
+            equivocated: VecDeque::new(),
         }
     }
 
@@ -341,15 +357,7 @@ impl Saboteur {
                     Some(m)
                 })
                 .collect(),
-            Fault::Equivocation => (0..peers)
-                .map(|_| {
-                    Some(if self.acts() {
-                        self.equivocation(message)
-                    } else {
-                        message.clone()
-                    })
-                })
-                .collect(),
+            Fault::Equivocation => self.equivocate(message, peers),
             // One version for every peer: the lie is about the ledger, not about who hears what.
             Fault::DoubleSpend => {
                 let m = if self.acts() {
@@ -574,20 +582,78 @@ impl Saboteur {
         Signed::new(self.id, body, &self.key)
     }
 
+    /// Conflicting versions of `message` to different peers. A proposal's other version goes to a drawn set of
+    /// peers, and its votes for that slot follow the same split, each side's backing what that side was proposed: so
+    /// that two sides each gather a quorum wherever quorums are too small to intersect in an honest member. Votes
+    /// for slots it did not propose two versions of conflict at random.
+    fn equivocate(&mut self, message: &Message, peers: usize) -> Vec<Option<Message>> {
+        let slot = match message {
+            Message::PrePrepare(m) => (m.body.view, m.body.seq),
+            Message::Prepare(m) => (m.body.view, m.body.seq),
+            Message::Commit(m) => (m.body.view, m.body.seq),
+            _ => return vec![Some(message.clone()); peers],
+        };
+        let known = self
+            .equivocated
+            .iter()
+            .find(|e| e.slot == slot && e.other_to.len() == peers);
+        let (other_to, other) = match (known, message) {
+            // A proposal sent again (a retransmission), or a vote: each side gets what it was proposed.
+            (Some(e), Message::PrePrepare(_)) => (e.other_to.clone(), Message::PrePrepare(e.other.clone())),
+            (Some(e), _) => (e.other_to.clone(), self.vote_for(message, e.other.body.digest)),
+            (None, Message::PrePrepare(pp)) => {
+                let other = self.other_proposal(pp);
+                let other_to: Vec<bool> = (0..peers).map(|_| self.acts()).collect();
+                // Only a proposal to everyone sets the split: one sent to a single peer (an answer) has no sides.
+                if peers > 1 {
+                    if self.equivocated.len() == EQUIVOCATED_KEPT {
+                        self.equivocated.pop_front();
+                    }
+                    self.equivocated.push_back(Equivocated {
+                        slot,
+                        other_to: other_to.clone(),
+                        other: other.clone(),
+                    });
+                }
+                (other_to, Message::PrePrepare(other))
+            }
+            (None, _) => {
+                let other_to = (0..peers).map(|_| self.acts()).collect();
+                (other_to, self.equivocation(message))
+            }
+        };
+        other_to
+            .into_iter()
+            .map(|to_other| Some(if to_other { other.clone() } else { message.clone() }))
+            .collect()
+    }
+
+    /// `message`, a PREPARE or COMMIT, for `digest` instead, correctly signed.
+    fn vote_for(&self, message: &Message, digest: Digest) -> Message {
+        match message {
+            Message::Prepare(p) => Message::Prepare(Signed::new(self.id, Prepare { digest, ..p.body }, &self.key)),
+            Message::Commit(c) => Message::Commit(Signed::new(self.id, Commit { digest, ..c.body }, &self.key)),
+            other => other.clone(),
+        }
+    }
+
+    /// Another proposal for the slot of `pp` (its batch without the last transfer), correctly signed.
+    fn other_proposal(&self, pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
+        let mut batch = pp.body.batch.clone();
+        batch.pop();
+        let body = PrePrepare {
+            digest: proposal_digest(&batch, &pp.body.ops, pp.body.at_ms),
+            batch,
+            ..pp.body.clone()
+        };
+        Signed::new(self.id, body, &self.key)
+    }
+
     /// A message conflicting with `message` for the same slot, correctly signed.
     fn equivocation(&mut self, message: &Message) -> Message {
         let other = Digest(self.rng.random());
         match message {
-            Message::PrePrepare(pp) => {
-                let mut batch = pp.body.batch.clone();
-                batch.pop();
-                let body = PrePrepare {
-                    digest: proposal_digest(&batch, &pp.body.ops, pp.body.at_ms),
-                    batch,
-                    ..pp.body.clone()
-                };
-                Message::PrePrepare(Signed::new(self.id, body, &self.key))
-            }
+            Message::PrePrepare(pp) => Message::PrePrepare(self.other_proposal(pp)),
             Message::Prepare(p) => Message::Prepare(Signed::new(
                 self.id,
                 Prepare {

@@ -33,7 +33,7 @@ use bft_core::verify::Verifier;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Behaviour {
-    /// Sends different PRE-PREPAREs, PREPAREs and COMMITs for one slot to different peers.
+    /// Sends different PRE-PREPAREs for one slot to different peers, each side's votes backing its version.
     Equivocate,
     /// Half of what it sends carries a signature that does not verify.
     CorruptSignatures,
@@ -173,8 +173,10 @@ pub enum Scenario {
     /// proposal halted a 4-replica cluster for good: the view change refused what the normal case accepted). The
     /// cluster must stay live, and the backup be proven by its signature.
     BackupProposal,
-    /// The primary of view 0 sends conflicting proposals for one slot to different backups (and conflicting votes):
-    /// no one replica receives both, yet the primary must be proven, and the cluster stay live.
+    /// The primary of view 0 sends conflicting proposals for one slot to different backups, and its COMMITs back
+    /// each side's version, so that each side gathers as many votes as one Byzantine member can give it: no one
+    /// replica receives both proposals, yet no two honest replicas may decide apart, the primary must be proven, and
+    /// the cluster stay live.
     EquivocatingPrimary,
     /// One Byzantine backup passes on made-up committed batches in the primary's name (spending funds twice, with
     /// signatures that do not verify): no honest replica may log anyone for them, nor leave view 0.
