@@ -290,26 +290,6 @@ pub struct Config {
     pub admin: Option<PublicKey>,
 }
 
-impl Config {
-    /// The genesis state: the ledger's accounts and the governance (membership, administrator key).
-    pub fn genesis_state(
-        &self,
-    ) -> Result<(crate::ledger::Ledger, crate::governance::Governance), crate::ledger::GenesisError> {
-        let ledger = crate::ledger::Ledger::from_genesis(&self.genesis)?;
-        Ok((
-            ledger,
-            crate::governance::Governance::genesis(&self.membership, self.admin),
-        ))
-    }
-
-    /// The digest of the genesis state: the checkpoint at sequence 0 that needs no signatures.
-    pub fn genesis_digest(&self) -> Result<crate::crypto::Digest, crate::ledger::GenesisError> {
-        let (ledger, governance) = self.genesis_state()?;
-        let snapshot = crate::governance::state_snapshot(&ledger, &governance);
-        Ok(crate::ledger::Ledger::snapshot_digest(&snapshot))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

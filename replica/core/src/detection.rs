@@ -116,23 +116,32 @@ pub fn observation_of_refusal(
             },
         ) => Evidence::of_refused_view_change(membership, epoch_started_at, executed, view_change),
         // A second, different NEW-VIEW from the primary of a view this replica installed: the core keeps both.
-        (Rejection::Equivocation, Refusal::Core { header: None, replica }) if summary.kind == "new_view" => replica
-            .conflicting_new_views()
-            .and_then(|(first, second)| Evidence::of_conflicting_new_views(replica, first.clone(), second.clone())),
+        (Rejection::Equivocation, Refusal::Core { header: None, replica }) if summary.kind == "new_view" => {
+            replica.conflicting_new_views().and_then(|(first, second)| {
+                Evidence::of_conflicting_new_views(
+                    replica.membership(),
+                    proof_epoch(replica),
+                    first.clone(),
+                    second.clone(),
+                )
+            })
+        }
         (
             Rejection::Equivocation,
             Refusal::Core {
                 header: Some(header),
                 replica,
             },
-        ) => Evidence::of_equivocation(replica, header),
+        ) => replica
+            .signed_before(&header)
+            .and_then(|first| Evidence::of_equivocation(replica.membership(), proof_epoch(replica), first, header)),
         (
             Rejection::NotFromPrimary(_),
             Refusal::Core {
                 header: Some(Message::PrePrepare(proposal)),
                 replica,
             },
-        ) => Evidence::of_backup_proposal(replica, proposal),
+        ) => Evidence::of_backup_proposal(replica.membership(), proof_epoch(replica), proposal),
         // The core keeps the last chunk it refused as not the certified one: signed by its sender, it is proof.
         (Rejection::StateChunk(_), Refusal::Core { replica, .. }) => replica
             .refused_state_chunk()
@@ -368,6 +377,11 @@ impl Detector {
         }
         None
     }
+}
+
+/// The sequence number a replica's current epoch started at: a proof is checked against that epoch's membership.
+fn proof_epoch(replica: &Replica) -> Seq {
+    replica.governance().epoch_started_at.unwrap_or(0)
 }
 
 #[cfg(test)]

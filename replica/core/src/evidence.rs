@@ -6,33 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{Membership, max_failures};
 use crate::crypto::Digest;
 use crate::ledger::TxOutcome;
 use crate::messages::{
-    Checkpoint, CheckpointCert, MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId,
-    Reply, Seq, Signable, Signed, StateTransfer, ViewChange,
+    MAX_MESSAGE_BYTES, Message, NewView, PrePrepare, Prepare, PreparedCert, ReplicaId, Reply, Seq, Signable, Signed,
+    ViewChange,
 };
-use crate::replica::Replica;
-use crate::view_change::derive_new_view;
-
-/// The kinds of misbehaviour a replica can see in what a member sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FaultType {
-    /// A message in the member's name whose signature does not verify.
-    SignatureMismatch,
-    /// Two conflicting messages signed by the member for one slot.
-    Equivocation,
-    /// A proposal signed by the member that spends the same funds twice.
-    DoubleSpend,
-    /// A checkpoint signed by the member for a state the quorum did not reach.
-    DivergentExecution,
-    /// A signed message no honest member sends (a backup's proposal).
-    ProtocolViolation,
-}
+use crate::new_view::derive_new_view;
+// Evidence travels inside operations, so its types live with the messages (`messages.rs`).
+pub use crate::messages::{Evidence, FaultType};
 
 impl FaultType {
     pub fn name(&self) -> &'static str {
@@ -71,57 +54,6 @@ pub const MAX_VIEW_CHANGE_EVIDENCE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
 /// numbers, 10 members); a NEW-VIEW beyond this is refused all the same, only not proven.
 const MAX_DERIVATION_STEPS: usize = 1 << 24;
 
-// Evidence is rare and short-lived: its variants' sizes do not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Evidence {
-    /// Two messages of one kind the member signed for one slot (view and sequence; for checkpoints, sequence),
-    /// that differ. PRE-PREPAREs travel without their batch: the signature covers the header.
-    Equivocation { first: Message, second: Message },
-    /// A proposal the member signed whose batch (matching the signed digest) spends the same funds twice.
-    DoubleSpend { proposal: Signed<PrePrepare> },
-    /// A checkpoint the member signed, and the quorum certificate for the same sequence with another state.
-    DivergentCheckpoint {
-        checkpoint: Signed<Checkpoint>,
-        certificate: CheckpointCert,
-    },
-    /// Replies for one transfer at one sequence: F+1 members signed one outcome, the member another.
-    DivergentReply {
-        member: ReplicaId,
-        seq: Seq,
-        transaction: Digest,
-        replies: Vec<Signed<Reply>>,
-    },
-    /// A PRE-PREPARE the member signed for a view whose primary it is not (its signed header: the batch does not
-    /// matter). Only the view's primary proposes, so no honest member signs one: it is what let one backup's
-    /// proposal halt a cluster whose view change then refused it.
-    ProposalByBackup { proposal: Signed<PrePrepare> },
-    /// A state-transfer chunk the member signed that the manifest it signed with it contradicts: no honest member
-    /// sends one, since it cuts both from one snapshot (`ledger::Manifest::check_chunk`). Whole, as signed: the
-    /// signature covers the chunk (at most `STATE_CHUNK_BYTES`).
-    BadStateChunk { transfer: Signed<StateTransfer> },
-    /// Two different NEW-VIEWs the primary of their view signed for it. An honest primary makes one NEW-VIEW per
-    /// view and installs it at once; two let it lead different replicas into one view on different terms.
-    ConflictingNewViews {
-        first: Signed<NewView>,
-        second: Signed<NewView>,
-    },
-    /// A NEW-VIEW the primary of its view signed on fewer than a quorum of distinct valid VIEW-CHANGEs for that
-    /// view: an honest primary waits for a quorum, since only a quorum is sure to carry every batch that may have
-    /// committed. Anyone holding the membership can count them.
-    NewViewWithoutQuorum { new_view: Signed<NewView> },
-    /// A NEW-VIEW the primary of its view signed whose PRE-PREPAREs are not exactly those its own VIEW-CHANGEs
-    /// determine (`view_change::derive_new_view`). An honest primary derives them from the very VIEW-CHANGEs it puts
-    /// in and signs both at once, so anyone derives them again from the NEW-VIEW alone: neither the membership nor
-    /// whether the VIEW-CHANGEs are valid (or withdrawn since) enters the derivation, only the primary's signature.
-    NewViewNotDerived { new_view: Signed<NewView> },
-    /// A VIEW-CHANGE the member signed carrying a prepared certificate that cannot hold (`broken_certificate`). Its
-    /// signature covers the certificates it carries, and an honest member carries only certificates it formed from
-    /// votes it verified: the member vouched for one it never held, whoever relays the VIEW-CHANGE. Its checkpoint
-    /// certificate proves nothing either way.
-    InvalidViewChange { view_change: Signed<ViewChange> },
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvidenceError {
     #[error("signature of member {0} does not verify")]
@@ -156,45 +88,46 @@ impl Evidence {
     /// the signed header of a proposal or vote (small: a PRE-PREPARE without its batch).
     pub fn header(message: &Message) -> Option<Message> {
         match message {
-            Message::PrePrepare(pp) => Some(Message::PrePrepare(crate::replica::without_batch(pp))),
+            Message::PrePrepare(pp) => Some(Message::PrePrepare(crate::messages::without_batch(pp))),
             Message::Prepare(_) | Message::Commit(_) | Message::Checkpoint(_) => Some(message.clone()),
             // A PRE-PREPARE header a peer holds: its signer's, whoever passed it on.
-            Message::Proposal { proposal, .. } => Some(Message::PrePrepare(crate::replica::without_batch(proposal))),
+            Message::Proposal { proposal, .. } => Some(Message::PrePrepare(crate::messages::without_batch(proposal))),
             _ => None,
         }
     }
 
-    /// The equivocation `refused` completes, if the replica logged what its sender signed before for the slot.
-    pub fn of_equivocation(replica: &Replica, refused: Message) -> Option<Evidence> {
-        let first = replica.signed_before(&refused)?;
-        let evidence = Evidence::Equivocation { first, second: refused };
-        // Only what is proof leaves here (e.g. not a conflict with this replica's own vote).
-        evidence
-            .verify(replica.membership(), replica.governance().epoch_started_at.unwrap_or(0))
-            .ok()
-            .map(|_| evidence)
+    /// The equivocation `second` completes with `first`, what its sender signed before for the slot, if it is proof
+    /// (e.g. not a conflict with this replica's own vote).
+    pub fn of_equivocation(
+        membership: &Membership,
+        epoch_started_at: Seq,
+        first: Message,
+        second: Message,
+    ) -> Option<Evidence> {
+        let evidence = Evidence::Equivocation { first, second };
+        evidence.verify(membership, epoch_started_at).ok().map(|_| evidence)
     }
 
     /// The proof a PRE-PREPARE the core refused as not its view primary's makes, if it does (its signature was
     /// verified before the core saw it; checked again here, with the epoch, like every proof that leaves).
-    pub fn of_backup_proposal(replica: &Replica, proposal: Signed<PrePrepare>) -> Option<Evidence> {
+    pub fn of_backup_proposal(
+        membership: &Membership,
+        epoch_started_at: Seq,
+        proposal: Signed<PrePrepare>,
+    ) -> Option<Evidence> {
         let evidence = Evidence::ProposalByBackup { proposal };
-        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
-        evidence
-            .verify(replica.membership(), epoch_started_at)
-            .ok()
-            .map(|_| evidence)
+        evidence.verify(membership, epoch_started_at).ok().map(|_| evidence)
     }
 
     /// The proof two NEW-VIEWs for one view make, the one the replica installed first and one it refused as
     /// conflicting with it, if they do (checked here with the epoch, like every proof that leaves).
     pub fn of_conflicting_new_views(
-        replica: &Replica,
+        membership: &Membership,
+        epoch_started_at: Seq,
         first: Signed<NewView>,
         second: Signed<NewView>,
     ) -> Option<Evidence> {
-        let epoch_started_at = replica.governance().epoch_started_at.unwrap_or(0);
-        Evidence::ConflictingNewViews { first, second }.proving(replica.membership(), epoch_started_at)
+        Evidence::ConflictingNewViews { first, second }.proving(membership, epoch_started_at)
     }
 
     /// The proof a refused NEW-VIEW makes if its primary signed it on fewer than a quorum of valid VIEW-CHANGEs.
@@ -592,7 +525,7 @@ mod tests {
     use super::*;
     use crate::crypto::KeyPair;
     use crate::ledger::RejectReason;
-    use crate::messages::Member;
+    use crate::messages::{Checkpoint, CheckpointCert, Member};
 
     fn cluster() -> (Membership, Vec<KeyPair>) {
         let keys: Vec<KeyPair> = (1..=4u8).map(|i| KeyPair::from_secret([i; 32])).collect();

@@ -411,7 +411,7 @@ impl Saboteur {
     /// A NEW-VIEW for the view of `nv` on `view_changes`, with the PRE-PREPAREs they determine, signed by this
     /// member: valid wherever `view_changes` are a quorum.
     fn new_view_on(&self, view: View, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
-        let (_, entries) = crate::view_change::derive_new_view(&view_changes);
+        let (_, entries) = crate::new_view::derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
             .map(|r| Signed::new(self.id, r.in_view(view), &self.key))

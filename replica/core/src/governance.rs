@@ -21,11 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Membership, max_failures};
-use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
-use crate::evidence::Evidence;
+use crate::config::{Config, Membership, max_failures};
+use crate::crypto::{Digest, KeyPair, PublicKey};
 use crate::evidence::FaultType;
-use crate::messages::{Member, ReplicaId, Seq, Signable, Signed};
+use crate::messages::{Member, ReplicaId, Seq};
+// The operations travel inside proposals, so their types live with the messages (`messages.rs`).
+pub use crate::messages::{Accusation, NewMember, Operation, Reconfiguration, SignedReconfiguration};
 
 /// The most operations one batch may carry; a proposal with more is refused unread.
 pub const MAX_OPS_PER_BATCH: usize = 16;
@@ -37,18 +38,6 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 const MAX_ADDRESS_BYTES: usize = 256;
 /// The most members one reconfiguration may add or remove.
 const MAX_CHANGES: usize = 64;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Operation {
-    /// Provable misbehaviour, reported by `reporter` at `at_ms` (its clock).
-    Quarantine {
-        reporter: ReplicaId,
-        at_ms: u64,
-        evidence: Box<Evidence>,
-    },
-    Accuse(Signed<Accusation>),
-    Reconfigure(SignedReconfiguration),
-}
 
 impl Operation {
     pub fn digest(&self) -> Digest {
@@ -88,43 +77,6 @@ impl Operation {
             Operation::Reconfigure(r) => r.body.at_ms,
         }
     }
-}
-
-/// "Member `accused` sent me messages in its own name whose signatures do not verify."
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Accusation {
-    pub accused: ReplicaId,
-    pub fault: FaultType,
-    /// How many such messages the accuser received before accusing.
-    pub observed: u64,
-    pub at_ms: u64,
-}
-
-impl Signable for Accusation {
-    const DOMAIN: &'static str = "pbft/accusation";
-}
-
-/// A change of membership: applies to `epoch` only, so it cannot be replayed in a later one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reconfiguration {
-    pub epoch: u64,
-    pub remove: Vec<ReplicaId>,
-    pub add: Vec<NewMember>,
-    pub at_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewMember {
-    pub id: ReplicaId,
-    pub public_key: PublicKey,
-    /// Where peers reach it (host:port).
-    pub address: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SignedReconfiguration {
-    pub body: Reconfiguration,
-    pub signature: Signature,
 }
 
 impl SignedReconfiguration {
@@ -508,9 +460,32 @@ pub fn restore_state(
     Ok((crate::ledger::Ledger::from_snapshot(&ledger_bytes, supply)?, governance))
 }
 
+// The genesis state's head is the governance, so the genesis is built here rather than in config.rs.
+impl Config {
+    /// The genesis state: the ledger's accounts and the governance (membership, administrator key).
+    pub fn genesis_state(&self) -> Result<(crate::ledger::Ledger, Governance), crate::ledger::GenesisError> {
+        let ledger = crate::ledger::Ledger::from_genesis(&self.genesis)?;
+        Ok((ledger, Governance::genesis(&self.membership, self.admin)))
+    }
+
+    /// The digest of the genesis state: the checkpoint at sequence 0 that needs no signatures.
+    pub fn genesis_digest(&self) -> Result<crate::crypto::Digest, crate::ledger::GenesisError> {
+        let (ledger, governance) = self.genesis_state()?;
+        let snapshot = state_snapshot(&ledger, &governance);
+        Ok(crate::ledger::Ledger::snapshot_digest(&snapshot))
+    }
+}
+
+/// The membership a state's head (its governance) holds, if it decodes and is a valid one.
+pub(crate) fn head_membership(head: &[u8]) -> Option<crate::config::Membership> {
+    let governance: Governance = postcard::from_bytes(head).ok()?;
+    crate::config::Membership::new(governance.members).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::{Evidence, Signed};
 
     fn keys(n: u32) -> Vec<KeyPair> {
         (1..=n).map(|i| KeyPair::from_secret([i as u8; 32])).collect()

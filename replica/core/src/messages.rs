@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, KeyPair, PublicKey, Signature};
-use crate::governance::Operation;
 use crate::ledger::{Manifest, SignedTransfer, TxOutcome};
 
 /// The largest message a member sends, and the least every member accepts (a node may be configured to accept
@@ -451,6 +450,141 @@ pub enum DecodeError {
 pub struct Member {
     pub id: ReplicaId,
     pub public_key: PublicKey,
+}
+
+// ----- What proposals carry besides transfers: operations on the replicated membership, and the evidence they
+// rest on. A proposal carries operations, an operation may carry evidence, and evidence carries the proposals and
+// votes a member signed: one recursive type, so its parts are defined here together; what they mean and how they
+// are checked is in `governance.rs` and `evidence.rs`. -----
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Provable misbehaviour, reported by `reporter` at `at_ms` (its clock).
+    Quarantine {
+        reporter: ReplicaId,
+        at_ms: u64,
+        evidence: Box<Evidence>,
+    },
+    Accuse(Signed<Accusation>),
+    Reconfigure(SignedReconfiguration),
+}
+
+/// "Member `accused` sent me messages in its own name whose signatures do not verify."
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accusation {
+    pub accused: ReplicaId,
+    pub fault: FaultType,
+    /// How many such messages the accuser received before accusing.
+    pub observed: u64,
+    pub at_ms: u64,
+}
+
+impl Signable for Accusation {
+    const DOMAIN: &'static str = "pbft/accusation";
+}
+
+/// A change of membership: applies to `epoch` only, so it cannot be replayed in a later one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconfiguration {
+    pub epoch: u64,
+    pub remove: Vec<ReplicaId>,
+    pub add: Vec<NewMember>,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMember {
+    pub id: ReplicaId,
+    pub public_key: PublicKey,
+    /// Where peers reach it (host:port).
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReconfiguration {
+    pub body: Reconfiguration,
+    pub signature: Signature,
+}
+
+/// The kinds of misbehaviour a replica can see in what a member sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultType {
+    /// A message in the member's name whose signature does not verify.
+    SignatureMismatch,
+    /// Two conflicting messages signed by the member for one slot.
+    Equivocation,
+    /// A proposal signed by the member that spends the same funds twice.
+    DoubleSpend,
+    /// A checkpoint signed by the member for a state the quorum did not reach.
+    DivergentExecution,
+    /// A signed message no honest member sends (a backup's proposal).
+    ProtocolViolation,
+}
+
+// Evidence is rare and short-lived: its variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Evidence {
+    /// Two messages of one kind the member signed for one slot (view and sequence; for checkpoints, sequence),
+    /// that differ. PRE-PREPAREs travel without their batch: the signature covers the header.
+    Equivocation { first: Message, second: Message },
+    /// A proposal the member signed whose batch (matching the signed digest) spends the same funds twice.
+    DoubleSpend { proposal: Signed<PrePrepare> },
+    /// A checkpoint the member signed, and the quorum certificate for the same sequence with another state.
+    DivergentCheckpoint {
+        checkpoint: Signed<Checkpoint>,
+        certificate: CheckpointCert,
+    },
+    /// Replies for one transfer at one sequence: F+1 members signed one outcome, the member another.
+    DivergentReply {
+        member: ReplicaId,
+        seq: Seq,
+        transaction: Digest,
+        replies: Vec<Signed<Reply>>,
+    },
+    /// A PRE-PREPARE the member signed for a view whose primary it is not (its signed header: the batch does not
+    /// matter). Only the view's primary proposes, so no honest member signs one: it is what let one backup's
+    /// proposal halt a cluster whose view change then refused it.
+    ProposalByBackup { proposal: Signed<PrePrepare> },
+    /// A state-transfer chunk the member signed that the manifest it signed with it contradicts: no honest member
+    /// sends one, since it cuts both from one snapshot (`ledger::Manifest::check_chunk`). Whole, as signed: the
+    /// signature covers the chunk (at most `STATE_CHUNK_BYTES`).
+    BadStateChunk { transfer: Signed<StateTransfer> },
+    /// Two different NEW-VIEWs the primary of their view signed for it. An honest primary makes one NEW-VIEW per
+    /// view and installs it at once; two let it lead different replicas into one view on different terms.
+    ConflictingNewViews {
+        first: Signed<NewView>,
+        second: Signed<NewView>,
+    },
+    /// A NEW-VIEW the primary of its view signed on fewer than a quorum of distinct valid VIEW-CHANGEs for that
+    /// view: an honest primary waits for a quorum, since only a quorum is sure to carry every batch that may have
+    /// committed. Anyone holding the membership can count them.
+    NewViewWithoutQuorum { new_view: Signed<NewView> },
+    /// A NEW-VIEW the primary of its view signed whose PRE-PREPAREs are not exactly those its own VIEW-CHANGEs
+    /// determine (`new_view::derive_new_view`). An honest primary derives them from the very VIEW-CHANGEs it puts
+    /// in and signs both at once, so anyone derives them again from the NEW-VIEW alone: neither the membership nor
+    /// whether the VIEW-CHANGEs are valid (or withdrawn since) enters the derivation, only the primary's signature.
+    NewViewNotDerived { new_view: Signed<NewView> },
+    /// A VIEW-CHANGE the member signed carrying a prepared certificate that cannot hold (`broken_certificate`). Its
+    /// signature covers the certificates it carries, and an honest member carries only certificates it formed from
+    /// votes it verified: the member vouched for one it never held, whoever relays the VIEW-CHANGE. Its checkpoint
+    /// certificate proves nothing either way.
+    InvalidViewChange { view_change: Signed<ViewChange> },
+}
+
+/// A PRE-PREPARE's signed header alone: enough to prove what its sender signed.
+pub fn without_batch(pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
+    Signed {
+        from: pp.from,
+        body: PrePrepare {
+            batch: Vec::new(),
+            ops: Vec::new(),
+            at_ms: 0,
+            ..pp.body.clone()
+        },
+        signature: pp.signature,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,12 @@
 //! `checkpoint.rs` holds checkpoints and garbage collection, `status.rs` the STATUS exchange and catching up,
 //! `state_transfer.rs` the transfer of a certified state in chunks, and `view_change.rs` the view change.
 
+// The protocol's phases: each an `impl Replica` of its own, over the state this file defines.
+pub mod checkpoint;
+pub mod state_transfer;
+pub mod status;
+pub mod view_change;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::config::{Config, ConfigError, Membership, Params};
@@ -233,7 +239,7 @@ pub struct Replica {
     /// `view_change_id`: what a REJOIN takes back.
     pub(crate) own_view_changes: Vec<(View, Digest)>,
     /// This replica's REJOIN under way, if any (`view_change.rs`).
-    pub(crate) rejoin: Option<crate::view_change::Rejoining>,
+    pub(crate) rejoin: Option<view_change::Rejoining>,
     /// Each member's withdrawn VIEW-CHANGEs (this replica's own included) for views above the last installed here:
     /// they count for nothing, and a NEW-VIEW built on one is refused.
     pub(crate) withdrawn: BTreeMap<ReplicaId, BTreeSet<(View, Digest)>>,
@@ -266,7 +272,7 @@ pub struct Replica {
     pub(crate) log: BTreeMap<Seq, Slot>,
     pub(crate) stable: CheckpointCert,
     pub(crate) stable_snapshot: Vec<u8>,
-    pub(crate) state_transfers: crate::state_transfer::StateTransfers,
+    pub(crate) state_transfers: state_transfer::StateTransfers,
     /// This replica's own checkpoint state digests and snapshots above the stable one.
     pub(crate) own_checkpoints: BTreeMap<Seq, (Digest, Vec<u8>)>,
     pub(crate) checkpoint_votes: BTreeMap<Seq, BTreeMap<ReplicaId, Signed<Checkpoint>>>,
@@ -403,7 +409,7 @@ impl Replica {
             && (durable.view, durable.view_active) == (signed.body.view, true)
         {
             self.forget_view_change_of(self.id, &signed.body.withdrawn);
-            self.rejoin = Some(crate::view_change::Rejoining {
+            self.rejoin = Some(view_change::Rejoining {
                 signed: signed.clone(),
                 acks: BTreeSet::new(),
                 primary_acks: Vec::new(),
@@ -423,7 +429,7 @@ impl Replica {
             .map(|(view, _)| *view)
             .fold(self.highest_view_change_sent, View::max);
         if let Some(nv) = &durable.new_view {
-            let (_, entries) = crate::view_change::derive_new_view(&nv.body.view_changes);
+            let (_, entries) = crate::new_view::derive_new_view(&nv.body.view_changes);
             if let Some(last) = entries.last() {
                 self.next_seq = self.next_seq.max(last.seq);
             }
@@ -1404,18 +1410,4 @@ fn committed_under(membership: &Membership, cert: &CommittedCert) -> bool {
         .map(|c| c.from);
     voters.collect::<BTreeSet<_>>().len() >= membership.quorum()
         && verify::check_proposer(membership, &cert.pre_prepare).is_ok()
-}
-
-/// A PRE-PREPARE's signed header alone: enough to prove what its sender signed.
-pub fn without_batch(pp: &Signed<PrePrepare>) -> Signed<PrePrepare> {
-    Signed {
-        from: pp.from,
-        body: PrePrepare {
-            batch: Vec::new(),
-            ops: Vec::new(),
-            at_ms: 0,
-            ..pp.body.clone()
-        },
-        signature: pp.signature,
-    }
 }

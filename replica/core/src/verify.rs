@@ -12,7 +12,7 @@ use crate::config::Membership;
 use crate::crypto::{Digest, PublicKey, Signature, SignedItem, VerifyingKey, verify_many};
 use crate::ledger::SignedTransfer;
 use crate::messages::*;
-use crate::view_change::derive_new_view;
+use crate::new_view::derive_new_view;
 
 /// An input that passed verification. Only this module can make one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -664,7 +664,7 @@ impl Verifier {
             return Ok(());
         }
         let bad = Rejection::BadCertificate("state transfer");
-        let next = crate::state_transfer::head_membership(head).ok_or(bad.clone())?;
+        let next = crate::governance::head_membership(head).ok_or(bad.clone())?;
         if next == *self.membership || cert.proof.len() > next.n() {
             return Err(bad);
         }

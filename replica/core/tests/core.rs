@@ -1006,7 +1006,7 @@ fn a_lagging_replica_catches_up_while_its_lowest_ranked_peer_is_down() {
 /// 4(N-2) chunks it held again every round).
 #[test]
 fn one_status_draws_each_missing_chunk_once_and_none_already_held() {
-    use bft_core::state_transfer::STATE_CHUNKS_PER_ANSWER;
+    use bft_core::replica::state_transfer::STATE_CHUNKS_PER_ANSWER;
     let mut c = Cluster::with_accounts(7, params(), many_accounts(400_000));
     let last = leave_the_last_replica_behind(&mut c, 6);
     let mut held = std::collections::BTreeSet::new();
@@ -1759,7 +1759,7 @@ fn a_member_that_left_a_view_alone_takes_back_its_view_change_and_votes_again() 
         Signed::new(from, body, &c.keys[from as usize - 1])
     };
     let new_view = |view_changes: Vec<Signed<ViewChange>>| {
-        let (_, entries) = bft_core::view_change::derive_new_view(&view_changes);
+        let (_, entries) = bft_core::new_view::derive_new_view(&view_changes);
         let pre_prepares = entries
             .into_iter()
             .map(|e| Signed::new(2, e.in_view(1), &c.keys[1]))
@@ -1846,7 +1846,7 @@ fn a_new_view_built_on_a_withdrawal_that_never_took_effect_is_installed_once_its
 
 /// A NEW-VIEW for view 1 signed by member 2 on `view_changes`, with the proposals they determine.
 fn new_view_on(c: &Cluster, view_changes: Vec<Signed<ViewChange>>) -> Signed<NewView> {
-    let (_, entries) = bft_core::view_change::derive_new_view(&view_changes);
+    let (_, entries) = bft_core::new_view::derive_new_view(&view_changes);
     let pre_prepares = entries
         .into_iter()
         .map(|r| Signed::new(2, r.in_view(1), &c.keys[1]))

@@ -1822,7 +1822,7 @@ impl Sim {
         }) {
             return;
         }
-        let (checkpoint, reproposals) = bft_core::view_change::derive_new_view(&nv.body.view_changes);
+        let (checkpoint, reproposals) = bft_core::new_view::derive_new_view(&nv.body.view_changes);
         let reproposed: BTreeMap<Seq, Digest> = reproposals.iter().map(|r| (r.seq, r.digest)).collect();
         let missing: Vec<String> = self
             .certified

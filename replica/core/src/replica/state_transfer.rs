@@ -40,12 +40,6 @@ pub const STATE_CHUNK_WINDOW: usize = 64;
 // per MiB of state, so even a TiB of state leaves room.
 const _: () = assert!(crate::ledger::STATE_CHUNK_BYTES * 4 <= MAX_MESSAGE_BYTES);
 
-/// The membership a state's head (its governance) holds, if it decodes and is a valid one.
-pub(crate) fn head_membership(head: &[u8]) -> Option<crate::config::Membership> {
-    let governance: Governance = postcard::from_bytes(head).ok()?;
-    crate::config::Membership::new(governance.members).ok()
-}
-
 /// The state-transfer side of a replica: the one transfer it is fetching, and the manifest of the state it serves.
 #[derive(Default)]
 pub(crate) struct StateTransfers {
