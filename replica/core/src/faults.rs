@@ -7,6 +7,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,8 @@ pub enum Fault {
     DoubleSpend,
     /// Does not admit client requests, so as primary it proposes nothing.
     Censorship,
-    /// Sends conflicting PRE-PREPAREs for one slot to different peers, and backs each side's version with its
-    /// PREPAREs and COMMITs for that slot (other votes conflict at random).
+    /// Sends, for a slot (at the drill's probability), conflicting PRE-PREPAREs to two halves of its peers, and
+    /// backs each side's version with its PREPAREs and COMMITs for that slot (other votes conflict at random).
     Equivocation,
     /// Sends nothing.
     Silence,
@@ -582,7 +583,7 @@ impl Saboteur {
         Signed::new(self.id, body, &self.key)
     }
 
-    /// Conflicting versions of `message` to different peers. A proposal's other version goes to a drawn set of
+    /// Conflicting versions of `message` to different peers. A proposal's other version goes to a drawn half of the
     /// peers, and its votes for that slot follow the same split, each side's backing what that side was proposed: so
     /// that two sides each gather a quorum wherever quorums are too small to intersect in an honest member. Votes
     /// for slots it did not propose two versions of conflict at random.
@@ -596,25 +597,26 @@ impl Saboteur {
         let known = self
             .equivocated
             .iter()
-            .find(|e| e.slot == slot && e.other_to.len() == peers);
+            .find(|e| e.slot == slot && e.other_to.len() == peers)
+            .map(|e| (e.other_to.clone(), e.other.clone()));
         let (other_to, other) = match (known, message) {
             // A proposal sent again (a retransmission), or a vote: each side gets what it was proposed.
-            (Some(e), Message::PrePrepare(_)) => (e.other_to.clone(), Message::PrePrepare(e.other.clone())),
-            (Some(e), _) => (e.other_to.clone(), self.vote_for(message, e.other.body.digest)),
+            (Some((other_to, other)), Message::PrePrepare(_)) => (other_to, Message::PrePrepare(other)),
+            (Some((other_to, other)), _) => (other_to, self.vote_for(message, other.body.digest)),
+            // An answer to one peer has no sides, and a slot is split at the fault's probability. The split itself
+            // is even, so that at a probability of 1 (a scenario's member) the two sides still differ.
+            (None, Message::PrePrepare(_)) if peers < 2 || !self.acts() => return vec![Some(message.clone()); peers],
             (None, Message::PrePrepare(pp)) => {
                 let other = self.other_proposal(pp);
-                let other_to: Vec<bool> = (0..peers).map(|_| self.acts()).collect();
-                // Only a proposal to everyone sets the split: one sent to a single peer (an answer) has no sides.
-                if peers > 1 {
-                    if self.equivocated.len() == EQUIVOCATED_KEPT {
-                        self.equivocated.pop_front();
-                    }
-                    self.equivocated.push_back(Equivocated {
-                        slot,
-                        other_to: other_to.clone(),
-                        other: other.clone(),
-                    });
+                let other_to = self.halves(peers);
+                if self.equivocated.len() == EQUIVOCATED_KEPT {
+                    self.equivocated.pop_front();
                 }
+                self.equivocated.push_back(Equivocated {
+                    slot,
+                    other_to: other_to.clone(),
+                    other: other.clone(),
+                });
                 (other_to, Message::PrePrepare(other))
             }
             (None, _) => {
@@ -626,6 +628,17 @@ impl Saboteur {
             .into_iter()
             .map(|to_other| Some(if to_other { other.clone() } else { message.clone() }))
             .collect()
+    }
+
+    /// A random half of `peers` (by position), the larger half when they are odd: `true` for those in it.
+    fn halves(&mut self, peers: usize) -> Vec<bool> {
+        let mut order: Vec<usize> = (0..peers).collect();
+        order.shuffle(&mut self.rng);
+        let mut in_half = vec![false; peers];
+        for &i in &order[..peers.div_ceil(2)] {
+            in_half[i] = true;
+        }
+        in_half
     }
 
     /// `message`, a PREPARE or COMMIT, for `digest` instead, correctly signed.

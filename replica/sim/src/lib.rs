@@ -173,10 +173,10 @@ pub enum Scenario {
     /// proposal halted a 4-replica cluster for good: the view change refused what the normal case accepted). The
     /// cluster must stay live, and the backup be proven by its signature.
     BackupProposal,
-    /// The primary of view 0 sends conflicting proposals for one slot to different backups, and its COMMITs back
-    /// each side's version, so that each side gathers as many votes as one Byzantine member can give it: no one
-    /// replica receives both proposals, yet no two honest replicas may decide apart, the primary must be proven, and
-    /// the cluster stay live.
+    /// The primary of view 0 sends, for every slot, one proposal to a random half of the backups and a conflicting
+    /// one to the other half, and its COMMITs back each side's version, so that each side gathers as many votes as
+    /// one Byzantine member can give it: no one replica receives both proposals, yet no two honest replicas may
+    /// decide apart, the primary must be proven, and the cluster stay live.
     EquivocatingPrimary,
     /// One Byzantine backup passes on made-up committed batches in the primary's name (spending funds twice, with
     /// signatures that do not verify): no honest replica may log anyone for them, nor leave view 0.

@@ -55,9 +55,10 @@ struct Args {
     /// claims to suspect every primary and sends VIEW-CHANGEs for near and far views, while clients give each
     /// transfer to one replica: no honest replica may leave view 0); backup-proposal (a Byzantine backup signs
     /// proposals of its own: the cluster stays live and the backup is proven); equivocating-primary (the primary
-    /// sends conflicting proposals to disjoint backups, its votes backing each side's: it is proven, and the cluster
-    /// stays live); forged-relay (a Byzantine backup passes on made-up committed batches in the primary's name:
-    /// nobody is blamed); and accusation-flood (a Byzantine backup accuses every member over and over: nobody honest is quarantined).
+    /// sends conflicting proposals to two halves of the backups, its votes backing each side's: it is proven, and
+    /// the cluster stays live); forged-relay (a Byzantine backup passes on made-up committed batches in the
+    /// primary's name: nobody is blamed); and accusation-flood (a Byzantine backup accuses every member over and
+    /// over: nobody honest is quarantined).
     /// faulty-chunk-servers (a lagging member catches up by state transfer while its F lowest-ranked peers crash
     /// or, --byzantine of them, serve corrupted chunks; it prints catch_up_ms with --json); lone-suspicion (a
     /// backup cut off from the primary leaves view 0 with F Byzantine members' suspicions while the rest stay,
