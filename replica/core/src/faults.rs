@@ -597,9 +597,14 @@ impl Saboteur {
         let known = self
             .equivocated
             .iter()
-            .find(|e| e.slot == slot && e.other_to.len() == peers)
+            .find(|e| e.slot == slot)
             .map(|e| (e.other_to.clone(), e.other.clone()));
         let (other_to, other) = match (known, message) {
+            // One peer asks again for what it lacks of a split slot: which side it is on is not known here, and either
+            // version could show it both, so it gets nothing (a Byzantine member may stay silent).
+            (Some(_), _) if peers < 2 => return vec![None; peers],
+            // The peers changed since the split (a reconfiguration): the split no longer says who is on which side.
+            (Some((other_to, _)), _) if other_to.len() != peers => return vec![Some(message.clone()); peers],
             // A proposal sent again (a retransmission), or a vote: each side gets what it was proposed.
             (Some((other_to, other)), Message::PrePrepare(_)) => (other_to, Message::PrePrepare(other)),
             (Some((other_to, other)), _) => (other_to, self.vote_for(message, other.body.digest)),
