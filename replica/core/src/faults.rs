@@ -752,3 +752,69 @@ fn empty_proposal(view: View, seq: Seq) -> PrePrepare {
         at_ms: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transfer(nonce: u64) -> SignedTransfer {
+        let payer = KeyPair::from_secret([9; 32]);
+        Transfer {
+            from: payer.public(),
+            to: KeyPair::from_secret([8; 32]).public(),
+            amount: 1,
+            nonce,
+        }
+        .sign(&payer)
+    }
+
+    /// The equivocating-primary scenario once never split a slot: at the probability of 1 its member plays, every
+    /// backup got the same other version. The split is now two halves, followed by the slot's votes and resends.
+    #[test]
+    fn an_equivocating_member_splits_each_slot_into_halves_its_votes_follow() {
+        let key = KeyPair::from_secret([1; 32]);
+        let drill = FaultDrill::new(Fault::Equivocation, 1.0).unwrap();
+        let mut saboteur = Saboteur::new(drill, 1, key.clone(), 7, 8);
+        let batch = vec![transfer(1), transfer(2)];
+        let body = PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: proposal_digest(&batch, &[], 5),
+            batch,
+            ops: Vec::new(),
+            at_ms: 5,
+        };
+        let original = Message::PrePrepare(Signed::new(1, body.clone(), &key));
+        let digest_of = |m: &Option<Message>| match m {
+            Some(Message::PrePrepare(pp)) => pp.body.digest,
+            Some(Message::Commit(c)) => c.body.digest,
+            other => panic!("unexpected {other:?}"),
+        };
+        let copies = saboteur.outgoing(&original, 6);
+        let other_side: Vec<bool> = copies.iter().map(|m| digest_of(m) != body.digest).collect();
+        assert_eq!(other_side.iter().filter(|o| **o).count(), 3, "{other_side:?}");
+        let other_digest = copies.iter().map(&digest_of).find(|d| *d != body.digest).unwrap();
+
+        // A resend to everyone goes to each side as before; each side gets COMMITs for its own version.
+        let resent: Vec<Digest> = saboteur.outgoing(&original, 6).iter().map(&digest_of).collect();
+        assert_eq!(resent, copies.iter().map(&digest_of).collect::<Vec<_>>());
+        let commit = Message::Commit(Signed::new(
+            1,
+            Commit {
+                view: 0,
+                seq: 1,
+                digest: body.digest,
+            },
+            &key,
+        ));
+        let votes: Vec<Digest> = saboteur.outgoing(&commit, 6).iter().map(&digest_of).collect();
+        let expected: Vec<Digest> = other_side
+            .iter()
+            .map(|&o| if o { other_digest } else { body.digest })
+            .collect();
+        assert_eq!(votes, expected);
+
+        // One peer asking again about the split slot gets nothing: either version could show it both.
+        assert_eq!(saboteur.outgoing(&original, 1), vec![None]);
+    }
+}
