@@ -624,9 +624,11 @@ impl Saboteur {
                 });
                 (other_to, Message::PrePrepare(other))
             }
+            // A vote for a slot it did not split: a random digest, to a random set of peers.
             (None, _) => {
                 let other_to = (0..peers).map(|_| self.acts()).collect();
-                (other_to, self.equivocation(message))
+                let other = Digest(self.rng.random());
+                (other_to, self.vote_for(message, other))
             }
         };
         other_to
@@ -665,31 +667,6 @@ impl Saboteur {
             ..pp.body.clone()
         };
         Signed::new(self.id, body, &self.key)
-    }
-
-    /// A message conflicting with `message` for the same slot, correctly signed.
-    fn equivocation(&mut self, message: &Message) -> Message {
-        let other = Digest(self.rng.random());
-        match message {
-            Message::PrePrepare(pp) => Message::PrePrepare(self.other_proposal(pp)),
-            Message::Prepare(p) => Message::Prepare(Signed::new(
-                self.id,
-                Prepare {
-                    digest: other,
-                    ..p.body
-                },
-                &self.key,
-            )),
-            Message::Commit(c) => Message::Commit(Signed::new(
-                self.id,
-                Commit {
-                    digest: other,
-                    ..c.body
-                },
-                &self.key,
-            )),
-            other_message => other_message.clone(),
-        }
     }
 
     /// Adds spends of spent funds to proposals, and lies about the state in checkpoints.
